@@ -1,0 +1,1096 @@
+//! The DLQ record format: the v1 JSON envelope, and how foreign records decode.
+//!
+//! A [`DeadLetter`] is the in-memory form of one failed record: the original
+//! bytes (payload, key, headers), where it came from, and why it failed. On the
+//! wire it is the v1 envelope of DESIGN.md, a superset of the seed format
+//! `{original_record, error, timestamp}` so that consumers reading
+//! `record["error"]` keep working.
+//!
+//! The invariants this module is built around:
+//!
+//! * **Byte-exact.** `decode(encode(r))` gives back `r`'s payload, key and
+//!   headers byte for byte. A JSON payload is embedded verbatim (never
+//!   re-serialized); other UTF-8 becomes a JSON string; anything else is
+//!   `{"base64": …}`. A JSON payload that contains a raw line break (only
+//!   possible as whitespace between tokens) is written as a string instead, so
+//!   that an envelope is always one NDJSON line.
+//! * **Bounded.** [`encode`] never returns more than
+//!   [`EncodeOptions::max_bytes`]: long error texts are cut with a marker, and
+//!   oversized parts go to claim-check [`Blob`]s that the store keeps beside
+//!   the envelope, referenced by SHA-256.
+//! * **Tolerant decode.** [`decode`] never fails and never panics: a v1
+//!   envelope, a seed envelope or any other bytes (a raw record) all become a
+//!   `DeadLetter`.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+use std::borrow::Cow;
+
+/// Envelope format version written by this crate.
+pub const ENVELOPE_VERSION: u32 = 1;
+
+/// Error class given to bytes that are not an envelope at all.
+pub const UNKNOWN_ERROR_CLASS: &str = "unknown";
+
+/// One header of the original record. Kafka header values may be null.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// Header name.
+    pub name: String,
+    /// Header value, exactly as received; `None` for a null value.
+    pub value: Option<Vec<u8>>,
+}
+
+/// Where the failed record came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    /// The kind of source: `kafka`, `file`, `stdin`, or `unknown`.
+    pub system: String,
+    /// The topic the record was read from or meant for (replays go back here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// The source partition, where the source has partitions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<i32>,
+    /// The source offset (for files: the 0-based line number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<i64>,
+    /// The source record's own timestamp, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<DateTime<Utc>>,
+}
+
+/// The format a dead letter was decoded from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// A dlq v1 envelope.
+    Envelope,
+    /// The seed format `{original_record, error, timestamp}`.
+    Seed,
+    /// Not an envelope: the bytes are the payload.
+    Raw,
+}
+
+/// Which part of a record a claim check stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Part {
+    /// The record value.
+    Payload,
+    /// The record key.
+    Key,
+    /// The record headers (the blob holds them JSON-encoded as in the envelope).
+    Headers,
+}
+
+/// A pointer to a part of a record stored outside the envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimCheck {
+    /// The part of the record held by the blob.
+    pub part: Part,
+    /// Hex SHA-256 of the blob.
+    pub sha256: String,
+    /// Size of the blob in bytes.
+    pub size: u64,
+    /// Where the store keeps the blob (`sha256:<hex>` for content-addressed stores).
+    pub pointer: String,
+}
+
+/// A blob produced by [`encode`] that the store must persist before the envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blob {
+    /// Hex SHA-256 of `bytes`.
+    pub sha256: String,
+    /// The blob content.
+    pub bytes: Vec<u8>,
+}
+
+/// One failed record, with its original bytes and its failure metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// Deterministic identity: `kafka:<topic>:<partition>:<offset>` for Kafka
+    /// records, `file:<input>:<line>` for file inputs, a UUIDv7 otherwise.
+    pub id: String,
+    /// The original record value, byte for byte (empty while claim-checked).
+    pub payload: Vec<u8>,
+    /// The original record key.
+    pub key: Option<Vec<u8>>,
+    /// The original record headers.
+    pub headers: Vec<Header>,
+    /// Where the record came from.
+    pub source: Source,
+    /// The processing stage that failed (e.g. `validate`, `produce`).
+    pub stage: String,
+    /// A stable, dotted error class (e.g. `validation.price_out_of_range`).
+    pub error_class: String,
+    /// The human-readable error of the last failure.
+    pub error: String,
+    /// Whether a later attempt could succeed (transient) or not (permanent).
+    pub retryable: bool,
+    /// How many attempts were made before giving up.
+    pub attempts: u32,
+    /// When the last failure happened (the envelope's `timestamp`).
+    pub failed_at: DateTime<Utc>,
+    /// When the record first failed; kept across replays.
+    pub first_failed_at: DateTime<Utc>,
+    /// How many times the record was replayed and failed again.
+    pub replays: u32,
+    /// The id of the dead letter this one is a failed replay of.
+    pub replay_of: Option<String>,
+    /// Parts of the record stored outside the envelope.
+    pub claim_checks: Vec<ClaimCheck>,
+    /// Original length of the error text, when it was cut to fit the limit.
+    pub error_truncated_from: Option<u64>,
+    /// The format this dead letter was decoded from.
+    pub origin: Origin,
+}
+
+impl DeadLetter {
+    /// A new dead letter for a record that failed now, with everything else
+    /// defaulted: set the fields that apply.
+    pub fn new(id: impl Into<String>, payload: Vec<u8>, failure: &crate::Failure) -> Self {
+        let now = Utc::now();
+        DeadLetter {
+            id: id.into(),
+            payload,
+            key: None,
+            headers: Vec::new(),
+            source: Source {
+                system: "unknown".into(),
+                ..Source::default()
+            },
+            stage: failure.stage.clone(),
+            error_class: failure.error_class.clone(),
+            error: failure.message.clone(),
+            retryable: failure.retryable,
+            attempts: 1,
+            failed_at: now,
+            first_failed_at: now,
+            replays: 0,
+            replay_of: None,
+            claim_checks: Vec::new(),
+            error_truncated_from: None,
+            origin: Origin::Envelope,
+        }
+    }
+
+    /// The dead letter that a failed replay of `self` becomes: the new error
+    /// replaces the old one (error metadata never grows), `first_failed_at`
+    /// is kept, `replays` goes up by one, and the id is derived from this one
+    /// so that a retried write is deduplicated by the store.
+    pub fn refailed(&self, payload: Vec<u8>, failure: &crate::Failure) -> DeadLetter {
+        let replays = self.replays + 1;
+        let root = self.replay_of.as_deref().unwrap_or(&self.id);
+        let root = root.split("~r").next().unwrap_or(root);
+        DeadLetter {
+            id: format!("{root}~r{replays}"),
+            payload,
+            key: self.key.clone(),
+            headers: self.headers.clone(),
+            source: self.source.clone(),
+            stage: failure.stage.clone(),
+            error_class: failure.error_class.clone(),
+            error: failure.message.clone(),
+            retryable: failure.retryable,
+            attempts: 1,
+            failed_at: Utc::now(),
+            first_failed_at: self.first_failed_at,
+            replays,
+            replay_of: Some(self.id.clone()),
+            claim_checks: Vec::new(),
+            error_truncated_from: None,
+            origin: Origin::Envelope,
+        }
+    }
+
+    /// True when some part of the record lives in a claim-check blob.
+    pub fn has_claim_checks(&self) -> bool {
+        !self.claim_checks.is_empty()
+    }
+
+    /// Restores claim-checked parts by fetching their blobs; each blob's
+    /// SHA-256 is verified, so a corrupt or wrong blob is an error, never a
+    /// silently different record.
+    pub fn resolve_claims<F>(&mut self, mut fetch: F) -> Result<(), ClaimError>
+    where
+        F: FnMut(&ClaimCheck) -> Result<Option<Vec<u8>>, ClaimError>,
+    {
+        for claim in std::mem::take(&mut self.claim_checks) {
+            let bytes = fetch(&claim)?.ok_or_else(|| ClaimError::Missing {
+                pointer: claim.pointer.clone(),
+            })?;
+            let actual = sha256_hex(&bytes);
+            if actual != claim.sha256 {
+                return Err(ClaimError::Corrupt {
+                    pointer: claim.pointer.clone(),
+                    expected: claim.sha256.clone(),
+                    actual,
+                });
+            }
+            match claim.part {
+                Part::Payload => self.payload = bytes,
+                Part::Key => self.key = Some(bytes),
+                Part::Headers => {
+                    let wire: Vec<WireHeader> =
+                        serde_json::from_slice(&bytes).map_err(|e| ClaimError::Corrupt {
+                            pointer: claim.pointer.clone(),
+                            expected: "a JSON header list".into(),
+                            actual: e.to_string(),
+                        })?;
+                    self.headers = wire.into_iter().map(WireHeader::into_header).collect();
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A claim-check blob could not be restored.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClaimError {
+    /// The store has no blob at the pointer.
+    #[error("claim-check blob {pointer} is missing from the store")]
+    Missing {
+        /// The blob pointer.
+        pointer: String,
+    },
+    /// The blob's content does not match its SHA-256.
+    #[error("claim-check blob {pointer} is corrupt: expected {expected}, got {actual}")]
+    Corrupt {
+        /// The blob pointer.
+        pointer: String,
+        /// What was expected.
+        expected: String,
+        /// What was found.
+        actual: String,
+    },
+    /// The store failed while reading the blob.
+    #[error("reading claim-check blob {pointer}: {message}")]
+    Store {
+        /// The blob pointer.
+        pointer: String,
+        /// The store's error.
+        message: String,
+    },
+}
+
+/// Options for [`encode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncodeOptions {
+    /// The largest envelope the store accepts, in bytes.
+    pub max_bytes: usize,
+    /// Error texts longer than this are cut with a marker even when they fit.
+    pub max_error_bytes: usize,
+}
+
+impl EncodeOptions {
+    /// The smallest `max_bytes` that is guaranteed to hold the fixed fields.
+    pub const MIN_MAX_BYTES: usize = 4096;
+
+    /// Options with the given envelope size limit.
+    pub fn with_max_bytes(max_bytes: usize) -> Result<Self, EncodeError> {
+        if max_bytes < Self::MIN_MAX_BYTES {
+            return Err(EncodeError::LimitTooSmall {
+                limit: max_bytes,
+                min: Self::MIN_MAX_BYTES,
+            });
+        }
+        Ok(EncodeOptions {
+            max_bytes,
+            ..EncodeOptions::default()
+        })
+    }
+
+    /// No size limit: every part inline (used by `export`).
+    pub const fn unlimited() -> Self {
+        EncodeOptions {
+            max_bytes: usize::MAX,
+            max_error_bytes: usize::MAX,
+        }
+    }
+}
+
+impl Default for EncodeOptions {
+    /// 1 MiB, Kafka's default `max.message.bytes` (rounded) and SQS's limit;
+    /// errors cut at 64 KiB, which keeps a long stack trace readable.
+    fn default() -> Self {
+        EncodeOptions {
+            max_bytes: 1024 * 1024,
+            max_error_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// An envelope could not be produced.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// The configured limit is below what the fixed fields can need.
+    #[error("envelope size limit {limit} is below the minimum of {min} bytes")]
+    LimitTooSmall {
+        /// The configured limit.
+        limit: usize,
+        /// The minimum.
+        min: usize,
+    },
+}
+
+/// An encoded envelope and the blobs it refers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// The envelope, one line of JSON.
+    pub bytes: Vec<u8>,
+    /// Claim-check blobs the store must persist with the envelope.
+    pub blobs: Vec<Blob>,
+}
+
+/// The hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        use std::fmt::Write as _;
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// The pointer a content-addressed store uses for a blob.
+pub fn blob_pointer(sha256: &str) -> String {
+    format!("sha256:{sha256}")
+}
+
+/// Marker appended to a cut error text.
+fn truncation_marker(original_len: usize) -> String {
+    format!(" …[truncated, {original_len} bytes in all]")
+}
+
+/// Cuts `text` to at most `budget` bytes including the marker, on a char boundary.
+fn cut_text(text: &str, budget: usize) -> String {
+    let marker = truncation_marker(text.len());
+    if text.len() <= budget {
+        return text.to_owned();
+    }
+    let mut end = budget.saturating_sub(marker.len()).min(text.len());
+    while end > 0 && !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{}", &text[..end], marker)
+}
+
+/// Encodes a dead letter as a v1 envelope of at most `opts.max_bytes` bytes.
+///
+/// Parts that are already claim-checked in `letter` stay claim-checked. The
+/// order of measures when the envelope is too large: cut the error text to
+/// `max_error_bytes`; claim-check the payload, then the headers, then the
+/// key; finally cut the error text (and, for absurd inputs, the stage and
+/// error class) further.
+pub fn encode(letter: &DeadLetter, opts: &EncodeOptions) -> Result<Encoded, EncodeError> {
+    let mut plan = Plan {
+        claim_payload: false,
+        claim_headers: false,
+        claim_key: false,
+        error: Cow::Borrowed(letter.error.as_str()),
+        stage: Cow::Borrowed(letter.stage.as_str()),
+        error_class: Cow::Borrowed(letter.error_class.as_str()),
+    };
+    if plan.error.len() > opts.max_error_bytes {
+        plan.error = Cow::Owned(cut_text(&letter.error, opts.max_error_bytes));
+    }
+    let mut out = render(letter, &plan);
+    if out.bytes.len() <= opts.max_bytes {
+        return Ok(out);
+    }
+    if opts.max_bytes < EncodeOptions::MIN_MAX_BYTES {
+        return Err(EncodeError::LimitTooSmall {
+            limit: opts.max_bytes,
+            min: EncodeOptions::MIN_MAX_BYTES,
+        });
+    }
+    for step in 0..3 {
+        match step {
+            0 if !letter.payload.is_empty() => plan.claim_payload = true,
+            1 if !letter.headers.is_empty() => plan.claim_headers = true,
+            2 if letter.key.as_ref().is_some_and(|k| !k.is_empty()) => plan.claim_key = true,
+            _ => continue,
+        }
+        out = render(letter, &plan);
+        if out.bytes.len() <= opts.max_bytes {
+            return Ok(out);
+        }
+    }
+    // Only metadata text is left to shrink. Everything else is bounded
+    // (ids, topic, timestamps, numbers), so cutting these always fits once
+    // they are short enough; each round removes at least the excess.
+    const SMALL: usize = 256;
+    if plan.stage.len() > SMALL {
+        plan.stage = Cow::Owned(cut_text(&letter.stage, SMALL));
+    }
+    if plan.error_class.len() > SMALL {
+        plan.error_class = Cow::Owned(cut_text(&letter.error_class, SMALL));
+    }
+    loop {
+        out = render(letter, &plan);
+        let excess = out.bytes.len().saturating_sub(opts.max_bytes);
+        if excess == 0 {
+            return Ok(out);
+        }
+        let current = plan.error.len();
+        if current == 0 {
+            // The fixed fields alone exceed the limit: an id or topic of
+            // absurd length. Refuse rather than write something larger.
+            return Err(EncodeError::LimitTooSmall {
+                limit: opts.max_bytes,
+                min: out.bytes.len(),
+            });
+        }
+        // JSON escaping can make the text grow up to 6x; aim below the budget.
+        let budget = current.saturating_sub(excess.max(64));
+        plan.error = Cow::Owned(if budget < 64 {
+            String::new()
+        } else {
+            cut_text(&letter.error, budget)
+        });
+    }
+}
+
+struct Plan<'a> {
+    claim_payload: bool,
+    claim_headers: bool,
+    claim_key: bool,
+    error: Cow<'a, str>,
+    stage: Cow<'a, str>,
+    error_class: Cow<'a, str>,
+}
+
+/// How bytes are written in JSON: as text where they are UTF-8, else base64.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum WireBytes<'a> {
+    Text(Cow<'a, str>),
+    Base64 { base64: Cow<'a, str> },
+}
+
+impl<'a> WireBytes<'a> {
+    fn of(bytes: &'a [u8]) -> Self {
+        match std::str::from_utf8(bytes) {
+            Ok(s) => WireBytes::Text(Cow::Borrowed(s)),
+            Err(_) => WireBytes::Base64 {
+                base64: Cow::Owned(BASE64.encode(bytes)),
+            },
+        }
+    }
+
+    fn into_bytes(self) -> Option<Vec<u8>> {
+        match self {
+            WireBytes::Text(s) => Some(s.into_owned().into_bytes()),
+            WireBytes::Base64 { base64 } => BASE64.decode(base64.as_bytes()).ok(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireHeader<'a>(
+    #[serde(borrow)] Cow<'a, str>,
+    #[serde(borrow)] Option<WireBytes<'a>>,
+);
+
+impl WireHeader<'_> {
+    fn into_header(self) -> Header {
+        Header {
+            name: self.0.into_owned(),
+            value: self.1.and_then(WireBytes::into_bytes),
+        }
+    }
+}
+
+fn wire_headers(headers: &[Header]) -> Vec<WireHeader<'_>> {
+    headers
+        .iter()
+        .map(|h| {
+            WireHeader(
+                Cow::Borrowed(h.name.as_str()),
+                h.value.as_deref().map(WireBytes::of),
+            )
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum WireOriginal<'a> {
+    Json(&'a RawValue),
+    Text(&'a str),
+    Base64 { base64: String },
+    Null(Option<()>),
+}
+
+#[derive(Serialize)]
+struct WireEnvelopeOut<'a> {
+    original_record: WireOriginal<'a>,
+    error: &'a str,
+    timestamp: String,
+    dlq: WireMetaOut<'a>,
+}
+
+#[derive(Serialize)]
+struct WireMetaOut<'a> {
+    v: u32,
+    id: &'a str,
+    source: &'a Source,
+    key: Option<WireBytes<'a>>,
+    headers: Vec<WireHeader<'a>>,
+    stage: &'a str,
+    error_class: &'a str,
+    retryable: bool,
+    attempts: u32,
+    first_failed_at: String,
+    replays: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replay_of: Option<&'a str>,
+    payload_encoding: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    claim_checks: Vec<ClaimCheck>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_truncated_from: Option<u64>,
+    #[serde(skip_serializing_if = "is_envelope")]
+    origin: Origin,
+}
+
+fn is_envelope(origin: &Origin) -> bool {
+    *origin == Origin::Envelope
+}
+
+fn rfc3339(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The payload as embeddable JSON, when it can be embedded verbatim.
+fn json_payload(payload: &[u8]) -> Option<&RawValue> {
+    // A raw line break can only be whitespace between JSON tokens; embedding
+    // it would split the envelope across NDJSON lines, so such payloads are
+    // written as strings (still byte-exact).
+    if payload.is_empty() || payload.iter().any(|&b| b == b'\n' || b == b'\r') {
+        return None;
+    }
+    let raw: &RawValue = serde_json::from_slice(payload).ok()?;
+    // RawValue drops surrounding whitespace; only embed when nothing is lost.
+    (raw.get().len() == payload.len()).then_some(raw)
+}
+
+fn claim(part: Part, bytes: Vec<u8>, blobs: &mut Vec<Blob>) -> ClaimCheck {
+    let sha256 = sha256_hex(&bytes);
+    let check = ClaimCheck {
+        part,
+        size: bytes.len() as u64,
+        pointer: blob_pointer(&sha256),
+        sha256: sha256.clone(),
+    };
+    blobs.push(Blob { sha256, bytes });
+    check
+}
+
+fn render(letter: &DeadLetter, plan: &Plan<'_>) -> Encoded {
+    let mut blobs = Vec::new();
+    let mut claim_checks = letter.claim_checks.clone();
+    let already = |part: Part| letter.claim_checks.iter().any(|c| c.part == part);
+
+    let (original, encoding) = if plan.claim_payload || already(Part::Payload) {
+        if plan.claim_payload && !already(Part::Payload) {
+            claim_checks.push(claim(Part::Payload, letter.payload.clone(), &mut blobs));
+        }
+        (WireOriginal::Null(None), "claim_check")
+    } else if let Some(raw) = json_payload(&letter.payload) {
+        (WireOriginal::Json(raw), "json")
+    } else if let Ok(text) = std::str::from_utf8(&letter.payload) {
+        (WireOriginal::Text(text), "text")
+    } else {
+        (
+            WireOriginal::Base64 {
+                base64: BASE64.encode(&letter.payload),
+            },
+            "base64",
+        )
+    };
+
+    let headers = if plan.claim_headers && !already(Part::Headers) {
+        let json = serde_json::to_vec(&wire_headers(&letter.headers)).unwrap_or_default();
+        claim_checks.push(claim(Part::Headers, json, &mut blobs));
+        Vec::new()
+    } else if already(Part::Headers) {
+        Vec::new()
+    } else {
+        wire_headers(&letter.headers)
+    };
+
+    let key = if plan.claim_key && !already(Part::Key) {
+        let bytes = letter.key.clone().unwrap_or_default();
+        claim_checks.push(claim(Part::Key, bytes, &mut blobs));
+        None
+    } else if already(Part::Key) {
+        None
+    } else {
+        letter.key.as_deref().map(WireBytes::of)
+    };
+
+    let cut = plan.error.len() != letter.error.len();
+    let envelope = WireEnvelopeOut {
+        original_record: original,
+        error: &plan.error,
+        timestamp: rfc3339(&letter.failed_at),
+        dlq: WireMetaOut {
+            v: ENVELOPE_VERSION,
+            id: &letter.id,
+            source: &letter.source,
+            key,
+            headers,
+            stage: &plan.stage,
+            error_class: &plan.error_class,
+            retryable: letter.retryable,
+            attempts: letter.attempts,
+            first_failed_at: rfc3339(&letter.first_failed_at),
+            replays: letter.replays,
+            replay_of: letter.replay_of.as_deref(),
+            payload_encoding: encoding,
+            claim_checks,
+            error_truncated_from: if cut {
+                Some(letter.error.len() as u64)
+            } else {
+                letter.error_truncated_from
+            },
+            origin: letter.origin,
+        },
+    };
+    // Serializing these types cannot fail: all maps have string keys and
+    // the raw payload was validated as JSON.
+    let bytes = serde_json::to_vec(&envelope).unwrap_or_default();
+    Encoded { bytes, blobs }
+}
+
+#[derive(Deserialize)]
+struct WireEnvelopeIn<'a> {
+    #[serde(borrow)]
+    original_record: Option<&'a RawValue>,
+    error: Option<serde_json::Value>,
+    timestamp: Option<serde_json::Value>,
+    #[serde(borrow)]
+    dlq: Option<WireMetaIn<'a>>,
+}
+
+#[derive(Deserialize)]
+struct WireMetaIn<'a> {
+    v: u32,
+    id: Option<String>,
+    #[serde(default)]
+    source: Source,
+    #[serde(borrow, default)]
+    key: Option<WireBytes<'a>>,
+    #[serde(borrow, default)]
+    headers: Vec<WireHeader<'a>>,
+    #[serde(default)]
+    stage: Option<String>,
+    #[serde(default)]
+    error_class: Option<String>,
+    #[serde(default)]
+    retryable: Option<bool>,
+    #[serde(default)]
+    attempts: Option<u32>,
+    #[serde(default)]
+    first_failed_at: Option<String>,
+    #[serde(default)]
+    replays: Option<u32>,
+    #[serde(default)]
+    replay_of: Option<String>,
+    #[serde(default)]
+    payload_encoding: Option<String>,
+    #[serde(default)]
+    claim_checks: Vec<ClaimCheck>,
+    #[serde(default)]
+    error_truncated_from: Option<u64>,
+    #[serde(default)]
+    origin: Option<Origin>,
+}
+
+/// Parses the timestamps that DLQ writers use: RFC 3339 (Python's
+/// `isoformat()` included), with or without a zone (UTC assumed).
+pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&Utc));
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, fmt) {
+            return Some(t.and_utc());
+        }
+    }
+    None
+}
+
+fn value_to_text(value: Option<serde_json::Value>) -> Option<String> {
+    match value? {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Decodes any bytes read from a DLQ into a dead letter. Never fails.
+///
+/// * a v1 envelope (an object with `dlq.v == 1`) decodes field by field;
+/// * a seed envelope (an object with `original_record` and `error`) keeps its
+///   error text and timestamp, and its `original_record` becomes the payload
+///   (a JSON string's content, any other JSON verbatim);
+/// * anything else is a raw record: its bytes are the payload, with the
+///   error class [`UNKNOWN_ERROR_CLASS`].
+///
+/// `fallback_id` names records that carry no id of their own.
+pub fn decode(bytes: &[u8], fallback_id: &str) -> DeadLetter {
+    if let Ok(wire) = serde_json::from_slice::<WireEnvelopeIn<'_>>(bytes) {
+        match wire.dlq {
+            Some(meta) if meta.v == ENVELOPE_VERSION => {
+                let original = wire.original_record;
+                if let Some(letter) =
+                    decode_v1(&original, wire.error, wire.timestamp, meta, fallback_id)
+                {
+                    return letter;
+                }
+            }
+            Some(_) => {}
+            None => {
+                if let (Some(original), Some(error)) = (wire.original_record, wire.error) {
+                    return decode_seed(original, error, wire.timestamp, fallback_id);
+                }
+            }
+        }
+    }
+    raw_letter(bytes, fallback_id)
+}
+
+fn raw_letter(bytes: &[u8], fallback_id: &str) -> DeadLetter {
+    let failure = crate::Failure::permanent(
+        "unknown",
+        UNKNOWN_ERROR_CLASS,
+        "record is not a DLQ envelope; its bytes are kept as the payload",
+    );
+    let mut letter = DeadLetter::new(fallback_id, bytes.to_vec(), &failure);
+    letter.attempts = 0;
+    letter.origin = Origin::Raw;
+    letter
+}
+
+fn decode_seed(
+    original: &RawValue,
+    error: serde_json::Value,
+    timestamp: Option<serde_json::Value>,
+    fallback_id: &str,
+) -> DeadLetter {
+    let payload = match serde_json::from_str::<String>(original.get()) {
+        Ok(text) => text.into_bytes(),
+        Err(_) => original.get().as_bytes().to_vec(),
+    };
+    let error = value_to_text(Some(error)).unwrap_or_default();
+    let failure = crate::Failure::permanent("unknown", UNKNOWN_ERROR_CLASS, error);
+    let mut letter = DeadLetter::new(fallback_id, payload, &failure);
+    // The seed format does not say whether a retry could help.
+    letter.retryable = false;
+    letter.attempts = 0;
+    if let Some(t) = value_to_text(timestamp)
+        .as_deref()
+        .and_then(parse_timestamp)
+    {
+        letter.failed_at = t;
+        letter.first_failed_at = t;
+    }
+    letter.origin = Origin::Seed;
+    letter
+}
+
+fn decode_v1(
+    original: &Option<&RawValue>,
+    error: Option<serde_json::Value>,
+    timestamp: Option<serde_json::Value>,
+    meta: WireMetaIn<'_>,
+    fallback_id: &str,
+) -> Option<DeadLetter> {
+    let encoding = meta.payload_encoding.as_deref().unwrap_or("json");
+    let payload = match (encoding, original) {
+        ("claim_check", _) => Vec::new(),
+        (_, None) => Vec::new(),
+        ("json", Some(raw)) => raw.get().as_bytes().to_vec(),
+        ("text", Some(raw)) => serde_json::from_str::<String>(raw.get()).ok()?.into_bytes(),
+        ("base64", Some(raw)) => {
+            #[derive(Deserialize)]
+            struct B64 {
+                base64: String,
+            }
+            let b: B64 = serde_json::from_str(raw.get()).ok()?;
+            BASE64.decode(b.base64.as_bytes()).ok()?
+        }
+        _ => return None,
+    };
+    let failed_at = value_to_text(timestamp)
+        .as_deref()
+        .and_then(parse_timestamp)
+        .unwrap_or_else(Utc::now);
+    let first_failed_at = meta
+        .first_failed_at
+        .as_deref()
+        .and_then(parse_timestamp)
+        .unwrap_or(failed_at);
+    let key = match meta.key {
+        Some(k) => Some(k.into_bytes()?),
+        None => None,
+    };
+    Some(DeadLetter {
+        id: meta.id.unwrap_or_else(|| fallback_id.to_owned()),
+        payload,
+        key,
+        headers: meta
+            .headers
+            .into_iter()
+            .map(WireHeader::into_header)
+            .collect(),
+        source: meta.source,
+        stage: meta.stage.unwrap_or_else(|| "unknown".into()),
+        error_class: meta
+            .error_class
+            .unwrap_or_else(|| UNKNOWN_ERROR_CLASS.into()),
+        error: value_to_text(error).unwrap_or_default(),
+        retryable: meta.retryable.unwrap_or(false),
+        attempts: meta.attempts.unwrap_or(0),
+        failed_at,
+        first_failed_at,
+        replays: meta.replays.unwrap_or(0),
+        replay_of: meta.replay_of,
+        claim_checks: meta.claim_checks,
+        error_truncated_from: meta.error_truncated_from,
+        origin: meta.origin.unwrap_or(Origin::Envelope),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Failure;
+    use proptest::prelude::*;
+
+    fn letter(payload: &[u8]) -> DeadLetter {
+        let failure = Failure::permanent("validate", "validation.wrong_type", "bad price");
+        let mut l = DeadLetter::new("kafka:t:0:1", payload.to_vec(), &failure);
+        l.source = Source {
+            system: "kafka".into(),
+            topic: Some("polymarket.price_hourly".into()),
+            partition: Some(3),
+            offset: Some(1812),
+            timestamp: None,
+        };
+        l
+    }
+
+    fn roundtrip(l: &DeadLetter, opts: &EncodeOptions) -> DeadLetter {
+        let enc = encode(l, opts).expect("encode");
+        assert!(enc.bytes.len() <= opts.max_bytes);
+        let mut back = decode(&enc.bytes, "fallback");
+        let blobs = enc.blobs.clone();
+        back.resolve_claims(|c| {
+            Ok(blobs
+                .iter()
+                .find(|b| b.sha256 == c.sha256)
+                .map(|b| b.bytes.clone()))
+        })
+        .expect("resolve");
+        back
+    }
+
+    #[test]
+    fn json_payload_is_embedded_verbatim() {
+        let payload = br#"{"market_id":"0xabc",  "price":"N/A","big":12345678901234567890}"#;
+        let enc = encode(&letter(payload), &EncodeOptions::default()).expect("encode");
+        let text = String::from_utf8(enc.bytes.clone()).expect("utf8");
+        assert!(text.starts_with(r#"{"original_record":{"market_id":"0xabc",  "price":"N/A","big":12345678901234567890},"error":"bad price""#), "{text}");
+        assert!(text.contains(r#""payload_encoding":"json""#));
+        assert_eq!(decode(&enc.bytes, "x").payload, payload);
+    }
+
+    #[test]
+    fn text_binary_and_whitespace_payloads_roundtrip() {
+        for payload in [
+            b"plain text, not json".to_vec(),
+            vec![0xff, 0x00, 0xfe, b'\n'],
+            b" {\"a\":1} ".to_vec(),
+            b"{\n  \"pretty\": true\n}".to_vec(),
+            Vec::new(),
+        ] {
+            let back = roundtrip(&letter(&payload), &EncodeOptions::default());
+            assert_eq!(back.payload, payload);
+        }
+    }
+
+    #[test]
+    fn encoded_envelope_is_one_line() {
+        let l = letter(b"{\n\"a\":\n1}");
+        let enc = encode(&l, &EncodeOptions::default()).expect("encode");
+        assert!(!enc.bytes.contains(&b'\n'));
+    }
+
+    #[test]
+    fn seed_format_decodes_with_error_and_original_record() {
+        let seed = br#"{"original_record": {"title": "Fed holds rates", "link": "https://example.com/a"}, "error": "Failed to send to primary topic", "timestamp": "2026-11-29T07:00:00.123456+00:00"}"#;
+        let l = decode(seed, "imported-1");
+        assert_eq!(l.origin, Origin::Seed);
+        assert_eq!(l.error, "Failed to send to primary topic");
+        assert_eq!(
+            l.payload,
+            br#"{"title": "Fed holds rates", "link": "https://example.com/a"}"#
+        );
+        assert_eq!(
+            rfc3339(&l.failed_at),
+            "2026-11-29T07:00:00.123Z",
+            "timestamp parsed from Python isoformat"
+        );
+        assert_eq!(l.id, "imported-1");
+        // Re-encoding keeps the seed fields readable by old consumers.
+        let enc = encode(&l, &EncodeOptions::default()).expect("encode");
+        let v: serde_json::Value = serde_json::from_slice(&enc.bytes).expect("json");
+        assert_eq!(v["error"], "Failed to send to primary topic");
+        assert_eq!(v["original_record"]["title"], "Fed holds rates");
+    }
+
+    #[test]
+    fn non_envelope_bytes_become_a_raw_record() {
+        let l = decode(b"\xff\xfe not json", "raw-1");
+        assert_eq!(l.origin, Origin::Raw);
+        assert_eq!(l.error_class, UNKNOWN_ERROR_CLASS);
+        assert_eq!(l.payload, b"\xff\xfe not json");
+        let l = decode(br#"{"market_id":"0xabc"}"#, "raw-2");
+        assert_eq!(l.origin, Origin::Raw);
+    }
+
+    #[test]
+    fn long_error_is_cut_with_marker() {
+        let mut l = letter(b"{}");
+        l.error = "x".repeat(200_000);
+        let opts = EncodeOptions::default();
+        let back = roundtrip(&l, &opts);
+        assert!(back.error.len() <= opts.max_error_bytes);
+        assert!(back.error.ends_with("…[truncated, 200000 bytes in all]"));
+        assert_eq!(back.error_truncated_from, Some(200_000));
+    }
+
+    #[test]
+    fn oversized_payload_goes_to_a_claim_check() {
+        let payload = vec![b'a'; 5 * 1024 * 1024];
+        let l = letter(&payload);
+        let opts = EncodeOptions::default();
+        let enc = encode(&l, &opts).expect("encode");
+        assert!(enc.bytes.len() <= opts.max_bytes);
+        assert_eq!(enc.blobs.len(), 1);
+        assert_eq!(enc.blobs[0].sha256, sha256_hex(&payload));
+        let decoded = decode(&enc.bytes, "x");
+        assert_eq!(decoded.claim_checks[0].part, Part::Payload);
+        assert_eq!(decoded.claim_checks[0].size, payload.len() as u64);
+        assert_eq!(roundtrip(&l, &opts).payload, payload);
+    }
+
+    #[test]
+    fn corrupt_blob_is_detected() {
+        let l = letter(&vec![b'a'; 2 * 1024 * 1024]);
+        let enc = encode(&l, &EncodeOptions::default()).expect("encode");
+        let mut back = decode(&enc.bytes, "x");
+        let err = back
+            .resolve_claims(|_| Ok(Some(b"tampered".to_vec())))
+            .expect_err("must fail");
+        assert!(matches!(err, ClaimError::Corrupt { .. }));
+    }
+
+    #[test]
+    fn refailed_replaces_error_and_keeps_first_failure() {
+        let l = letter(b"{}");
+        let f2 = Failure::permanent("validate", "validation.price_out_of_range", "price 1.7");
+        let r1 = l.refailed(b"{\"p\":1}".to_vec(), &f2);
+        let r2 = r1.refailed(b"{\"p\":2}".to_vec(), &f2);
+        assert_eq!(r1.id, "kafka:t:0:1~r1");
+        assert_eq!(r2.id, "kafka:t:0:1~r2");
+        assert_eq!(r2.replays, 2);
+        assert_eq!(r2.replay_of.as_deref(), Some("kafka:t:0:1~r1"));
+        assert_eq!(r2.first_failed_at, l.first_failed_at);
+        assert_eq!(r2.error, "price 1.7");
+    }
+
+    fn arb_letter() -> impl Strategy<Value = DeadLetter> {
+        (
+            prop::collection::vec(any::<u8>(), 0..3000),
+            prop::option::of(prop::collection::vec(any::<u8>(), 0..600)),
+            prop::collection::vec(
+                (
+                    "[a-z.-]{0,12}",
+                    prop::option::of(prop::collection::vec(any::<u8>(), 0..200)),
+                ),
+                0..40,
+            ),
+            ".{0,3000}",
+            any::<bool>(),
+        )
+            .prop_map(|(payload, key, headers, error, json)| {
+                let payload = if json {
+                    serde_json::to_vec(&serde_json::json!({"p": String::from_utf8_lossy(&payload)}))
+                        .expect("json")
+                } else {
+                    payload
+                };
+                let mut l = letter(&payload);
+                l.key = key;
+                l.headers = headers
+                    .into_iter()
+                    .map(|(name, value)| Header { name, value })
+                    .collect();
+                l.error = error;
+                l
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn roundtrip_is_byte_exact_within_the_limit(l in arb_letter(), max in 4096usize..20_000) {
+            let opts = EncodeOptions { max_bytes: max, max_error_bytes: 2048 };
+            let enc = encode(&l, &opts).expect("encode");
+            prop_assert!(enc.bytes.len() <= max, "{} > {}", enc.bytes.len(), max);
+            let back = roundtrip(&l, &opts);
+            prop_assert_eq!(&back.payload, &l.payload);
+            prop_assert_eq!(&back.key, &l.key);
+            prop_assert_eq!(&back.headers, &l.headers);
+            prop_assert_eq!(&back.id, &l.id);
+            prop_assert_eq!(&back.error_class, &l.error_class);
+            if back.error != l.error {
+                prop_assert!(back.error.contains("…[truncated,"));
+                let kept = back.error.split(" …[truncated,").next().unwrap_or_default();
+                prop_assert!(l.error.starts_with(kept));
+            }
+        }
+
+        #[test]
+        fn arbitrary_payload_bytes_roundtrip(payload in prop::collection::vec(any::<u8>(), 0..5000)) {
+            let back = roundtrip(&letter(&payload), &EncodeOptions::default());
+            prop_assert_eq!(back.payload, payload);
+        }
+
+        #[test]
+        fn decode_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..2000)) {
+            let l = decode(&bytes, "id");
+            // Whatever it was, a non-envelope keeps its bytes.
+            if l.origin == Origin::Raw {
+                prop_assert_eq!(l.payload, bytes);
+            }
+        }
+
+        #[test]
+        fn decode_never_panics_on_envelope_like_json(s in r#"\{"(original_record|error|dlq|timestamp)":.{0,40}\}"#) {
+            let _ = decode(s.as_bytes(), "id");
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! jq fixes, run in-process by jaq (placeholder until the jaq module lands).

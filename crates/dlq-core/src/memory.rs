@@ -1,0 +1,304 @@
+//! An in-memory [`DlqStore`] (`memory://`): for tests and throwaway runs.
+//!
+//! It honours the whole store contract (idempotent appends, settle rules,
+//! checkpoints, claim checks through the envelope size limit) except
+//! durability: everything is gone when the process ends.
+
+use crate::envelope::{self, EncodeOptions};
+use crate::store::{
+    Batch, CommitReport, Cursor, DlqStats, DlqStore, PartitionStats, Result, ScanPage, Selection,
+    Status, StoredRecord, can_settle,
+};
+use chrono::Utc;
+use std::collections::{BTreeMap, HashMap};
+
+/// An in-memory store.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    records: Vec<Stored>,
+    index: HashMap<(String, String), usize>,
+    blobs: HashMap<String, Vec<u8>>,
+    checkpoints: HashMap<String, String>,
+    options: EncodeOptions,
+}
+
+#[derive(Debug)]
+struct Stored {
+    meta: StoredRecord,
+    envelope: Vec<u8>,
+}
+
+impl MemoryStore {
+    /// An empty store with the default envelope limit.
+    pub fn new() -> Self {
+        MemoryStore::default()
+    }
+
+    /// An empty store with an envelope limit (to exercise claim checks).
+    pub fn with_options(options: EncodeOptions) -> Self {
+        MemoryStore {
+            options,
+            ..MemoryStore::default()
+        }
+    }
+
+    fn materialize(&self, stored: &Stored) -> Result<StoredRecord> {
+        // Records are kept encoded, like a real store, so that claim checks
+        // and the size limit behave the same here.
+        let mut letter = envelope::decode(&stored.envelope, &stored.meta.letter.id);
+        letter.resolve_claims(|c| Ok(self.blobs.get(&c.sha256).cloned()))?;
+        Ok(StoredRecord {
+            letter,
+            ..stored.meta.clone()
+        })
+    }
+}
+
+impl DlqStore for MemoryStore {
+    fn commit(&mut self, batch: Batch<'_>) -> Result<CommitReport> {
+        // Validate and encode everything first so that a failure leaves the
+        // store untouched (atomicity).
+        let mut encoded = Vec::with_capacity(batch.append.len());
+        for entry in batch.append {
+            encoded.push(envelope::encode(&entry.letter, &self.options)?);
+        }
+        let mut report = CommitReport::default();
+        let now = Utc::now();
+        for (entry, enc) in batch.append.iter().zip(encoded) {
+            let key = (entry.dlq.clone(), entry.letter.id.clone());
+            if self.index.contains_key(&key) {
+                report.duplicates += 1;
+                continue;
+            }
+            for blob in enc.blobs {
+                self.blobs.insert(blob.sha256, blob.bytes);
+            }
+            let mut meta_letter = entry.letter.clone();
+            // The encoded envelope is the source of truth; keep only the
+            // metadata in memory.
+            meta_letter.payload.clear();
+            self.index.insert(key, self.records.len());
+            self.records.push(Stored {
+                meta: StoredRecord {
+                    dlq: entry.dlq.clone(),
+                    status: entry.status,
+                    stored_at: now,
+                    settled_at: None,
+                    letter: meta_letter,
+                },
+                envelope: enc.bytes,
+            });
+            report.appended += 1;
+        }
+        for s in batch.settle {
+            if let Some(&i) = self.index.get(&(s.dlq.clone(), s.id.clone())) {
+                let meta = &mut self.records[i].meta;
+                if can_settle(meta.status, s.outcome) {
+                    meta.status = s.outcome;
+                    meta.settled_at = Some(now);
+                    report.settled += 1;
+                }
+            }
+        }
+        if let Some((name, value)) = batch.checkpoint {
+            self.checkpoints.insert(name.to_owned(), value.to_owned());
+        }
+        Ok(report)
+    }
+
+    fn scan(
+        &self,
+        selection: &Selection,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<ScanPage> {
+        let start = after.and_then(|c| c.0.parse::<usize>().ok()).unwrap_or(0);
+        let mut page = ScanPage::default();
+        for (i, stored) in self.records.iter().enumerate().skip(start) {
+            if page.records.len() >= limit {
+                page.next = Some(Cursor(i.to_string()));
+                return Ok(page);
+            }
+            let cheap = selection
+                .dlq
+                .as_deref()
+                .is_none_or(|d| d == stored.meta.dlq)
+                && selection.wants_status(stored.meta.status);
+            if !cheap {
+                continue;
+            }
+            let record = self.materialize(stored)?;
+            if selection.matches(&record) {
+                page.records.push(record);
+            }
+        }
+        Ok(page)
+    }
+
+    fn get(&self, dlq: &str, id: &str) -> Result<Option<StoredRecord>> {
+        match self.index.get(&(dlq.to_owned(), id.to_owned())) {
+            Some(&i) => Ok(Some(self.materialize(&self.records[i])?)),
+            None => Ok(None),
+        }
+    }
+
+    fn stats(&self) -> Result<Vec<DlqStats>> {
+        let mut by_dlq: BTreeMap<&str, (DlqStats, BTreeMap<i32, u64>)> = BTreeMap::new();
+        for r in &self.records {
+            let m = &r.meta;
+            let (s, parts) = by_dlq
+                .entry(&m.dlq)
+                .or_insert_with(|| (DlqStats::empty(&m.dlq), BTreeMap::new()));
+            s.total += 1;
+            match m.status {
+                Status::Pending => {
+                    s.pending += 1;
+                    let at = m.letter.failed_at;
+                    s.oldest_pending_at = Some(s.oldest_pending_at.map_or(at, |o| o.min(at)));
+                    *parts
+                        .entry(m.letter.source.partition.unwrap_or(-1))
+                        .or_default() += 1;
+                }
+                Status::Parked => s.parked += 1,
+                Status::Replayed => s.replayed += 1,
+                Status::Discarded => s.discarded += 1,
+            }
+        }
+        Ok(by_dlq
+            .into_values()
+            .map(|(mut s, parts)| {
+                s.partitions = parts
+                    .into_iter()
+                    .map(|(partition, pending)| PartitionStats { partition, pending })
+                    .collect();
+                s
+            })
+            .collect())
+    }
+
+    fn dlqs(&self) -> Result<Vec<String>> {
+        Ok(self.stats()?.into_iter().map(|s| s.dlq).collect())
+    }
+
+    fn checkpoint(&self, name: &str) -> Result<Option<String>> {
+        Ok(self.checkpoints.get(name).cloned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Entry, Settle};
+    use crate::{DeadLetter, Failure};
+
+    fn entry(dlq: &str, id: &str, payload: &[u8]) -> Entry {
+        let f = Failure::permanent("validate", "validation.missing_field", "missing link");
+        let mut letter = DeadLetter::new(id, payload.to_vec(), &f);
+        letter.source.partition = Some(if id.ends_with('1') { 1 } else { 0 });
+        Entry {
+            dlq: dlq.into(),
+            letter,
+            status: Status::Pending,
+        }
+    }
+
+    #[test]
+    fn append_is_idempotent_by_dlq_and_id() {
+        let mut s = MemoryStore::new();
+        let r = s
+            .append(&[entry("dlq.a", "1", b"{}"), entry("dlq.a", "2", b"{}")])
+            .expect("append");
+        assert_eq!((r.appended, r.duplicates), (2, 0));
+        let r = s
+            .append(&[
+                entry("dlq.a", "1", b"{\"changed\":1}"),
+                entry("dlq.b", "1", b"{}"),
+            ])
+            .expect("append");
+        assert_eq!((r.appended, r.duplicates), (1, 1));
+        let first = s.get("dlq.a", "1").expect("get").expect("present");
+        assert_eq!(first.letter.payload, b"{}", "first write wins");
+    }
+
+    #[test]
+    fn settle_moves_records_out_of_pending_once() {
+        let mut s = MemoryStore::new();
+        s.append(&[entry("dlq.a", "1", b"x"), entry("dlq.a", "2", b"y")])
+            .expect("append");
+        let r = s
+            .settle("dlq.a", &["1".into()], Status::Replayed)
+            .expect("settle");
+        assert_eq!(r.settled, 1);
+        let r = s
+            .settle("dlq.a", &["1".into()], Status::Discarded)
+            .expect("settle");
+        assert_eq!(r.settled, 0, "a replayed record stays replayed");
+        let st = &s.stats().expect("stats")[0];
+        assert_eq!((st.pending, st.replayed, st.total), (1, 1, 2));
+        let pending: Vec<_> = s
+            .scan_all(&Selection::pending(Some("dlq.a")), 1)
+            .collect::<Result<_>>()
+            .expect("scan");
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].letter.payload, b"y");
+    }
+
+    #[test]
+    fn stats_count_per_partition_and_oldest() {
+        let mut s = MemoryStore::new();
+        let mut a = entry("dlq.a", "1", b"x");
+        a.letter.failed_at = chrono::DateTime::from_timestamp(1_000, 0).expect("ts");
+        s.append(&[a, entry("dlq.a", "2", b"y"), entry("dlq.a", "3", b"z")])
+            .expect("append");
+        let st = &s.stats().expect("stats")[0];
+        assert_eq!(st.pending, 3);
+        assert_eq!(
+            st.oldest_pending_at,
+            chrono::DateTime::from_timestamp(1_000, 0)
+        );
+        assert_eq!(
+            st.partitions,
+            vec![
+                PartitionStats {
+                    partition: 0,
+                    pending: 2
+                },
+                PartitionStats {
+                    partition: 1,
+                    pending: 1
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn oversized_payload_roundtrips_through_claim_check() {
+        let mut s = MemoryStore::with_options(EncodeOptions::with_max_bytes(8192).expect("opts"));
+        let big = vec![0xabu8; 100_000];
+        s.append(&[entry("dlq.a", "1", &big)]).expect("append");
+        let r = s.get("dlq.a", "1").expect("get").expect("present");
+        assert_eq!(r.letter.payload, big);
+        assert!(s.records[0].envelope.len() <= 8192);
+    }
+
+    #[test]
+    fn commit_with_checkpoint_and_settle_together() {
+        let mut s = MemoryStore::new();
+        s.append(&[entry("dlq.a", "1", b"x")]).expect("append");
+        let settle = [Settle {
+            dlq: "dlq.a".into(),
+            id: "1".into(),
+            outcome: Status::Replayed,
+        }];
+        let append = [entry("dlq.a", "1~r1", b"x2")];
+        let r = s
+            .commit(Batch {
+                append: &append,
+                settle: &settle,
+                checkpoint: Some(("replay", "7")),
+            })
+            .expect("commit");
+        assert_eq!((r.appended, r.settled), (1, 1));
+        assert_eq!(s.checkpoint("replay").expect("cp").as_deref(), Some("7"));
+    }
+}

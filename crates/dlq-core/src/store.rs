@@ -1,0 +1,383 @@
+//! The [`DlqStore`] trait: what every DLQ backend provides.
+//!
+//! A store holds dead letters in named DLQs (`dlq.rss.events`, …). A record
+//! is *pending* until it is *settled*: replayed, discarded or parked. The
+//! contract every backend honours:
+//!
+//! * [`DlqStore::commit`] is atomic and durable when it returns: the appended
+//!   records, the settlements and the checkpoint of one [`Batch`] are all
+//!   there after a crash, or none are.
+//! * Appends are idempotent by `(dlq, id)`: a retried write never creates a
+//!   second record (the first one wins).
+//! * Settling only moves a record out of the pending (or parked) set; settling
+//!   it again changes nothing. Records are never deleted by settling.
+//! * [`DlqStore::stats`] is cheap: it reads counters and indexes, not records.
+
+use crate::envelope::{ClaimError, DeadLetter, EncodeError};
+use crate::filter::Filter;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Where a record stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// In the DLQ, waiting to be looked at, fixed and replayed.
+    Pending,
+    /// Replayed and delivered (or returned to its DLQ as a new record).
+    Replayed,
+    /// Deliberately dropped by an operator.
+    Discarded,
+    /// Failed again too often; kept out of replays until someone looks.
+    Parked,
+}
+
+impl Status {
+    /// Every status, in a stable order.
+    pub const ALL: [Status; 4] = [
+        Status::Pending,
+        Status::Replayed,
+        Status::Discarded,
+        Status::Parked,
+    ];
+
+    /// The status as stored and shown (`pending`, `replayed`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Replayed => "replayed",
+            Status::Discarded => "discarded",
+            Status::Parked => "parked",
+        }
+    }
+
+    /// Parses [`Status::as_str`] back.
+    pub fn parse(text: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A record to append to a DLQ.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// The DLQ to append to, e.g. `dlq.rss.events`.
+    pub dlq: String,
+    /// The dead letter.
+    pub letter: DeadLetter,
+    /// The initial status: `Pending`, or `Parked` for a record that failed
+    /// too many replays.
+    pub status: Status,
+}
+
+/// A record to settle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settle {
+    /// The DLQ holding the record.
+    pub dlq: String,
+    /// The record id.
+    pub id: String,
+    /// The new status.
+    pub outcome: Status,
+}
+
+/// One atomic unit of work on a store.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Batch<'a> {
+    /// Records to append (deduplicated by `(dlq, id)`).
+    pub append: &'a [Entry],
+    /// Records to settle.
+    pub settle: &'a [Settle],
+    /// A named position to record with the batch (e.g. a processor's input
+    /// offset), so that resuming starts right after what was committed.
+    pub checkpoint: Option<(&'a str, &'a str)>,
+}
+
+/// What a commit did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CommitReport {
+    /// Records newly appended.
+    pub appended: usize,
+    /// Appends skipped because the `(dlq, id)` was already there.
+    pub duplicates: usize,
+    /// Records whose status changed.
+    pub settled: usize,
+}
+
+/// A stored record with its status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRecord {
+    /// The DLQ holding it.
+    pub dlq: String,
+    /// Its status.
+    pub status: Status,
+    /// When the store received it.
+    pub stored_at: DateTime<Utc>,
+    /// When it was settled, if it was.
+    pub settled_at: Option<DateTime<Utc>>,
+    /// The dead letter, claim checks resolved.
+    pub letter: DeadLetter,
+}
+
+/// Which records a scan returns.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Only this DLQ (all when `None`).
+    pub dlq: Option<String>,
+    /// Only these statuses (pending only when empty).
+    pub statuses: Vec<Status>,
+    /// Only records that match.
+    pub filter: Option<Filter>,
+}
+
+impl Selection {
+    /// The pending records of one DLQ, or of all.
+    pub fn pending(dlq: Option<&str>) -> Self {
+        Selection {
+            dlq: dlq.map(str::to_owned),
+            ..Selection::default()
+        }
+    }
+
+    /// Whether a record's status is selected.
+    pub fn wants_status(&self, status: Status) -> bool {
+        if self.statuses.is_empty() {
+            status == Status::Pending
+        } else {
+            self.statuses.contains(&status)
+        }
+    }
+
+    /// Whether a stored record is selected (DLQ, status and filter).
+    pub fn matches(&self, record: &StoredRecord) -> bool {
+        self.dlq.as_deref().is_none_or(|d| d == record.dlq)
+            && self.wants_status(record.status)
+            && self.filter.as_ref().is_none_or(|f| f.matches(record))
+    }
+}
+
+/// An opaque position in a scan, to resume it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor(pub String);
+
+/// One page of a scan.
+#[derive(Debug, Clone, Default)]
+pub struct ScanPage {
+    /// The records, in store order.
+    pub records: Vec<StoredRecord>,
+    /// Where the next page starts; `None` at the end.
+    pub next: Option<Cursor>,
+}
+
+/// Pending records of one source partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionStats {
+    /// The source partition (`-1` where the source had none).
+    pub partition: i32,
+    /// Pending records from it.
+    pub pending: u64,
+}
+
+/// The size of one DLQ.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DlqStats {
+    /// The DLQ name.
+    pub dlq: String,
+    /// Records waiting.
+    pub pending: u64,
+    /// Records parked after too many failed replays.
+    pub parked: u64,
+    /// Records replayed.
+    pub replayed: u64,
+    /// Records discarded.
+    pub discarded: u64,
+    /// Every record the DLQ ever received.
+    pub total: u64,
+    /// When the oldest pending record failed.
+    pub oldest_pending_at: Option<DateTime<Utc>>,
+    /// Pending records per source partition.
+    pub partitions: Vec<PartitionStats>,
+}
+
+impl DlqStats {
+    /// Empty stats for a DLQ.
+    pub fn empty(dlq: &str) -> Self {
+        DlqStats {
+            dlq: dlq.to_owned(),
+            pending: 0,
+            parked: 0,
+            replayed: 0,
+            discarded: 0,
+            total: 0,
+            oldest_pending_at: None,
+            partitions: Vec::new(),
+        }
+    }
+
+    /// Age of the oldest pending record at `now`.
+    pub fn oldest_pending_age(&self, now: DateTime<Utc>) -> Option<chrono::Duration> {
+        self.oldest_pending_at.map(|t| now - t)
+    }
+}
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend failed; `retryable` says whether the same call may work later.
+    #[error("{backend} store: {message}")]
+    Backend {
+        /// Which backend (`sqlite`, `kafka`, `memory`).
+        backend: &'static str,
+        /// What went wrong.
+        message: String,
+        /// Whether a retry may succeed (busy, unreachable) or not (corrupt, full).
+        retryable: bool,
+    },
+    /// A claim-checked part could not be restored.
+    #[error(transparent)]
+    Claim(#[from] ClaimError),
+    /// A record could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// The store URL is not understood.
+    #[error("invalid store URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl StoreError {
+    /// Whether the same call may succeed later.
+    pub fn is_retriable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Backend {
+                retryable: true,
+                ..
+            }
+        )
+    }
+}
+
+/// Result of store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A dead letter queue backend.
+pub trait DlqStore {
+    /// Applies one batch atomically; durable when it returns.
+    fn commit(&mut self, batch: Batch<'_>) -> Result<CommitReport>;
+
+    /// One page of the records selected, after `after`, at most `limit`.
+    fn scan(&self, selection: &Selection, after: Option<&Cursor>, limit: usize)
+    -> Result<ScanPage>;
+
+    /// One record by DLQ and id, whatever its status.
+    fn get(&self, dlq: &str, id: &str) -> Result<Option<StoredRecord>>;
+
+    /// The size of every DLQ.
+    fn stats(&self) -> Result<Vec<DlqStats>>;
+
+    /// The names of the DLQs this store holds.
+    fn dlqs(&self) -> Result<Vec<String>>;
+
+    /// A checkpoint recorded by [`Batch::checkpoint`].
+    fn checkpoint(&self, name: &str) -> Result<Option<String>>;
+
+    /// Appends records (idempotent by `(dlq, id)`).
+    fn append(&mut self, entries: &[Entry]) -> Result<CommitReport> {
+        self.commit(Batch {
+            append: entries,
+            ..Batch::default()
+        })
+    }
+
+    /// Settles records of one DLQ with an outcome.
+    fn settle(&mut self, dlq: &str, ids: &[String], outcome: Status) -> Result<CommitReport> {
+        let settle: Vec<Settle> = ids
+            .iter()
+            .map(|id| Settle {
+                dlq: dlq.to_owned(),
+                id: id.clone(),
+                outcome,
+            })
+            .collect();
+        self.commit(Batch {
+            settle: &settle,
+            ..Batch::default()
+        })
+    }
+
+    /// Every selected record, page by page.
+    fn scan_all<'s>(&'s self, selection: &'s Selection, page_size: usize) -> ScanAll<'s, Self>
+    where
+        Self: Sized,
+    {
+        ScanAll {
+            store: self,
+            selection,
+            page_size: page_size.max(1),
+            cursor: None,
+            buffer: std::collections::VecDeque::new(),
+            done: false,
+        }
+    }
+}
+
+/// Iterator over every selected record; see [`DlqStore::scan_all`].
+pub struct ScanAll<'s, S: DlqStore> {
+    store: &'s S,
+    selection: &'s Selection,
+    page_size: usize,
+    cursor: Option<Cursor>,
+    buffer: std::collections::VecDeque<StoredRecord>,
+    done: bool,
+}
+
+impl<S: DlqStore> Iterator for ScanAll<'_, S> {
+    type Item = Result<StoredRecord>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(r) = self.buffer.pop_front() {
+                return Some(Ok(r));
+            }
+            if self.done {
+                return None;
+            }
+            match self
+                .store
+                .scan(self.selection, self.cursor.as_ref(), self.page_size)
+            {
+                Ok(page) => {
+                    self.done = page.next.is_none();
+                    self.cursor = page.next;
+                    self.buffer.extend(page.records);
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// Whether `to` is a legal move from `from`: only pending records settle,
+/// and a parked record can still be replayed or discarded on purpose.
+pub fn can_settle(from: Status, to: Status) -> bool {
+    match (from, to) {
+        (Status::Pending, Status::Pending) => false,
+        (Status::Pending, _) => true,
+        (Status::Parked, Status::Replayed | Status::Discarded) => true,
+        _ => false,
+    }
+}
