@@ -1,1 +1,975 @@
-//! jq fixes, run in-process by jaq (placeholder until the jaq module lands).
+//! In-process jq fixes, run by [jaq](https://github.com/01mf02/jaq).
+//!
+//! A *fix* is a jq expression that repairs a dead-lettered payload before it
+//! is replayed, for example `.price |= tonumber` for a producer that sent the
+//! price as a string. A fix is compiled once with [`Fix::compile`] and then
+//! applied to every payload with [`Fix::apply`].
+//!
+//! # Why in-process instead of spawning `jq`
+//!
+//! * **Throughput.** A replay may touch hundreds of thousands of messages.
+//!   Spawning a process per payload costs milliseconds; a compiled jaq filter
+//!   runs in microseconds, and the expression is parsed and compiled exactly
+//!   once.
+//! * **No external dependency.** Nothing has to be installed on the host, and
+//!   the behaviour does not depend on which `jq` version happens to be on the
+//!   `PATH`.
+//! * **Isolation.** The fix only sees the payload. It cannot read environment
+//!   variables (`$ENV` and `env` are not defined, so a fix that mentions them
+//!   does not compile), it cannot load modules or data files, and the
+//!   local-time-zone filters (`localtime`, `strflocaltime`), which read
+//!   `TZ`/`/etc/localtime`, are removed. There is no shell and no argument
+//!   quoting, so a payload can never be interpreted as a command.
+//! * **Typed errors.** Compile errors, runtime errors and a wrong number of
+//!   outputs are reported as [`FixError`] values instead of exit codes and
+//!   stderr text; `halt`/`halt_error` become [`FixError::Runtime`] instead of
+//!   exiting the process.
+//! * **Robustness.** [`Fix::apply`] does not panic on any payload bytes:
+//!   nesting depth is bounded before jaq's recursive JSON reader sees a
+//!   payload (or a string passed to `fromjson`/`tonumber`), and evaluation runs
+//!   under [`std::panic::catch_unwind`] as a last line of defence.
+//!   A fix can still be written to loop forever or allocate without bound
+//!   (`repeat(.)`, `range(1e15)`); fixes are written by operators, not by
+//!   the producers of payloads.
+//!
+//! # Payload semantics
+//!
+//! * A payload that is valid JSON (strict RFC 8259, as checked by
+//!   `serde_json`) is the jq input. The single output is written as compact
+//!   JSON: no whitespace, object keys in the order jaq keeps them (insertion
+//!   order), numbers as written in the input where jaq kept them untouched
+//!   (big integers and decimals keep their exact digits), and NaN/±Infinity
+//!   as `null` (as `serde_json` does).
+//! * A payload that is not valid JSON but is valid UTF-8 becomes a jq string.
+//!   If the fix yields a string, that string's raw content is the new payload
+//!   (not quoted), so malformed JSON text can be repaired with `sub`/`gsub`;
+//!   any other result is written as JSON.
+//! * Any other payload is rejected with [`FixError::InputNotText`].
+//! * The fix must yield exactly one output.
+//!
+//! The jq standard library (jaq's core, `jaq-std` and `jaq-json` filters,
+//! including `tonumber`, `split`, `ltrimstr`, `test`, `sub`, `gsub`,
+//! `fromjson`, `tojson`, `@base64d`, ...) is available.
+
+use std::fmt::Write as _;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use jaq_core::box_iter::box_once;
+use jaq_core::compile::Undefined;
+use jaq_core::data::JustLut;
+use jaq_core::load::{self, Arena, File, Loader};
+use jaq_core::native::{Fun, v};
+use jaq_core::{Compiler, Ctx, Exn, Vars};
+use jaq_json::{Num, Val};
+use serde_json::value::RawValue;
+
+/// The jaq data kind used by fixes: plain JSON values, no custom global data.
+type Data = JustLut<Val>;
+
+/// jaq errors carrying jaq-json values.
+type JaqError = jaq_core::Error<Val>;
+
+/// Deepest array/object nesting that is handed to jaq's (recursive) JSON
+/// reader, both for payloads and for strings parsed by `fromjson`/`tonumber`.
+///
+/// This is the same limit `serde_json` uses when deserializing into a value.
+pub const MAX_JSON_DEPTH: usize = 128;
+
+/// How many outputs [`Fix::apply`] counts before giving up when a fix yields
+/// more than one; [`FixError::MultipleOutputs::count`] never exceeds it.
+pub const MAX_COUNTED_OUTPUTS: usize = 1000;
+
+/// Native filters removed from the standard library.
+///
+/// * `env` would expose the process environment (secrets).
+/// * `localtime` and `strflocaltime` read `TZ` and `/etc/localtime`.
+/// * `fromjson` is replaced by a depth-checked version (see [`fromjson`]).
+const REMOVED_FILTERS: &[&str] = &["env", "localtime", "strflocaltime", "fromjson"];
+
+/// A compiled jq expression that repairs a dead-lettered payload.
+///
+/// Compile once with [`Fix::compile`], then call [`Fix::apply`] for each
+/// payload. `Fix` is `Send + Sync`, so one compiled fix can be shared (for
+/// example in an `Arc`) by all replay workers.
+pub struct Fix {
+    /// The compiled filter.
+    filter: jaq_core::Filter<Data>,
+    /// The source text, as given to [`Fix::compile`].
+    expr: String,
+}
+
+// The replayer shares fixes across threads; fail the build if jaq ever stops
+// allowing that. (The compiled filter holds only terms, strings and function
+// pointers; jq values, which use `Rc`, exist only during `apply`.)
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Fix>();
+};
+
+impl std::fmt::Debug for Fix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fix")
+            .field("expr", &self.expr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a fix could not be compiled or applied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FixError {
+    /// The expression does not parse or refers to undefined filters or
+    /// variables.
+    #[error("cannot compile fix `{expr}`: {errors}")]
+    Compile {
+        /// The expression as given.
+        expr: String,
+        /// Every error reported by jaq, one per line, each prefixed by its
+        /// `line:column` in the expression.
+        errors: String,
+    },
+    /// The fix raised an error while running (`error("x")`, `"abc" |
+    /// tonumber`, indexing a string with a key, `halt`, ...).
+    #[error("fix failed: {message}")]
+    Runtime {
+        /// The jq error message (the error value, for `error(...)`).
+        message: String,
+    },
+    /// The fix yielded no output (for example `empty` or a failing `select`).
+    #[error("fix produced no output")]
+    NoOutput,
+    /// The fix yielded more than one output.
+    #[error("fix produced {count} outputs, expected exactly one")]
+    MultipleOutputs {
+        /// Number of outputs, counted up to [`MAX_COUNTED_OUTPUTS`].
+        count: usize,
+    },
+    /// The payload is neither valid JSON nor valid UTF-8 text.
+    #[error("payload is neither JSON nor UTF-8 text")]
+    InputNotText,
+    /// The payload is valid JSON but nests arrays/objects deeper than
+    /// [`MAX_JSON_DEPTH`].
+    #[error("payload nests deeper than {limit} levels")]
+    InputTooDeep {
+        /// The nesting limit, [`MAX_JSON_DEPTH`].
+        limit: usize,
+    },
+    /// The output cannot be written as JSON (a byte string made by
+    /// `tobytes`, or an object key that is not a string).
+    #[error("fix output is not representable as JSON: {reason}")]
+    OutputNotJson {
+        /// What could not be represented.
+        reason: String,
+    },
+}
+
+impl Fix {
+    /// Parses and compiles a jq expression.
+    ///
+    /// All lex, parse and compile errors are collected into
+    /// [`FixError::Compile`].
+    pub fn compile(expr: &str) -> Result<Fix, FixError> {
+        let compile_error = |errors: Vec<String>| FixError::Compile {
+            expr: expr.to_owned(),
+            errors: errors.join("\n"),
+        };
+
+        let defs = jaq_core::defs()
+            .chain(jaq_std::defs())
+            .chain(jaq_json::defs());
+        let loader = Loader::new(defs);
+        let arena = Arena::default();
+        let program = File {
+            code: expr,
+            path: (),
+        };
+        let modules = loader.load(&arena, program).map_err(|errs| {
+            let msgs = errs
+                .iter()
+                .flat_map(|(file, err)| load_error_messages(file.code, err));
+            compile_error(msgs.collect())
+        })?;
+        // `import "f" as $x;` binds a data file to a global variable. The
+        // loader only records such imports; refuse them, as fixes get no
+        // files (and running with the variable unbound would panic in jaq).
+        load::import(&modules, |_| {
+            Err("data files are not available to fixes".into())
+        })
+        .map_err(|errs| {
+            let msgs = errs
+                .iter()
+                .flat_map(|(file, err)| load_error_messages(file.code, err));
+            compile_error(msgs.collect())
+        })?;
+
+        let filter = Compiler::default()
+            .with_funs(funs())
+            .compile(modules)
+            .map_err(|errs| {
+                let msgs = errs.iter().flat_map(|(file, errs)| {
+                    errs.iter().map(|(name, undefined)| {
+                        let what = match undefined {
+                            Undefined::Filter(arity) => format!("filter `{name}/{arity}`"),
+                            other => format!("{} `{name}`", other.as_str()),
+                        };
+                        at(file.code, name, &format!("undefined {what}"))
+                    })
+                });
+                compile_error(msgs.collect())
+            })?;
+
+        Ok(Fix {
+            filter,
+            expr: expr.to_owned(),
+        })
+    }
+
+    /// The jq expression this fix was compiled from.
+    pub fn expr(&self) -> &str {
+        &self.expr
+    }
+
+    /// Runs the fix on one payload and returns the new payload.
+    ///
+    /// See the [module documentation](self) for how payloads are read and
+    /// written.
+    pub fn apply(&self, payload: &[u8]) -> Result<Vec<u8>, FixError> {
+        catch_unwind(AssertUnwindSafe(|| self.apply_inner(payload))).unwrap_or_else(|panic| {
+            let detail = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(FixError::Runtime {
+                message: format!("internal error in jq evaluation: {detail}"),
+            })
+        })
+    }
+
+    fn apply_inner(&self, payload: &[u8]) -> Result<Vec<u8>, FixError> {
+        let (input, is_text) = read_payload(payload)?;
+        let output = self.run(input)?;
+        match output {
+            Val::TStr(s) | Val::BStr(s) if is_text => Ok(s.to_vec()),
+            value => {
+                let mut out = String::new();
+                write_json(&value, &mut out)?;
+                Ok(out.into_bytes())
+            }
+        }
+    }
+
+    /// Runs the filter and insists on exactly one output.
+    fn run(&self, input: Val) -> Result<Val, FixError> {
+        let ctx = Ctx::<Data>::new(&self.filter.lut, Vars::new([]));
+        let mut outputs = self.filter.id.run((ctx, input));
+        let first = match outputs.next() {
+            None => return Err(FixError::NoOutput),
+            Some(result) => result.map_err(runtime_error)?,
+        };
+        let mut count = 1;
+        for result in outputs {
+            result.map_err(runtime_error)?;
+            count += 1;
+            if count >= MAX_COUNTED_OUTPUTS {
+                break;
+            }
+        }
+        if count == 1 {
+            Ok(first)
+        } else {
+            Err(FixError::MultipleOutputs { count })
+        }
+    }
+}
+
+/// The native filters available to fixes.
+fn funs() -> impl Iterator<Item = Fun<Data>> {
+    jaq_core::funs::<Data>()
+        .chain(jaq_std::funs::<Data>())
+        .chain(jaq_json::funs::<Data>())
+        .filter(|(name, _, _)| !REMOVED_FILTERS.contains(name))
+        .chain([jaq_core::native::run::<Data>(("fromjson", v(0), |cv| {
+            fromjson(cv.1)
+        }))])
+}
+
+/// `fromjson` (also used by `tonumber`), refusing too deeply nested text.
+///
+/// jaq's JSON reader is recursive, so a long run of `[` in a payload string
+/// would otherwise overflow the stack of `"[[[[...." | tonumber`.
+fn fromjson<'a>(input: Val) -> jaq_core::ValXs<'a, Val> {
+    let bytes = match &input {
+        Val::TStr(s) => s.clone(),
+        _ => return box_once(Err(Exn::from(JaqError::typ(input, "string")))),
+    };
+    let fail = |reason: &dyn std::fmt::Display| {
+        Exn::from(JaqError::str(format_args!(
+            "cannot parse {input} as JSON: {reason}"
+        )))
+    };
+    if exceeds_depth(&bytes, MAX_JSON_DEPTH) {
+        let reason = format!("nesting deeper than {MAX_JSON_DEPTH} levels");
+        return box_once(Err(fail(&reason)));
+    }
+    // Stop at the first error: the reader does not advance past it.
+    let mut results = Vec::new();
+    for result in jaq_json::read::parse_many(&bytes) {
+        match result {
+            Ok(value) => results.push(Ok(value)),
+            Err(e) => {
+                results.push(Err(fail(&e)));
+                break;
+            }
+        }
+    }
+    Box::new(results.into_iter())
+}
+
+/// Turns a payload into a jq input; the flag tells whether it was text.
+fn read_payload(payload: &[u8]) -> Result<(Val, bool), FixError> {
+    if serde_json::from_slice::<&RawValue>(payload).is_ok() {
+        if exceeds_depth(payload, MAX_JSON_DEPTH) {
+            return Err(FixError::InputTooDeep {
+                limit: MAX_JSON_DEPTH,
+            });
+        }
+        // jaq reads a superset of JSON, so this only fails for the odd
+        // string serde_json lets through and jaq does not (for example a
+        // lone surrogate escape); such a payload is treated as text.
+        if let Ok(value) = jaq_json::read::parse_single(payload) {
+            return Ok((value, false));
+        }
+    }
+    match std::str::from_utf8(payload) {
+        Ok(text) => Ok((Val::from(text.to_owned()), true)),
+        Err(_) => Err(FixError::InputNotText),
+    }
+}
+
+/// Whether JSON(-like) text nests arrays/objects deeper than `limit`.
+///
+/// Brackets inside strings and `#` comments (which jaq's reader accepts)
+/// are not counted. Malformed text may be misjudged, but only where the
+/// reader would stop with an error before reaching that depth.
+fn exceeds_depth(text: &[u8], limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut bytes = text.iter();
+    while let Some(&b) = bytes.next() {
+        match b {
+            b'"' => {
+                while let Some(&c) = bytes.next() {
+                    match c {
+                        b'\\' => {
+                            bytes.next();
+                        }
+                        b'"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            b'#' => {
+                for &c in bytes.by_ref() {
+                    if c == b'\n' {
+                        break;
+                    }
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Converts a jq exception into [`FixError::Runtime`].
+fn runtime_error(exn: Exn<'_, Val>) -> FixError {
+    // Never use `jaq_core::unwrap_valr`: it exits the process on `halt`.
+    let message = match exn.get_err() {
+        Ok(err) => match err.into_val() {
+            Val::TStr(s) => String::from_utf8_lossy(&s).into_owned(),
+            other => other.to_string(),
+        },
+        Err(exn) => match exn.get_halt() {
+            Ok(code) => format!("halt with exit code {code}"),
+            Err(_) => "internal jq control flow escaped".to_owned(),
+        },
+    };
+    FixError::Runtime { message }
+}
+
+/// Writes a jq value as compact JSON, like `serde_json::to_vec`.
+fn write_json(value: &Val, out: &mut String) -> Result<(), FixError> {
+    match value {
+        Val::Null => out.push_str("null"),
+        Val::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Val::Num(n) => write_num(n, out),
+        Val::TStr(s) => write_str(&String::from_utf8_lossy(s), out),
+        Val::BStr(_) => {
+            return Err(FixError::OutputNotJson {
+                reason: format!("byte string {value}"),
+            });
+        }
+        Val::Arr(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json(item, out)?;
+            }
+            out.push(']');
+        }
+        Val::Obj(entries) => {
+            out.push('{');
+            for (i, (key, item)) in entries.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                match key {
+                    Val::TStr(k) => write_str(&String::from_utf8_lossy(k), out),
+                    _ => {
+                        return Err(FixError::OutputNotJson {
+                            reason: format!("object key {key} is not a string"),
+                        });
+                    }
+                }
+                out.push(':');
+                write_json(item, out)?;
+            }
+            out.push('}');
+        }
+    }
+    Ok(())
+}
+
+/// Writes a number; integers and decimals that jaq kept as text are written
+/// as they are, floats as the shortest round-trip form, non-finite as `null`.
+fn write_num(n: &Num, out: &mut String) {
+    match n {
+        Num::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Num::BigInt(_) => {
+            let _ = write!(out, "{n}");
+        }
+        Num::Dec(text) if is_json_number(text) => out.push_str(text),
+        Num::Dec(text) => write_float(text.parse().unwrap_or(f64::NAN), out),
+        Num::Float(f) => write_float(*f, out),
+    }
+}
+
+fn write_float(f: f64, out: &mut String) {
+    if f.is_finite() {
+        // jaq formats finite floats with ryu, as serde_json does.
+        let _ = write!(out, "{}", Num::Float(f));
+    } else {
+        out.push_str("null");
+    }
+}
+
+/// Whether `text` matches the JSON number grammar.
+fn is_json_number(text: &str) -> bool {
+    let b = text.as_bytes();
+    let mut i = usize::from(b.first() == Some(&b'-'));
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while b.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i - start
+    };
+    match b.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => {
+            digits(&mut i);
+        }
+        _ => return false,
+    }
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
+/// Writes a JSON string literal, escaping like `serde_json`.
+fn write_str(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{08}' => out.push_str("\\b"),
+            '\u{0c}' => out.push_str("\\f"),
+            c if c < ' ' => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Messages for one module's lex, parse or load errors.
+fn load_error_messages(code: &str, err: &load::Error<&str>) -> Vec<String> {
+    use jaq_core::load::lex::Expect as Lex;
+    match err {
+        load::Error::Io(errs) => errs
+            .iter()
+            .map(|(path, msg)| at(code, path, &format!("cannot load `{path}`: {msg}")))
+            .collect(),
+        load::Error::Lex(errs) => errs
+            .iter()
+            .map(|(expect, found)| {
+                let expected = match expect {
+                    Lex::Digit => "digit",
+                    Lex::Ident => "identifier",
+                    Lex::Delim("(") => "closing parenthesis",
+                    Lex::Delim("[") => "closing bracket",
+                    Lex::Delim("{") => "closing brace",
+                    Lex::Delim("\"") => "closing quote",
+                    Lex::Delim(_) => "closing delimiter",
+                    Lex::Escape => "string escape sequence",
+                    Lex::Unicode => "4-digit hexadecimal UTF-8 code point",
+                    _ => "token",
+                };
+                at(
+                    code,
+                    found,
+                    &format!("expected {expected}, {}", found_text(found)),
+                )
+            })
+            .collect(),
+        load::Error::Parse(errs) => errs
+            .iter()
+            .map(|(expect, found)| {
+                let msg = format!("expected {}, {}", expect.as_str(), found_text(found));
+                at(code, found, &msg)
+            })
+            .collect(),
+    }
+}
+
+/// "found `tok`" for an offending token or input, shortened.
+fn found_text(found: &str) -> String {
+    const MAX_CHARS: usize = 20;
+    if found.is_empty() {
+        return "found end of input".to_owned();
+    }
+    let mut shown: String = found.chars().take(MAX_CHARS).collect();
+    if found.chars().nth(MAX_CHARS).is_some() {
+        shown.push('…');
+    }
+    format!("found `{shown}`")
+}
+
+/// Prefixes `msg` with the `line:column` (1-based) of `part` inside `code`,
+/// if `part` is a slice of `code`.
+fn at(code: &str, part: &str, msg: &str) -> String {
+    let start = (part.as_ptr() as usize).checked_sub(code.as_ptr() as usize);
+    match start.filter(|&s| s <= code.len() && code.is_char_boundary(s)) {
+        Some(offset) => {
+            let before = &code[..offset];
+            let line = before.matches('\n').count() + 1;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let column = before[line_start..].chars().count() + 1;
+            format!("{line}:{column}: {msg}")
+        }
+        None => msg.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply(expr: &str, payload: &str) -> Result<String, FixError> {
+        let fix = Fix::compile(expr).expect("fix compiles");
+        fix.apply(payload.as_bytes())
+            .map(|out| String::from_utf8(out).expect("UTF-8 output"))
+    }
+
+    #[test]
+    fn string_price_becomes_number() {
+        let out = apply(
+            ".price |= tonumber",
+            r#"{"market_id":"0xab","price":"0.42"}"#,
+        );
+        assert_eq!(out.unwrap(), r#"{"market_id":"0xab","price":0.42}"#);
+    }
+
+    #[test]
+    fn integers_stay_integers() {
+        let out = apply(".n |= tonumber | .m += 1", r#"{"n":"1812","m":1811}"#);
+        assert_eq!(out.unwrap(), r#"{"n":1812,"m":1812}"#);
+    }
+
+    #[test]
+    fn untouched_numbers_keep_their_digits() {
+        let payload = r#"{"big":12345678901234567890,"neg":-98765432109876543210,"dec":0.10,"exp":1E400,"f":1.0,"x":"y"}"#;
+        let out = apply(".x = \"z\"", payload).unwrap();
+        assert_eq!(
+            out,
+            r#"{"big":12345678901234567890,"neg":-98765432109876543210,"dec":0.10,"exp":1E400,"f":1.0,"x":"z"}"#
+        );
+    }
+
+    #[test]
+    fn big_integer_arithmetic_is_exact() {
+        let out = apply(".big + 1", r#"{"big":12345678901234567890}"#);
+        assert_eq!(out.unwrap(), "12345678901234567891");
+    }
+
+    #[test]
+    fn non_finite_numbers_become_null() {
+        assert_eq!(
+            apply("[nan, infinite, -infinite]", "null").unwrap(),
+            "[null,null,null]"
+        );
+    }
+
+    #[test]
+    fn output_is_compact_and_keeps_key_order() {
+        let out = apply(
+            ".",
+            "{ \"z\" : [1, 2],\n \"a\" : {\"k\": \"v\\n\\u0001\\\"\"} }",
+        );
+        assert_eq!(out.unwrap(), r#"{"z":[1,2],"a":{"k":"v\n\u0001\""}}"#);
+    }
+
+    #[test]
+    fn tags_split() {
+        let out = apply(r#".tags |= split(",")"#, r#"{"id":7,"tags":"a,b,c"}"#);
+        assert_eq!(out.unwrap(), r#"{"id":7,"tags":["a","b","c"]}"#);
+    }
+
+    #[test]
+    fn ltrimstr_is_available() {
+        let out = apply(r#".id |= ltrimstr("0x")"#, r#"{"id":"0xab"}"#);
+        assert_eq!(out.unwrap(), r#"{"id":"ab"}"#);
+    }
+
+    #[test]
+    fn sub_repairs_malformed_json_text() {
+        let fix = r#"sub("\"price\": *\"(?<p>[0-9.]+)\""; "\"price\": \(.p)")"#;
+        // Trailing comma: not JSON, so the fix sees the raw text.
+        let payload = r#"{"market_id": "0xab", "price": "0.42",}"#;
+        let out = apply(fix, payload).unwrap();
+        assert_eq!(out, r#"{"market_id": "0xab", "price": 0.42,}"#);
+    }
+
+    #[test]
+    fn text_input_can_be_parsed_after_repair() {
+        let fix = r#"sub(",}$"; "}") | fromjson | .price |= tonumber"#;
+        let out = apply(fix, r#"{"price":"0.42",}"#);
+        assert_eq!(out.unwrap(), r#"{"price":0.42}"#);
+    }
+
+    #[test]
+    fn non_string_result_of_text_input_is_json() {
+        assert_eq!(apply("length", "not json").unwrap(), "8");
+        assert_eq!(apply("[.]", "not json").unwrap(), r#"["not json"]"#);
+    }
+
+    #[test]
+    fn json_string_result_of_json_input_stays_quoted() {
+        assert_eq!(apply(".a", r#"{"a":"x"}"#).unwrap(), r#""x""#);
+    }
+
+    #[test]
+    fn empty_is_no_output() {
+        assert!(matches!(apply("empty", "{}"), Err(FixError::NoOutput)));
+        assert!(matches!(
+            apply("select(.a)", r#"{"a":false}"#),
+            Err(FixError::NoOutput)
+        ));
+    }
+
+    #[test]
+    fn iterating_an_array_is_multiple_outputs() {
+        let out = apply(".[]", "[1,2,3]");
+        assert!(matches!(out, Err(FixError::MultipleOutputs { count: 3 })));
+    }
+
+    #[test]
+    fn endless_outputs_are_counted_up_to_the_limit() {
+        let out = apply("repeat(.)", "1");
+        assert!(matches!(
+            out,
+            Err(FixError::MultipleOutputs {
+                count: MAX_COUNTED_OUTPUTS
+            })
+        ));
+    }
+
+    #[test]
+    fn runtime_errors_carry_the_message() {
+        match apply(r#"error("x")"#, "{}") {
+            Err(FixError::Runtime { message }) => assert_eq!(message, "x"),
+            other => panic!("unexpected {other:?}"),
+        }
+        match apply(".price |= tonumber", r#"{"price":"abc"}"#) {
+            Err(FixError::Runtime { message }) => {
+                assert!(message.contains("abc"), "{message}")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match apply(".a.b", r#"{"a":"s"}"#) {
+            Err(FixError::Runtime { message }) => {
+                assert!(message.contains("cannot index"), "{message}")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn halt_is_an_error_not_an_exit() {
+        assert!(matches!(apply("halt", "{}"), Err(FixError::Runtime { .. })));
+        assert!(matches!(
+            apply(r#""bye" | halt_error(1)"#, "{}"),
+            Err(FixError::Runtime { .. })
+        ));
+    }
+
+    #[test]
+    fn compile_errors_report_all_jq_errors() {
+        match Fix::compile(".a | foo(1) | $nope") {
+            Err(FixError::Compile { expr, errors }) => {
+                assert_eq!(expr, ".a | foo(1) | $nope");
+                assert!(errors.contains("1:6: undefined filter `foo/1`"), "{errors}");
+                assert!(
+                    errors.contains("1:15: undefined variable `$nope`"),
+                    "{errors}"
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match Fix::compile(".a |") {
+            Err(FixError::Compile { errors, .. }) => {
+                assert!(
+                    errors.contains("expected term, found end of input"),
+                    "{errors}"
+                )
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match Fix::compile("[.a") {
+            Err(FixError::Compile { errors, .. }) => {
+                assert!(errors.contains("expected closing bracket"), "{errors}")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn modules_cannot_be_loaded() {
+        match Fix::compile(r#"include "secrets"; ."#) {
+            Err(FixError::Compile { errors, .. }) => {
+                assert!(errors.contains("cannot load `secrets`"), "{errors}")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match Fix::compile(r#"import "data" as $d; $d"#) {
+            Err(FixError::Compile { errors, .. }) => {
+                assert!(errors.contains("cannot load `data`"), "{errors}")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn non_utf8_input_is_rejected() {
+        let fix = Fix::compile(".").unwrap();
+        let out = fix.apply(&[0xff, 0xfe, b'{', 0x80]);
+        assert!(matches!(out, Err(FixError::InputNotText)));
+        // Invalid UTF-8 inside a JSON string is not JSON either.
+        let out = fix.apply(b"{\"a\":\"\xff\"}");
+        assert!(matches!(out, Err(FixError::InputNotText)));
+    }
+
+    #[test]
+    fn environment_is_not_reachable() {
+        // Setting a variable needs `unsafe` (forbidden here); PATH is always
+        // set, so its value stands in for a secret.
+        let secret = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin".into());
+        for expr in [
+            "$ENV",
+            "$ENV.DLQ_FIX_TEST_SECRET",
+            "env",
+            "env.DLQ_FIX_TEST_SECRET",
+        ] {
+            match Fix::compile(expr) {
+                Err(FixError::Compile { errors, .. }) => {
+                    assert!(errors.contains("undefined"), "{expr}: {errors}")
+                }
+                other => panic!("{expr} compiled: {other:?}"),
+            }
+        }
+        for expr in [
+            "$__loc__",
+            "localtime",
+            "strflocaltime(\"%Z\")",
+            "input",
+            "inputs",
+        ] {
+            if let Ok(fix) = Fix::compile(expr) {
+                let out = fix.apply(b"0").map(String::from_utf8);
+                assert!(
+                    !format!("{out:?}").contains(&secret),
+                    "{expr} leaked: {out:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn byte_strings_and_non_string_keys_are_not_json() {
+        assert!(matches!(
+            apply(r#""a" | tobytes"#, "{}"),
+            Err(FixError::OutputNotJson { .. })
+        ));
+        assert!(matches!(
+            apply("{(1): 2}", "{}"),
+            Err(FixError::OutputNotJson { .. })
+        ));
+    }
+
+    #[test]
+    fn deep_nesting_does_not_overflow() {
+        let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+        let fix = Fix::compile(".").unwrap();
+        assert!(matches!(
+            fix.apply(deep.as_bytes()),
+            Err(FixError::InputTooDeep {
+                limit: MAX_JSON_DEPTH
+            })
+        ));
+        let ok = "[".repeat(MAX_JSON_DEPTH) + &"]".repeat(MAX_JSON_DEPTH);
+        assert_eq!(fix.apply(ok.as_bytes()).unwrap(), ok.as_bytes());
+
+        let payload = format!(r#"{{"price":"{}"}}"#, "[".repeat(100_000));
+        let fix = Fix::compile(".price |= tonumber").unwrap();
+        assert!(matches!(
+            fix.apply(payload.as_bytes()),
+            Err(FixError::Runtime { .. })
+        ));
+        let fix = Fix::compile("fromjson").unwrap();
+        assert!(matches!(
+            fix.apply(&vec![b'['; 100_000]),
+            Err(FixError::Runtime { .. })
+        ));
+    }
+
+    #[test]
+    fn fix_is_reusable_and_shareable() {
+        let fix = std::sync::Arc::new(Fix::compile(".n += 1").unwrap());
+        assert_eq!(fix.expr(), ".n += 1");
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let fix = std::sync::Arc::clone(&fix);
+                std::thread::spawn(move || {
+                    let out = fix.apply(format!(r#"{{"n":{i}}}"#).as_bytes()).unwrap();
+                    assert_eq!(out, format!(r#"{{"n":{}}}"#, i + 1).into_bytes());
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn json_number_grammar() {
+        for ok in [
+            "0",
+            "-0",
+            "1.5",
+            "1e5",
+            "1E+5",
+            "-0.0e-7",
+            "12345678901234567890",
+        ] {
+            assert!(is_json_number(ok), "{ok}");
+        }
+        for bad in ["", "-", "01", "1.", ".5", "1e", "+1", "NaN", "1.5x"] {
+            assert!(!is_json_number(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn panics_inside_jaq_become_runtime_errors() {
+        // jaq 3.1 panics with "capacity overflow" when repeating a string a
+        // huge number of times; `apply` must turn that into an error.
+        match apply(r#""ab" * .n"#, r#"{"n":12345678901234567890}"#) {
+            Err(FixError::Runtime { message }) => {
+                assert!(message.contains("internal error"), "{message}")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    mod never_panics {
+        use super::super::Fix;
+        use proptest::prelude::*;
+        use std::sync::LazyLock;
+
+        const EXPRS: &[&str] = &[
+            ".",
+            ".price |= tonumber",
+            "tonumber",
+            "fromjson",
+            ".[]",
+            "..",
+            "tostring | fromjson",
+            r#"sub("(?<x>[0-9]+)"; "<\(.x)>")"#,
+            r#"split(",")"#,
+            "keys",
+            ".a.b[0]",
+            "tojson",
+            "@base64d",
+            "ascii_downcase | explode | implode",
+        ];
+
+        static FIXES: LazyLock<Vec<Fix>> =
+            LazyLock::new(|| EXPRS.iter().map(|e| Fix::compile(e).unwrap()).collect());
+
+        // `apply_inner` is `apply` without its `catch_unwind` safety net, so
+        // a panic anywhere in reading, evaluation or writing fails the test.
+        proptest! {
+            #[test]
+            fn on_arbitrary_bytes(payload in proptest::collection::vec(any::<u8>(), 0..256)) {
+                for fix in FIXES.iter() {
+                    let _ = fix.apply_inner(&payload);
+                }
+            }
+
+            #[test]
+            fn on_json_like_text(payload in r#"[\[\]{}",:0-9a-z.eE+\- \\#\n]{0,200}"#) {
+                for fix in FIXES.iter() {
+                    let _ = fix.apply_inner(payload.as_bytes());
+                }
+            }
+        }
+    }
+}

@@ -33,6 +33,8 @@ pub mod envelope;
 pub mod filter;
 pub mod fix;
 pub mod memory;
+pub mod process;
+pub mod replay;
 pub mod retry;
 pub mod store;
 
