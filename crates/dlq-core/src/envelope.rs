@@ -74,6 +74,12 @@ pub enum Origin {
     Seed,
     /// Not an envelope: the bytes are the payload.
     Raw,
+    /// A Kafka Connect DLQ record (`__connect.errors.*` headers).
+    Connect,
+    /// A Spring Kafka dead-letter record (`kafka_dlt-*` headers).
+    Spring,
+    /// dlq's headers format: the raw value, metadata in `dlq.*` headers.
+    Headers,
 }
 
 /// Which part of a record a claim check stands for.
@@ -873,6 +879,213 @@ fn decode_v1(
     })
 }
 
+/// A record as read from a Kafka DLQ topic, before it is decoded.
+#[derive(Debug, Clone, Copy)]
+pub struct KafkaRecord<'a> {
+    /// The DLQ record's value (`None` for a tombstone).
+    pub value: Option<&'a [u8]>,
+    /// The DLQ record's key.
+    pub key: Option<&'a [u8]>,
+    /// The DLQ record's headers.
+    pub headers: &'a [Header],
+    /// The DLQ topic.
+    pub topic: &'a str,
+    /// The DLQ partition.
+    pub partition: i32,
+    /// The DLQ offset.
+    pub offset: i64,
+    /// The DLQ record's timestamp.
+    pub timestamp: Option<DateTime<Utc>>,
+}
+
+/// Prefix of the metadata headers of dlq's headers format.
+pub const HEADERS_PREFIX: &str = "dlq.";
+
+fn header<'h>(headers: &'h [Header], name: &str) -> Option<&'h [u8]> {
+    headers
+        .iter()
+        .rev()
+        .find(|h| h.name == name)
+        .and_then(|h| h.value.as_deref())
+}
+
+fn header_text(headers: &[Header], name: &str) -> Option<String> {
+    header(headers, name).map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// A numeric header: Spring writes big-endian binary ints and longs,
+/// Connect writes decimal text; both are accepted.
+fn header_int(headers: &[Header], name: &str) -> Option<i64> {
+    let v = header(headers, name)?;
+    if let Some(n) = std::str::from_utf8(v)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+    {
+        return Some(n);
+    }
+    match v.len() {
+        4 => Some(i64::from(i32::from_be_bytes(v.try_into().ok()?))),
+        8 => Some(i64::from_be_bytes(v.try_into().ok()?)),
+        _ => None,
+    }
+}
+
+/// Decodes a record read from a Kafka DLQ topic, whoever wrote it: dlq's
+/// envelope or headers format, a Kafka Connect or Spring Kafka dead-letter
+/// record, the seed envelope, or a raw record. Never fails.
+///
+/// Foreign records keep their value, key and original headers byte for
+/// byte; their error metadata comes from the writer's headers, with the
+/// original topic, partition and offset as the source (so a replay goes back
+/// where the record came from). Records without an id of their own are
+/// identified by their DLQ coordinates, `kafka:<topic>:<partition>:<offset>`.
+pub fn decode_kafka(rec: &KafkaRecord<'_>) -> DeadLetter {
+    let coords_id = format!("kafka:{}:{}:{}", rec.topic, rec.partition, rec.offset);
+    let value = rec.value.unwrap_or_default();
+    let foreign = if header(rec.headers, "__connect.errors.topic").is_some() {
+        Some(Origin::Connect)
+    } else if header(rec.headers, "kafka_dlt-original-topic").is_some() {
+        Some(Origin::Spring)
+    } else if header(rec.headers, "dlq.v").is_some() {
+        Some(Origin::Headers)
+    } else {
+        None
+    };
+    let Some(origin) = foreign else {
+        let mut letter = decode(value, &coords_id);
+        if letter.origin != Origin::Envelope {
+            letter.key = rec.key.map(<[u8]>::to_vec);
+            letter.headers = rec.headers.to_vec();
+            letter.source = Source {
+                system: "kafka".into(),
+                topic: rec.topic.strip_prefix("dlq.").map(str::to_owned),
+                partition: None,
+                offset: None,
+                timestamp: None,
+            };
+        }
+        return letter;
+    };
+    let (prefix, topic, partition, offset, stage, class, message, trace, ts) = match origin {
+        Origin::Connect => (
+            "__connect.errors.",
+            "__connect.errors.topic",
+            "__connect.errors.partition",
+            "__connect.errors.offset",
+            header_text(rec.headers, "__connect.errors.stage"),
+            header_text(rec.headers, "__connect.errors.exception.class.name"),
+            "__connect.errors.exception.message",
+            "__connect.errors.exception.stacktrace",
+            None,
+        ),
+        Origin::Spring => (
+            "kafka_dlt-",
+            "kafka_dlt-original-topic",
+            "kafka_dlt-original-partition",
+            "kafka_dlt-original-offset",
+            Some("listener".to_owned()),
+            // The cause is the root of the failure; the exception itself is
+            // usually a wrapper ("Listener failed").
+            header_text(rec.headers, "kafka_dlt-exception-cause-fqcn")
+                .or_else(|| header_text(rec.headers, "kafka_dlt-exception-fqcn")),
+            "kafka_dlt-exception-message",
+            "kafka_dlt-exception-stacktrace",
+            header_int(rec.headers, "kafka_dlt-original-timestamp")
+                .and_then(DateTime::from_timestamp_millis),
+        ),
+        _ => (
+            HEADERS_PREFIX,
+            "dlq.source.topic",
+            "dlq.source.partition",
+            "dlq.source.offset",
+            header_text(rec.headers, "dlq.stage"),
+            header_text(rec.headers, "dlq.error_class"),
+            "dlq.error",
+            "",
+            None,
+        ),
+    };
+    let mut error = header_text(rec.headers, message).unwrap_or_default();
+    if let Some(t) = header_text(rec.headers, trace).filter(|t| !t.is_empty()) {
+        error.push_str("\n\n");
+        error.push_str(&t);
+    }
+    let failure = crate::Failure::permanent(
+        stage.unwrap_or_else(|| "unknown".into()),
+        class.unwrap_or_else(|| UNKNOWN_ERROR_CLASS.into()),
+        error,
+    );
+    let id = header_text(rec.headers, "dlq.id")
+        .filter(|_| origin == Origin::Headers)
+        .unwrap_or(coords_id);
+    let mut letter = DeadLetter::new(id, value.to_vec(), &failure);
+    letter.origin = origin;
+    letter.attempts = 0;
+    letter.key = rec.key.map(<[u8]>::to_vec);
+    letter.headers = rec
+        .headers
+        .iter()
+        .filter(|h| !h.name.starts_with(prefix))
+        .cloned()
+        .collect();
+    letter.source = Source {
+        system: "kafka".into(),
+        topic: header_text(rec.headers, topic),
+        partition: header_int(rec.headers, partition).and_then(|p| i32::try_from(p).ok()),
+        offset: header_int(rec.headers, offset),
+        timestamp: ts,
+    };
+    let failed_at = rec.timestamp.unwrap_or(letter.failed_at);
+    letter.failed_at = failed_at;
+    letter.first_failed_at = failed_at;
+    if origin == Origin::Headers {
+        let parse = |name: &str| header_text(rec.headers, name).and_then(|t| parse_timestamp(&t));
+        letter.retryable = header_text(rec.headers, "dlq.retryable").as_deref() == Some("true");
+        letter.attempts = header_int(rec.headers, "dlq.attempts").unwrap_or(0) as u32;
+        letter.replays = header_int(rec.headers, "dlq.replays").unwrap_or(0) as u32;
+        letter.replay_of = header_text(rec.headers, "dlq.replay_of");
+        letter.failed_at = parse("dlq.failed_at").unwrap_or(failed_at);
+        letter.first_failed_at = parse("dlq.first_failed_at").unwrap_or(letter.failed_at);
+    }
+    letter
+}
+
+/// dlq's headers format: the value is the original payload unchanged, and the
+/// metadata goes into `dlq.*` headers after the original headers (as Kafka
+/// Connect and Spring do), for consumers that need the raw value.
+pub fn to_headers_format(letter: &DeadLetter) -> Vec<Header> {
+    let mut headers = letter.headers.clone();
+    let mut put = |name: &str, value: String| {
+        headers.push(Header {
+            name: name.to_owned(),
+            value: Some(value.into_bytes()),
+        })
+    };
+    put("dlq.v", ENVELOPE_VERSION.to_string());
+    put("dlq.id", letter.id.clone());
+    put("dlq.error", letter.error.clone());
+    put("dlq.error_class", letter.error_class.clone());
+    put("dlq.stage", letter.stage.clone());
+    put("dlq.retryable", letter.retryable.to_string());
+    put("dlq.attempts", letter.attempts.to_string());
+    put("dlq.replays", letter.replays.to_string());
+    put("dlq.failed_at", rfc3339(&letter.failed_at));
+    put("dlq.first_failed_at", rfc3339(&letter.first_failed_at));
+    if let Some(r) = &letter.replay_of {
+        put("dlq.replay_of", r.clone());
+    }
+    if let Some(t) = &letter.source.topic {
+        put("dlq.source.topic", t.clone());
+    }
+    if let Some(p) = letter.source.partition {
+        put("dlq.source.partition", p.to_string());
+    }
+    if let Some(o) = letter.source.offset {
+        put("dlq.source.offset", o.to_string());
+    }
+    headers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1020,6 +1233,143 @@ mod tests {
         assert_eq!(r2.replay_of.as_deref(), Some("kafka:t:0:1~r1"));
         assert_eq!(r2.first_failed_at, l.first_failed_at);
         assert_eq!(r2.error, "price 1.7");
+    }
+
+    fn h(name: &str, value: &[u8]) -> Header {
+        Header {
+            name: name.into(),
+            value: Some(value.to_vec()),
+        }
+    }
+
+    fn kafka<'a>(value: &'a [u8], headers: &'a [Header]) -> KafkaRecord<'a> {
+        KafkaRecord {
+            value: Some(value),
+            key: Some(b"0xabc"),
+            headers,
+            topic: "dlq.polymarket.price_hourly",
+            partition: 2,
+            offset: 77,
+            timestamp: DateTime::from_timestamp(1_800_000_000, 0),
+        }
+    }
+
+    #[test]
+    fn connect_dlq_record_decodes_with_original_coordinates() {
+        let headers = vec![
+            h("trace-id", b"t-1"),
+            h("__connect.errors.topic", b"polymarket.price_hourly"),
+            h("__connect.errors.partition", b"3"),
+            h("__connect.errors.offset", b"1812"),
+            h("__connect.errors.stage", b"VALUE_CONVERTER"),
+            h(
+                "__connect.errors.exception.class.name",
+                b"org.apache.kafka.connect.errors.DataException",
+            ),
+            h(
+                "__connect.errors.exception.message",
+                b"Converting byte[] to Kafka Connect data failed",
+            ),
+            h(
+                "__connect.errors.exception.stacktrace",
+                b"org.apache.kafka...\n\tat ...",
+            ),
+        ];
+        let l = decode_kafka(&kafka(b"{\"price\":", &headers));
+        assert_eq!(l.origin, Origin::Connect);
+        assert_eq!(l.id, "kafka:dlq.polymarket.price_hourly:2:77");
+        assert_eq!(l.payload, b"{\"price\":");
+        assert_eq!(l.key.as_deref(), Some(&b"0xabc"[..]));
+        assert_eq!(l.headers, vec![h("trace-id", b"t-1")]);
+        assert_eq!(l.source.topic.as_deref(), Some("polymarket.price_hourly"));
+        assert_eq!((l.source.partition, l.source.offset), (Some(3), Some(1812)));
+        assert_eq!(l.stage, "VALUE_CONVERTER");
+        assert_eq!(
+            l.error_class,
+            "org.apache.kafka.connect.errors.DataException"
+        );
+        assert!(
+            l.error
+                .starts_with("Converting byte[] to Kafka Connect data failed\n\norg.apache")
+        );
+    }
+
+    #[test]
+    fn spring_dlt_record_decodes_binary_coordinates_and_root_cause() {
+        let headers = vec![
+            h("kafka_dlt-original-topic", b"rss.events"),
+            h("kafka_dlt-original-partition", &5i32.to_be_bytes()),
+            h("kafka_dlt-original-offset", &42i64.to_be_bytes()),
+            h(
+                "kafka_dlt-original-timestamp",
+                &1_800_000_000_000i64.to_be_bytes(),
+            ),
+            h(
+                "kafka_dlt-exception-fqcn",
+                b"org.springframework.kafka.listener.ListenerExecutionFailedException",
+            ),
+            h(
+                "kafka_dlt-exception-cause-fqcn",
+                b"com.fasterxml.jackson.core.JsonParseException",
+            ),
+            h(
+                "kafka_dlt-exception-message",
+                b"Listener failed; Unexpected character",
+            ),
+        ];
+        let l = decode_kafka(&kafka(b"\xff\x00raw", &headers));
+        assert_eq!(l.origin, Origin::Spring);
+        assert_eq!(l.payload, b"\xff\x00raw");
+        assert!(l.headers.is_empty());
+        assert_eq!(l.source.topic.as_deref(), Some("rss.events"));
+        assert_eq!((l.source.partition, l.source.offset), (Some(5), Some(42)));
+        assert_eq!(
+            l.error_class,
+            "com.fasterxml.jackson.core.JsonParseException"
+        );
+        assert_eq!(
+            l.source.timestamp,
+            DateTime::from_timestamp(1_800_000_000, 0)
+        );
+    }
+
+    #[test]
+    fn headers_format_roundtrips() {
+        let mut l = letter(b"\x00binary value");
+        l.headers = vec![h("trace-id", b"t-9")];
+        l.key = Some(b"k".to_vec());
+        l.replays = 2;
+        l.replay_of = Some("kafka:t:0:1~r1".into());
+        let headers = to_headers_format(&l);
+        let mut rec = kafka(&l.payload, &headers);
+        rec.key = Some(b"k");
+        let back = decode_kafka(&rec);
+        assert_eq!(back.origin, Origin::Headers);
+        assert_eq!(back.id, l.id);
+        assert_eq!(back.payload, l.payload);
+        assert_eq!(back.headers, l.headers);
+        assert_eq!(back.key, l.key);
+        assert_eq!(
+            (back.error_class.as_str(), back.replays),
+            ("validation.wrong_type", 2)
+        );
+        assert_eq!(back.replay_of, l.replay_of);
+        assert_eq!(back.source.offset, Some(1812));
+        assert_eq!(rfc3339(&back.first_failed_at), rfc3339(&l.first_failed_at));
+    }
+
+    #[test]
+    fn envelope_and_raw_values_on_kafka() {
+        let l = letter(b"{}");
+        let enc = encode(&l, &EncodeOptions::default()).expect("encode");
+        let back = decode_kafka(&kafka(&enc.bytes, &[]));
+        assert_eq!(back.id, l.id);
+        assert_eq!(back.origin, Origin::Envelope);
+        let raw = decode_kafka(&kafka(b"plain", &[h("a", b"b")]));
+        assert_eq!(raw.origin, Origin::Raw);
+        assert_eq!(raw.id, "kafka:dlq.polymarket.price_hourly:2:77");
+        assert_eq!(raw.headers, vec![h("a", b"b")]);
+        assert_eq!(raw.source.topic.as_deref(), Some("polymarket.price_hourly"));
     }
 
     fn arb_letter() -> impl Strategy<Value = DeadLetter> {

@@ -21,10 +21,10 @@
 //!
 //! Standard input cannot be re-read, so it is processed without a checkpoint.
 
+use crate::Failure;
 use crate::envelope::{DeadLetter, Source};
 use crate::retry::{Decision, RetryPolicy, RetryState};
 use crate::store::{Batch, DlqStore, Entry, Status, StoreError};
-use crate::Failure;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BinaryHeap};
 use std::fs::{File, OpenOptions};
@@ -162,9 +162,7 @@ pub struct Checkpoint {
 
 /// The checkpoint name of a processor reading `input` into `dlq`.
 pub fn checkpoint_name(input: &Path, dlq: &str) -> String {
-    let canonical = input
-        .canonicalize()
-        .unwrap_or_else(|_| input.to_path_buf());
+    let canonical = input.canonicalize().unwrap_or_else(|_| input.to_path_buf());
     format!("process:{dlq}:{}", canonical.display())
 }
 
@@ -201,10 +199,7 @@ impl PartialOrd for Pending {
 impl Ord for Pending {
     // Earliest due first in a max-heap.
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        other
-            .due
-            .cmp(&self.due)
-            .then(other.line.cmp(&self.line))
+        other.due.cmp(&self.due).then(other.line.cmp(&self.line))
     }
 }
 
@@ -259,12 +254,11 @@ impl<'c> Run<'c> {
                 let name = checkpoint_name_for(path, &config.dlq);
                 if let Some(text) = store.checkpoint(&name)? {
                     had_checkpoint = true;
-                    checkpoint = serde_json::from_str(&text).map_err(|e| {
-                        ProcessError::Checkpoint {
+                    checkpoint =
+                        serde_json::from_str(&text).map_err(|e| ProcessError::Checkpoint {
                             name: name.clone(),
                             reason: e.to_string(),
-                        }
-                    })?;
+                        })?;
                 }
                 let mut file = File::open(path).map_err(io_err("opening input", path))?;
                 for &(line, byte) in &checkpoint.in_flight {
@@ -345,14 +339,14 @@ impl<'c> Run<'c> {
                 self.run_due_retries(handler, true);
             }
             buf.clear();
-            let read = self
-                .reader
-                .read_until(b'\n', &mut buf)
-                .map_err(|source| ProcessError::Io {
-                    what: "reading input",
-                    path: input_label(&self.config.input),
-                    source,
-                })?;
+            let read =
+                self.reader
+                    .read_until(b'\n', &mut buf)
+                    .map_err(|source| ProcessError::Io {
+                        what: "reading input",
+                        path: input_label(&self.config.input),
+                        source,
+                    })?;
             if read == 0 {
                 break;
             }
@@ -441,7 +435,8 @@ impl<'c> Run<'c> {
     }
 
     fn dead_letter(&mut self, line: u64, payload: Vec<u8>, failure: &Failure, attempts: u32) {
-        let mut letter = DeadLetter::new(format!("file:{}:{line}", self.input_id), payload, failure);
+        let mut letter =
+            DeadLetter::new(format!("file:{}:{line}", self.input_id), payload, failure);
         letter.attempts = attempts;
         letter.source = Source {
             system: match self.config.input {
@@ -665,6 +660,14 @@ mod tests {
         assert_eq!(s.resumed_from_line, 3);
         assert_eq!(s.records_in, 2, "the in-flight line and line 3");
         let out = read_lines(&cfg.output).expect("out");
-        assert_eq!(out, vec![b"a".to_vec(), b"c".to_vec(), b"d".to_vec(), b"flaky".to_vec()]);
+        assert_eq!(
+            out,
+            vec![
+                b"a".to_vec(),
+                b"c".to_vec(),
+                b"d".to_vec(),
+                b"flaky".to_vec()
+            ]
+        );
     }
 }

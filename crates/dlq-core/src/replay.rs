@@ -12,11 +12,11 @@
 //! set, and past `max_replays` it is *parked* instead of pending, so no
 //! replay picks it up again by accident.
 
+use crate::Failure;
 use crate::envelope::DeadLetter;
 use crate::fix::Fix;
 use crate::process::Handler;
 use crate::store::{Batch, DlqStore, Entry, Selection, Settle, Status, StoreError};
-use crate::Failure;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -379,11 +379,9 @@ impl ReplayTarget for FileTarget {
             FileFormat::Envelope => {
                 let mut out = letter.clone();
                 out.payload = payload.to_vec();
-                let enc = crate::envelope::encode(
-                    &out,
-                    &crate::envelope::EncodeOptions::unlimited(),
-                )
-                .map_err(io::Error::other)?;
+                let enc =
+                    crate::envelope::encode(&out, &crate::envelope::EncodeOptions::unlimited())
+                        .map_err(io::Error::other)?;
                 self.write_line(&enc.bytes)?;
             }
         }
@@ -443,7 +441,8 @@ mod tests {
     fn seed(store: &mut MemoryStore, n: usize) {
         let entries: Vec<Entry> = (0..n)
             .map(|i| {
-                let f = Failure::permanent("validate", "validation.wrong_type", "price is a string");
+                let f =
+                    Failure::permanent("validate", "validation.wrong_type", "price is a string");
                 Entry {
                     dlq: "dlq.p".into(),
                     letter: DeadLetter::new(
@@ -459,7 +458,12 @@ mod tests {
     }
 
     fn pending(store: &MemoryStore) -> u64 {
-        store.stats().expect("stats").iter().map(|s| s.pending).sum()
+        store
+            .stats()
+            .expect("stats")
+            .iter()
+            .map(|s| s.pending)
+            .sum()
     }
 
     #[test]
@@ -524,7 +528,11 @@ mod tests {
         let mut store = MemoryStore::new();
         seed(&mut store, 1);
         let reject = |_: &[u8], _: u32| -> Result<Vec<u8>, Failure> {
-            Err(Failure::permanent("validate", "validation.still_bad", "still bad"))
+            Err(Failure::permanent(
+                "validate",
+                "validation.still_bad",
+                "still bad",
+            ))
         };
         let mut opts = ReplayOptions::for_dlq("dlq.p");
         opts.max_replays = 2;
@@ -562,7 +570,8 @@ mod tests {
         drop(t);
         // A crashed run wrote a line but never settled it.
         let mut f = OpenOptions::new().append(true).open(&out).expect("open");
-        f.write_all(b"{\"i\":1,\"price\":\"0.1\"}\n").expect("write");
+        f.write_all(b"{\"i\":1,\"price\":\"0.1\"}\n")
+            .expect("write");
         opts.limit = None;
         let mut t = FileTarget::open(&out, FileFormat::Payload, &mut store).expect("open");
         run(&mut store, &mut t, &opts, None).expect("replay");
