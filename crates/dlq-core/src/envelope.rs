@@ -82,6 +82,20 @@ pub enum Origin {
     Headers,
 }
 
+impl Origin {
+    /// The name used in envelopes, filters and reports (`envelope`, `seed`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Envelope => "envelope",
+            Origin::Seed => "seed",
+            Origin::Raw => "raw",
+            Origin::Connect => "connect",
+            Origin::Spring => "spring",
+            Origin::Headers => "headers",
+        }
+    }
+}
+
 /// Which part of a record a claim check stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

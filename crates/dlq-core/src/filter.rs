@@ -503,12 +503,7 @@ fn value(field: &Field, ctx: &mut Ctx<'_>) -> Val {
         Field::ReplayOf => opt_str(l.replay_of.as_deref()),
         Field::FirstFailedAt => Val::Time(l.first_failed_at),
         Field::FailedAt => Val::Time(l.failed_at),
-        Field::Origin => Val::Str(
-            serde_json::to_value(l.origin)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
-        ),
+        Field::Origin => Val::Str(l.origin.as_str().to_owned()),
         Field::Key => l.key.as_deref().map_or(Val::Null, |k| {
             Val::Str(String::from_utf8_lossy(k).into_owned())
         }),

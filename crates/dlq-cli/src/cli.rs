@@ -1,0 +1,313 @@
+//! Command-line arguments: the contract of DESIGN.md, with clap.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// dlq: dead letter queues that never lose a record — process with retries,
+/// dead-letter with the error, monitor, analyze, fix and replay.
+#[derive(Debug, Parser)]
+#[command(name = "dlq", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Where DLQs are kept: sqlite://PATH (embedded) or memory://
+    /// [default: sqlite://dlq.db]
+    #[arg(long, global = true, env = "DLQ_STORE")]
+    pub store: Option<String>,
+
+    /// Output format where the output is data.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+
+    /// No progress bars.
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The store used when `--store` and `DLQ_STORE` are not given.
+pub const DEFAULT_STORE: &str = "sqlite://dlq.db";
+
+impl Cli {
+    /// The store URL in effect.
+    pub fn store_url(&self) -> &str {
+        self.store.as_deref().unwrap_or(DEFAULT_STORE)
+    }
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns, for people.
+    Table,
+    /// One JSON document (stable, documented in docs/cli.md).
+    Json,
+    /// One JSON object per line.
+    Ndjson,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the MarketLag loop end to end and print the accounting.
+    Demo(DemoArgs),
+    /// Write realistic MarketLag NDJSON with a seeded mix of failures.
+    Generate(GenerateArgs),
+    /// Validate records from a file or stdin, with retries; dead-letter failures.
+    Process(ProcessArgs),
+    /// Size of each DLQ: pending, total, oldest pending age.
+    Stats(StatsArgs),
+    /// List dead letters, whole.
+    Inspect(InspectArgs),
+    /// Group failures by source, stage and error class.
+    Analyze(AnalyzeArgs),
+    /// Fix and reprocess dead letters.
+    Replay(ReplayArgs),
+    /// Read NDJSON envelopes (or seed-format or raw records) into a DLQ.
+    Import(ImportArgs),
+    /// Write dead letters as NDJSON envelopes.
+    Export(ExportArgs),
+}
+
+/// MarketLag pipeline names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PipelineArg {
+    /// RSS news events (`rss.events`).
+    Rss,
+    /// Hourly Polymarket prices (`polymarket.price_hourly`).
+    Polymarket,
+}
+
+impl From<PipelineArg> for dlq_marketlag::Pipeline {
+    fn from(p: PipelineArg) -> Self {
+        match p {
+            PipelineArg::Rss => dlq_marketlag::Pipeline::Rss,
+            PipelineArg::Polymarket => dlq_marketlag::Pipeline::Polymarket,
+        }
+    }
+}
+
+/// `dlq demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Records generated per pipeline.
+    #[arg(long, default_value_t = 20_000)]
+    pub records: u64,
+    /// Seed of the generator (same seed, same records).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Working directory for the generated input and the outputs (wiped first).
+    /// The store defaults to sqlite://DIR/dlq.db unless --store is given.
+    #[arg(long, default_value = "dlq-demo")]
+    pub dir: PathBuf,
+    /// The alert rule: fire when a DLQ holds more pending records than this.
+    #[arg(long, default_value_t = 1000)]
+    pub alert_threshold: u64,
+}
+
+/// `dlq generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Which pipeline's records.
+    #[arg(long, value_enum)]
+    pub pipeline: PipelineArg,
+    /// How many lines.
+    #[arg(long, default_value_t = 1000)]
+    pub records: u64,
+    /// Seed (same seed, same bytes).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Failure mix as JSON (fields of FailureMix, e.g. '{"malformed_json":0.05}');
+    /// missing fields keep their defaults.
+    #[arg(long)]
+    pub mix: Option<String>,
+    /// No failures at all: every line valid.
+    #[arg(long, conflicts_with = "mix")]
+    pub clean: bool,
+    /// Write here instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+/// Retry settings shared by the commands that process records.
+#[derive(Debug, Args, Clone)]
+pub struct RetryArgs {
+    /// Attempts per record, the first included.
+    #[arg(long, default_value_t = 3)]
+    pub max_attempts: u32,
+    /// Delay before the first retry, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    pub initial_backoff_ms: u64,
+    /// Longest delay between retries, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_backoff_ms: u64,
+}
+
+/// A simulated flaky downstream, for demos and tests.
+#[derive(Debug, Args, Clone)]
+pub struct SimulateArgs {
+    /// Fraction of records whose first attempts time out (retries recover them).
+    #[arg(long, default_value_t = 0.0)]
+    pub simulate_transient: f64,
+    /// How many attempts a transient record fails before it succeeds.
+    #[arg(long, default_value_t = 2)]
+    pub simulate_fail_first: u32,
+    /// Fraction of records whose downstream is down for the whole run.
+    #[arg(long, default_value_t = 0.0)]
+    pub simulate_outage: f64,
+    /// Seed of the simulation.
+    #[arg(long, default_value_t = 7)]
+    pub simulate_seed: u64,
+}
+
+/// `dlq process`.
+#[derive(Debug, Args)]
+pub struct ProcessArgs {
+    /// Which pipeline's validator.
+    #[arg(long, value_enum)]
+    pub pipeline: PipelineArg,
+    /// NDJSON input file, or - for stdin (not resumable).
+    #[arg(long)]
+    pub input: String,
+    /// Where valid records are appended.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// DLQ name (default: dlq.<topic>).
+    #[arg(long)]
+    pub dlq: Option<String>,
+    /// Lines per durable commit.
+    #[arg(long, default_value_t = 2000)]
+    pub batch_size: usize,
+    /// Records larger than this are dead-lettered as input.oversized.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_record_bytes: usize,
+    #[command(flatten)]
+    pub retry: RetryArgs,
+    #[command(flatten)]
+    pub simulate: SimulateArgs,
+}
+
+/// Statuses to select.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusArg {
+    /// Waiting in the DLQ.
+    Pending,
+    /// Parked after too many failed replays.
+    Parked,
+    /// Replayed.
+    Replayed,
+    /// Discarded.
+    Discarded,
+    /// Any status.
+    All,
+}
+
+/// Selection shared by inspect, analyze and export.
+#[derive(Debug, Args, Clone)]
+pub struct SelectArgs {
+    /// Only this DLQ.
+    #[arg(long)]
+    pub dlq: Option<String>,
+    /// Only records matching this filter (see docs/cli.md).
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Only records with these statuses.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "pending")]
+    pub status: Vec<StatusArg>,
+}
+
+/// `dlq stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Only this DLQ.
+    #[arg(long)]
+    pub dlq: Option<String>,
+}
+
+/// `dlq inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// At most this many records.
+    #[arg(long, default_value_t = 20)]
+    pub limit: u64,
+}
+
+/// `dlq analyze`.
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
+/// `dlq replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The DLQ to replay from.
+    #[arg(long)]
+    pub dlq: String,
+    /// Where to: file:PATH (append the records) or pipeline:PATH (run each
+    /// record through the MarketLag validator of its source topic again;
+    /// valid ones are appended to PATH, others return to the DLQ).
+    #[arg(long)]
+    pub to: String,
+    /// With file:PATH, write payloads (default) or whole envelopes with lineage.
+    #[arg(long, value_enum, default_value_t = ToFormat::Payload)]
+    pub to_format: ToFormat,
+    /// Only records matching this filter.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// A jq expression applied to each payload first (run in-process by jaq).
+    #[arg(long)]
+    pub fix: Option<String>,
+    /// At most this many records per second.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// At most this many records.
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Show each record before and after the fix; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// A record that failed more replays than this is parked, not pending.
+    #[arg(long, default_value_t = 3)]
+    pub max_replays: u32,
+    /// Also replay parked records.
+    #[arg(long)]
+    pub include_parked: bool,
+}
+
+/// What a file replay target writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ToFormat {
+    /// The payload bytes, one record per line.
+    Payload,
+    /// The whole envelope, one per line.
+    Envelope,
+}
+
+/// `dlq import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// NDJSON file, or - for stdin.
+    #[arg(long, default_value = "-")]
+    pub input: String,
+    /// DLQ to import into (default: dlq.<source topic> from each envelope, else dlq.imported).
+    #[arg(long)]
+    pub dlq: Option<String>,
+}
+
+/// `dlq export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Write here instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Write the raw payload bytes of each record, one per line, instead of envelopes.
+    #[arg(long)]
+    pub payloads: bool,
+}

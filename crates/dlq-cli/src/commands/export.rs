@@ -1,0 +1,32 @@
+//! `dlq export`: dead letters out as NDJSON envelopes (claim checks inlined),
+//! or as their raw payloads.
+
+use crate::Outcome;
+use crate::cli::{Cli, ExportArgs};
+use dlq_core::DlqStore as _;
+use dlq_core::envelope::{self, EncodeOptions};
+use std::io::Write as _;
+
+/// Runs `dlq export`.
+pub fn run(cli: &Cli, args: &ExportArgs) -> anyhow::Result<Outcome> {
+    let store = crate::store::open(cli.store_url())?;
+    let selection = super::selection(&args.select)?;
+    let mut out = super::writer(args.output.as_deref())?;
+    let mut n = 0u64;
+    for r in store.scan_all(&selection, 1000) {
+        let r = r?;
+        if args.payloads {
+            out.write_all(&r.letter.payload)?;
+        } else {
+            out.write_all(&envelope::encode(&r.letter, &EncodeOptions::unlimited())?.bytes)?;
+        }
+        out.write_all(b"\n")?;
+        n += 1;
+    }
+    out.flush()?;
+    Ok(if n == 0 {
+        Outcome::NothingMatched
+    } else {
+        Outcome::Ok
+    })
+}

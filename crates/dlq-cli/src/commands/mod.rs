@@ -1,0 +1,73 @@
+//! One module per subcommand; [`run`] dispatches.
+
+mod analyze;
+mod demo;
+mod export;
+mod generate;
+mod import;
+mod inspect;
+mod process;
+mod replay;
+mod stats;
+
+use crate::Outcome;
+use crate::cli::{Cli, Command, SelectArgs, StatusArg};
+use anyhow::Context as _;
+use dlq_core::filter::Filter;
+use dlq_core::store::{Selection, Status};
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+
+/// Runs the parsed command.
+pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
+    match &cli.command {
+        Command::Demo(a) => demo::run(cli, a),
+        Command::Generate(a) => generate::run(a),
+        Command::Process(a) => process::run(cli, a),
+        Command::Stats(a) => stats::run(cli, a),
+        Command::Inspect(a) => inspect::run(cli, a),
+        Command::Analyze(a) => analyze::run(cli, a),
+        Command::Replay(a) => replay::run(cli, a),
+        Command::Import(a) => import::run(cli, a),
+        Command::Export(a) => export::run(cli, a),
+    }
+}
+
+/// The store selection described by `--dlq`, `--filter` and `--status`.
+pub fn selection(args: &SelectArgs) -> anyhow::Result<Selection> {
+    let filter = args
+        .filter
+        .as_deref()
+        .map(Filter::parse)
+        .transpose()
+        .context("--filter")?;
+    let statuses = if args.status.contains(&StatusArg::All) {
+        Status::ALL.to_vec()
+    } else {
+        args.status
+            .iter()
+            .map(|s| match s {
+                StatusArg::Pending | StatusArg::All => Status::Pending,
+                StatusArg::Parked => Status::Parked,
+                StatusArg::Replayed => Status::Replayed,
+                StatusArg::Discarded => Status::Discarded,
+            })
+            .collect()
+    };
+    Ok(Selection {
+        dlq: args.dlq.clone(),
+        statuses,
+        filter,
+    })
+}
+
+/// Standard output, or a file when a path is given.
+pub fn writer(path: Option<&Path>) -> anyhow::Result<Box<dyn Write>> {
+    Ok(match path {
+        Some(p) => Box::new(BufWriter::new(
+            File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => Box::new(BufWriter::new(io::stdout().lock())),
+    })
+}

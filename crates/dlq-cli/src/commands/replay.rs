@@ -1,0 +1,201 @@
+//! `dlq replay`: select, fix, reprocess and settle dead letters.
+
+use crate::Outcome;
+use crate::cli::{Cli, Format, ReplayArgs, ToFormat};
+use crate::marketlag::PipelineHandler;
+use crate::output;
+use crate::store::AnyStore;
+use anyhow::Context as _;
+use dlq_core::filter::Filter;
+use dlq_core::fix::Fix;
+use dlq_core::replay::{self, FileFormat, FileTarget, HandlerTarget, ReplayOptions, ReplayReport};
+use dlq_core::store::Status;
+use dlq_marketlag::Pipeline;
+use std::path::Path;
+
+/// A parsed `--to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum To<'a> {
+    /// Append to a file.
+    File(&'a Path),
+    /// Validate with the DLQ's MarketLag pipeline, then append to a file.
+    Pipeline(&'a Path),
+}
+
+/// Parses `--to`.
+pub fn parse_to(to: &str) -> anyhow::Result<To<'_>> {
+    if let Some(p) = to.strip_prefix("file:") {
+        Ok(To::File(Path::new(p)))
+    } else if let Some(p) = to.strip_prefix("pipeline:") {
+        Ok(To::Pipeline(Path::new(p)))
+    } else {
+        anyhow::bail!(
+            "--to {to:?}: expected file:PATH or pipeline:PATH (replay to Kafka topics comes with the Kafka store)"
+        )
+    }
+}
+
+/// The MarketLag pipeline a DLQ belongs to (`dlq.rss.events` → rss).
+pub fn pipeline_of_dlq(dlq: &str) -> Option<Pipeline> {
+    Pipeline::from_topic(dlq.strip_prefix("dlq.").unwrap_or(dlq))
+}
+
+/// Replays with the given options to `to`.
+pub fn replay(
+    store: &mut AnyStore,
+    dlq: &str,
+    to: &To<'_>,
+    format: FileFormat,
+    options: &ReplayOptions,
+    progress: bool,
+) -> anyhow::Result<ReplayReport> {
+    let bar = crate::progress::bar(None, "replay", progress);
+    let mut tick = |r: &ReplayReport| bar.set_position(r.selected);
+    let report = match to {
+        To::File(path) => {
+            let mut target = FileTarget::open(path, format, store)
+                .with_context(|| format!("opening replay target {}", path.display()))?;
+            replay::run(store, &mut target, options, Some(&mut tick))?
+        }
+        To::Pipeline(path) => {
+            let pipeline = pipeline_of_dlq(dlq).with_context(|| {
+                format!("--to pipeline: {dlq} is not the DLQ of a MarketLag topic (dlq.rss.events, dlq.polymarket.price_hourly)")
+            })?;
+            let file = FileTarget::open(path, FileFormat::Payload, store)
+                .with_context(|| format!("opening replay target {}", path.display()))?;
+            let mut target = HandlerTarget::new(
+                format!("pipeline:{}", pipeline.name()),
+                PipelineHandler::healthy(pipeline),
+                file,
+            );
+            replay::run(store, &mut target, options, Some(&mut tick))?
+        }
+    };
+    bar.finish_and_clear();
+    Ok(report)
+}
+
+/// Runs `dlq replay`.
+pub fn run(cli: &Cli, args: &ReplayArgs) -> anyhow::Result<Outcome> {
+    let to = parse_to(&args.to)?;
+    let mut options = ReplayOptions::for_dlq(&args.dlq);
+    options.selection.filter = args
+        .filter
+        .as_deref()
+        .map(Filter::parse)
+        .transpose()
+        .context("--filter")?;
+    if args.include_parked {
+        options.selection.statuses = vec![Status::Pending, Status::Parked];
+    }
+    options.fix = args
+        .fix
+        .as_deref()
+        .map(Fix::compile)
+        .transpose()
+        .context("--fix")?;
+    options.rate = args.rate;
+    options.limit = args.limit;
+    options.dry_run = args.dry_run;
+    options.max_replays = args.max_replays;
+    if let Some(rate) = args.rate
+        && !(rate > 0.0 && rate.is_finite())
+    {
+        anyhow::bail!("--rate must be a positive number of records per second, got {rate}");
+    }
+    let format = match args.to_format {
+        ToFormat::Payload => FileFormat::Payload,
+        ToFormat::Envelope => FileFormat::Envelope,
+    };
+    let mut store = crate::store::open(cli.store_url())?;
+    let report = replay(
+        &mut store,
+        &args.dlq,
+        &to,
+        format,
+        &options,
+        !cli.no_progress,
+    )?;
+    print_report(cli.format, &report)?;
+    Ok(if report.selected == 0 {
+        Outcome::NothingMatched
+    } else {
+        Outcome::Ok
+    })
+}
+
+fn print_report(format: Format, r: &ReplayReport) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Table if r.dry_run => {
+            let rows: Vec<Vec<String>> = r
+                .previews
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.id.clone(),
+                        if p.changed { "yes" } else { "no" }.to_owned(),
+                        output::cell(&p.before, 70),
+                        match &p.after {
+                            Ok(a) => output::cell(a, 70),
+                            Err(e) => format!("fix failed: {}", output::cell(e, 60)),
+                        },
+                    ]
+                })
+                .collect();
+            output::table(&mut out, &["id", "changed", "before", "after"], &rows)?;
+            use std::io::Write as _;
+            writeln!(
+                out,
+                "dry run: {} records selected, nothing changed",
+                r.selected
+            )?;
+        }
+        Format::Table => {
+            let mut rows = vec![
+                vec!["selected".to_owned(), r.selected.to_string()],
+                vec!["replayed".to_owned(), r.replayed.to_string()],
+                vec!["failed_again".to_owned(), r.failed_again.to_string()],
+                vec!["parked".to_owned(), r.parked.to_string()],
+                vec!["fix_failed".to_owned(), r.fix_failed.to_string()],
+            ];
+            for (msg, n) in &r.fix_errors {
+                rows.push(vec![
+                    format!("  fix error: {}", output::cell(msg, 60)),
+                    n.to_string(),
+                ]);
+            }
+            output::table(&mut out, &["", "records"], &rows)?;
+        }
+        _ => output::json(&mut out, format, r)?,
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn to_parses_file_and_pipeline_targets() {
+        assert_eq!(
+            parse_to("file:/tmp/a").expect("file"),
+            To::File(Path::new("/tmp/a"))
+        );
+        assert_eq!(
+            parse_to("pipeline:o.ndjson").expect("p"),
+            To::Pipeline(Path::new("o.ndjson"))
+        );
+        assert!(parse_to("kafka:topic").is_err());
+    }
+
+    #[test]
+    fn marketlag_dlqs_map_to_their_pipelines() {
+        assert_eq!(pipeline_of_dlq("dlq.rss.events"), Some(Pipeline::Rss));
+        assert_eq!(
+            pipeline_of_dlq("dlq.polymarket.price_hourly"),
+            Some(Pipeline::Polymarket)
+        );
+        assert_eq!(pipeline_of_dlq("dlq.other"), None);
+    }
+}

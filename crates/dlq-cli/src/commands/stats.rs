@@ -1,0 +1,89 @@
+//! `dlq stats`: the size of each DLQ.
+
+use crate::Outcome;
+use crate::cli::{Cli, Format, StatsArgs};
+use crate::output;
+use chrono::{DateTime, Utc};
+use dlq_core::DlqStore as _;
+use dlq_core::store::{DlqStats, PartitionStats};
+use serde::Serialize;
+
+/// One DLQ in `--format json`.
+#[derive(Debug, Serialize)]
+struct StatsRow<'a> {
+    dlq: &'a str,
+    pending: u64,
+    parked: u64,
+    replayed: u64,
+    discarded: u64,
+    total: u64,
+    oldest_pending_at: Option<DateTime<Utc>>,
+    oldest_pending_age_seconds: Option<i64>,
+    partitions: &'a [PartitionStats],
+}
+
+/// Runs `dlq stats`.
+pub fn run(cli: &Cli, args: &StatsArgs) -> anyhow::Result<Outcome> {
+    let store = crate::store::open(cli.store_url())?;
+    let mut stats: Vec<DlqStats> = store.stats()?;
+    if let Some(dlq) = &args.dlq {
+        stats.retain(|s| &s.dlq == dlq);
+    }
+    let now = Utc::now();
+    let rows: Vec<StatsRow<'_>> = stats
+        .iter()
+        .map(|s| StatsRow {
+            dlq: &s.dlq,
+            pending: s.pending,
+            parked: s.parked,
+            replayed: s.replayed,
+            discarded: s.discarded,
+            total: s.total,
+            oldest_pending_at: s.oldest_pending_at,
+            oldest_pending_age_seconds: s.oldest_pending_age(now).map(|d| d.num_seconds()),
+            partitions: &s.partitions,
+        })
+        .collect();
+    let mut out = std::io::stdout().lock();
+    match cli.format {
+        Format::Table => {
+            let table: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.dlq.to_owned(),
+                        r.pending.to_string(),
+                        r.parked.to_string(),
+                        r.replayed.to_string(),
+                        r.total.to_string(),
+                        r.oldest_pending_age_seconds
+                            .map_or_else(|| "-".to_owned(), output::age),
+                    ]
+                })
+                .collect();
+            output::table(
+                &mut out,
+                &[
+                    "dlq",
+                    "pending",
+                    "parked",
+                    "replayed",
+                    "total",
+                    "oldest pending",
+                ],
+                &table,
+            )?;
+        }
+        Format::Json => output::json(&mut out, cli.format, &serde_json::json!({ "dlqs": rows }))?,
+        Format::Ndjson => {
+            for r in &rows {
+                output::json(&mut out, cli.format, r)?;
+            }
+        }
+    }
+    Ok(if rows.is_empty() {
+        Outcome::NothingMatched
+    } else {
+        Outcome::Ok
+    })
+}

@@ -1,0 +1,44 @@
+//! `dlq`: the dead letter queue toolkit's command line.
+//!
+//! `main` parses arguments, sets up logging and hands over to one module per
+//! subcommand in [`commands`]. Errors are printed with their chain of causes
+//! and a hint where one helps; exit codes are 0 (ok), 1 (nothing matched) and
+//! 2 (error).
+
+mod cli;
+mod commands;
+mod marketlag;
+mod output;
+mod progress;
+mod store;
+
+use clap::Parser as _;
+use std::process::ExitCode;
+
+/// How a command ended, when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Did what was asked.
+    Ok,
+    /// Ran fine, but nothing matched the selection.
+    NothingMatched,
+}
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DLQ_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    match commands::run(&args) {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::NothingMatched) => ExitCode::from(1),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Opening the store named by `--store`: one URL, one backend.
+
+use anyhow::Context as _;
+use dlq_core::memory::MemoryStore;
+use dlq_core::store::{
+    Batch, CommitReport, Cursor, DlqStats, DlqStore, Result, ScanPage, Selection, StoredRecord,
+};
+use dlq_sqlite::SqliteStore;
+
+/// Any store the command line can open.
+pub enum AnyStore {
+    /// `sqlite://PATH`, the embedded default.
+    Sqlite(Box<SqliteStore>),
+    /// `memory://`, gone when the command ends.
+    Memory(MemoryStore),
+}
+
+/// Opens the store at `url`.
+pub fn open(url: &str) -> anyhow::Result<AnyStore> {
+    if url.starts_with("sqlite:") {
+        let store = SqliteStore::open_url(url)
+            .with_context(|| format!("opening the embedded store {url}"))?;
+        Ok(AnyStore::Sqlite(Box::new(store)))
+    } else if url == "memory://" || url == "memory:" {
+        Ok(AnyStore::Memory(MemoryStore::new()))
+    } else if url.starts_with("kafka://") {
+        anyhow::bail!(
+            "store {url}: the Kafka store is not built yet; use sqlite://PATH (the default) or memory://"
+        )
+    } else {
+        anyhow::bail!(
+            "store {url:?} is not a store URL; use sqlite://PATH (e.g. sqlite://dlq.db) or memory://"
+        )
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            AnyStore::Sqlite($s) => $e,
+            AnyStore::Memory($s) => $e,
+        }
+    };
+}
+
+impl DlqStore for AnyStore {
+    fn commit(&mut self, batch: Batch<'_>) -> Result<CommitReport> {
+        delegate!(self, s => s.commit(batch))
+    }
+
+    fn scan(
+        &self,
+        selection: &Selection,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<ScanPage> {
+        delegate!(self, s => s.scan(selection, after, limit))
+    }
+
+    fn get(&self, dlq: &str, id: &str) -> Result<Option<StoredRecord>> {
+        delegate!(self, s => s.get(dlq, id))
+    }
+
+    fn stats(&self) -> Result<Vec<DlqStats>> {
+        delegate!(self, s => s.stats())
+    }
+
+    fn dlqs(&self) -> Result<Vec<String>> {
+        delegate!(self, s => s.dlqs())
+    }
+
+    fn checkpoint(&self, name: &str) -> Result<Option<String>> {
+        delegate!(self, s => s.checkpoint(name))
+    }
+}

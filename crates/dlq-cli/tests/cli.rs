@@ -1,0 +1,501 @@
+//! End-to-end tests of the `dlq` binary on the embedded SQLite store: each
+//! one runs the real command line, as a user would, and checks the records.
+
+use serde_json::Value;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        Env {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn store(&self) -> String {
+        format!("sqlite://{}", self.path("dlq.db").display())
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_dlq"));
+        c.args(["--store", &self.store(), "--no-progress"])
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("DLQ_STORE");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run dlq")
+    }
+
+    fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "dlq {args:?} failed with {:?}\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--format", "json"];
+        all.extend_from_slice(args);
+        let out = self.ok(&all);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("{e}: {}", String::from_utf8_lossy(&out.stdout));
+        })
+    }
+
+    /// The payloads of a DLQ's records, as exported.
+    fn dlq_payloads(&self, dlq: &str, status: &str) -> Vec<Vec<u8>> {
+        let out = self.path("payloads.out");
+        let r = self.run(&[
+            "export",
+            "--dlq",
+            dlq,
+            "--status",
+            status,
+            "--payloads",
+            "--output",
+            out.to_str().expect("path"),
+        ]);
+        assert!(r.status.code() == Some(0) || r.status.code() == Some(1));
+        lines(&out)
+    }
+}
+
+fn lines(path: &Path) -> Vec<Vec<u8>> {
+    let data = std::fs::read(path).unwrap_or_default();
+    let mut v: Vec<Vec<u8>> = data.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
+    if data.last() == Some(&b'\n') || data.is_empty() {
+        v.pop();
+    }
+    v
+}
+
+fn write_lines(path: &Path, lines: &[Vec<u8>]) {
+    let mut data = Vec::new();
+    for l in lines {
+        data.extend_from_slice(l);
+        data.push(b'\n');
+    }
+    std::fs::write(path, data).expect("write");
+}
+
+const GOOD_PRICE: &str = r#"{"event_id":"evt-1","market_id":"0x1111111111111111111111111111111111111111","question":"Will the Fed cut rates in December?","outcome":"Yes","price":0.42,"volume":1200.5,"timestamp":"2026-11-29T07:00:00Z"}"#;
+
+fn good_price(i: usize) -> Vec<u8> {
+    GOOD_PRICE
+        .replace("evt-1", &format!("evt-{i}"))
+        .into_bytes()
+}
+
+#[test]
+fn demo_accounts_for_every_record() {
+    let env = Env::new();
+    let v = env.json(&["demo", "--records", "3000", "--seed", "11", "--dir", "demo"]);
+    assert_eq!(v["records_in"], 6000);
+    assert_eq!(v["lost"], 0, "{v:#}");
+    assert_eq!(v["duplicates"], 0, "{v:#}");
+    assert!(v["replayed"].as_u64().expect("replayed") > 0);
+    assert!(v["parked"].as_u64().expect("parked") > 0);
+    for dlq in ["dlq.rss.events", "dlq.polymarket.price_hourly"] {
+        assert!(
+            v["dlqs"][dlq].as_u64().expect(dlq) > 0,
+            "{dlq} empty: {v:#}"
+        );
+    }
+    let delivered = v["delivered"].as_u64().expect("delivered");
+    let pending = v["pending"].as_u64().expect("pending");
+    let parked = v["parked"].as_u64().expect("parked");
+    assert_eq!(delivered + pending + parked, 6000, "{v:#}");
+    // The store the demo used agrees with the demo's own numbers.
+    let stats = env.json(&["stats"]);
+    for s in stats["dlqs"].as_array().expect("dlqs") {
+        let name = s["dlq"].as_str().expect("name");
+        assert_eq!(s["pending"], v["dlqs"][name], "{name}");
+    }
+    // Transient failures are grouped as such.
+    let groups = v["groups"].as_array().expect("groups");
+    assert!(groups.iter().any(|g| g["verdict"] == "transient"));
+    assert!(
+        groups
+            .iter()
+            .any(|g| g["error_class"] == "validation.wrong_type")
+    );
+}
+
+#[test]
+fn seed_format_record_is_imported_and_inspected_intact() {
+    let env = Env::new();
+    let seed = r#"{"original_record": {"title": "Fed holds rates", "link": "https://example.com/a"}, "error": "Failed to send to primary topic", "timestamp": "2026-11-29T07:00:00.123456+00:00"}"#;
+    std::fs::write(env.path("seed.ndjson"), format!("{seed}\n")).expect("write");
+    let report = env.json(&[
+        "import",
+        "--input",
+        "seed.ndjson",
+        "--dlq",
+        "dlq.rss.events",
+    ]);
+    assert_eq!(report["imported"], 1);
+    assert_eq!(report["by_format"]["seed"], 1);
+    let out = env.ok(&["--format", "json", "inspect", "--dlq", "dlq.rss.events"]);
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    assert!(
+        text.contains(
+            r#""original_record":{"title": "Fed holds rates", "link": "https://example.com/a"}"#
+        ),
+        "original record not byte-exact: {text}"
+    );
+    let v: Value = serde_json::from_str(&text).expect("json");
+    let record = &v["records"][0]["record"];
+    assert_eq!(record["error"], "Failed to send to primary topic");
+    assert_eq!(record["timestamp"], "2026-11-29T07:00:00.123Z");
+    // Importing the same file again creates nothing new.
+    let again = env.json(&[
+        "import",
+        "--input",
+        "seed.ndjson",
+        "--dlq",
+        "dlq.rss.events",
+    ]);
+    assert_eq!(
+        (again["imported"].as_u64(), again["duplicates"].as_u64()),
+        (Some(0), Some(1))
+    );
+}
+
+#[test]
+fn random_binary_record_comes_back_byte_identical() {
+    let env = Env::new();
+    // Random non-UTF-8 bytes, without line breaks (a line is a record).
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut binary: Vec<u8> = (0..4096)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state & 0xff) as u8
+        })
+        .filter(|&b| b != b'\n')
+        .collect();
+    binary.insert(0, 0xff);
+    assert!(std::str::from_utf8(&binary).is_err());
+    write_lines(&env.path("in.ndjson"), &[good_price(1), binary.clone()]);
+    env.ok(&[
+        "process",
+        "--pipeline",
+        "polymarket",
+        "--input",
+        "in.ndjson",
+        "--output",
+        "out.ndjson",
+    ]);
+    let dead = env.dlq_payloads("dlq.polymarket.price_hourly", "pending");
+    assert_eq!(dead, vec![binary.clone()]);
+    // And through the envelope export (base64 inside JSON).
+    let out = env.ok(&["export", "--dlq", "dlq.polymarket.price_hourly"]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("envelope");
+    assert_eq!(v["dlq"]["payload_encoding"], "base64");
+    assert_eq!(v["dlq"]["error_class"], "decode.invalid_utf8");
+    use base64::Engine as _;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(v["original_record"]["base64"].as_str().expect("b64"))
+        .expect("decode");
+    assert_eq!(decoded, binary);
+}
+
+#[test]
+fn bad_input_is_dead_lettered_with_precise_classes_and_nothing_is_lost() {
+    let env = Env::new();
+    let malformed = br#"{"event_id":"evt-x","price":0.4"#.to_vec();
+    let invalid_utf8 = b"{\"event_id\":\"evt-\xff\xfe\"}".to_vec();
+    let empty = Vec::new();
+    let mut huge = br#"{"event_id":"big","pad":""#.to_vec();
+    huge.extend(std::iter::repeat_n(b'x', 5 * 1024 * 1024));
+    huge.extend_from_slice(br#""}"#);
+    let string_price = GOOD_PRICE
+        .replace("0.42", "\"0.42\"")
+        .replace("evt-1", "evt-s")
+        .into_bytes();
+    let input = vec![
+        good_price(1),
+        malformed.clone(),
+        good_price(2),
+        invalid_utf8.clone(),
+        empty.clone(),
+        huge.clone(),
+        string_price.clone(),
+        good_price(3),
+    ];
+    write_lines(&env.path("in.ndjson"), &input);
+    let summary = env.json(&[
+        "process",
+        "--pipeline",
+        "polymarket",
+        "--input",
+        "in.ndjson",
+        "--output",
+        "out.ndjson",
+    ]);
+    assert_eq!(summary["records_in"], 8);
+    assert_eq!(summary["delivered"], 3);
+    assert_eq!(summary["dead_lettered"], 5);
+    assert_eq!(
+        lines(&env.path("out.ndjson")),
+        vec![good_price(1), good_price(2), good_price(3)]
+    );
+    let out = env.ok(&[
+        "--format",
+        "ndjson",
+        "export",
+        "--dlq",
+        "dlq.polymarket.price_hourly",
+    ]);
+    let mut classes = Vec::new();
+    for line in out.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let v: Value = serde_json::from_slice(line).expect("envelope");
+        classes.push(v["dlq"]["error_class"].as_str().expect("class").to_owned());
+    }
+    classes.sort();
+    assert_eq!(
+        classes,
+        vec![
+            "decode.empty",
+            "decode.invalid_utf8",
+            "decode.malformed_json",
+            "input.oversized",
+            "validation.wrong_type"
+        ]
+    );
+    let mut dead = env.dlq_payloads("dlq.polymarket.price_hourly", "pending");
+    let mut want = vec![malformed, invalid_utf8, empty, huge, string_price];
+    dead.sort();
+    want.sort();
+    assert!(
+        dead == want,
+        "dead-lettered payloads differ from the bad input lines"
+    );
+}
+
+#[test]
+fn replay_to_file_twice_writes_each_record_once() {
+    let env = Env::new();
+    let bad: Vec<Vec<u8>> = (0..25)
+        .map(|i| {
+            GOOD_PRICE
+                .replace("0.42", "\"0.42\"")
+                .replace("evt-1", &format!("evt-{i}"))
+                .into_bytes()
+        })
+        .collect();
+    write_lines(&env.path("in.ndjson"), &bad);
+    env.ok(&[
+        "process",
+        "--pipeline",
+        "polymarket",
+        "--input",
+        "in.ndjson",
+        "--output",
+        "out.ndjson",
+    ]);
+    let dry = env.json(&[
+        "replay",
+        "--dlq",
+        "dlq.polymarket.price_hourly",
+        "--to",
+        "file:replayed.ndjson",
+        "--fix",
+        ".price |= tonumber",
+        "--dry-run",
+    ]);
+    assert_eq!(dry["selected"], 25);
+    assert_eq!(dry["previews"][0]["changed"], true);
+    assert!(
+        lines(&env.path("replayed.ndjson")).is_empty(),
+        "a dry run writes nothing"
+    );
+    for round in 0..2 {
+        let r = env.run(&[
+            "--format",
+            "json",
+            "replay",
+            "--dlq",
+            "dlq.polymarket.price_hourly",
+            "--to",
+            "file:replayed.ndjson",
+            "--fix",
+            ".price |= tonumber",
+        ]);
+        let code = r.status.code();
+        assert_eq!(
+            code,
+            Some(if round == 0 { 0 } else { 1 }),
+            "round {round}: {r:?}"
+        );
+    }
+    let replayed = lines(&env.path("replayed.ndjson"));
+    assert_eq!(replayed.len(), 25);
+    let unique: HashSet<&Vec<u8>> = replayed.iter().collect();
+    assert_eq!(unique.len(), 25);
+    assert!(
+        replayed
+            .iter()
+            .all(|l| l.windows(12).any(|w| w == br#""price":0.42"#))
+    );
+    let stats = env.json(&["stats"]);
+    assert_eq!(stats["dlqs"][0]["pending"], 0);
+    assert_eq!(stats["dlqs"][0]["replayed"], 25);
+}
+
+#[test]
+fn replay_through_the_pipeline_returns_failures_with_lineage_and_parks_them() {
+    let env = Env::new();
+    let bad = GOOD_PRICE.replace("0.42", "1.7").into_bytes();
+    write_lines(&env.path("in.ndjson"), &[bad]);
+    env.ok(&[
+        "process",
+        "--pipeline",
+        "polymarket",
+        "--input",
+        "in.ndjson",
+        "--output",
+        "out.ndjson",
+    ]);
+    for round in 1..=3 {
+        let r = env.json(&[
+            "replay",
+            "--dlq",
+            "dlq.polymarket.price_hourly",
+            "--to",
+            "pipeline:out.ndjson",
+            "--max-replays",
+            "2",
+        ]);
+        assert_eq!(r["failed_again"], 1, "round {round}");
+        assert_eq!(r["parked"], u64::from(round == 3), "round {round}");
+    }
+    let parked = env.json(&["inspect", "--status", "parked"]);
+    let rec = &parked["records"][0]["record"];
+    assert_eq!(rec["dlq"]["replays"], 3);
+    assert_eq!(rec["dlq"]["error_class"], "validation.price_out_of_range");
+    assert!(
+        rec["dlq"]["replay_of"]
+            .as_str()
+            .expect("lineage")
+            .ends_with("~r2")
+    );
+    assert!(lines(&env.path("out.ndjson")).is_empty());
+    let r = env.run(&[
+        "replay",
+        "--dlq",
+        "dlq.polymarket.price_hourly",
+        "--to",
+        "pipeline:out.ndjson",
+    ]);
+    assert_eq!(
+        r.status.code(),
+        Some(1),
+        "nothing pending is left to replay"
+    );
+}
+
+#[test]
+fn process_killed_midway_and_rerun_loses_nothing() {
+    let env = Env::new();
+    env.ok(&[
+        "generate",
+        "--pipeline",
+        "polymarket",
+        "--records",
+        "200000",
+        "--seed",
+        "5",
+        "--output",
+        "in.ndjson",
+    ]);
+    let input = lines(&env.path("in.ndjson"));
+    assert_eq!(input.len(), 200_000);
+    let args = [
+        "process",
+        "--pipeline",
+        "polymarket",
+        "--input",
+        "in.ndjson",
+        "--output",
+        "out.ndjson",
+        "--batch-size",
+        "500",
+        "--simulate-transient",
+        "0.01",
+        "--initial-backoff-ms",
+        "20",
+    ];
+    let mut child = env
+        .cmd(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // Kill once some output is durable, so the kill lands mid-run.
+    let started = Instant::now();
+    while std::fs::metadata(env.path("out.ndjson")).map_or(0, |m| m.len()) < 2_000_000 {
+        assert!(started.elapsed() < Duration::from_secs(120), "no progress");
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "finished before the kill"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let partial = lines(&env.path("out.ndjson")).len();
+    assert!(
+        partial < 190_000,
+        "killed too late to mean anything ({partial})"
+    );
+    let resumed = env.json(&args[..]);
+    assert!(
+        resumed["resumed_from_line"].as_u64().expect("resume") > 0,
+        "{resumed}"
+    );
+    let out = lines(&env.path("out.ndjson"));
+    let dead = env.dlq_payloads("dlq.polymarket.price_hourly", "pending");
+    let found: HashSet<&[u8]> = out.iter().chain(&dead).map(Vec::as_slice).collect();
+    let missing = input
+        .iter()
+        .filter(|l| !found.contains(l.as_slice()))
+        .count();
+    assert_eq!(missing, 0, "records lost across the crash");
+    assert_eq!(out.len() + dead.len(), input.len(), "no duplicates either");
+}
+
+#[test]
+fn bad_filter_and_bad_store_are_errors_with_exit_code_2() {
+    let env = Env::new();
+    let r = env.run(&["inspect", "--filter", "error_clas == \"x\""]);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("unknown field"));
+    let r = Command::new(env!("CARGO_BIN_EXE_dlq"))
+        .args(["--store", "postgres://x", "stats"])
+        .output()
+        .expect("run");
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("not a store URL"));
+    let r = env.run(&["stats"]);
+    assert_eq!(r.status.code(), Some(1), "an empty store has no DLQs");
+}
