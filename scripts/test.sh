@@ -1,17 +1,37 @@
 #!/usr/bin/env bash
 # Runs every test of the project: unit, property and integration tests.
 #
-# It installs nothing by hand: Rust crates come from crates.io through
-# Cargo.lock. Services the tests need are started here and stopped on exit,
-# also when tests fail. Benchmarks are not tests: see BENCHMARKS.md.
+# It installs what the tests need from the project's own files: Rust crates
+# from crates.io through Cargo.lock, the system libraries the Kafka client
+# builds against (Debian packages, when missing), and the Apache Kafka broker
+# (Maven Central jars, through scripts/kafka.sh). The broker is started before
+# the tests and stopped after them, also when they fail. Benchmarks are not
+# tests: see BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# rdkafka is built with TLS (for SASL_SSL clusters): it needs OpenSSL's
+# headers and pkg-config.
+if ! pkg-config --exists openssl 2>/dev/null; then
+  echo "== installing libssl-dev and pkg-config"
+  if [ "$(id -u)" = 0 ]; then sudo_cmd=(); else sudo_cmd=(sudo); fi
+  "${sudo_cmd[@]}" apt-get update -qq
+  "${sudo_cmd[@]}" apt-get install -y -qq libssl-dev pkg-config
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== starting the Kafka broker"
+# A fresh log directory for every run: tests create random topics.
+scripts/kafka.sh stop --wipe >/dev/null 2>&1 || true
+DLQ_KAFKA_BOOTSTRAP="$(scripts/kafka.sh start)"
+export DLQ_KAFKA_BOOTSTRAP
+trap 'echo "== stopping the Kafka broker"; scripts/kafka.sh stop --wipe >/dev/null 2>&1 || true' EXIT
+echo "broker at $DLQ_KAFKA_BOOTSTRAP"
 
 echo "== cargo test"
 cargo test --workspace --locked "$@"

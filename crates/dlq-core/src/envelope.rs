@@ -423,6 +423,11 @@ pub fn encode(letter: &DeadLetter, opts: &EncodeOptions) -> Result<Encoded, Enco
     if plan.error.len() > opts.max_error_bytes {
         plan.error = Cow::Owned(cut_text(&letter.error, opts.max_error_bytes));
     }
+    // A payload larger than the whole limit can never be inlined: go
+    // straight to its claim check instead of rendering it first.
+    if letter.payload.len() > opts.max_bytes {
+        plan.claim_payload = true;
+    }
     let mut out = render(letter, &plan);
     if out.bytes.len() <= opts.max_bytes {
         return Ok(out);

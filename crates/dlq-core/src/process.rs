@@ -330,7 +330,7 @@ impl<'c> Run<'c> {
     ) -> Result<(), ProcessError> {
         for (line, byte, payload) in std::mem::take(&mut self.replay_first) {
             self.summary.records_in += 1;
-            self.attempt(handler, line, byte, payload, None);
+            self.attempt(handler, line, byte, &payload, None);
         }
         let mut buf = Vec::with_capacity(4096);
         loop {
@@ -355,7 +355,7 @@ impl<'c> Run<'c> {
             self.next_byte += read as u64;
             strip_newline(&mut buf);
             self.summary.records_in += 1;
-            self.attempt(handler, line, byte, std::mem::take(&mut buf), None);
+            self.attempt(handler, line, byte, &buf, None);
             self.since_commit += 1;
             if self.since_commit >= self.config.batch_size {
                 self.commit(store)?;
@@ -387,7 +387,7 @@ impl<'c> Run<'c> {
         while self.retry_queue.peek().is_some_and(|p| p.due <= now) {
             if let Some(p) = self.retry_queue.pop() {
                 self.summary.retries += 1;
-                self.attempt(handler, p.line, p.byte, p.payload, Some(p.state));
+                self.attempt(handler, p.line, p.byte, &p.payload, Some(p.state));
             }
         }
     }
@@ -397,12 +397,12 @@ impl<'c> Run<'c> {
         handler: &mut H,
         line: u64,
         byte: u64,
-        payload: Vec<u8>,
+        payload: &[u8],
         state: Option<RetryState>,
     ) {
         let retried = state.is_some();
         let mut state = state.unwrap_or_else(|| self.config.retry.start(line));
-        match handler.handle(&payload, state.attempts() + 1) {
+        match handler.handle(payload, state.attempts() + 1) {
             Ok(out) => {
                 self.write_output(&out);
                 self.summary.delivered += 1;
@@ -411,16 +411,18 @@ impl<'c> Run<'c> {
                 }
             }
             Err(failure) => match state.on_failure(failure.retryable) {
+                // Copies of the payload only for the rare records that fail:
+                // the read buffer is reused for every line.
                 Decision::RetryAfter(delay) => self.retry_queue.push(Pending {
                     line,
                     byte,
-                    payload,
+                    payload: payload.to_vec(),
                     state,
                     due: Instant::now() + delay.min(Duration::from_secs(3600)),
                 }),
                 Decision::GiveUp(_) => {
                     let attempts = state.attempts();
-                    self.dead_letter(line, payload, &failure, attempts);
+                    self.dead_letter(line, payload.to_vec(), &failure, attempts);
                 }
             },
         }
