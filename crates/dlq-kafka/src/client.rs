@@ -1,0 +1,847 @@
+//! Raw rdkafka I/O: the admin client (topic creation), one read_committed
+//! consumer (metadata, watermarks, reads by offset), and the idempotent,
+//! optionally transactional producer.
+//!
+//! Everything here blocks (the [`DlqStore`](dlq_core::DlqStore) trait is
+//! synchronous); async callers run the store in `spawn_blocking`. No type
+//! here derives `Debug`: the `ClientConfig`s hold credentials.
+
+use crate::config::KafkaConfig;
+use crate::retry::{Redactor, backend, failure, is_retryable};
+use chrono::{DateTime, Utc};
+use dlq_core::envelope::Header;
+use dlq_core::store::{Result, StoreError};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Wake};
+use std::time::{Duration, Instant};
+
+/// Bytes a produce request may carry beyond the largest record (framing).
+const REQUEST_SLACK: usize = 64 * 1024;
+
+/// Offsets further apart than this are read with a new fetch position
+/// rather than by reading (and dropping) everything in between.
+const SEEK_GAP: i64 = 256;
+
+/// One record to produce.
+pub(crate) struct Outgoing {
+    pub topic: String,
+    pub partition: i32,
+    pub key: Option<Vec<u8>>,
+    /// `None` writes a tombstone.
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<Header>,
+    pub timestamp_ms: i64,
+}
+
+/// One record read, owned.
+pub(crate) struct Fetched {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<Header>,
+    pub timestamp: Option<DateTime<Utc>>,
+}
+
+impl Fetched {
+    pub fn of(m: &BorrowedMessage<'_>) -> Fetched {
+        Fetched {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers: headers_of(m),
+            timestamp: timestamp_of(m),
+        }
+    }
+}
+
+/// The headers of a message, byte for byte.
+pub(crate) fn headers_of(m: &BorrowedMessage<'_>) -> Vec<Header> {
+    m.headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| Header {
+                    name: h.key.to_owned(),
+                    value: h.value.map(<[u8]>::to_vec),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The message timestamp, if it has one.
+pub(crate) fn timestamp_of(m: &BorrowedMessage<'_>) -> Option<DateTime<Utc>> {
+    m.timestamp()
+        .to_millis()
+        .and_then(DateTime::from_timestamp_millis)
+}
+
+/// Which delivery a report belongs to: reports of an earlier, failed batch
+/// may still arrive and must not fill the slots of the current one.
+struct Tag {
+    generation: u64,
+    index: usize,
+}
+
+/// A delivery report: the position, or the error and the topic.
+type Slot = Option<std::result::Result<(i32, i64), (KafkaError, String)>>;
+
+#[derive(Default)]
+struct DeliveryState {
+    generation: u64,
+    slots: Vec<Slot>,
+}
+
+/// The producer context: records each delivery report in its slot.
+#[derive(Default)]
+struct Deliveries {
+    state: Mutex<DeliveryState>,
+}
+
+impl Deliveries {
+    fn lock(&self) -> std::sync::MutexGuard<'_, DeliveryState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = Box<Tag>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, tag: Box<Tag>) {
+        let mut state = self.lock();
+        if tag.generation != state.generation {
+            return;
+        }
+        if let Some(slot) = state.slots.get_mut(tag.index) {
+            *slot = Some(match result {
+                Ok(m) => Ok((m.partition(), m.offset())),
+                Err((e, m)) => Err((e.clone(), m.topic().to_owned())),
+            });
+        }
+    }
+}
+
+/// How a write failed: the commit itself (whose outcome may be unknown),
+/// or anything before it.
+enum Failed {
+    Commit(KafkaError),
+    Other(StoreError),
+}
+
+/// The producer and whether `init_transactions` has run on it.
+struct TxProducer {
+    inner: BaseProducer<Deliveries>,
+    initialized: bool,
+}
+
+/// The store's clients.
+pub(crate) struct Client {
+    /// Common settings (with the password): for the producer, which is
+    /// recreated after a fatal error.
+    base: ClientConfig,
+    admin: AdminClient<DefaultClientContext>,
+    consumer: BaseConsumer,
+    producer: Option<TxProducer>,
+    redactor: Redactor,
+    timeout: Duration,
+    transactions: bool,
+    transactional_id: String,
+    max_message_bytes: usize,
+    generation: u64,
+}
+
+/// Runs a future to completion on this thread. The admin client's futures
+/// are completed by its own polling thread, so no runtime is needed (and
+/// none is started, so the store also works inside one, from
+/// `spawn_blocking`).
+fn block_on<F: Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Arc::new(Unpark(std::thread::current())).into();
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(v) => return v,
+            Poll::Pending => std::thread::park_timeout(Duration::from_millis(50)),
+        }
+    }
+}
+
+impl Client {
+    /// Creates the admin client and the consumer (the producer is created
+    /// on first use). librdkafka connects lazily: this fails only on bad
+    /// configuration.
+    pub fn new(config: &KafkaConfig) -> Result<Client> {
+        let redactor = Redactor::new(config.secret_values());
+        let mut base = ClientConfig::new();
+        base.set("bootstrap.servers", &config.bootstrap_servers)
+            .set("client.id", "dlq-kafka");
+        for (k, v) in &config.options {
+            base.set(k, v);
+        }
+        if let Some(pw) = config.sasl_password() {
+            base.set("sasl.password", pw.expose());
+        }
+        let timeout_ms = config.timeout_ms.to_string();
+        base.set("socket.timeout.ms", &timeout_ms);
+
+        let admin: AdminClient<DefaultClientContext> = base
+            .create()
+            .map_err(|e| backend(&redactor, "creating the admin client", None, &e))?;
+        let mut consumer_config = base.clone();
+        consumer_config
+            // Needed by librdkafka for assign(); the store never subscribes
+            // and never commits offsets.
+            .set(
+                "group.id",
+                format!("dlq-kafka-reader-{}", uuid::Uuid::new_v4()),
+            )
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest")
+            .set("allow.auto.create.topics", "false")
+            .set("fetch.wait.max.ms", "5");
+        let consumer: BaseConsumer = consumer_config
+            .create()
+            .map_err(|e| backend(&redactor, "creating the consumer", None, &e))?;
+        let transactional_id = config
+            .transactional_id
+            .clone()
+            .unwrap_or_else(|| format!("dlq-kafka-{}", uuid::Uuid::new_v4()));
+        Ok(Client {
+            base,
+            admin,
+            consumer,
+            producer: None,
+            redactor,
+            timeout: config.timeout(),
+            transactions: config.transactions,
+            transactional_id,
+            max_message_bytes: config.max_message_bytes,
+            generation: 0,
+        })
+    }
+
+    fn err(&self, op: &str, topic: Option<&str>, e: &KafkaError) -> StoreError {
+        backend(&self.redactor, op, topic, e)
+    }
+
+    // ---------------------------------------------------------------- metadata
+
+    /// Every topic of the cluster with its partition count.
+    pub fn topics(&self) -> Result<BTreeMap<String, i32>> {
+        self.retrying(|| self.topics_once())
+    }
+
+    fn topics_once(&self) -> Result<BTreeMap<String, i32>> {
+        let md = self
+            .consumer
+            .fetch_metadata(None, self.timeout)
+            .map_err(|e| self.err("listing topics", None, &e))?;
+        Ok(md
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| (t.name().to_owned(), t.partitions().len() as i32))
+            .collect())
+    }
+
+    /// A topic's partition count, `None` when it does not exist.
+    pub fn partitions(&self, topic: &str) -> Result<Option<i32>> {
+        self.retrying(|| self.partitions_once(topic))
+    }
+
+    fn partitions_once(&self, topic: &str) -> Result<Option<i32>> {
+        let md = self
+            .consumer
+            .fetch_metadata(Some(topic), self.timeout)
+            .map_err(|e| self.err("reading metadata", Some(topic), &e))?;
+        let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+            return Ok(None);
+        };
+        match t.error().map(RDKafkaErrorCode::from) {
+            None if !t.partitions().is_empty() => Ok(Some(t.partitions().len() as i32)),
+            None | Some(RDKafkaErrorCode::UnknownTopicOrPartition) => Ok(None),
+            Some(RDKafkaErrorCode::LeaderNotAvailable) => Ok(None),
+            Some(code) => Err(self.err(
+                "reading metadata",
+                Some(topic),
+                &KafkaError::MetadataFetch(code),
+            )),
+        }
+    }
+
+    /// Creates a topic (an existing one is fine) and waits until its
+    /// partitions have leaders.
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: Option<i16>,
+        configs: &[(&str, String)],
+    ) -> Result<i32> {
+        let op = "creating the topic";
+        let mut topic = NewTopic::new(
+            name,
+            partitions,
+            TopicReplication::Fixed(replication_factor.map_or(-1, i32::from)),
+        );
+        for (k, v) in configs {
+            topic = topic.set(k, v);
+        }
+        let opts = AdminOptions::new()
+            .request_timeout(Some(self.timeout))
+            .operation_timeout(Some(self.timeout));
+        let results = block_on(self.admin.create_topics([&topic], &opts))
+            .map_err(|e| self.err(op, Some(name), &e))?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => {
+                    return Err(self.err(op, Some(name), &KafkaError::AdminOp(code)));
+                }
+            }
+        }
+        tracing::info!(topic = name, partitions, "created topic");
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let md = self
+                .consumer
+                .fetch_metadata(Some(name), self.timeout)
+                .map_err(|e| self.err(op, Some(name), &e))?;
+            if let Some(t) = md.topics().iter().find(|t| t.name() == name)
+                && t.error().is_none()
+                && !t.partitions().is_empty()
+                && t.partitions().iter().all(|p| p.leader() >= 0)
+            {
+                return Ok(t.partitions().len() as i32);
+            }
+            if Instant::now() > deadline {
+                return Err(failure(
+                    format!("{op} {name}: it was not ready after {:?}", self.timeout),
+                    true,
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `(low, high)` watermarks of each partition; under read_committed the
+    /// high one is the last stable offset. One request per broker for the
+    /// lows and one for the highs, whatever the number of partitions.
+    pub fn watermarks(
+        &self,
+        parts: &[(String, i32)],
+    ) -> Result<HashMap<(String, i32), (i64, i64)>> {
+        self.retrying(|| self.watermarks_once(parts))
+    }
+
+    /// Runs an idempotent request again while it fails with a transient
+    /// error (a leader moving, metadata not yet propagated after a topic
+    /// was created), until the operation timeout.
+    fn retrying<T>(&self, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+        let deadline = Instant::now() + self.timeout;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            match f() {
+                Err(e) if e.is_retriable() && Instant::now() + pause < deadline => {
+                    tracing::debug!(error = %e, "retrying");
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Waits until read_committed readers can see every record written at
+    /// these positions: a transaction's markers are written by the
+    /// coordinator after the commit returns, and the last stable offset
+    /// moves only then. Gives up quietly after the timeout (the records are
+    /// committed; only their visibility is late).
+    pub fn await_visible(&self, last: &HashMap<(String, i32), i64>) {
+        let parts: Vec<(String, i32)> = last.keys().cloned().collect();
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            match self.watermarks_once(&parts) {
+                Ok(marks)
+                    if last
+                        .iter()
+                        .all(|(k, &o)| marks.get(k).is_some_and(|&(_, hi)| hi > o)) =>
+                {
+                    return;
+                }
+                Ok(_) | Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                _ => {
+                    tracing::warn!(
+                        "committed records not yet visible to readers after the timeout"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    fn watermarks_once(
+        &self,
+        parts: &[(String, i32)],
+    ) -> Result<HashMap<(String, i32), (i64, i64)>> {
+        let mut out = HashMap::with_capacity(parts.len());
+        if parts.is_empty() {
+            return Ok(out);
+        }
+        let query = |offset: Offset| -> Result<HashMap<(String, i32), i64>> {
+            let mut tpl = TopicPartitionList::with_capacity(parts.len());
+            for (t, p) in parts {
+                tpl.add_partition_offset(t, *p, offset)
+                    .map_err(|e| self.err("reading watermarks", Some(t), &e))?;
+            }
+            let res = self
+                .consumer
+                .offsets_for_times(tpl, self.timeout)
+                .map_err(|e| self.err("reading watermarks", None, &e))?;
+            let mut map = HashMap::new();
+            for el in res.elements() {
+                if let Err(e) = el.error() {
+                    return Err(self.err("reading watermarks", Some(el.topic()), &e));
+                }
+                match el.offset() {
+                    Offset::Offset(o) => {
+                        map.insert((el.topic().to_owned(), el.partition()), o);
+                    }
+                    other => {
+                        return Err(failure(
+                            format!(
+                                "reading watermarks of {}/{}: the broker answered {other:?}",
+                                el.topic(),
+                                el.partition()
+                            ),
+                            true,
+                        ));
+                    }
+                }
+            }
+            Ok(map)
+        };
+        let lows = query(Offset::Beginning)?;
+        let highs = query(Offset::End)?;
+        for key in parts {
+            let (Some(&lo), Some(&hi)) = (lows.get(key), highs.get(key)) else {
+                return Err(failure(
+                    format!("reading watermarks of {}/{}: no answer", key.0, key.1),
+                    true,
+                ));
+            };
+            out.insert(key.clone(), (lo, hi.max(lo)));
+        }
+        Ok(out)
+    }
+
+    // ---------------------------------------------------------------- reading
+
+    /// Reads each `(partition, from, to)` range of `topic` (read_committed),
+    /// calling `visit` for every record in it, in offset order per
+    /// partition, until every range is read or `visit` breaks. A range ends
+    /// at `to` or at the end of the partition, whichever comes first
+    /// (transaction markers and aborted records are skipped, so the last
+    /// offsets of a range may hold no record).
+    pub fn read(
+        &self,
+        topic: &str,
+        ranges: &[(i32, i64, i64)],
+        mut visit: impl FnMut(&BorrowedMessage<'_>) -> ControlFlow<()>,
+    ) -> Result<()> {
+        let op = "reading";
+        let mut todo: HashMap<i32, i64> = HashMap::new();
+        let mut tpl = TopicPartitionList::new();
+        for &(p, from, to) in ranges {
+            if from < to {
+                tpl.add_partition_offset(topic, p, Offset::Offset(from.max(0)))
+                    .map_err(|e| self.err(op, Some(topic), &e))?;
+                todo.insert(p, to);
+            }
+        }
+        if todo.is_empty() {
+            return Ok(());
+        }
+        self.consumer
+            .assign(&tpl)
+            .map_err(|e| self.err(op, Some(topic), &e))?;
+        let deadline = Instant::now() + self.timeout;
+        let result = loop {
+            if todo.is_empty() {
+                break Ok(());
+            }
+            if Instant::now() > deadline {
+                let parts: BTreeSet<i32> = todo.keys().copied().collect();
+                break Err(failure(
+                    format!(
+                        "{op} topic {topic}: partitions {parts:?} not read to the end within {:?}",
+                        self.timeout
+                    ),
+                    true,
+                ));
+            }
+            match self.consumer.poll(Duration::from_millis(5)) {
+                None => {
+                    // Idle: the position may have moved past trailing
+                    // control records without a message to show for it.
+                    if let Ok(pos) = self.consumer.position() {
+                        for el in pos.elements_for_topic(topic) {
+                            if let (Offset::Offset(o), Some(&end)) =
+                                (el.offset(), todo.get(&el.partition()))
+                                && o >= end
+                            {
+                                todo.remove(&el.partition());
+                            }
+                        }
+                    }
+                }
+                Some(Ok(m)) => {
+                    let p = m.partition();
+                    let Some(&end) = todo.get(&p) else { continue };
+                    if m.topic() != topic {
+                        continue;
+                    }
+                    if m.offset() >= end {
+                        todo.remove(&p);
+                        continue;
+                    }
+                    if visit(&m).is_break() {
+                        break Ok(());
+                    }
+                    if m.offset() + 1 >= end {
+                        todo.remove(&p);
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    // The end of the partition (its last stable offset),
+                    // which is at or beyond the end asked for.
+                    todo.remove(&p);
+                }
+                Some(Err(e)) if matches!(e, KafkaError::MessageConsumptionFatal(_)) => {
+                    break Err(self.err(op, Some(topic), &e));
+                }
+                Some(Err(e)) => {
+                    // librdkafka retries by itself (a broker went away, a
+                    // leader moved); the deadline bounds the wait.
+                    tracing::debug!(topic, error = %self.redactor.clean(e.to_string()), "transient read error");
+                }
+            }
+        };
+        let _ = self.consumer.unassign();
+        result
+    }
+
+    /// The records at exactly these offsets of one partition (fewer when
+    /// some no longer exist), in offset order.
+    pub fn fetch(&self, topic: &str, partition: i32, offsets: &[i64]) -> Result<Vec<Fetched>> {
+        let wanted: BTreeSet<i64> = offsets.iter().copied().collect();
+        let mut out = Vec::with_capacity(wanted.len());
+        let mut runs: Vec<(i64, i64)> = Vec::new();
+        for &o in &wanted {
+            match runs.last_mut() {
+                Some((_, end)) if o - *end <= SEEK_GAP => *end = o + 1,
+                _ => runs.push((o, o + 1)),
+            }
+        }
+        for (from, to) in runs {
+            self.read(topic, &[(partition, from, to)], |m| {
+                if wanted.contains(&m.offset()) {
+                    out.push(Fetched::of(m));
+                }
+                ControlFlow::Continue(())
+            })?;
+        }
+        Ok(out)
+    }
+
+    // ---------------------------------------------------------------- writing
+
+    /// Creates the producer if there is none, and runs
+    /// `init_transactions` once on a transactional one.
+    fn ensure_producer(&mut self) -> Result<()> {
+        if self.producer.is_none() {
+            let mut c = self.base.clone();
+            let max = self.max_message_bytes + REQUEST_SLACK;
+            let timeout_ms = self.timeout.as_millis().to_string();
+            c.set("enable.idempotence", "true")
+                .set("acks", "all")
+                .set("allow.auto.create.topics", "false")
+                .set("message.max.bytes", max.to_string())
+                // A batch must fit the topic's max.message.bytes; a record
+                // larger than batch.size still goes alone.
+                .set("batch.size", self.max_message_bytes.to_string())
+                .set("linger.ms", "5")
+                .set("message.timeout.ms", &timeout_ms);
+            if self.transactions {
+                // librdkafka requires message.timeout.ms <= transaction.timeout.ms.
+                let txn_timeout = self.timeout.max(Duration::from_secs(60)).as_millis();
+                c.set("transactional.id", &self.transactional_id)
+                    .set("transaction.timeout.ms", txn_timeout.to_string());
+            }
+            let inner: BaseProducer<Deliveries> = c
+                .create_with_context(Deliveries::default())
+                .map_err(|e| backend(&self.redactor, "creating the producer", None, &e))?;
+            self.producer = Some(TxProducer {
+                inner,
+                initialized: !self.transactions,
+            });
+        }
+        if let Some(p) = self.producer.as_mut()
+            && !p.initialized
+        {
+            // Connect first: librdkafka looks for the transaction
+            // coordinator as soon as a broker is up, but retries only every
+            // 500 ms when none is yet.
+            let _ = p.inner.client().fetch_metadata(None, self.timeout);
+            if let Err(e) = p.inner.init_transactions(self.timeout) {
+                let err = backend(&self.redactor, "initializing transactions", None, &e);
+                self.producer = None;
+                return Err(err);
+            }
+            p.initialized = true;
+        }
+        Ok(())
+    }
+
+    /// Drops the producer; the next write creates a new one, whose
+    /// `init_transactions` fences the old one and aborts its open
+    /// transaction (the recovery for fatal errors and for a commit or abort
+    /// that timed out, whose outcome librdkafka cannot know).
+    fn reset_producer(&mut self, why: &str) {
+        if self.producer.take().is_some() {
+            tracing::warn!(reason = why, "recreating the Kafka producer");
+        }
+    }
+
+    /// Writes `first`, then the records `then` builds from the positions
+    /// `first` got (only known once delivered, so the two are separated by
+    /// a wait when `wait_between`), all in one transaction when the store
+    /// is transactional. Returns when every record is acknowledged by the
+    /// broker (`acks=all`) and the transaction is committed, with each
+    /// record's `(partition, offset)`, `first`'s then `then`'s.
+    ///
+    /// On any error nothing is committed (transactional) and the error says
+    /// whether a retry can help; a delivery timeout is an error, never
+    /// "sent".
+    pub fn write(
+        &mut self,
+        first: Vec<Outgoing>,
+        wait_between: bool,
+        then: impl FnOnce(&[(i32, i64)]) -> Vec<Outgoing>,
+    ) -> Result<Vec<(i32, i64)>> {
+        self.generation += 1;
+        let generation = self.generation;
+        self.ensure_producer()?;
+        match self.write_inner(generation, first, wait_between, then) {
+            Ok(positions) => Ok(positions),
+            Err(Failed::Commit(e)) => {
+                let err = backend(&self.redactor, "committing the transaction", None, &e);
+                let abortable = matches!(&e, KafkaError::Transaction(t)
+                    if t.txn_requires_abort() && !t.is_fatal());
+                if abortable {
+                    self.abort();
+                } else {
+                    // Fatal, fenced, or timed out: librdkafka cannot know
+                    // whether the commit happened (no KIP-890); only a new
+                    // producer (an epoch bump) settles it.
+                    self.reset_producer("a transaction commit that failed or timed out");
+                }
+                Err(err)
+            }
+            Err(Failed::Other(err)) => {
+                if self.transactions {
+                    self.abort();
+                } else if !err.is_retriable() {
+                    self.reset_producer("a non-retryable produce error");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    fn write_inner(
+        &self,
+        generation: u64,
+        first: Vec<Outgoing>,
+        wait_between: bool,
+        then: impl FnOnce(&[(i32, i64)]) -> Vec<Outgoing>,
+    ) -> std::result::Result<Vec<(i32, i64)>, Failed> {
+        let Some(p) = self.producer.as_ref() else {
+            return Err(Failed::Other(failure("no producer", true)));
+        };
+        let producer = &p.inner;
+        {
+            let mut st = producer.context().lock();
+            st.generation = generation;
+            st.slots = Vec::new();
+        }
+        if self.transactions {
+            producer.begin_transaction().map_err(|e| {
+                Failed::Other(backend(&self.redactor, "beginning a transaction", None, &e))
+            })?;
+        }
+        let deadline = Instant::now() + self.timeout + Duration::from_secs(5);
+        self.send_all(producer, generation, &first, deadline)
+            .map_err(Failed::Other)?;
+        let mut positions = Vec::new();
+        if wait_between {
+            positions = self.wait_all(producer, deadline).map_err(Failed::Other)?;
+        }
+        let second = then(&positions);
+        self.send_all(producer, generation, &second, deadline)
+            .map_err(Failed::Other)?;
+        // Wait for every acknowledgement first: rdkafka's own flush (inside
+        // commit_transaction) polls in 100 ms steps, this polls in 1 ms ones.
+        let positions = self.wait_all(producer, deadline).map_err(Failed::Other)?;
+        if self.transactions {
+            producer
+                .commit_transaction(self.timeout)
+                .map_err(Failed::Commit)?;
+        }
+        Ok(positions)
+    }
+
+    /// Enqueues records, waiting for room in librdkafka's queue when it is
+    /// full. Everything stays in flight; nothing is awaited one by one.
+    fn send_all(
+        &self,
+        producer: &BaseProducer<Deliveries>,
+        generation: u64,
+        records: &[Outgoing],
+        deadline: Instant,
+    ) -> Result<()> {
+        for r in records {
+            let index = {
+                let mut st = producer.context().lock();
+                st.slots.push(None);
+                st.slots.len() - 1
+            };
+            let mut headers = None;
+            if !r.headers.is_empty() {
+                let mut hs = OwnedHeaders::new_with_capacity(r.headers.len());
+                for h in &r.headers {
+                    hs = hs.insert(rdkafka::message::Header {
+                        key: &h.name,
+                        value: h.value.as_deref(),
+                    });
+                }
+                headers = Some(hs);
+            }
+            let mut record: BaseRecord<'_, [u8], [u8], Box<Tag>> =
+                BaseRecord::with_opaque_to(&r.topic, Box::new(Tag { generation, index }))
+                    .partition(r.partition)
+                    .timestamp(r.timestamp_ms);
+            if let Some(k) = &r.key {
+                record = record.key(k.as_slice());
+            }
+            if let Some(v) = &r.value {
+                record = record.payload(v.as_slice());
+            }
+            if let Some(h) = headers {
+                record = record.headers(h);
+            }
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                        if Instant::now() < deadline =>
+                    {
+                        record = back;
+                        producer.poll(Duration::from_millis(1));
+                    }
+                    Err((e, _)) => {
+                        return Err(backend(&self.redactor, "producing", Some(&r.topic), &e));
+                    }
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+        Ok(())
+    }
+
+    /// Serves delivery reports until every record sent so far has one;
+    /// the first failed delivery is the error.
+    fn wait_all(
+        &self,
+        producer: &BaseProducer<Deliveries>,
+        deadline: Instant,
+    ) -> Result<Vec<(i32, i64)>> {
+        loop {
+            {
+                let st = producer.context().lock();
+                if st.slots.iter().all(Option::is_some) {
+                    let mut out = Vec::with_capacity(st.slots.len());
+                    for s in st.slots.iter().flatten() {
+                        match s {
+                            Ok(pos) => out.push(*pos),
+                            Err((e, topic)) => {
+                                return Err(backend(
+                                    &self.redactor,
+                                    "delivering a record",
+                                    Some(topic),
+                                    e,
+                                ));
+                            }
+                        }
+                    }
+                    return Ok(out);
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(failure(
+                    format!(
+                        "delivering records: no acknowledgement within {:?} (treated as not delivered)",
+                        self.timeout
+                    ),
+                    true,
+                ));
+            }
+            // rdkafka's poll blocks for the whole timeout: keep it short.
+            producer.poll(Duration::from_millis(1));
+        }
+    }
+
+    /// Aborts the open transaction, then recreates the producer. The abort
+    /// ends the transaction at once (so that readers' last stable offset
+    /// moves on instead of waiting for the transaction timeout); the new
+    /// producer avoids a librdkafka race in which the abort's purge, still
+    /// running in the broker threads, purges records of the next
+    /// transaction. Failures are rare, so the cost of a new producer
+    /// (`init_transactions`) does not matter.
+    fn abort(&mut self) {
+        let Some(p) = self.producer.as_ref() else {
+            return;
+        };
+        let why = match p.inner.abort_transaction(self.timeout) {
+            Ok(()) => "an aborted transaction",
+            Err(e) if is_retryable(&e) => "an abort that timed out",
+            Err(_) => "a fatal transaction error",
+        };
+        self.reset_producer(why);
+    }
+}

@@ -1,0 +1,128 @@
+//! dlq-kafka: the Kafka DLQ store (`kafka://HOST:PORT`).
+//!
+//! Pipelines that already run Kafka usually want their dead letters next to
+//! their data: in topics (`dlq.rss.events`, `dlq.polymarket.price_hourly`)
+//! that Kafka tools, Connect and Spring already understand. This crate
+//! implements [`dlq_core::DlqStore`] on a Kafka cluster with the same
+//! contract as [`dlq_core::memory::MemoryStore`].
+//!
+//! # Layout on the cluster
+//!
+//! * **DLQ topics**, one per DLQ, named with a prefix (`dlq.` by default).
+//!   Created when missing with the source topic's partition count (else
+//!   [`KafkaConfig::default_partitions`]) and the configured retention. A
+//!   record goes to its source partition modulo the DLQ's partition count
+//!   (per-partition order is kept), keyed by the original record's key;
+//!   its value is the v1 envelope ([`Format::Envelope`]) or the raw payload
+//!   with `dlq.*` headers ([`Format::Headers`]). Records written by others
+//!   into a DLQ topic (Kafka Connect, Spring Kafka, the seed format, raw
+//!   records) are read too, with ids `kafka:<dlq topic>:<partition>:<offset>`.
+//! * **The ledger** (`dlq.ledger`), a compacted topic keyed by record
+//!   identity: record outcomes, checkpoints and blob locations (see
+//!   [`ledger`]). A record's status is its latest ledger entry, else pending.
+//! * **The blob topic** (`dlq.blobs`), compacted: Kafka has no blob store,
+//!   so claim-check blobs (payloads too large for one message) are written
+//!   there in chunks below the message limit, keyed
+//!   `sha256:<hex>:<chunk>`; the ledger says where the chunks are, and the
+//!   SHA-256 is verified when they are read back. Blobs are content
+//!   addressed: one stored blob serves every record that carries it.
+//!
+//! # Guarantees
+//!
+//! * **Atomic, durable, visible commits.** With
+//!   [`KafkaConfig::transactions`] (the default) a
+//!   [`Batch`](dlq_core::store::Batch) is one Kafka transaction: DLQ
+//!   records, blob chunks, ledger entries and the checkpoint are all visible
+//!   to read_committed readers (the store reads nothing else) or none are.
+//!   `commit` returns once every record is acknowledged by all in-sync
+//!   replicas (`acks=all`, idempotent producer), the transaction is
+//!   committed, and its markers are written (the last stable offset has
+//!   passed the records, so another store sees them at once). Sends are
+//!   pipelined, never awaited one by one; a delivery timeout is an error,
+//!   never "sent". A failed write aborts the transaction and recreates the
+//!   producer; a commit that fails or times out (its outcome unknown:
+//!   librdkafka has no KIP-890) recreates it too, whose `init_transactions`
+//!   fences the old one. The error says whether a retry can help, and a
+//!   retried batch is safe (appends are idempotent, settling is too).
+//!   Without transactions the guarantee is weaker: a failed commit may
+//!   leave part of a batch in the topics (a retry completes it), and a
+//!   reader may briefly see a record before its ledger entries.
+//! * **Idempotent appends; duplicates in the log are invisible.** Kafka
+//!   cannot refuse a duplicate, so the store keeps an index of the ids in
+//!   each DLQ topic, refreshed at the start of every commit, and skips
+//!   appends of ids already there (`duplicates` in the report). If two
+//!   writers race, or a record reaches the log twice (a retry after a crash
+//!   or a lost acknowledgement without transactions), the first copy
+//!   (lowest partition, then offset) is the record and later copies are
+//!   skipped by `scan`, `get` and `stats` — deterministically, on every
+//!   store that reads the topic, so they never count as pending.
+//! * **Settle rules** ([`can_settle`](dlq_core::store::can_settle)) are
+//!   checked against the store's view, refreshed at the start of each
+//!   commit; two stores settling the same record at the same instant both
+//!   succeed and the later ledger entry wins.
+//! * **Cheap stats once warm.** The first call of a store reads the DLQ
+//!   topics and the ledger once, keeping record metadata only (id, failure
+//!   time, source partition: about 200 bytes per retained record). Every
+//!   later call costs one metadata request and two ListOffsets requests
+//!   (low and high watermarks of every partition at once), reads only what
+//!   was written since, and counts in memory. Counts come from the records
+//!   read, not from `high - low`: transaction markers and aborted records
+//!   occupy offsets too. `total` counts the records the topic retains;
+//!   partitions in stats are source partitions, which match the DLQ
+//!   partitions when the DLQ has the source's partition count.
+//! * **Retention.** Records deleted by retention leave the index; their
+//!   ledger entries are deleted (tombstoned) by the next commit, so the
+//!   ledger holds about one entry per retained settled record.
+//!
+//! All calls block: from async code, run the store in `spawn_blocking`.
+//! Blobs are not deleted yet when their records expire (the blob topic is
+//! compacted, so each blob is kept once).
+//!
+//! # Layout of the crate
+//!
+//! * [`config`]: [`KafkaConfig`], the `kafka://` URL, `DLQ_KAFKA_*`, [`Secret`];
+//! * `store`: [`KafkaStore`], the trait implementation and the index;
+//! * [`ledger`]: the ledger entries;
+//! * `client`: raw rdkafka I/O (admin, producer, consumer, watermarks);
+//! * [`retry`]: which rdkafka errors are retryable, secrets scrubbed.
+//!
+//! # Example
+//!
+//! Delivery semantics: `append` returns once the records are committed on
+//! the broker; a second append of the same id is a duplicate, not a second
+//! record.
+//!
+//! ```no_run
+//! use dlq_core::store::{DlqStore, Entry, Selection, Status};
+//! use dlq_core::{DeadLetter, Failure};
+//! use dlq_kafka::KafkaStore;
+//!
+//! let mut store = KafkaStore::open_url("kafka://127.0.0.1:19092?replication_factor=1")?;
+//! let failure = Failure::permanent("validate", "validation.price_out_of_range", "price 1.7");
+//! let mut letter = DeadLetter::new(
+//!     "kafka:polymarket.price_hourly:3:1812",
+//!     br#"{"price":1.7}"#.to_vec(),
+//!     &failure,
+//! );
+//! letter.source.topic = Some("polymarket.price_hourly".into());
+//! letter.source.partition = Some(3);
+//! let entry = Entry { dlq: "dlq.polymarket.price_hourly".into(), letter, status: Status::Pending };
+//! assert_eq!(store.append(&[entry.clone()])?.appended, 1);
+//! assert_eq!(store.append(&[entry])?.duplicates, 1, "appends are idempotent");
+//!
+//! let pending: Vec<_> = store
+//!     .scan_all(&Selection::pending(Some("dlq.polymarket.price_hourly")), 100)
+//!     .collect::<Result<_, _>>()?;
+//! assert_eq!(pending[0].letter.payload, br#"{"price":1.7}"#);
+//! store.settle("dlq.polymarket.price_hourly", &[pending[0].letter.id.clone()], Status::Replayed)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod client;
+pub mod config;
+pub mod ledger;
+pub mod retry;
+mod store;
+
+pub use config::{ConfigError, Format, KafkaConfig, Secret};
+pub use store::KafkaStore;

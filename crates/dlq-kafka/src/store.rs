@@ -1,0 +1,1235 @@
+//! [`KafkaStore`]: the [`DlqStore`] implementation.
+//!
+//! The store keeps a small in-memory index of the DLQ topics and the ledger,
+//! built by reading them once (read_committed) and then followed
+//! incrementally: before each call it asks the broker for the watermarks
+//! (two requests, whatever the number of partitions) and reads only what is
+//! new. The index holds per record its id, failure time and source
+//! partition (not its bytes), which is what deduplication, settling and
+//! `stats` need; `scan` and `get` fetch the records themselves by offset.
+
+use crate::client::{Client, Fetched, Outgoing, headers_of, timestamp_of};
+use crate::config::{Format, KafkaConfig, redact_url, valid_topic};
+use crate::ledger::{BlobEntry, CheckpointEntry, Ledger, LedgerValue, RecordEntry};
+use crate::retry::failure;
+use chrono::{DateTime, Utc};
+use dlq_core::envelope::{
+    self, Blob, ClaimError, DeadLetter, EncodeOptions, Header, KafkaRecord, decode_kafka,
+    to_headers_format,
+};
+use dlq_core::store::{
+    Batch, CommitReport, Cursor, DlqStats, DlqStore, Entry, PartitionStats, Result, ScanPage,
+    Selection, Status, StoreError, StoredRecord, can_settle,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+/// Bytes reserved in a record for the batch and record framing, so that a
+/// record of `max_message_bytes` never exceeds the broker's limit.
+const RECORD_OVERHEAD: usize = 1024;
+
+/// Records fetched at a time while a scan fills a page.
+const SCAN_CHUNK: usize = 64;
+
+/// Error texts in the headers format are cut to this, like the envelope's.
+const MAX_HEADER_ERROR: usize = 64 * 1024;
+
+/// The Kafka DLQ store: DLQ topics, a compacted ledger and a compacted blob
+/// topic on a Kafka cluster. See the [crate documentation](crate) for the
+/// layout and the guarantees.
+pub struct KafkaStore {
+    config: KafkaConfig,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for KafkaStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the clients: their configuration holds credentials.
+        f.debug_struct("KafkaStore")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One record as the index knows it.
+#[derive(Debug, Clone)]
+struct Rec {
+    id: Arc<str>,
+    failed_at: DateTime<Utc>,
+    source_partition: Option<i32>,
+    /// A later copy of an id already stored: invisible to scans and stats.
+    dup: bool,
+}
+
+/// One partition of a DLQ topic.
+#[derive(Debug, Default)]
+struct PartIndex {
+    /// The next offset to read.
+    next: i64,
+    /// The low watermark last seen.
+    low: i64,
+    recs: BTreeMap<i64, Rec>,
+}
+
+/// One DLQ topic.
+#[derive(Debug, Default)]
+struct DlqIndex {
+    parts: Vec<PartIndex>,
+    /// Where each id's record is (its first copy).
+    ids: HashMap<Arc<str>, (i32, i64)>,
+    /// Later copies of ids (rare: a write retried across a crash, or two
+    /// writers racing), promoted when the first copy expires.
+    copies: HashMap<Arc<str>, BTreeSet<(i32, i64)>>,
+}
+
+impl DlqIndex {
+    fn grow(&mut self, partitions: i32) {
+        let n = usize::try_from(partitions).unwrap_or(0);
+        if self.parts.len() < n {
+            self.parts.resize_with(n, PartIndex::default);
+        }
+    }
+
+    fn rec_mut(&mut self, (p, o): (i32, i64)) -> Option<&mut Rec> {
+        self.parts.get_mut(p as usize)?.recs.get_mut(&o)
+    }
+
+    /// Adds a record read (or written) at `partition`/`offset`. The first
+    /// copy of an id, by `(partition, offset)`, is the record; later ones
+    /// are duplicates. Adding the same position twice is a no-op.
+    fn insert(&mut self, partition: i32, offset: i64, mut rec: Rec) {
+        let pos = (partition, offset);
+        let Some(part) = self.parts.get(partition as usize) else {
+            return;
+        };
+        if part.recs.contains_key(&offset) {
+            return;
+        }
+        match self.ids.get(&rec.id).copied() {
+            None => {
+                self.ids.insert(rec.id.clone(), pos);
+            }
+            Some(first) if first < pos => {
+                rec.dup = true;
+                self.copies.entry(rec.id.clone()).or_default().insert(pos);
+            }
+            Some(first) => {
+                if let Some(old) = self.rec_mut(first) {
+                    old.dup = true;
+                }
+                self.copies.entry(rec.id.clone()).or_default().insert(first);
+                self.ids.insert(rec.id.clone(), pos);
+            }
+        }
+        if let Some(part) = self.parts.get_mut(partition as usize) {
+            part.recs.insert(offset, rec);
+        }
+    }
+
+    /// Forgets the records below the low watermark (deleted by retention).
+    fn expire(&mut self, partition: i32, low: i64) {
+        let Some(part) = self.parts.get_mut(partition as usize) else {
+            return;
+        };
+        if low <= part.low && part.recs.first_key_value().is_none_or(|(&o, _)| o >= low) {
+            part.low = part.low.max(low);
+            return;
+        }
+        part.low = low;
+        let keep = part.recs.split_off(&low);
+        let gone = std::mem::replace(&mut part.recs, keep);
+        // Expired copies first, so that only copies still retained are
+        // promoted below.
+        for (&offset, rec) in gone.iter().filter(|(_, r)| r.dup) {
+            if let Some(set) = self.copies.get_mut(&rec.id) {
+                set.remove(&(partition, offset));
+                if set.is_empty() {
+                    self.copies.remove(&rec.id);
+                }
+            }
+        }
+        for (offset, rec) in gone.into_iter().filter(|(_, r)| !r.dup) {
+            if self.ids.get(&rec.id) != Some(&(partition, offset)) {
+                continue;
+            }
+            self.ids.remove(&rec.id);
+            // The next copy, if any, becomes the record.
+            let next = self.copies.get_mut(&rec.id).and_then(BTreeSet::pop_first);
+            if self.copies.get(&rec.id).is_some_and(BTreeSet::is_empty) {
+                self.copies.remove(&rec.id);
+            }
+            if let Some(next) = next {
+                self.ids.insert(rec.id.clone(), next);
+                if let Some(r) = self.rec_mut(next) {
+                    r.dup = false;
+                }
+            }
+        }
+    }
+
+    /// Forgets a partition entirely (its topic was recreated).
+    fn reset(&mut self, partition: i32, low: i64) {
+        self.expire(partition, i64::MAX);
+        if let Some(part) = self.parts.get_mut(partition as usize) {
+            part.low = low;
+            part.next = low;
+        }
+    }
+}
+
+/// Which DLQs a refresh covers (the ledger always).
+enum Scope<'a> {
+    All,
+    Only(&'a [String]),
+}
+
+/// The mutable part of the store.
+struct Inner {
+    client: Client,
+    ledger: Ledger,
+    ledger_next: Vec<i64>,
+    blob_partitions: i32,
+    dlqs: BTreeMap<String, DlqIndex>,
+    /// DLQ partitions whose low watermark moved since the last commit, with
+    /// the new low: their ledger entries below it are deleted (tombstoned)
+    /// by the next commit, so that the ledger does not grow forever.
+    sweeps: BTreeMap<(String, i32), i64>,
+}
+
+/// A record prepared for its DLQ topic.
+struct Prepared {
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+    headers: Vec<Header>,
+    blobs: Vec<Blob>,
+}
+
+/// Where a ledger entry's record is: known, or appended in this batch.
+#[derive(Clone, Copy)]
+enum Pos {
+    Known(i32, i64),
+    Appended(usize),
+}
+
+/// A ledger status entry to write once positions are known.
+struct StatusWrite {
+    dlq: String,
+    id: String,
+    outcome: Status,
+    pos: Pos,
+}
+
+/// A blob to store: its chunks' indexes among the first-phase records.
+struct BlobWrite {
+    sha256: String,
+    size: u64,
+    chunks: Vec<usize>,
+}
+
+/// FNV-1a: a stable hash for choosing partitions (never changes between
+/// versions or processes, unlike `std`'s hasher).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn pick(bytes: &[u8], partitions: i32) -> i32 {
+    (fnv1a(bytes) % u64::from(partitions.max(1).unsigned_abs())) as i32
+}
+
+/// The DLQ partition of a record: its source partition modulo the DLQ's
+/// partition count (keeps per-partition order and makes per-partition stats
+/// line up with the source), else a stable hash of its id.
+fn dlq_partition(letter: &DeadLetter, partitions: i32) -> i32 {
+    match letter.source.partition {
+        Some(p) if p >= 0 => p % partitions.max(1),
+        _ => pick(letter.id.as_bytes(), partitions),
+    }
+}
+
+/// The key of a blob chunk in the blob topic.
+fn chunk_key(sha256: &str, index: usize) -> String {
+    format!("{}:{index}", envelope::blob_pointer(sha256))
+}
+
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let marker = format!(" …[truncated, {} bytes in all]", text.len());
+    let mut end = max.saturating_sub(marker.len());
+    while end > 0 && !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{marker}", &text[..end])
+}
+
+/// Whether `name` is a DLQ topic of a store with this configuration.
+fn is_dlq(config: &KafkaConfig, name: &str) -> bool {
+    name.starts_with(&config.dlq_prefix)
+        && name != config.ledger_topic
+        && name != config.blob_topic
+        && valid_topic(name)
+}
+
+fn decode_meta(topic: &str, m: &rdkafka::message::BorrowedMessage<'_>) -> Rec {
+    use rdkafka::Message as _;
+    let headers = headers_of(m);
+    let letter = decode_kafka(&KafkaRecord {
+        value: m.payload(),
+        key: m.key(),
+        headers: &headers,
+        topic,
+        partition: m.partition(),
+        offset: m.offset(),
+        timestamp: timestamp_of(m),
+    });
+    Rec {
+        id: Arc::from(letter.id),
+        failed_at: letter.failed_at,
+        source_partition: letter.source.partition,
+        dup: false,
+    }
+}
+
+impl KafkaStore {
+    /// Connects to the cluster and makes sure the ledger and blob topics
+    /// exist (compacted; created when missing). The index is built on first
+    /// use. The configuration is checked again here, so one built in code
+    /// gets the same errors as a URL.
+    pub fn open(config: KafkaConfig) -> Result<KafkaStore> {
+        config.validate().map_err(|e| StoreError::InvalidUrl {
+            url: format!("kafka://{}", config.bootstrap_servers),
+            reason: e.problems.join("; "),
+        })?;
+        let client = Client::new(&config)?;
+        let compacted = |extra: &[(&'static str, String)]| {
+            let mut c = vec![
+                ("cleanup.policy", "compact".to_owned()),
+                (
+                    "max.message.bytes",
+                    (config.max_message_bytes + 4096).to_string(),
+                ),
+            ];
+            c.extend_from_slice(extra);
+            c
+        };
+        let ledger_partitions = match client.partitions(&config.ledger_topic)? {
+            Some(n) => n,
+            None => client.create_topic(
+                &config.ledger_topic,
+                1,
+                config.replication_factor,
+                &compacted(&[]),
+            )?,
+        };
+        let blob_partitions = match client.partitions(&config.blob_topic)? {
+            Some(n) => n,
+            None => client.create_topic(
+                &config.blob_topic,
+                1,
+                config.replication_factor,
+                &compacted(&[]),
+            )?,
+        };
+        Ok(KafkaStore {
+            inner: Mutex::new(Inner {
+                client,
+                ledger: Ledger::default(),
+                ledger_next: vec![0; usize::try_from(ledger_partitions).unwrap_or(1)],
+                blob_partitions,
+                dlqs: BTreeMap::new(),
+                sweeps: BTreeMap::new(),
+            }),
+            config,
+        })
+    }
+
+    /// Opens the store a `kafka://` URL names, with the `DLQ_KAFKA_*`
+    /// environment applied; see [`KafkaConfig::from_url`].
+    pub fn open_url(url: &str) -> Result<KafkaStore> {
+        let config = KafkaConfig::from_url(url).map_err(|e| StoreError::InvalidUrl {
+            url: redact_url(url),
+            reason: e.problems.join("; "),
+        })?;
+        KafkaStore::open(config)
+    }
+
+    /// The configuration the store was opened with.
+    pub fn config(&self) -> &KafkaConfig {
+        &self.config
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn is_dlq(&self, name: &str) -> bool {
+        is_dlq(&self.config, name)
+    }
+
+    fn check_dlq(&self, name: &str) -> Result<()> {
+        if self.is_dlq(name) && name != "checkpoint" && name != "blob" {
+            return Ok(());
+        }
+        Err(failure(
+            format!(
+                "{name:?} cannot be a DLQ of this store: a DLQ is a topic named with the prefix \
+                 {:?} (e.g. {}rss.events), other than the ledger ({}) and blob ({}) topics",
+                self.config.dlq_prefix,
+                self.config.dlq_prefix,
+                self.config.ledger_topic,
+                self.config.blob_topic
+            ),
+            false,
+        ))
+    }
+
+    /// Encodes a record for its DLQ topic, within the message limit.
+    fn prepare(&self, letter: &DeadLetter) -> Result<Prepared> {
+        let max = self.config.max_message_bytes;
+        // The Kafka key is the original key, unless it is absurdly large (it
+        // is in the envelope, or its claim check, anyway).
+        let key = letter.key.clone().filter(|k| k.len() <= max / 16);
+        let budget = max - key.as_ref().map_or(0, Vec::len) - RECORD_OVERHEAD;
+        if self.config.format == Format::Headers && letter.claim_checks.is_empty() {
+            let mut cut_letter;
+            let l = if letter.error.len() > MAX_HEADER_ERROR {
+                cut_letter = letter.clone();
+                cut_letter.error = cut(&letter.error, MAX_HEADER_ERROR);
+                &cut_letter
+            } else {
+                letter
+            };
+            let headers = to_headers_format(l);
+            let size = letter.payload.len()
+                + headers
+                    .iter()
+                    .map(|h| h.name.len() + h.value.as_ref().map_or(0, Vec::len) + 16)
+                    .sum::<usize>();
+            if size <= budget {
+                return Ok(Prepared {
+                    key,
+                    value: letter.payload.clone(),
+                    headers,
+                    blobs: Vec::new(),
+                });
+            }
+            // Too large for one message: the envelope with claim checks.
+        }
+        let opts = EncodeOptions {
+            max_bytes: budget,
+            ..EncodeOptions::default()
+        };
+        let enc = envelope::encode(letter, &opts)?;
+        Ok(Prepared {
+            key,
+            value: enc.bytes,
+            headers: Vec::new(),
+            blobs: enc.blobs,
+        })
+    }
+}
+
+impl Inner {
+    /// The partition count of a DLQ topic, creating it when missing: with
+    /// the source topic's partition count when that topic exists, else the
+    /// configured default.
+    fn ensure_dlq(&mut self, config: &KafkaConfig, dlq: &str, source: Option<&str>) -> Result<i32> {
+        if let Some(di) = self.dlqs.get(dlq)
+            && !di.parts.is_empty()
+        {
+            return Ok(di.parts.len() as i32);
+        }
+        let n = match self.client.partitions(dlq)? {
+            Some(n) => n,
+            None => {
+                let from_source = match source.filter(|s| valid_topic(s) && *s != dlq) {
+                    Some(s) => self.client.partitions(s)?,
+                    None => None,
+                };
+                let partitions = from_source.unwrap_or(config.default_partitions);
+                let mut configs = vec![(
+                    "max.message.bytes",
+                    (config.max_message_bytes + 4096).to_string(),
+                )];
+                if let Some(ms) = config.retention_ms {
+                    configs.push(("retention.ms", ms.to_string()));
+                }
+                self.client
+                    .create_topic(dlq, partitions, config.replication_factor, &configs)?
+            }
+        };
+        self.dlqs.entry(dlq.to_owned()).or_default().grow(n);
+        Ok(n)
+    }
+
+    /// Brings the index up to date with the DLQ topics in `scope` and with
+    /// the ledger: watermarks, then only the records not read yet.
+    fn refresh(&mut self, config: &KafkaConfig, scope: Scope<'_>) -> Result<()> {
+        let topics: BTreeMap<String, i32> = match scope {
+            Scope::All => {
+                let all: BTreeMap<String, i32> = self
+                    .client
+                    .topics()?
+                    .into_iter()
+                    .filter(|(t, _)| is_dlq(config, t))
+                    .collect();
+                self.dlqs.retain(|t, _| all.contains_key(t));
+                all
+            }
+            Scope::Only(names) => {
+                let mut found = BTreeMap::new();
+                for name in names.iter().filter(|n| is_dlq(config, n)) {
+                    match self.client.partitions(name)? {
+                        Some(n) => {
+                            found.insert(name.clone(), n);
+                        }
+                        None => {
+                            self.dlqs.remove(name);
+                        }
+                    }
+                }
+                found
+            }
+        };
+        let mut parts: Vec<(String, i32)> = Vec::new();
+        for (t, &n) in &topics {
+            self.dlqs.entry(t.clone()).or_default().grow(n);
+            parts.extend((0..n).map(|p| (t.clone(), p)));
+        }
+        let ledger_partitions = self.ledger_next.len() as i32;
+        parts.extend((0..ledger_partitions).map(|p| (config.ledger_topic.clone(), p)));
+        let marks = self.client.watermarks(&parts)?;
+
+        let Inner {
+            client,
+            dlqs,
+            ledger,
+            ledger_next,
+            sweeps,
+            ..
+        } = self;
+        for (topic, &n) in &topics {
+            let Some(di) = dlqs.get_mut(topic) else {
+                continue;
+            };
+            let mut ranges = Vec::new();
+            for p in 0..n {
+                let Some(&(lo, hi)) = marks.get(&(topic.clone(), p)) else {
+                    continue;
+                };
+                let next = di.parts[p as usize].next;
+                if hi < next {
+                    tracing::warn!(
+                        topic,
+                        partition = p,
+                        "DLQ partition was truncated or recreated; re-reading it"
+                    );
+                    di.reset(p, lo);
+                }
+                if lo > di.parts[p as usize].low {
+                    sweeps.insert((topic.clone(), p), lo);
+                }
+                di.expire(p, lo);
+                let part = &mut di.parts[p as usize];
+                part.next = part.next.max(lo);
+                if part.next < hi {
+                    ranges.push((p, part.next, hi));
+                }
+            }
+            if ranges.is_empty() {
+                continue;
+            }
+            client.read(topic, &ranges, |m| {
+                use rdkafka::Message as _;
+                let (p, o) = (m.partition(), m.offset());
+                let rec = decode_meta(topic, m);
+                di.insert(p, o, rec);
+                if let Some(part) = di.parts.get_mut(p as usize) {
+                    part.next = part.next.max(o + 1);
+                }
+                ControlFlow::Continue(())
+            })?;
+            for (p, _, hi) in ranges {
+                let part = &mut di.parts[p as usize];
+                part.next = part.next.max(hi);
+            }
+        }
+
+        let ledger_topic = &config.ledger_topic;
+        let mut ranges = Vec::new();
+        for (p, next) in ledger_next.iter_mut().enumerate() {
+            let Some(&(lo, hi)) = marks.get(&(ledger_topic.clone(), p as i32)) else {
+                continue;
+            };
+            if hi < *next {
+                tracing::warn!(topic = %ledger_topic, "the ledger was truncated or recreated; re-reading it");
+                *ledger = Ledger::default();
+                ledger_next.iter_mut().for_each(|n| *n = 0);
+                return Err(failure(
+                    format!("the ledger {ledger_topic} was recreated; retry to re-read it"),
+                    true,
+                ));
+            }
+            *next = (*next).max(lo);
+            if *next < hi {
+                ranges.push((p as i32, *next, hi));
+            }
+        }
+        if !ranges.is_empty() {
+            client.read(ledger_topic, &ranges, |m| {
+                use rdkafka::Message as _;
+                if let Err(problem) = ledger.apply_message(m.key(), m.payload()) {
+                    tracing::warn!(
+                        topic = %ledger_topic,
+                        partition = m.partition(),
+                        offset = m.offset(),
+                        problem,
+                        "skipping a ledger entry"
+                    );
+                }
+                if let Some(n) = ledger_next.get_mut(m.partition() as usize) {
+                    *n = (*n).max(m.offset() + 1);
+                }
+                ControlFlow::Continue(())
+            })?;
+            for (p, _, hi) in ranges {
+                ledger_next[p as usize] = ledger_next[p as usize].max(hi);
+            }
+        }
+        Ok(())
+    }
+
+    /// A claim-check blob's bytes, from its chunks in the blob topic.
+    fn read_blob(&self, config: &KafkaConfig, sha256: &str) -> Result<Option<Vec<u8>>> {
+        let topic = &config.blob_topic;
+        let Some(loc) = self.ledger.blob(sha256) else {
+            return self.find_blob(config, sha256);
+        };
+        let mut out = Vec::with_capacity(usize::try_from(loc.size).unwrap_or(0));
+        for (i, &(p, o)) in loc.chunks.iter().enumerate() {
+            let key = chunk_key(sha256, i);
+            let at = self.client.fetch(topic, p, &[o])?;
+            let chunk = match at
+                .into_iter()
+                .find(|f| f.key.as_deref() == Some(key.as_bytes()))
+            {
+                Some(f) => f.value.unwrap_or_default(),
+                // Compacted away: a later copy of the same chunk exists
+                // (the same blob written again); it lies after this offset.
+                None => match self.find_chunk(config, p, o, &key)? {
+                    Some(v) => v,
+                    None => return Ok(None),
+                },
+            };
+            out.extend_from_slice(&chunk);
+        }
+        Ok(Some(out))
+    }
+
+    /// The first record with `key` at or after `from` in a blob partition.
+    fn find_chunk(
+        &self,
+        config: &KafkaConfig,
+        p: i32,
+        from: i64,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>> {
+        let topic = &config.blob_topic;
+        let marks = self.client.watermarks(&[(topic.clone(), p)])?;
+        let Some(&(_, hi)) = marks.get(&(topic.clone(), p)) else {
+            return Ok(None);
+        };
+        let mut found = None;
+        self.client.read(topic, &[(p, from, hi)], |m| {
+            use rdkafka::Message as _;
+            if m.key() == Some(key.as_bytes()) {
+                found = m.payload().map(<[u8]>::to_vec);
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        })?;
+        Ok(found)
+    }
+
+    /// A blob without a locator in the ledger (a non-transactional commit
+    /// interrupted between its records and its ledger entries): search the
+    /// blob topic for its chunks. Slow, and only ever needed after such a
+    /// failure.
+    fn find_blob(&self, config: &KafkaConfig, sha256: &str) -> Result<Option<Vec<u8>>> {
+        let p = pick(sha256.as_bytes(), self.blob_partitions);
+        let mut out = Vec::new();
+        for i in 0.. {
+            match self.find_chunk(config, p, 0, &chunk_key(sha256, i))? {
+                Some(chunk) => out.extend_from_slice(&chunk),
+                None if i == 0 => return Ok(None),
+                None => break,
+            }
+        }
+        tracing::warn!(sha256, "claim-check blob found without a ledger locator");
+        Ok(Some(out))
+    }
+
+    /// A stored record from its fetched message.
+    fn materialize(&self, config: &KafkaConfig, dlq: &str, f: Fetched) -> Result<StoredRecord> {
+        let mut letter = decode_kafka(&KafkaRecord {
+            value: f.value.as_deref(),
+            key: f.key.as_deref(),
+            headers: &f.headers,
+            topic: dlq,
+            partition: f.partition,
+            offset: f.offset,
+            timestamp: f.timestamp,
+        });
+        if letter.has_claim_checks() {
+            letter.resolve_claims(|c| {
+                self.read_blob(config, &c.sha256)
+                    .map_err(|e| ClaimError::Store {
+                        pointer: c.pointer.clone(),
+                        message: e.to_string(),
+                    })
+            })?;
+        }
+        let (status, settled_at) = self.ledger.status(dlq, &letter.id, f.partition, f.offset);
+        Ok(StoredRecord {
+            dlq: dlq.to_owned(),
+            status,
+            stored_at: f.timestamp.unwrap_or(letter.failed_at),
+            settled_at,
+            letter,
+        })
+    }
+
+    fn status(&self, dlq: &str, rec: &Rec, p: i32, o: i64) -> Status {
+        self.ledger.status(dlq, &rec.id, p, o).0
+    }
+
+    /// Whether any record selected by status lies at or after the cursor
+    /// positions (DLQs in order, from `dlq`/`partition` on).
+    fn more_after(&self, selection: &Selection, positions: &BTreeMap<(String, i32), i64>) -> bool {
+        self.dlqs
+            .iter()
+            .filter(|(name, _)| selection.dlq.as_deref().is_none_or(|d| d == name.as_str()))
+            .any(|(name, di)| {
+                di.parts.iter().enumerate().any(|(p, part)| {
+                    let p = p as i32;
+                    let from = positions.get(&(name.clone(), p)).copied().unwrap_or(0);
+                    part.recs
+                        .range(from..)
+                        .any(|(&o, r)| !r.dup && selection.wants_status(self.status(name, r, p, o)))
+                })
+            })
+    }
+}
+
+/// `v1;<topic>/<partition>=<next offset>;…`: where each partition's scan
+/// resumes (partitions not listed start at their beginning).
+fn encode_cursor(positions: &BTreeMap<(String, i32), i64>) -> Cursor {
+    let mut s = String::from("v1");
+    for ((t, p), o) in positions {
+        s.push_str(&format!(";{t}/{p}={o}"));
+    }
+    Cursor(s)
+}
+
+fn decode_cursor(cursor: &Cursor) -> Result<BTreeMap<(String, i32), i64>> {
+    let bad = || failure(format!("invalid scan cursor {:?}", cursor.0), false);
+    let mut parts = cursor.0.split(';');
+    if parts.next() != Some("v1") {
+        return Err(bad());
+    }
+    let mut out = BTreeMap::new();
+    for part in parts {
+        let (tp, o) = part.rsplit_once('=').ok_or_else(bad)?;
+        let (t, p) = tp.rsplit_once('/').ok_or_else(bad)?;
+        let p: i32 = p.parse().map_err(|_| bad())?;
+        let o: i64 = o.parse().map_err(|_| bad())?;
+        out.insert((t.to_owned(), p), o);
+    }
+    Ok(out)
+}
+
+impl DlqStore for KafkaStore {
+    fn commit(&mut self, batch: Batch<'_>) -> Result<CommitReport> {
+        for e in batch.append {
+            self.check_dlq(&e.dlq)?;
+        }
+        // Encode first: a record that cannot be encoded fails the batch
+        // before anything is written.
+        let prepared: Vec<Prepared> = batch
+            .append
+            .iter()
+            .map(|e| self.prepare(&e.letter))
+            .collect::<Result<_>>()?;
+        let config = &self.config;
+        let inner = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
+
+        let mut scope: BTreeSet<String> = BTreeSet::new();
+        for e in batch.append {
+            if !scope.contains(&e.dlq) {
+                let source = e
+                    .letter
+                    .source
+                    .topic
+                    .clone()
+                    .or_else(|| e.dlq.strip_prefix(&config.dlq_prefix).map(str::to_owned));
+                inner.ensure_dlq(config, &e.dlq, source.as_deref())?;
+                scope.insert(e.dlq.clone());
+            }
+        }
+        scope.extend(batch.settle.iter().map(|s| s.dlq.clone()));
+        let scope: Vec<String> = scope.into_iter().collect();
+        inner.refresh(config, Scope::Only(&scope))?;
+
+        let now = Utc::now();
+        let ts = now.timestamp_millis();
+        let mut report = CommitReport::default();
+        let mut first: Vec<Outgoing> = Vec::new();
+        // (index in batch.append, index in `first`) of each record written.
+        let mut appended: Vec<(usize, usize)> = Vec::new();
+        // (dlq, id) -> index in `first` of the records written by this batch.
+        let mut in_batch: HashMap<(&str, &str), usize> = HashMap::new();
+        let mut blobs: Vec<BlobWrite> = Vec::new();
+        let mut planned_blobs: HashSet<String> = HashSet::new();
+        let chunk_size = config.max_message_bytes - RECORD_OVERHEAD;
+
+        for (i, (entry, prep)) in batch.append.iter().zip(prepared).enumerate() {
+            let key = (entry.dlq.as_str(), entry.letter.id.as_str());
+            let stored = inner
+                .dlqs
+                .get(&entry.dlq)
+                .is_some_and(|di| di.ids.contains_key(entry.letter.id.as_str()));
+            if stored || in_batch.contains_key(&key) {
+                report.duplicates += 1;
+                continue;
+            }
+            for blob in prep.blobs {
+                if inner.ledger.blob(&blob.sha256).is_some()
+                    || !planned_blobs.insert(blob.sha256.clone())
+                {
+                    continue;
+                }
+                let p = pick(blob.sha256.as_bytes(), inner.blob_partitions);
+                let mut chunks = Vec::new();
+                let pieces: Vec<&[u8]> = if blob.bytes.is_empty() {
+                    vec![&[][..]]
+                } else {
+                    blob.bytes.chunks(chunk_size).collect()
+                };
+                for (c, piece) in pieces.into_iter().enumerate() {
+                    chunks.push(first.len());
+                    first.push(Outgoing {
+                        topic: config.blob_topic.clone(),
+                        partition: p,
+                        key: Some(chunk_key(&blob.sha256, c).into_bytes()),
+                        value: Some(piece.to_vec()),
+                        headers: Vec::new(),
+                        timestamp_ms: ts,
+                    });
+                }
+                blobs.push(BlobWrite {
+                    size: blob.bytes.len() as u64,
+                    sha256: blob.sha256,
+                    chunks,
+                });
+            }
+            let partitions = inner
+                .dlqs
+                .get(&entry.dlq)
+                .map_or(1, |di| di.parts.len() as i32);
+            let partition = dlq_partition(&entry.letter, partitions);
+            in_batch.insert(key, first.len());
+            appended.push((i, first.len()));
+            first.push(Outgoing {
+                topic: entry.dlq.clone(),
+                partition,
+                key: prep.key,
+                value: Some(prep.value),
+                headers: prep.headers,
+                timestamp_ms: ts,
+            });
+            report.appended += 1;
+        }
+
+        // Statuses: appended records that do not start pending, then the
+        // settlements, each checked against the status it has by then.
+        let mut writes: Vec<StatusWrite> = Vec::new();
+        let mut overlay: HashMap<(String, String), Status> = HashMap::new();
+        for &(i, fi) in &appended {
+            let e: &Entry = &batch.append[i];
+            overlay.insert((e.dlq.clone(), e.letter.id.clone()), e.status);
+            if e.status != Status::Pending {
+                writes.push(StatusWrite {
+                    dlq: e.dlq.clone(),
+                    id: e.letter.id.clone(),
+                    outcome: e.status,
+                    pos: Pos::Appended(fi),
+                });
+            }
+        }
+        for s in batch.settle {
+            let key = (s.dlq.clone(), s.id.clone());
+            let (current, pos) = if let Some(&fi) = in_batch.get(&(s.dlq.as_str(), s.id.as_str())) {
+                (
+                    overlay.get(&key).copied().unwrap_or(Status::Pending),
+                    Pos::Appended(fi),
+                )
+            } else if let Some(&(p, o)) = inner
+                .dlqs
+                .get(&s.dlq)
+                .and_then(|di| di.ids.get(s.id.as_str()))
+            {
+                let current = overlay
+                    .get(&key)
+                    .copied()
+                    .unwrap_or_else(|| inner.ledger.status(&s.dlq, &s.id, p, o).0);
+                (current, Pos::Known(p, o))
+            } else {
+                continue;
+            };
+            if can_settle(current, s.outcome) {
+                overlay.insert(key, s.outcome);
+                writes.push(StatusWrite {
+                    dlq: s.dlq.clone(),
+                    id: s.id.clone(),
+                    outcome: s.outcome,
+                    pos,
+                });
+                report.settled += 1;
+            }
+        }
+        let checkpoint = batch.checkpoint.map(|(name, value)| CheckpointEntry {
+            checkpoint: name.to_owned(),
+            value: value.to_owned(),
+            at: now,
+        });
+        if first.is_empty() && writes.is_empty() && checkpoint.is_none() {
+            return Ok(report);
+        }
+
+        // Ledger entries of records deleted by retention, tombstoned in
+        // this commit.
+        let mut tombstones: Vec<String> = Vec::new();
+        let sweeps = std::mem::take(&mut inner.sweeps);
+        for ((dlq, p), &low) in &sweeps {
+            tombstones.extend(
+                inner
+                    .ledger
+                    .expired(dlq, *p, low)
+                    .into_iter()
+                    .map(|id| crate::ledger::record_key(dlq, &id)),
+            );
+        }
+        let wait_between =
+            !blobs.is_empty() || writes.iter().any(|w| matches!(w.pos, Pos::Appended(_)));
+        let ledger_partitions = inner.ledger_next.len() as i32;
+        let ledger_topic = config.ledger_topic.clone();
+        let mut values: Vec<LedgerValue> = Vec::new();
+        let mut topics_written: Vec<String> = first.iter().map(|o| o.topic.clone()).collect();
+        let written = inner.client.write(first, wait_between, |pos| {
+            let at = |i: usize| pos.get(i).copied().unwrap_or((-1, -1));
+            for b in &blobs {
+                values.push(LedgerValue::Blob(BlobEntry {
+                    blob: b.sha256.clone(),
+                    size: b.size,
+                    chunks: b.chunks.iter().map(|&i| at(i)).collect(),
+                    at: now,
+                }));
+            }
+            for w in &writes {
+                let (p, o) = match w.pos {
+                    Pos::Known(p, o) => (p, o),
+                    Pos::Appended(i) => at(i),
+                };
+                values.push(LedgerValue::Record(RecordEntry {
+                    dlq: w.dlq.clone(),
+                    id: w.id.clone(),
+                    outcome: w.outcome,
+                    dlq_partition: p,
+                    dlq_offset: o,
+                    at: now,
+                }));
+            }
+            if let Some(c) = &checkpoint {
+                values.push(LedgerValue::Checkpoint(c.clone()));
+            }
+            let entries = values.iter().map(|v| (v.key(), Some(v.to_json())));
+            let deletes = tombstones.iter().map(|k| (k.clone(), None));
+            let out: Vec<Outgoing> = entries
+                .chain(deletes)
+                .map(|(key, value)| Outgoing {
+                    topic: ledger_topic.clone(),
+                    partition: pick(key.as_bytes(), ledger_partitions),
+                    key: Some(key.into_bytes()),
+                    value,
+                    headers: Vec::new(),
+                    timestamp_ms: ts,
+                })
+                .collect();
+            topics_written.extend(std::iter::repeat_n(ledger_topic.clone(), out.len()));
+            out
+        });
+        let positions = match written {
+            Ok(p) => p,
+            Err(e) => {
+                // Sweep again next time.
+                inner.sweeps.extend(sweeps);
+                return Err(e);
+            }
+        };
+
+        if config.transactions {
+            let mut last: HashMap<(String, i32), i64> = HashMap::new();
+            for (out, &(p, o)) in topics_written.iter().zip(&positions) {
+                let e = last.entry((out.clone(), p)).or_insert(o);
+                *e = (*e).max(o);
+            }
+            inner.client.await_visible(&last);
+        }
+
+        // Committed: index what was written (the follower will read it
+        // again later and find it already there).
+        for &(i, fi) in &appended {
+            let e = &batch.append[i];
+            let Some(&(p, o)) = positions.get(fi) else {
+                continue;
+            };
+            if let Some(di) = inner.dlqs.get_mut(&e.dlq) {
+                di.grow(p + 1);
+                di.insert(
+                    p,
+                    o,
+                    Rec {
+                        id: Arc::from(e.letter.id.as_str()),
+                        // The precision of the envelope, as a reader
+                        // of the log will see it.
+                        failed_at: DateTime::from_timestamp_millis(
+                            e.letter.failed_at.timestamp_millis(),
+                        )
+                        .unwrap_or(e.letter.failed_at),
+                        source_partition: e.letter.source.partition,
+                        dup: false,
+                    },
+                );
+            }
+        }
+        for v in values {
+            inner.ledger.apply(v);
+        }
+        for key in &tombstones {
+            let _ = inner.ledger.apply_message(Some(key.as_bytes()), None);
+        }
+        Ok(report)
+    }
+
+    fn scan(
+        &self,
+        selection: &Selection,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<ScanPage> {
+        let mut positions = match after {
+            Some(c) => decode_cursor(c)?,
+            None => BTreeMap::new(),
+        };
+        let mut inner = self.lock();
+        match &selection.dlq {
+            Some(d) if !self.is_dlq(d) => return Ok(ScanPage::default()),
+            Some(d) => inner.refresh(&self.config, Scope::Only(std::slice::from_ref(d)))?,
+            None => inner.refresh(&self.config, Scope::All)?,
+        }
+        let mut page = ScanPage::default();
+        if limit == 0 {
+            page.next = Some(encode_cursor(&positions));
+            return Ok(page);
+        }
+        let inner = &*inner;
+        let names: Vec<String> = inner
+            .dlqs
+            .keys()
+            .filter(|n| selection.dlq.as_deref().is_none_or(|d| d == n.as_str()))
+            .cloned()
+            .collect();
+        for name in names {
+            let Some(di) = inner.dlqs.get(&name) else {
+                continue;
+            };
+            for (p, part) in di.parts.iter().enumerate() {
+                let p = p as i32;
+                let mut pos = positions.get(&(name.clone(), p)).copied().unwrap_or(0);
+                loop {
+                    let candidates: Vec<i64> = part
+                        .recs
+                        .range(pos..)
+                        .filter(|(o, r)| {
+                            !r.dup && selection.wants_status(inner.status(&name, r, p, **o))
+                        })
+                        .map(|(o, _)| *o)
+                        .take(SCAN_CHUNK)
+                        .collect();
+                    let Some(&last) = candidates.last() else {
+                        break;
+                    };
+                    for f in inner.client.fetch(&name, p, &candidates)? {
+                        let offset = f.offset;
+                        let record = inner.materialize(&self.config, &name, f)?;
+                        pos = offset + 1;
+                        if selection.matches(&record) {
+                            page.records.push(record);
+                            if page.records.len() >= limit {
+                                positions.insert((name.clone(), p), pos);
+                                if inner.more_after(selection, &positions) {
+                                    page.next = Some(encode_cursor(&positions));
+                                }
+                                return Ok(page);
+                            }
+                        }
+                    }
+                    pos = last + 1;
+                }
+                positions.insert((name.clone(), p), pos.max(part.next));
+            }
+        }
+        Ok(page)
+    }
+
+    fn get(&self, dlq: &str, id: &str) -> Result<Option<StoredRecord>> {
+        if !self.is_dlq(dlq) {
+            return Ok(None);
+        }
+        let mut inner = self.lock();
+        inner.refresh(&self.config, Scope::Only(&[dlq.to_owned()]))?;
+        let Some(&(p, o)) = inner.dlqs.get(dlq).and_then(|di| di.ids.get(id)) else {
+            return Ok(None);
+        };
+        let Some(f) = inner.client.fetch(dlq, p, &[o])?.into_iter().next() else {
+            return Ok(None);
+        };
+        inner.materialize(&self.config, dlq, f).map(Some)
+    }
+
+    fn stats(&self) -> Result<Vec<DlqStats>> {
+        let mut inner = self.lock();
+        inner.refresh(&self.config, Scope::All)?;
+        let mut out = Vec::with_capacity(inner.dlqs.len());
+        for (name, di) in &inner.dlqs {
+            let mut s = DlqStats::empty(name);
+            let mut by_source: BTreeMap<i32, u64> = BTreeMap::new();
+            for (p, part) in di.parts.iter().enumerate() {
+                for (&o, rec) in &part.recs {
+                    if rec.dup {
+                        continue;
+                    }
+                    s.total += 1;
+                    match inner.status(name, rec, p as i32, o) {
+                        Status::Pending => {
+                            s.pending += 1;
+                            *by_source
+                                .entry(rec.source_partition.unwrap_or(-1))
+                                .or_default() += 1;
+                            let at = rec.failed_at;
+                            s.oldest_pending_at =
+                                Some(s.oldest_pending_at.map_or(at, |t| t.min(at)));
+                        }
+                        Status::Parked => s.parked += 1,
+                        Status::Replayed => s.replayed += 1,
+                        Status::Discarded => s.discarded += 1,
+                    }
+                }
+            }
+            s.partitions = by_source
+                .into_iter()
+                .map(|(partition, pending)| PartitionStats { partition, pending })
+                .collect();
+            out.push(s);
+        }
+        Ok(out)
+    }
+
+    fn dlqs(&self) -> Result<Vec<String>> {
+        let inner = self.lock();
+        Ok(inner
+            .client
+            .topics()?
+            .into_keys()
+            .filter(|t| self.is_dlq(t))
+            .collect())
+    }
+
+    fn checkpoint(&self, name: &str) -> Result<Option<String>> {
+        let mut inner = self.lock();
+        inner.refresh(&self.config, Scope::Only(&[]))?;
+        Ok(inner.ledger.checkpoint(name).map(str::to_owned))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str) -> Rec {
+        Rec {
+            id: Arc::from(id),
+            failed_at: Utc::now(),
+            source_partition: Some(0),
+            dup: false,
+        }
+    }
+
+    #[test]
+    fn first_copy_of_an_id_wins_and_later_ones_are_duplicates() {
+        let mut di = DlqIndex::default();
+        di.grow(2);
+        di.insert(0, 5, rec("a"));
+        di.insert(0, 9, rec("a"));
+        di.insert(0, 5, rec("a"));
+        assert_eq!(di.ids[&Arc::from("a")], (0, 5));
+        assert!(di.parts[0].recs[&9].dup);
+        // A copy at a lower position found later takes over.
+        di.insert(0, 2, rec("a"));
+        assert_eq!(di.ids[&Arc::from("a")], (0, 2));
+        assert!(di.parts[0].recs[&5].dup);
+        // Expiring the first copy promotes the next one.
+        di.expire(0, 3);
+        assert_eq!(di.ids[&Arc::from("a")], (0, 5));
+        assert!(!di.parts[0].recs[&5].dup);
+        di.expire(0, 100);
+        assert!(di.ids.is_empty() && di.copies.is_empty());
+    }
+
+    #[test]
+    fn the_store_can_move_between_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<KafkaStore>();
+    }
+
+    #[test]
+    fn cursors_roundtrip_and_reject_garbage() {
+        let mut m = BTreeMap::new();
+        m.insert(("dlq.a.b".to_owned(), 0), 5);
+        m.insert(("dlq.c".to_owned(), 12), 0);
+        let c = encode_cursor(&m);
+        assert_eq!(decode_cursor(&c).expect("decode"), m);
+        assert!(decode_cursor(&Cursor("17".into())).is_err());
+        assert!(decode_cursor(&Cursor("v1;x=1".into())).is_err());
+    }
+
+    #[test]
+    fn dlq_partition_follows_the_source_partition() {
+        let f = dlq_core::Failure::permanent("s", "c", "m");
+        let mut l = DeadLetter::new("id-1", Vec::new(), &f);
+        l.source.partition = Some(7);
+        assert_eq!(dlq_partition(&l, 3), 1);
+        assert_eq!(dlq_partition(&l, 8), 7);
+        l.source.partition = None;
+        let p = dlq_partition(&l, 4);
+        assert_eq!(p, dlq_partition(&l, 4), "stable for retries");
+        assert!((0..4).contains(&p));
+    }
+}
