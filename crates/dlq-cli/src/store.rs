@@ -5,6 +5,7 @@ use dlq_core::memory::MemoryStore;
 use dlq_core::store::{
     Batch, CommitReport, Cursor, DlqStats, DlqStore, Result, ScanPage, Selection, StoredRecord,
 };
+use dlq_kafka::KafkaStore;
 use dlq_sqlite::SqliteStore;
 
 /// Any store the command line can open.
@@ -13,6 +14,8 @@ pub enum AnyStore {
     Sqlite(Box<SqliteStore>),
     /// `memory://`, gone when the command ends.
     Memory(MemoryStore),
+    /// `kafka://HOST:PORT`: DLQ topics and a ledger on a Kafka cluster.
+    Kafka(Box<KafkaStore>),
 }
 
 /// Opens the store at `url`.
@@ -24,12 +27,17 @@ pub fn open(url: &str) -> anyhow::Result<AnyStore> {
     } else if url == "memory://" || url == "memory:" {
         Ok(AnyStore::Memory(MemoryStore::new()))
     } else if url.starts_with("kafka://") {
-        anyhow::bail!(
-            "store {url}: the Kafka store is not built yet; use sqlite://PATH (the default) or memory://"
-        )
+        // Credentials never travel in the URL (the config refuses them);
+        // still, errors show it redacted.
+        let shown = dlq_kafka::config::redact_url(url);
+        let store = KafkaStore::open_url(url)
+            .with_context(|| format!("opening the Kafka store {shown}"))?;
+        Ok(AnyStore::Kafka(Box::new(store)))
     } else {
         anyhow::bail!(
-            "store {url:?} is not a store URL; use sqlite://PATH (e.g. sqlite://dlq.db) or memory://"
+            "store {:?} is not a store URL; use sqlite://PATH (e.g. sqlite://dlq.db), \
+             kafka://HOST:PORT or memory://",
+            dlq_kafka::config::redact_url(url)
         )
     }
 }
@@ -39,6 +47,7 @@ macro_rules! delegate {
         match $self {
             AnyStore::Sqlite($s) => $e,
             AnyStore::Memory($s) => $e,
+            AnyStore::Kafka($s) => $e,
         }
     };
 }

@@ -148,13 +148,50 @@ struct TxProducer {
     initialized: bool,
 }
 
+/// The settings every client of a store shares: bootstrap servers, the
+/// pass-through options and the password. Holds the secret: never print it.
+pub(crate) fn base_config(config: &KafkaConfig) -> ClientConfig {
+    let mut base = ClientConfig::new();
+    base.set("bootstrap.servers", &config.bootstrap_servers)
+        .set("client.id", "dlq-kafka");
+    for (k, v) in &config.options {
+        base.set(k, v);
+    }
+    if let Some(pw) = config.sasl_password() {
+        base.set("sasl.password", pw.expose());
+    }
+    base.set("socket.timeout.ms", config.timeout_ms.to_string());
+    base
+}
+
+/// Source offsets to commit in a write's transaction (exactly-once
+/// processing): the next offsets to read, and the consumer group's metadata.
+pub(crate) type TxnOffsets<'a> = (
+    &'a TopicPartitionList,
+    &'a rdkafka::consumer::ConsumerGroupMetadata,
+);
+
+/// The reader's context: the end of a partition is how the reader knows it
+/// has read everything (`enable.partition.eof`), not an error worth logging.
+pub(crate) struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::error!(error = %error, reason, "librdkafka error");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ReaderContext {}
+
 /// The store's clients.
 pub(crate) struct Client {
     /// Common settings (with the password): for the producer, which is
     /// recreated after a fatal error.
     base: ClientConfig,
     admin: AdminClient<DefaultClientContext>,
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<ReaderContext>,
     producer: Option<TxProducer>,
     redactor: Redactor,
     timeout: Duration,
@@ -192,17 +229,7 @@ impl Client {
     /// configuration.
     pub fn new(config: &KafkaConfig) -> Result<Client> {
         let redactor = Redactor::new(config.secret_values());
-        let mut base = ClientConfig::new();
-        base.set("bootstrap.servers", &config.bootstrap_servers)
-            .set("client.id", "dlq-kafka");
-        for (k, v) in &config.options {
-            base.set(k, v);
-        }
-        if let Some(pw) = config.sasl_password() {
-            base.set("sasl.password", pw.expose());
-        }
-        let timeout_ms = config.timeout_ms.to_string();
-        base.set("socket.timeout.ms", &timeout_ms);
+        let base = base_config(config);
 
         let admin: AdminClient<DefaultClientContext> = base
             .create()
@@ -222,8 +249,8 @@ impl Client {
             .set("auto.offset.reset", "earliest")
             .set("allow.auto.create.topics", "false")
             .set("fetch.wait.max.ms", "5");
-        let consumer: BaseConsumer = consumer_config
-            .create()
+        let consumer: BaseConsumer<ReaderContext> = consumer_config
+            .create_with_context(ReaderContext)
             .map_err(|e| backend(&redactor, "creating the consumer", None, &e))?;
         let transactional_id = config
             .transactional_id
@@ -652,12 +679,19 @@ impl Client {
         &mut self,
         first: Vec<Outgoing>,
         wait_between: bool,
+        offsets: Option<TxnOffsets<'_>>,
         then: impl FnOnce(&[(i32, i64)]) -> Vec<Outgoing>,
     ) -> Result<Vec<(i32, i64)>> {
+        if offsets.is_some() && !self.transactions {
+            return Err(failure(
+                "committing consumer offsets with the records needs transactions (transactions=true)",
+                false,
+            ));
+        }
         self.generation += 1;
         let generation = self.generation;
         self.ensure_producer()?;
-        match self.write_inner(generation, first, wait_between, then) {
+        match self.write_inner(generation, first, wait_between, offsets, then) {
             Ok(positions) => Ok(positions),
             Err(Failed::Commit(e)) => {
                 let err = backend(&self.redactor, "committing the transaction", None, &e);
@@ -689,6 +723,7 @@ impl Client {
         generation: u64,
         first: Vec<Outgoing>,
         wait_between: bool,
+        offsets: Option<TxnOffsets<'_>>,
         then: impl FnOnce(&[(i32, i64)]) -> Vec<Outgoing>,
     ) -> std::result::Result<Vec<(i32, i64)>, Failed> {
         let Some(p) = self.producer.as_ref() else {
@@ -718,6 +753,11 @@ impl Client {
         // Wait for every acknowledgement first: rdkafka's own flush (inside
         // commit_transaction) polls in 100 ms steps, this polls in 1 ms ones.
         let positions = self.wait_all(producer, deadline).map_err(Failed::Other)?;
+        if let Some((tpl, meta)) = offsets {
+            producer
+                .send_offsets_to_transaction(tpl, meta, self.timeout)
+                .map_err(Failed::Commit)?;
+        }
         if self.transactions {
             producer
                 .commit_transaction(self.timeout)

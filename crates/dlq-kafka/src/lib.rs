@@ -121,6 +121,7 @@
 mod client;
 pub mod config;
 pub mod ledger;
+pub mod processor;
 pub mod retry;
 mod store;
 

@@ -8,7 +8,7 @@
 //! partition (not its bytes), which is what deduplication, settling and
 //! `stats` need; `scan` and `get` fetch the records themselves by offset.
 
-use crate::client::{Client, Fetched, Outgoing, headers_of, timestamp_of};
+use crate::client::{Client, Fetched, Outgoing, TxnOffsets, headers_of, timestamp_of};
 use crate::config::{Format, KafkaConfig, redact_url, valid_topic};
 use crate::ledger::{BlobEntry, CheckpointEntry, Ledger, LedgerValue, RecordEntry};
 use crate::retry::failure;
@@ -755,8 +755,31 @@ fn decode_cursor(cursor: &Cursor) -> Result<BTreeMap<(String, i32), i64>> {
     Ok(out)
 }
 
-impl DlqStore for KafkaStore {
-    fn commit(&mut self, batch: Batch<'_>) -> Result<CommitReport> {
+impl KafkaStore {
+    /// The partition count of a topic, `None` when it does not exist.
+    pub(crate) fn topic_partitions(&self, topic: &str) -> Result<Option<i32>> {
+        self.lock().client.partitions(topic)
+    }
+
+    /// Creates a DLQ topic if it is missing (with the source topic's
+    /// partition count), so that writers can check it up front.
+    pub(crate) fn ensure_dlq_topic(&mut self, dlq: &str, source: &str) -> Result<i32> {
+        self.check_dlq(dlq)?;
+        let config = &self.config;
+        let inner = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
+        inner.ensure_dlq(config, dlq, Some(source))
+    }
+
+    /// A commit that also writes `outputs` and, when given, commits the
+    /// consumer's `offsets`, all in the store's one transaction: what an
+    /// exactly-once processor needs (its outputs, its dead letters, their
+    /// ledger entries and its source offsets, atomically).
+    pub(crate) fn commit_with(
+        &mut self,
+        batch: Batch<'_>,
+        outputs: Vec<Outgoing>,
+        offsets: Option<TxnOffsets<'_>>,
+    ) -> Result<CommitReport> {
         for e in batch.append {
             self.check_dlq(&e.dlq)?;
         }
@@ -790,7 +813,7 @@ impl DlqStore for KafkaStore {
         let now = Utc::now();
         let ts = now.timestamp_millis();
         let mut report = CommitReport::default();
-        let mut first: Vec<Outgoing> = Vec::new();
+        let mut first: Vec<Outgoing> = outputs;
         // (index in batch.append, index in `first`) of each record written.
         let mut appended: Vec<(usize, usize)> = Vec::new();
         // (dlq, id) -> index in `first` of the records written by this batch.
@@ -932,7 +955,7 @@ impl DlqStore for KafkaStore {
         let ledger_topic = config.ledger_topic.clone();
         let mut values: Vec<LedgerValue> = Vec::new();
         let mut topics_written: Vec<String> = first.iter().map(|o| o.topic.clone()).collect();
-        let written = inner.client.write(first, wait_between, |pos| {
+        let written = inner.client.write(first, wait_between, offsets, |pos| {
             let at = |i: usize| pos.get(i).copied().unwrap_or((-1, -1));
             for b in &blobs {
                 values.push(LedgerValue::Blob(BlobEntry {
@@ -1026,6 +1049,12 @@ impl DlqStore for KafkaStore {
             let _ = inner.ledger.apply_message(Some(key.as_bytes()), None);
         }
         Ok(report)
+    }
+}
+
+impl DlqStore for KafkaStore {
+    fn commit(&mut self, batch: Batch<'_>) -> Result<CommitReport> {
+        self.commit_with(batch, Vec::new(), None)
     }
 
     fn scan(

@@ -4,10 +4,14 @@ use crate::Outcome;
 use crate::cli::{Cli, Format, ProcessArgs, RetryArgs, SimulateArgs};
 use crate::marketlag::PipelineHandler;
 use crate::output;
+use anyhow::Context as _;
 use dlq_core::RetryPolicy;
 use dlq_core::process::{self, Input, ProcessConfig, ProcessSummary};
+use dlq_kafka::processor::{self, ProcessorConfig};
+use dlq_kafka::{KafkaConfig, KafkaStore};
 use dlq_marketlag::{Limits, Pipeline, SimulatedDownstream};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 /// The retry policy described by the retry flags.
@@ -37,29 +41,103 @@ pub fn downstream(args: &SimulateArgs) -> SimulatedDownstream {
 
 /// Runs `dlq process`.
 pub fn run(cli: &Cli, args: &ProcessArgs) -> anyhow::Result<Outcome> {
+    if args.source.is_some() {
+        return run_kafka(cli, args);
+    }
     let pipeline: Pipeline = args.pipeline.into();
-    let input = if args.input == "-" {
+    let (Some(input), Some(output)) = (&args.input, &args.output) else {
+        anyhow::bail!("a file processor needs --input and --output");
+    };
+    let input = if input == "-" {
         Input::Stdin
     } else {
-        Input::File(PathBuf::from(&args.input))
+        Input::File(PathBuf::from(input))
     };
     let dlq = args
         .dlq
         .clone()
         .unwrap_or_else(|| pipeline.dlq_topic().to_owned());
-    let mut config = ProcessConfig::new(input, args.output.clone(), &dlq, pipeline.topic());
+    let mut config = ProcessConfig::new(input, output.clone(), &dlq, pipeline.topic());
     config.retry = retry_policy(&args.retry)?;
     config.batch_size = args.batch_size.max(1);
-    let mut handler = PipelineHandler {
-        pipeline,
+    let mut handler = handler(args);
+    let mut store = crate::store::open(cli.store_url())?;
+    let summary = run_with_progress(&config, &mut handler, &mut store, !cli.no_progress)?;
+    print_summary(cli.format, &summary)?;
+    Ok(Outcome::Ok)
+}
+
+fn handler(args: &ProcessArgs) -> PipelineHandler {
+    PipelineHandler {
+        pipeline: args.pipeline.into(),
         limits: Limits {
             max_record_bytes: args.max_record_bytes,
         },
         downstream: downstream(&args.simulate),
+    }
+}
+
+/// `dlq process --source kafka:TOPIC`: the Kafka processor, with its DLQ in
+/// the `--store kafka://` cluster.
+fn run_kafka(cli: &Cli, args: &ProcessArgs) -> anyhow::Result<Outcome> {
+    let source = args.source.as_deref().unwrap_or_default();
+    let Some(topic) = source.strip_prefix("kafka:") else {
+        anyhow::bail!("--source {source:?}: expected kafka:TOPIC");
     };
-    let mut store = crate::store::open(cli.store_url())?;
-    let summary = run_with_progress(&config, &mut handler, &mut store, !cli.no_progress)?;
-    print_summary(cli.format, &summary)?;
+    let url = cli.store_url();
+    if !url.starts_with("kafka://") {
+        anyhow::bail!(
+            "--source kafka:{topic} needs its DLQ on the same cluster: pass --store kafka://HOST:PORT"
+        );
+    }
+    let (Some(group), Some(output_topic)) = (&args.group, &args.output_topic) else {
+        anyhow::bail!("--source kafka:{topic} needs --group and --output-topic");
+    };
+    let mut config = KafkaConfig::from_url(url)
+        .map_err(|e| anyhow::anyhow!("--store: {}", e.problems.join("; ")))?;
+    if args.exactly_once && config.transactional_id.is_none() {
+        // Stable per instance: a restarted instance fences its crashed
+        // predecessor and aborts its open transaction at once.
+        config.transactional_id = Some(format!("dlq-process-{group}-{topic}-{}", args.instance));
+    }
+    let mut store = KafkaStore::open(config).context("opening the Kafka store")?;
+    let mut cfg = ProcessorConfig::new(topic, group, output_topic);
+    cfg.retry = retry_policy(&args.retry)?;
+    if let Some(dlq) = &args.dlq {
+        cfg.dlq_topic = dlq.clone();
+    }
+    cfg.stop_when_idle = args.stop_when_idle.map(Duration::from_secs_f64);
+    let mut handler = handler(args);
+    let stop = AtomicBool::new(false);
+    let stats = if args.exactly_once {
+        processor::run_exactly_once(&mut store, &cfg, &mut handler, &stop)?
+    } else {
+        processor::run_at_least_once(&mut store, &cfg, &mut handler, &stop)?
+    };
+    let mut out = std::io::stdout().lock();
+    match cli.format {
+        Format::Table => {
+            let mut rows = vec![
+                vec!["consumed".to_owned(), stats.consumed.to_string()],
+                vec!["delivered".to_owned(), stats.delivered.to_string()],
+                vec!["dead_lettered".to_owned(), stats.dead_lettered.to_string()],
+                vec![
+                    "recovered_by_retry".to_owned(),
+                    stats.recovered_by_retry.to_string(),
+                ],
+                vec!["retries".to_owned(), stats.retries.to_string()],
+            ];
+            if args.exactly_once {
+                rows.push(vec![
+                    "transactions".to_owned(),
+                    stats.transactions.to_string(),
+                ]);
+                rows.push(vec!["aborts".to_owned(), stats.aborts.to_string()]);
+            }
+            output::table(&mut out, &["", "records"], &rows)?;
+        }
+        _ => output::json(&mut out, cli.format, &stats)?,
+    }
     Ok(Outcome::Ok)
 }
 

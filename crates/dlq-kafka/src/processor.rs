@@ -1,0 +1,1114 @@
+//! The guarded Kafka processor: consume a topic in a consumer group, run a
+//! handler, write its output to a topic and its failures to a DLQ topic.
+//!
+//! # Delivery semantics
+//!
+//! **At-least-once** ([`run_at_least_once`], the default): a source offset is
+//! stored for commit only after the output or DLQ write of that record *and
+//! of every earlier record of its partition* is acknowledged by the broker
+//! (the highest contiguous acknowledged offset; `enable.auto.offset.store` is
+//! off). A crash replays what was not committed, so records may be written
+//! twice, never lost. A delivery that times out counts as not delivered and
+//! is sent again; an output that cannot be delivered at all (too large, no
+//! such topic, not authorized) goes to the DLQ; a DLQ write that fails is
+//! retried until it succeeds — the partition's lag grows, nothing is skipped.
+//!
+//! Dead letters are written through the [`KafkaStore`] (so they get its
+//! deduplication, ledger entries for parked records and claim-check blobs),
+//! in batches; their source offsets wait for the batch's commit like outputs
+//! wait for their acknowledgement.
+//!
+//! **Exactly-once** ([`run_exactly_once`]): each batch's outputs, dead letters
+//! (with their ledger entries) and source offsets are committed in one Kafka
+//! transaction — the store's — so `read_committed` readers see every record
+//! exactly once. When a commit fails the store aborts it (or, for a fatal or
+//! fenced producer, or a commit whose outcome is unknown since librdkafka
+//! lacks KIP-890, drops the producer and creates a new one), and the consumer
+//! rewinds to the batch start and processes it again.
+//!
+//! # Ordering and retries
+//!
+//! Order is kept per partition: while a record of a partition waits for a
+//! retry, later records of that partition wait behind it (the partition is
+//! paused once its backlog is large), and every other partition goes on, so
+//! one slow record never stalls the pipeline. In exactly-once mode retries
+//! run inside the batch.
+
+use crate::KafkaStore;
+use crate::client::Outgoing;
+use dlq_core::envelope::{DeadLetter, Header, Source};
+use dlq_core::process::Handler;
+use dlq_core::retry::{Decision, RetryPolicy, RetryState};
+use dlq_core::store::{Batch, DlqStore as _, Entry};
+use dlq_core::{Failure, Status};
+use rdkafka::ClientConfig;
+use rdkafka::Message as _;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Headers as _, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// How a processor runs.
+#[derive(Debug, Clone)]
+pub struct ProcessorConfig {
+    /// The topic to consume.
+    pub source_topic: String,
+    /// The consumer group.
+    pub group_id: String,
+    /// Where handled records go.
+    pub output_topic: String,
+    /// Where failed records go (`dlq.<source>` by default).
+    pub dlq_topic: String,
+    /// How failures are retried.
+    pub retry: RetryPolicy,
+    /// A record replayed more often than this and failing again is parked.
+    pub max_replays: u32,
+    /// Exactly-once: records per transaction.
+    pub batch_size: usize,
+    /// Exactly-once: longest wait to fill a batch.
+    pub batch_timeout: Duration,
+    /// Exactly-once: the transactional id (stable per processor instance).
+    pub transactional_id: String,
+    /// Stop after this long without a record (for batch jobs and tests).
+    /// Before the first record, the wait is at least 30 s, so that joining
+    /// the group (which waits out a crashed member's session) is not idleness.
+    pub stop_when_idle: Option<Duration>,
+    /// Most records waiting behind a retry per partition before the
+    /// partition is paused.
+    pub max_backlog: usize,
+    /// At-least-once: dead letters per store commit.
+    pub dlq_batch: usize,
+    /// At-least-once: longest a dead letter waits for its batch's commit.
+    pub dlq_linger: Duration,
+}
+
+impl ProcessorConfig {
+    /// A config with defaults for the given topics and group.
+    pub fn new(source_topic: &str, group_id: &str, output_topic: &str) -> Self {
+        ProcessorConfig {
+            source_topic: source_topic.to_owned(),
+            group_id: group_id.to_owned(),
+            output_topic: output_topic.to_owned(),
+            dlq_topic: format!("dlq.{source_topic}"),
+            retry: RetryPolicy::default(),
+            max_replays: 3,
+            batch_size: 1000,
+            batch_timeout: Duration::from_millis(100),
+            transactional_id: format!("dlq-processor-{group_id}-{source_topic}"),
+            stop_when_idle: None,
+            max_backlog: 10_000,
+            dlq_batch: 500,
+            dlq_linger: Duration::from_millis(100),
+        }
+    }
+}
+
+/// What a processor run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct ProcessorStats {
+    /// Records consumed (a record consumed again after an abort counts again).
+    pub consumed: u64,
+    /// Records written to the output topic.
+    pub delivered: u64,
+    /// Records written to the DLQ.
+    pub dead_lettered: u64,
+    /// Of those, parked (failed replays past the limit).
+    pub parked: u64,
+    /// Retry attempts of the handler.
+    pub retries: u64,
+    /// Records that succeeded on a retry.
+    pub recovered_by_retry: u64,
+    /// Deliveries that failed and were sent again.
+    pub redeliveries: u64,
+    /// Exactly-once: transactions committed.
+    pub transactions: u64,
+    /// Exactly-once: transactions aborted (and their batch reprocessed).
+    pub aborts: u64,
+    /// Dead letters per error class.
+    pub by_error_class: BTreeMap<String, u64>,
+}
+
+/// A processor failed; it can be restarted (nothing committed is lost).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProcessorError {
+    /// A Kafka client call failed.
+    #[error("kafka {operation}: {source}")]
+    Kafka {
+        /// What was being done.
+        operation: &'static str,
+        /// The error.
+        source: KafkaError,
+    },
+    /// The DLQ store failed in a way a retry cannot fix.
+    #[error("DLQ store: {0}")]
+    Store(#[from] dlq_core::store::StoreError),
+    /// The setup is wrong (e.g. the output topic does not exist).
+    #[error("{0}")]
+    Config(String),
+}
+
+fn kafka(operation: &'static str) -> impl FnOnce(KafkaError) -> ProcessorError {
+    move |source| ProcessorError::Kafka { operation, source }
+}
+
+/// Headers the replayer sets on a replayed record, so that a record failing
+/// again returns to its DLQ with its lineage.
+pub const REPLAY_OF_HEADER: &str = "dlq.replay_of";
+/// The replay count of a replayed record (see [`REPLAY_OF_HEADER`]).
+pub const REPLAYS_HEADER: &str = "dlq.replays";
+/// When a replayed record first failed (see [`REPLAY_OF_HEADER`]).
+pub const FIRST_FAILED_AT_HEADER: &str = "dlq.first_failed_at";
+
+/// A record to produce.
+#[derive(Debug, Clone)]
+struct OwnedRecord {
+    topic: String,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    headers: Vec<Header>,
+}
+
+/// A consumed record, detached from the consumer.
+#[derive(Debug, Clone)]
+struct Record {
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    headers: Vec<Header>,
+    timestamp: Option<i64>,
+}
+
+impl Record {
+    fn from_message(m: &BorrowedMessage<'_>) -> Record {
+        let headers = m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| Header {
+                        name: h.key.to_owned(),
+                        value: h.value.map(<[u8]>::to_vec),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Record {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            headers,
+            timestamp: m.timestamp().to_millis(),
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .rev()
+            .find(|h| h.name == name)
+            .and_then(|h| h.value.as_deref())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+/// Builds the dead letter for a record that failed for good; a replayed
+/// record (with lineage headers) becomes its next generation.
+fn dead_letter(
+    cfg: &ProcessorConfig,
+    rec: &Record,
+    failure: &Failure,
+    attempts: u32,
+) -> (DeadLetter, Status) {
+    let mut letter = DeadLetter::new(
+        format!(
+            "kafka:{}:{}:{}",
+            cfg.source_topic, rec.partition, rec.offset
+        ),
+        rec.payload.clone(),
+        failure,
+    );
+    letter.attempts = attempts;
+    letter.key = rec.key.clone();
+    // Lineage headers are ours, not the record's: keep them out of the copy.
+    letter.headers = rec
+        .headers
+        .iter()
+        .filter(|h| !h.name.starts_with("dlq."))
+        .cloned()
+        .collect();
+    letter.source = Source {
+        system: "kafka".into(),
+        topic: Some(cfg.source_topic.clone()),
+        partition: Some(rec.partition),
+        offset: Some(rec.offset),
+        timestamp: rec
+            .timestamp
+            .and_then(chrono::DateTime::from_timestamp_millis),
+    };
+    let mut status = Status::Pending;
+    if let Some(previous) = rec.header(REPLAY_OF_HEADER) {
+        let replays = rec
+            .header(REPLAYS_HEADER)
+            .and_then(|r| r.parse::<u32>().ok())
+            .unwrap_or(0)
+            + 1;
+        let root = previous.split("~r").next().unwrap_or(&previous).to_owned();
+        letter.id = format!("{root}~r{replays}");
+        letter.replays = replays;
+        letter.replay_of = Some(previous);
+        if let Some(t) = rec
+            .header(FIRST_FAILED_AT_HEADER)
+            .and_then(|t| dlq_core::envelope::parse_timestamp(&t))
+        {
+            letter.first_failed_at = t;
+        }
+        if replays > cfg.max_replays {
+            status = Status::Parked;
+        }
+    }
+    (letter, status)
+}
+
+/// A per-record seed for the retry jitter (reproducible, spread out).
+fn jitter_seed(rec: &Record) -> u64 {
+    (rec.offset as u64) ^ (u64::from(rec.partition as u32) << 48)
+}
+
+/// Classifies a failed produce of an output record.
+fn produce_failure(err: &KafkaError, topic: &str) -> Failure {
+    let code = err.rdkafka_error_code();
+    let (class, retryable) = match code {
+        Some(RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::RequestTimedOut) => {
+            ("produce.timeout", true)
+        }
+        Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize) => {
+            ("produce.record_too_large", false)
+        }
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
+            ("produce.unknown_topic", false)
+        }
+        Some(
+            RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::SaslAuthenticationFailed,
+        ) => ("produce.authorization", false),
+        _ => ("produce.error", true),
+    };
+    let mut f = Failure::permanent("produce", class, format!("producing to {topic}: {err}"));
+    f.retryable = retryable;
+    f
+}
+
+fn owned_headers(headers: &[Header]) -> Option<OwnedHeaders> {
+    if headers.is_empty() {
+        return None;
+    }
+    let mut out = OwnedHeaders::new_with_capacity(headers.len());
+    for h in headers {
+        out = out.insert(rdkafka::message::Header {
+            key: &h.name,
+            value: h.value.as_deref(),
+        });
+    }
+    Some(out)
+}
+
+/// Deliveries reported by librdkafka, picked up by the processor loop.
+#[derive(Default)]
+struct AckContext {
+    acks: Mutex<Vec<(usize, Result<(), KafkaError>)>>,
+}
+
+impl ClientContext for AckContext {}
+
+impl ProducerContext for AckContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, token: usize) {
+        let r = match result {
+            Ok(_) => Ok(()),
+            Err((e, _)) => Err(e.clone()),
+        };
+        if let Ok(mut acks) = self.acks.lock() {
+            acks.push((token, r));
+        }
+    }
+}
+
+/// Partitions revoked by a rebalance, picked up by the processor loop.
+#[derive(Default)]
+struct GroupContext {
+    revoked: Mutex<Vec<i32>>,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance
+            && let Ok(mut revoked) = self.revoked.lock()
+        {
+            revoked.extend(tpl.elements().iter().map(|e| e.partition()));
+        }
+    }
+}
+
+fn consumer(
+    base: &ClientConfig,
+    cfg: &ProcessorConfig,
+    exactly_once: bool,
+) -> Result<BaseConsumer<GroupContext>, ProcessorError> {
+    let mut c = base.clone();
+    c.set("group.id", &cfg.group_id)
+        .set("enable.partition.eof", "false")
+        .set_if_unset("auto.offset.reset", "earliest")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed");
+    if exactly_once {
+        c.set("enable.auto.commit", "false");
+    } else {
+        c.set("enable.auto.commit", "true")
+            .set_if_unset("auto.commit.interval.ms", "1000");
+    }
+    let consumer: BaseConsumer<GroupContext> = c
+        .create_with_context(GroupContext::default())
+        .map_err(kafka("creating the consumer"))?;
+    consumer
+        .subscribe(&[cfg.source_topic.as_str()])
+        .map_err(kafka("subscribing"))?;
+    Ok(consumer)
+}
+
+trait SetIfUnset {
+    fn set_if_unset(&mut self, key: &str, value: &str) -> &mut Self;
+}
+
+impl SetIfUnset for ClientConfig {
+    fn set_if_unset(&mut self, key: &str, value: &str) -> &mut Self {
+        if self.get(key).is_none() {
+            self.set(key, value);
+        }
+        self
+    }
+}
+
+/// A write of one source record in flight.
+struct InFlight {
+    partition: i32,
+    offset: i64,
+    record: OwnedRecord,
+    /// The consumed record, to dead-letter it if its output cannot be delivered.
+    source: Record,
+    sends: u32,
+}
+
+#[derive(Default)]
+struct PartitionState {
+    /// Offsets consumed and not done, with how many of their writes are in
+    /// flight (0 while the record waits for a retry).
+    outstanding: BTreeMap<i64, u32>,
+    /// The next offset after the highest consumed one.
+    next: i64,
+    /// The last next-offset stored for commit.
+    stored: Option<i64>,
+    /// A record waiting for a retry, and when.
+    retrying: Option<(Record, RetryState, Instant)>,
+    /// Records behind it, in order.
+    backlog: VecDeque<Record>,
+    paused: bool,
+}
+
+impl PartitionState {
+    fn commit_point(&self) -> i64 {
+        self.outstanding
+            .first_key_value()
+            .map_or(self.next, |(&o, _)| o)
+    }
+}
+
+/// Dead letters waiting for their store commit, with their source offsets.
+#[derive(Default)]
+struct DlqBatch {
+    entries: Vec<Entry>,
+    offsets: Vec<(i32, i64)>,
+    since: Option<Instant>,
+    /// After a failed commit: not before this.
+    retry_at: Option<Instant>,
+    failures: u32,
+}
+
+struct AtLeastOnce<'a, H> {
+    cfg: &'a ProcessorConfig,
+    handler: &'a mut H,
+    store: &'a mut KafkaStore,
+    consumer: BaseConsumer<GroupContext>,
+    producer: BaseProducer<AckContext>,
+    partitions: HashMap<i32, PartitionState>,
+    in_flight: HashMap<usize, InFlight>,
+    resend: VecDeque<(Instant, usize)>,
+    dlq: DlqBatch,
+    next_token: usize,
+    stats: ProcessorStats,
+}
+
+fn check_topics(store: &mut KafkaStore, cfg: &ProcessorConfig) -> Result<(), ProcessorError> {
+    for topic in [&cfg.source_topic, &cfg.output_topic] {
+        if store.topic_partitions(topic)?.is_none() {
+            return Err(ProcessorError::Config(format!(
+                "topic {topic} does not exist; create it first"
+            )));
+        }
+    }
+    store.ensure_dlq_topic(&cfg.dlq_topic, &cfg.source_topic)?;
+    Ok(())
+}
+
+/// Runs the processor at least once until `stop` is set (or it is idle for
+/// `stop_when_idle`), then delivers what is in flight and commits.
+pub fn run_at_least_once<H: Handler>(
+    store: &mut KafkaStore,
+    cfg: &ProcessorConfig,
+    handler: &mut H,
+    stop: &AtomicBool,
+) -> Result<ProcessorStats, ProcessorError> {
+    check_topics(store, cfg)?;
+    let base = crate::client::base_config(store.config());
+    let mut producer_config = base.clone();
+    producer_config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set_if_unset("linger.ms", "5");
+    let producer: BaseProducer<AckContext> = producer_config
+        .create_with_context(AckContext::default())
+        .map_err(kafka("creating the producer"))?;
+    let consumer = consumer(&base, cfg, false)?;
+    let mut p = AtLeastOnce {
+        cfg,
+        handler,
+        store,
+        consumer,
+        producer,
+        partitions: HashMap::new(),
+        in_flight: HashMap::new(),
+        resend: VecDeque::new(),
+        dlq: DlqBatch::default(),
+        next_token: 0,
+        stats: ProcessorStats::default(),
+    };
+    p.run(stop)?;
+    Ok(p.stats)
+}
+
+impl<H: Handler> AtLeastOnce<'_, H> {
+    fn run(&mut self, stop: &AtomicBool) -> Result<(), ProcessorError> {
+        let idle = Idle::new(self.cfg.stop_when_idle);
+        let mut last_record: Option<Instant> = None;
+        while !stop.load(Ordering::Relaxed) {
+            self.producer.poll(Duration::ZERO);
+            self.drain_acks();
+            self.run_due_retries();
+            self.send_due();
+            self.flush_dlq(false);
+            self.store_offsets();
+            self.forget_revoked();
+            match self.consumer.poll(self.poll_wait()) {
+                Some(Ok(m)) => {
+                    last_record = Some(Instant::now());
+                    let rec = Record::from_message(&m);
+                    drop(m);
+                    self.accept(rec);
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+                None => {
+                    let busy = !self.in_flight.is_empty()
+                        || !self.dlq.entries.is_empty()
+                        || self.partitions.values().any(|p| p.retrying.is_some());
+                    if !busy && idle.reached(last_record) {
+                        break;
+                    }
+                }
+            }
+        }
+        self.shutdown()
+    }
+
+    fn poll_wait(&self) -> Duration {
+        let mut wait = Duration::from_millis(50);
+        let now = Instant::now();
+        for p in self.partitions.values() {
+            if let Some((_, _, due)) = &p.retrying {
+                wait = wait.min(due.saturating_duration_since(now));
+            }
+        }
+        if !self.in_flight.is_empty() || !self.dlq.entries.is_empty() {
+            wait = wait.min(Duration::from_millis(5));
+        }
+        wait
+    }
+
+    fn accept(&mut self, rec: Record) {
+        self.stats.consumed += 1;
+        let st = self.partitions.entry(rec.partition).or_default();
+        if st.stored.is_none() {
+            st.stored = Some(rec.offset);
+        }
+        st.outstanding.insert(rec.offset, 0);
+        st.next = st.next.max(rec.offset + 1);
+        if st.retrying.is_some() || !st.backlog.is_empty() {
+            let partition = rec.partition;
+            st.backlog.push_back(rec);
+            if st.backlog.len() >= self.cfg.max_backlog && !st.paused {
+                st.paused = true;
+                self.pause(partition, true);
+            }
+            return;
+        }
+        let state = self.cfg.retry.start(jitter_seed(&rec));
+        self.attempt(rec, state);
+    }
+
+    fn pause(&self, partition: i32, pause: bool) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.cfg.source_topic, partition);
+        let r = if pause {
+            self.consumer.pause(&tpl)
+        } else {
+            self.consumer.resume(&tpl)
+        };
+        if let Err(e) = r {
+            tracing::warn!(partition, error = %e, "pausing or resuming a partition failed");
+        }
+    }
+
+    /// Runs the handler once: on success sends the output, on a retryable
+    /// failure holds the partition behind a timer, else dead-letters.
+    fn attempt(&mut self, rec: Record, mut state: RetryState) {
+        let retried = state.attempts() > 0;
+        match self.handler.handle(&rec.payload, state.attempts() + 1) {
+            Ok(out) => {
+                if retried {
+                    self.stats.recovered_by_retry += 1;
+                }
+                let record = OwnedRecord {
+                    topic: self.cfg.output_topic.clone(),
+                    key: rec.key.clone(),
+                    payload: Some(out),
+                    headers: passed_headers(&rec),
+                };
+                self.send(record, rec);
+            }
+            Err(failure) => match state.on_failure(failure.retryable) {
+                Decision::RetryAfter(delay) => {
+                    let st = self.partitions.entry(rec.partition).or_default();
+                    st.retrying = Some((rec, state, Instant::now() + delay));
+                }
+                Decision::GiveUp(_) => {
+                    let attempts = state.attempts();
+                    self.dead_letter(&rec, &failure, attempts);
+                }
+            },
+        }
+    }
+
+    fn dead_letter(&mut self, rec: &Record, failure: &Failure, attempts: u32) {
+        let (letter, status) = dead_letter(self.cfg, rec, failure, attempts);
+        *self
+            .stats
+            .by_error_class
+            .entry(failure.error_class.clone())
+            .or_default() += 1;
+        self.stats.dead_lettered += 1;
+        if status == Status::Parked {
+            self.stats.parked += 1;
+        }
+        if let Some(st) = self.partitions.get_mut(&rec.partition) {
+            *st.outstanding.entry(rec.offset).or_default() += 1;
+        }
+        self.dlq.since.get_or_insert_with(Instant::now);
+        self.dlq.entries.push(Entry {
+            dlq: self.cfg.dlq_topic.clone(),
+            letter,
+            status,
+        });
+        self.dlq.offsets.push((rec.partition, rec.offset));
+    }
+
+    /// Commits the pending dead letters when the batch is full or old
+    /// enough (or always, with `force`). A failed commit is retried with
+    /// backoff: the records' offsets wait, nothing is skipped.
+    fn flush_dlq(&mut self, force: bool) {
+        let Some(since) = self.dlq.since else {
+            return;
+        };
+        let now = Instant::now();
+        if self.dlq.retry_at.is_some_and(|t| t > now) {
+            return;
+        }
+        let due = force
+            || self.dlq.entries.len() >= self.cfg.dlq_batch
+            || now.duration_since(since) >= self.cfg.dlq_linger;
+        if !due {
+            return;
+        }
+        match self.store.append(&self.dlq.entries) {
+            Ok(_) => {
+                let offsets = std::mem::take(&mut self.dlq.offsets);
+                self.dlq = DlqBatch::default();
+                for (p, o) in offsets {
+                    self.ack(p, o);
+                }
+            }
+            Err(e) => {
+                self.dlq.failures += 1;
+                let backoff = Duration::from_millis(100 * u64::from(self.dlq.failures.min(50)));
+                tracing::warn!(error = %e, retry_in = ?backoff, "writing dead letters failed; retrying (the partitions wait)");
+                self.dlq.retry_at = Some(now + backoff);
+            }
+        }
+    }
+
+    fn send(&mut self, record: OwnedRecord, source: Record) {
+        let token = self.next_token;
+        self.next_token += 1;
+        if let Some(st) = self.partitions.get_mut(&source.partition) {
+            *st.outstanding.entry(source.offset).or_default() += 1;
+        }
+        self.in_flight.insert(
+            token,
+            InFlight {
+                partition: source.partition,
+                offset: source.offset,
+                record,
+                source,
+                sends: 0,
+            },
+        );
+        self.resend.push_back((Instant::now(), token));
+        self.send_due();
+    }
+
+    /// Sends what is due; when the local queue is full, the rest waits for
+    /// the next round.
+    fn send_due(&mut self) {
+        let now = Instant::now();
+        let mut later = VecDeque::new();
+        while let Some((due, token)) = self.resend.pop_front() {
+            if due > now {
+                later.push_back((due, token));
+                continue;
+            }
+            let Some(f) = self.in_flight.get_mut(&token) else {
+                continue;
+            };
+            let r = &f.record;
+            let mut br: BaseRecord<'_, [u8], [u8], usize> =
+                BaseRecord::with_opaque_to(&r.topic, token);
+            if let Some(k) = &r.key {
+                br = br.key(k.as_slice());
+            }
+            if let Some(v) = &r.payload {
+                br = br.payload(v.as_slice());
+            }
+            if let Some(h) = owned_headers(&r.headers) {
+                br = br.headers(h);
+            }
+            match self.producer.send(br) {
+                Ok(()) => f.sends += 1,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    later.push_back((now + Duration::from_millis(2), token));
+                    later.extend(self.resend.drain(..));
+                    self.producer.poll(Duration::from_millis(1));
+                    break;
+                }
+                Err((e, _)) => {
+                    // Refused at once (too large, ...): same path as a
+                    // failed delivery.
+                    if let Ok(mut acks) = self.producer.context().acks.lock() {
+                        acks.push((token, Err(e)));
+                    }
+                }
+            }
+        }
+        later.extend(self.resend.drain(..));
+        self.resend = later;
+    }
+
+    fn drain_acks(&mut self) {
+        let acks = match self.producer.context().acks.lock() {
+            Ok(mut a) => std::mem::take(&mut *a),
+            Err(_) => return,
+        };
+        for (token, result) in acks {
+            let Some(f) = self.in_flight.remove(&token) else {
+                continue;
+            };
+            match result {
+                Ok(()) => {
+                    self.stats.delivered += 1;
+                    self.ack(f.partition, f.offset);
+                }
+                Err(e) => self.delivery_failed(token, f, &e),
+            }
+        }
+    }
+
+    fn delivery_failed(&mut self, token: usize, f: InFlight, e: &KafkaError) {
+        self.stats.redeliveries += 1;
+        let failure = produce_failure(e, &f.record.topic);
+        if !failure.retryable || f.sends >= self.cfg.retry.max_attempts.max(1) {
+            // An output that cannot be delivered goes to the DLQ.
+            tracing::warn!(topic = %f.record.topic, error = %e, "output undeliverable; dead-lettering it");
+            self.dead_letter(&f.source, &failure, f.sends);
+            self.ack(f.partition, f.offset);
+        } else {
+            let backoff = Duration::from_millis(100 * u64::from(f.sends.min(50)));
+            self.in_flight.insert(token, f);
+            self.resend.push_back((Instant::now() + backoff, token));
+        }
+    }
+
+    /// One write of `offset` is done; the offset is done when none is left.
+    fn ack(&mut self, partition: i32, offset: i64) {
+        if let Some(st) = self.partitions.get_mut(&partition)
+            && let Some(n) = st.outstanding.get_mut(&offset)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                st.outstanding.remove(&offset);
+            }
+        }
+    }
+
+    /// Stores, for commit, each partition's highest contiguous done offset.
+    fn store_offsets(&mut self) {
+        let mut tpl = TopicPartitionList::new();
+        let mut moved = Vec::new();
+        for (&p, st) in &self.partitions {
+            let point = st.commit_point();
+            if st.stored.is_some_and(|s| point > s)
+                && tpl
+                    .add_partition_offset(&self.cfg.source_topic, p, Offset::Offset(point))
+                    .is_ok()
+            {
+                moved.push((p, point));
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        match self.consumer.store_offsets(&tpl) {
+            Ok(()) => {
+                for (p, point) in moved {
+                    if let Some(st) = self.partitions.get_mut(&p) {
+                        st.stored = Some(point);
+                    }
+                }
+            }
+            // A partition revoked meanwhile: its new owner reads it again.
+            Err(e) => tracing::debug!(error = %e, "storing offsets"),
+        }
+    }
+
+    fn run_due_retries(&mut self) {
+        let now = Instant::now();
+        let due: Vec<i32> = self
+            .partitions
+            .iter()
+            .filter(|(_, st)| st.retrying.as_ref().is_some_and(|r| r.2 <= now))
+            .map(|(&p, _)| p)
+            .collect();
+        for p in due {
+            let Some((rec, state, _)) = self.partitions.get_mut(&p).and_then(|s| s.retrying.take())
+            else {
+                continue;
+            };
+            self.stats.retries += 1;
+            self.attempt(rec, state);
+            // Work off the backlog until a record needs a retry again.
+            while let Some(st) = self.partitions.get_mut(&p) {
+                if st.retrying.is_some() {
+                    break;
+                }
+                let Some(next) = st.backlog.pop_front() else {
+                    if st.paused {
+                        st.paused = false;
+                        self.pause(p, false);
+                    }
+                    break;
+                };
+                let state = self.cfg.retry.start(jitter_seed(&next));
+                self.attempt(next, state);
+            }
+        }
+    }
+
+    fn forget_revoked(&mut self) {
+        let revoked = match self.consumer.context().revoked.lock() {
+            Ok(mut r) => std::mem::take(&mut *r),
+            Err(_) => return,
+        };
+        for p in revoked {
+            // Uncommitted work of a revoked partition is redone by its new
+            // owner (at-least-once). Dead letters already batched are still
+            // written (a duplicate at worst, which the store deduplicates).
+            self.partitions.remove(&p);
+            self.in_flight.retain(|_, f| f.partition != p);
+        }
+    }
+
+    fn shutdown(&mut self) -> Result<(), ProcessorError> {
+        // Deliver what is in flight (bounded), write the dead letters,
+        // store the offsets, then commit them.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while (!self.in_flight.is_empty() || !self.dlq.entries.is_empty())
+            && Instant::now() < deadline
+        {
+            self.send_due();
+            self.producer.poll(Duration::from_millis(10));
+            self.drain_acks();
+            self.flush_dlq(true);
+        }
+        self.store_offsets();
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+            Err(e) => Err(kafka("committing offsets")(e)),
+        }
+    }
+}
+
+/// When a processor with `stop_when_idle` stops.
+struct Idle {
+    after: Option<Duration>,
+    started: Instant,
+}
+
+impl Idle {
+    fn new(after: Option<Duration>) -> Self {
+        Idle {
+            after,
+            started: Instant::now(),
+        }
+    }
+
+    fn reached(&self, last_record: Option<Instant>) -> bool {
+        let Some(after) = self.after else {
+            return false;
+        };
+        match last_record {
+            Some(t) => t.elapsed() >= after,
+            None => self.started.elapsed() >= after.max(Duration::from_secs(30)),
+        }
+    }
+}
+
+fn passed_headers(rec: &Record) -> Vec<Header> {
+    // dlq's own lineage headers describe the replay, not the record.
+    rec.headers
+        .iter()
+        .filter(|h| !h.name.starts_with("dlq."))
+        .cloned()
+        .collect()
+}
+
+/// Runs the processor exactly once until `stop` is set (or idle).
+///
+/// The store must be transactional (the default) and have a stable
+/// `transactional_id` per processor instance, so that a restarted instance
+/// fences its crashed predecessor and aborts its open transaction at once.
+pub fn run_exactly_once<H: Handler>(
+    store: &mut KafkaStore,
+    cfg: &ProcessorConfig,
+    handler: &mut H,
+    stop: &AtomicBool,
+) -> Result<ProcessorStats, ProcessorError> {
+    if !store.config().transactions {
+        return Err(ProcessorError::Config(
+            "exactly-once processing needs a transactional store (transactions=true)".into(),
+        ));
+    }
+    check_topics(store, cfg)?;
+    let output_partitions = store
+        .topic_partitions(&cfg.output_topic)?
+        .unwrap_or(1)
+        .max(1);
+    let base = crate::client::base_config(store.config());
+    let consumer = consumer(&base, cfg, true)?;
+    let mut stats = ProcessorStats::default();
+    let idle = Idle::new(cfg.stop_when_idle);
+    let mut last_record: Option<Instant> = None;
+    let mut failures = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        let mut batch: Vec<Record> = Vec::new();
+        let deadline = Instant::now() + cfg.batch_timeout;
+        while batch.len() < cfg.batch_size {
+            let wait = if batch.is_empty() {
+                Duration::from_millis(100)
+            } else {
+                deadline.saturating_duration_since(Instant::now())
+            };
+            match consumer.poll(wait) {
+                Some(Ok(m)) => batch.push(Record::from_message(&m)),
+                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+                None => break,
+            }
+            if Instant::now() >= deadline && !batch.is_empty() {
+                break;
+            }
+        }
+        if batch.is_empty() {
+            if idle.reached(last_record) {
+                break;
+            }
+            continue;
+        }
+        last_record = Some(Instant::now());
+        stats.consumed += batch.len() as u64;
+        let mut starts: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut next = TopicPartitionList::new();
+        let mut next_by: BTreeMap<i32, i64> = BTreeMap::new();
+        for r in &batch {
+            starts.entry(r.partition).or_insert(r.offset);
+            next_by.insert(r.partition, r.offset + 1);
+        }
+        for (&p, &o) in &next_by {
+            next.add_partition_offset(&cfg.source_topic, p, Offset::Offset(o))
+                .map_err(kafka("building offsets"))?;
+        }
+        let (outputs, entries, batch_stats) = handle_batch(cfg, handler, &batch, output_partitions);
+        let committed = match consumer.group_metadata() {
+            Some(meta) => store
+                .commit_with(
+                    Batch {
+                        append: &entries,
+                        ..Batch::default()
+                    },
+                    outputs,
+                    Some((&next, &meta)),
+                )
+                .map_err(ProcessorError::from),
+            None => Err(ProcessorError::Config(
+                "the consumer has no group metadata".into(),
+            )),
+        };
+        match committed {
+            Ok(_) => {
+                failures = 0;
+                stats.transactions += 1;
+                merge(&mut stats, batch_stats);
+            }
+            Err(e) => {
+                // The store aborted the transaction (or replaced a fatal
+                // producer); redo the batch from its start.
+                failures += 1;
+                stats.aborts += 1;
+                tracing::warn!(error = %e, "transaction failed; processing the batch again");
+                rewind(&consumer, cfg, &starts);
+                std::thread::sleep(Duration::from_millis(100 * u64::from(failures.min(50))));
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// Handles a batch for a transaction: outputs, dead letters, and stats.
+fn handle_batch<H: Handler>(
+    cfg: &ProcessorConfig,
+    handler: &mut H,
+    batch: &[Record],
+    output_partitions: i32,
+) -> (Vec<Outgoing>, Vec<Entry>, ProcessorStats) {
+    let mut stats = ProcessorStats::default();
+    let mut outputs = Vec::new();
+    let mut entries = Vec::new();
+    let now = chrono::Utc::now().timestamp_millis();
+    for rec in batch {
+        let mut state = cfg.retry.start(jitter_seed(rec));
+        let result = loop {
+            match handler.handle(&rec.payload, state.attempts() + 1) {
+                Ok(out) => {
+                    if state.attempts() > 0 {
+                        stats.recovered_by_retry += 1;
+                    }
+                    break Ok(out);
+                }
+                Err(f) => match state.on_failure(f.retryable) {
+                    Decision::RetryAfter(d) => {
+                        stats.retries += 1;
+                        std::thread::sleep(d);
+                    }
+                    Decision::GiveUp(_) => break Err(f),
+                },
+            }
+        };
+        match result {
+            Ok(out) => {
+                outputs.push(Outgoing {
+                    topic: cfg.output_topic.clone(),
+                    // The source partition's records stay together, in order.
+                    partition: rec.partition % output_partitions,
+                    key: rec.key.clone(),
+                    value: Some(out),
+                    headers: passed_headers(rec),
+                    timestamp_ms: rec.timestamp.unwrap_or(now),
+                });
+                stats.delivered += 1;
+            }
+            Err(failure) => {
+                let (letter, status) = dead_letter(cfg, rec, &failure, state.attempts());
+                stats.dead_lettered += 1;
+                if status == Status::Parked {
+                    stats.parked += 1;
+                }
+                *stats
+                    .by_error_class
+                    .entry(failure.error_class.clone())
+                    .or_default() += 1;
+                entries.push(Entry {
+                    dlq: cfg.dlq_topic.clone(),
+                    letter,
+                    status,
+                });
+            }
+        }
+    }
+    (outputs, entries, stats)
+}
+
+fn merge(total: &mut ProcessorStats, b: ProcessorStats) {
+    total.delivered += b.delivered;
+    total.dead_lettered += b.dead_lettered;
+    total.parked += b.parked;
+    total.retries += b.retries;
+    total.recovered_by_retry += b.recovered_by_retry;
+    for (k, v) in b.by_error_class {
+        *total.by_error_class.entry(k).or_default() += v;
+    }
+}
+
+fn rewind(
+    consumer: &BaseConsumer<GroupContext>,
+    cfg: &ProcessorConfig,
+    starts: &BTreeMap<i32, i64>,
+) {
+    for (&p, &offset) in starts {
+        if let Err(e) = consumer.seek(
+            &cfg.source_topic,
+            p,
+            Offset::Offset(offset),
+            Duration::from_secs(10),
+        ) {
+            // Revoked meanwhile: its new owner starts from the committed
+            // offset, which this batch never moved.
+            tracing::warn!(partition = p, error = %e, "rewinding after a failed transaction");
+        }
+    }
+}
