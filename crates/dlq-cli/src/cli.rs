@@ -54,8 +54,14 @@ pub enum Command {
     Demo(DemoArgs),
     /// Write realistic MarketLag NDJSON with a seeded mix of failures.
     Generate(GenerateArgs),
-    /// Validate records from a file or stdin, with retries; dead-letter failures.
+    /// Validate records from a file, stdin or a Kafka topic, with retries;
+    /// dead-letter failures.
     Process(ProcessArgs),
+    /// Guarded produce of NDJSON records to a Kafka topic: retries, then the
+    /// DLQ, then a local spool if the DLQ is unreachable too.
+    Produce(ProduceArgs),
+    /// The local spool of the guarded producer.
+    Spool(SpoolArgs),
     /// Size of each DLQ: pending, total, oldest pending age.
     Stats(StatsArgs),
     /// List dead letters, whole.
@@ -168,11 +174,31 @@ pub struct ProcessArgs {
     #[arg(long, value_enum)]
     pub pipeline: PipelineArg,
     /// NDJSON input file, or - for stdin (not resumable).
+    #[arg(long, required_unless_present = "source", conflicts_with = "source")]
+    pub input: Option<String>,
+    /// Where valid records are appended (file input).
+    #[arg(long, required_unless_present = "source")]
+    pub output: Option<PathBuf>,
+    /// Consume a Kafka topic instead of a file: kafka:TOPIC (the cluster is
+    /// the one of --store kafka://...).
     #[arg(long)]
-    pub input: String,
-    /// Where valid records are appended.
-    #[arg(long)]
-    pub output: PathBuf,
+    pub source: Option<String>,
+    /// Consumer group (Kafka source).
+    #[arg(long, requires = "source")]
+    pub group: Option<String>,
+    /// Where valid records go (Kafka source).
+    #[arg(long, requires = "source")]
+    pub output_topic: Option<String>,
+    /// Outputs, dead letters and source offsets in one transaction per batch
+    /// (Kafka source).
+    #[arg(long, requires = "source")]
+    pub exactly_once: bool,
+    /// Stop after this many seconds without a record (Kafka source; default: run until Ctrl-C).
+    #[arg(long, requires = "source")]
+    pub stop_when_idle: Option<f64>,
+    /// Name of this instance, for a stable transactional id (exactly-once).
+    #[arg(long, default_value = "0", requires = "source")]
+    pub instance: String,
     /// DLQ name (default: dlq.<topic>).
     #[arg(long)]
     pub dlq: Option<String>,
@@ -186,6 +212,53 @@ pub struct ProcessArgs {
     pub retry: RetryArgs,
     #[command(flatten)]
     pub simulate: SimulateArgs,
+}
+
+/// `dlq produce`.
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// The primary topic.
+    #[arg(long)]
+    pub topic: String,
+    /// NDJSON records, one per line, or - for stdin.
+    #[arg(long, default_value = "-")]
+    pub input: String,
+    /// The DLQ topic (default: dlq.<topic>).
+    #[arg(long)]
+    pub dlq: Option<String>,
+    /// Where records go when the DLQ is unreachable too.
+    #[arg(long, env = "DLQ_SPOOL", default_value = "sqlite://dlq-spool.db")]
+    pub spool: String,
+    #[command(flatten)]
+    pub retry: RetryArgs,
+    /// How long one delivery may take before it counts as failed, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    pub delivery_timeout_ms: u64,
+}
+
+/// `dlq spool`.
+#[derive(Debug, Args)]
+pub struct SpoolArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: SpoolAction,
+    /// The spool.
+    #[arg(
+        long,
+        env = "DLQ_SPOOL",
+        default_value = "sqlite://dlq-spool.db",
+        global = true
+    )]
+    pub spool: String,
+}
+
+/// `dlq spool` actions.
+#[derive(Debug, Subcommand)]
+pub enum SpoolAction {
+    /// Send spooled dead letters to their DLQ topics on the --store cluster.
+    Flush,
+    /// How many dead letters wait in the spool.
+    Stats,
 }
 
 /// Statuses to select.
@@ -248,11 +321,16 @@ pub struct ReplayArgs {
     /// The DLQ to replay from.
     #[arg(long)]
     pub dlq: String,
-    /// Where to: file:PATH (append the records) or pipeline:PATH (run each
+    /// Where to: file:PATH (append the records), pipeline:PATH (run each
     /// record through the MarketLag validator of its source topic again;
-    /// valid ones are appended to PATH, others return to the DLQ).
+    /// valid ones are appended to PATH, others return to the DLQ), or, on a
+    /// Kafka store, kafka:TOPIC (default there: each record's original topic).
     #[arg(long)]
-    pub to: String,
+    pub to: Option<String>,
+    /// Kafka store: replay and settle each page in one transaction
+    /// (exactly-once for read_committed readers); default at-least-once.
+    #[arg(long)]
+    pub exactly_once: bool,
     /// With file:PATH, write payloads (default) or whole envelopes with lineage.
     #[arg(long, value_enum, default_value_t = ToFormat::Payload)]
     pub to_format: ToFormat,

@@ -284,7 +284,7 @@ fn jitter_seed(rec: &Record) -> u64 {
 }
 
 /// Classifies a failed produce of an output record.
-fn produce_failure(err: &KafkaError, topic: &str) -> Failure {
+pub(crate) fn produce_failure(err: &KafkaError, topic: &str) -> Failure {
     let code = err.rdkafka_error_code();
     let (class, retryable) = match code {
         Some(RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::RequestTimedOut) => {
@@ -308,7 +308,7 @@ fn produce_failure(err: &KafkaError, topic: &str) -> Failure {
     f
 }
 
-fn owned_headers(headers: &[Header]) -> Option<OwnedHeaders> {
+pub(crate) fn owned_headers(headers: &[Header]) -> Option<OwnedHeaders> {
     if headers.is_empty() {
         return None;
     }

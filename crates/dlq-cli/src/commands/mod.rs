@@ -7,7 +7,9 @@ mod generate;
 mod import;
 mod inspect;
 mod process;
+mod produce;
 mod replay;
+mod spool;
 mod stats;
 
 use crate::Outcome;
@@ -25,6 +27,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Demo(a) => demo::run(cli, a),
         Command::Generate(a) => generate::run(a),
         Command::Process(a) => process::run(cli, a),
+        Command::Produce(a) => produce::run(cli, a),
+        Command::Spool(a) => spool::run(cli, a),
         Command::Stats(a) => stats::run(cli, a),
         Command::Inspect(a) => inspect::run(cli, a),
         Command::Analyze(a) => analyze::run(cli, a),

@@ -77,7 +77,6 @@ pub fn replay(
 
 /// Runs `dlq replay`.
 pub fn run(cli: &Cli, args: &ReplayArgs) -> anyhow::Result<Outcome> {
-    let to = parse_to(&args.to)?;
     let mut options = ReplayOptions::for_dlq(&args.dlq);
     options.selection.filter = args
         .filter
@@ -107,21 +106,52 @@ pub fn run(cli: &Cli, args: &ReplayArgs) -> anyhow::Result<Outcome> {
         ToFormat::Payload => FileFormat::Payload,
         ToFormat::Envelope => FileFormat::Envelope,
     };
-    let mut store = crate::store::open(cli.store_url())?;
-    let report = replay(
-        &mut store,
-        &args.dlq,
-        &to,
-        format,
-        &options,
-        !cli.no_progress,
-    )?;
+    let report = if cli.store_url().starts_with("kafka://") {
+        replay_kafka(cli, args, &options)?
+    } else {
+        let Some(to) = args.to.as_deref() else {
+            anyhow::bail!("--to is required: file:PATH or pipeline:PATH");
+        };
+        let to = parse_to(to)?;
+        let mut store = crate::store::open(cli.store_url())?;
+        replay(
+            &mut store,
+            &args.dlq,
+            &to,
+            format,
+            &options,
+            !cli.no_progress,
+        )?
+    };
     print_report(cli.format, &report)?;
     Ok(if report.selected == 0 {
         Outcome::NothingMatched
     } else {
         Outcome::Ok
     })
+}
+
+/// Replay on a Kafka store, to Kafka topics.
+fn replay_kafka(
+    cli: &Cli,
+    args: &ReplayArgs,
+    options: &ReplayOptions,
+) -> anyhow::Result<ReplayReport> {
+    let to = match args.to.as_deref() {
+        None => None,
+        Some(t) => Some(t.strip_prefix("kafka:").with_context(|| {
+            format!("--to {t:?}: on a Kafka store, replay to kafka:TOPIC (or leave --to out for each record's original topic)")
+        })?),
+    };
+    let mut config = dlq_kafka::KafkaConfig::from_url(cli.store_url())
+        .map_err(|e| anyhow::anyhow!("--store: {}", e.problems.join("; ")))?;
+    config.transactions = args.exactly_once;
+    let mut store = dlq_kafka::KafkaStore::open(config).context("opening the Kafka store")?;
+    let bar = crate::progress::bar(None, "replay", !cli.no_progress);
+    let mut tick = |r: &ReplayReport| bar.set_position(r.selected);
+    let report = dlq_kafka::replay::replay(&mut store, options, to, Some(&mut tick))?;
+    bar.finish_and_clear();
+    Ok(report)
 }
 
 fn print_report(format: Format, r: &ReplayReport) -> anyhow::Result<()> {
