@@ -756,8 +756,75 @@ fn decode_cursor(cursor: &Cursor) -> Result<BTreeMap<(String, i32), i64>> {
 }
 
 impl KafkaStore {
+    /// Creates a topic (not a DLQ) if it is missing, with the store's
+    /// replication factor; returns its partition count.
+    pub fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<i32> {
+        let inner = self.lock();
+        match inner.client.partitions(topic)? {
+            Some(n) => Ok(n),
+            None => {
+                inner
+                    .client
+                    .create_topic(topic, partitions, self.config.replication_factor, &[])
+            }
+        }
+    }
+
+    /// Writes records `(key, value)` to a topic, spread over its partitions
+    /// by a stable hash of the key (or round-robin without one), in one
+    /// transaction when the store is transactional. For tools and demos
+    /// that feed a topic; guarded producing is [`crate::processor`]'s and the
+    /// producer's job.
+    pub fn write_records(
+        &mut self,
+        topic: &str,
+        records: Vec<(Option<Vec<u8>>, Vec<u8>)>,
+    ) -> Result<usize> {
+        let n = self
+            .topic_partitions(topic)?
+            .ok_or_else(|| failure(format!("topic {topic} does not exist"), false))?;
+        let ts = Utc::now().timestamp_millis();
+        let count = records.len();
+        let outputs = records
+            .into_iter()
+            .enumerate()
+            .map(|(i, (key, value))| Outgoing {
+                topic: topic.to_owned(),
+                partition: match &key {
+                    Some(k) => pick(k, n),
+                    None => (i as i32) % n.max(1),
+                },
+                key,
+                value: Some(value),
+                headers: Vec::new(),
+                timestamp_ms: ts,
+            })
+            .collect();
+        self.commit_with(Batch::default(), outputs, None)?;
+        Ok(count)
+    }
+
+    /// Every committed record value of a topic, partition by partition.
+    pub fn read_values(&self, topic: &str) -> Result<Vec<Vec<u8>>> {
+        let inner = self.lock();
+        let n = inner.client.partitions(topic)?.unwrap_or(0);
+        let parts: Vec<(String, i32)> = (0..n).map(|p| (topic.to_owned(), p)).collect();
+        let marks = inner.client.watermarks(&parts)?;
+        let ranges: Vec<(i32, i64, i64)> = marks
+            .iter()
+            .map(|((_, p), &(lo, hi))| (*p, lo, hi))
+            .collect();
+        let mut out = Vec::new();
+        inner.client.read(topic, &ranges, |m| {
+            use rdkafka::Message as _;
+            out.push(m.payload().unwrap_or_default().to_vec());
+            std::ops::ControlFlow::Continue(())
+        })?;
+        Ok(out)
+    }
+
     /// The partition count of a topic, `None` when it does not exist.
-    pub(crate) fn topic_partitions(&self, topic: &str) -> Result<Option<i32>> {
+    pub fn topic_partitions(&self, topic: &str) -> Result<Option<i32>> {
         self.lock().client.partitions(topic)
     }
 

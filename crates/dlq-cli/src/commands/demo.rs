@@ -107,6 +107,9 @@ struct PipelineRun {
 
 /// Runs `dlq demo`.
 pub fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<Outcome> {
+    if let Some(brokers) = &args.kafka {
+        return super::demo_kafka::run(cli, args, brokers);
+    }
     let table = cli.format == Format::Table;
     let say = |text: &str| {
         if table {

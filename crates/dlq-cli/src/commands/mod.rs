@@ -2,6 +2,7 @@
 
 mod analyze;
 mod demo;
+mod demo_kafka;
 mod export;
 mod generate;
 mod import;

@@ -213,3 +213,28 @@ pub fn dead_letter_payloads(bootstrap: &str, dlq_topic: &str) -> Vec<Vec<u8>> {
         })
         .collect()
 }
+
+/// Deletes topics if they exist (only for topics the tests own).
+pub fn delete_topics(bootstrap: &str, names: &[&str]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let _ = block_on(admin.delete_topics(names, &AdminOptions::new()));
+    // Deletion is asynchronous on the broker: wait until the names are free.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("consumer");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let md = consumer
+            .fetch_metadata(None, Duration::from_secs(10))
+            .expect("metadata");
+        if !md.topics().iter().any(|t| names.contains(&t.name())) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "topics {names:?} not deleted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
