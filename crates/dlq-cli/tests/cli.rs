@@ -499,3 +499,54 @@ fn bad_filter_and_bad_store_are_errors_with_exit_code_2() {
     let r = env.run(&["stats"]);
     assert_eq!(r.status.code(), Some(1), "an empty store has no DLQs");
 }
+
+#[test]
+fn a_canary_password_never_appears_in_logs_errors_or_json() {
+    const CANARY: &str = "canary-pw-7f3a9c";
+    // Nothing listens on port 1: the store fails, with logs at debug level.
+    let url = "kafka://127.0.0.1:1?security.protocol=SASL_PLAINTEXT&sasl.mechanism=PLAIN\
+               &sasl.username=ingest&timeout_ms=1500";
+    for args in [
+        vec!["--format", "json", "stats"],
+        vec!["--format", "json", "inspect"],
+        vec!["--format", "json", "replay", "--dlq", "dlq.rss.events"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_dlq"))
+            .args(["--store", url, "--no-progress"])
+            .args(&args)
+            .env("DLQ_KAFKA_SASL_PASSWORD", CANARY)
+            .env("DLQ_LOG", "debug")
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{args:?} must fail");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !all.contains(CANARY),
+            "{args:?} leaked the password:\n{all}"
+        );
+        assert!(
+            all.contains("error:"),
+            "{args:?} said nothing useful:\n{all}"
+        );
+    }
+    // A password in the URL is refused, and not echoed either.
+    let out = Command::new(env!("CARGO_BIN_EXE_dlq"))
+        .args([
+            "--store",
+            &format!("kafka://127.0.0.1:1?sasl.password={CANARY}"),
+            "stats",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains(CANARY), "{err}");
+    assert!(
+        err.contains("DLQ_KAFKA_SASL_PASSWORD"),
+        "the error says where the password goes: {err}"
+    );
+}
