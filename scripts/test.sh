@@ -35,3 +35,8 @@ echo "broker at $DLQ_KAFKA_BOOTSTRAP"
 
 echo "== cargo test"
 cargo test --workspace --locked "$@"
+
+# This test stops and restarts the broker (the guarded producer's spool),
+# so it runs alone, after everything else.
+echo "== cargo test: guarded producer across a broker restart"
+DLQ_KAFKA_RESTARTABLE=1 cargo test -p dlq-cli --locked --test kafka_produce "$@"

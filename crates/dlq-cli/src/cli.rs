@@ -110,6 +110,12 @@ pub struct DemoArgs {
     /// The alert rule: fire when a DLQ holds more pending records than this.
     #[arg(long, default_value_t = 1000)]
     pub alert_threshold: u64,
+    /// Run the loop on a Kafka cluster instead (HOST:PORT): topics
+    /// rss.events, polymarket.price_hourly, their `.processed` outputs and
+    /// DLQs dlq.rss.events, dlq.polymarket.price_hourly, which must not
+    /// exist yet.
+    #[arg(long)]
+    pub kafka: Option<String>,
 }
 
 /// `dlq generate`.
@@ -217,21 +223,25 @@ pub struct ProcessArgs {
 /// `dlq produce`.
 #[derive(Debug, Args)]
 pub struct ProduceArgs {
-    /// The primary topic.
+    /// The primary topic (it must exist; the producer never creates topics).
+    /// The cluster is the one of --store kafka://HOST:PORT.
     #[arg(long)]
     pub topic: String,
-    /// NDJSON records, one per line, or - for stdin.
+    /// NDJSON records, one per line (each line is one record value, sent
+    /// without a key; blank lines are skipped), or - for stdin.
     #[arg(long, default_value = "-")]
     pub input: String,
-    /// The DLQ topic (default: dlq.<topic>).
+    /// The DLQ topic (default: dlq.<topic>, with the store's DLQ prefix).
     #[arg(long)]
     pub dlq: Option<String>,
-    /// Where records go when the DLQ is unreachable too.
+    /// The local spool (sqlite://PATH): where dead letters go when the DLQ
+    /// cannot be written either; `dlq spool flush` moves them on.
     #[arg(long, env = "DLQ_SPOOL", default_value = "sqlite://dlq-spool.db")]
     pub spool: String,
     #[command(flatten)]
     pub retry: RetryArgs,
-    /// How long one delivery may take before it counts as failed, in milliseconds.
+    /// How long one delivery attempt may take (librdkafka's own retries
+    /// included) before it counts as failed, in milliseconds.
     #[arg(long, default_value_t = 30_000)]
     pub delivery_timeout_ms: u64,
 }
@@ -242,7 +252,7 @@ pub struct SpoolArgs {
     /// What to do.
     #[command(subcommand)]
     pub action: SpoolAction,
-    /// The spool.
+    /// The spool (sqlite://PATH).
     #[arg(
         long,
         env = "DLQ_SPOOL",
@@ -255,9 +265,10 @@ pub struct SpoolArgs {
 /// `dlq spool` actions.
 #[derive(Debug, Subcommand)]
 pub enum SpoolAction {
-    /// Send spooled dead letters to their DLQ topics on the --store cluster.
+    /// Move spooled dead letters to their DLQ topics on the --store
+    /// kafka:// cluster (exit 1 when the spool holds none).
     Flush,
-    /// How many dead letters wait in the spool.
+    /// How many dead letters wait in the spool, per DLQ.
     Stats,
 }
 

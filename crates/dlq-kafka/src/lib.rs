@@ -122,6 +122,7 @@ mod client;
 pub mod config;
 pub mod ledger;
 pub mod processor;
+pub mod producer;
 pub mod replay;
 pub mod retry;
 mod store;

@@ -324,8 +324,8 @@ pub(crate) fn owned_headers(headers: &[Header]) -> Option<OwnedHeaders> {
 
 /// Deliveries reported by librdkafka, picked up by the processor loop.
 #[derive(Default)]
-struct AckContext {
-    acks: Mutex<Vec<(usize, Result<(), KafkaError>)>>,
+pub(crate) struct AckContext {
+    pub(crate) acks: Mutex<Vec<(usize, Result<(), KafkaError>)>>,
 }
 
 impl ClientContext for AckContext {}

@@ -239,7 +239,13 @@ pub fn run(cli: &Cli, args: &DemoArgs, brokers: &str) -> anyhow::Result<Outcome>
             });
         }
         // The outage is over; records failing again are parked (max 0).
-        let s = process(&mut store, &group, p, SimulatedDownstream::healthy(args.seed), 0)?;
+        let s = process(
+            &mut store,
+            &group,
+            p,
+            SimulatedDownstream::healthy(args.seed),
+            0,
+        )?;
         say(&format!(
             "   {:<30} reprocessed {:>5}: delivered {:>5}, failed again and parked {:>4}",
             p.topic(),
