@@ -13,7 +13,9 @@
 //!   [`memory::MemoryStore`];
 //! * [`filter`]: the small closed filter language of `--filter`;
 //! * [`fix`]: jq fixes run in-process by jaq;
-//! * [`analyze`]: failure groups (source, stage, error class).
+//! * [`analyze`]: failure groups (source, stage, error class);
+//! * [`mine`]: message templates, Drain-style: masking, root causes, an
+//!   online miner whose state can be persisted.
 //!
 //! Backends with heavy dependencies (SQLite, Kafka) live in their own crates.
 //!
@@ -33,6 +35,7 @@ pub mod envelope;
 pub mod filter;
 pub mod fix;
 pub mod memory;
+pub mod mine;
 pub mod process;
 pub mod replay;
 pub mod retry;
