@@ -66,7 +66,8 @@ pub enum Command {
     Stats(StatsArgs),
     /// List dead letters, whole.
     Inspect(InspectArgs),
-    /// Group failures by source, stage and error class.
+    /// Failure groups: source, stage, error class and message template, with
+    /// field diagnosis, a verdict and the filter that selects each group.
     Analyze(AnalyzeArgs),
     /// Fix and reprocess dead letters.
     Replay(ReplayArgs),
@@ -324,6 +325,31 @@ pub struct InspectArgs {
 pub struct AnalyzeArgs {
     #[command(flatten)]
     pub select: SelectArgs,
+    /// A report for people instead of data: markdown. Overrides --format.
+    #[arg(long, value_enum)]
+    pub report: Option<ReportFormat>,
+    /// Only records whose last failure is at or after this instant (RFC 3339).
+    #[arg(long, value_parser = parse_since)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only the N largest groups.
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+    /// List every record id of each group (memory grows with the records).
+    #[arg(long)]
+    pub members: bool,
+}
+
+/// Report formats of `dlq analyze`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// A Markdown report, for an issue or a chat.
+    Markdown,
+}
+
+fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("expected an RFC 3339 instant such as 2026-11-29T00:00:00Z: {e}"))
 }
 
 /// `dlq replay`.

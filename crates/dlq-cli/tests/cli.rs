@@ -552,3 +552,108 @@ fn a_canary_password_never_appears_in_logs_errors_or_json() {
         "the error says where the password goes: {err}"
     );
 }
+
+#[test]
+fn analyze_after_demo_groups_each_injected_failure_with_verdicts_fields_and_filters() {
+    let env = Env::new();
+    env.json(&["demo", "--records", "3000", "--dir", "demo"]);
+    // The demo replays some groups; --status all analyzes every dead letter.
+    let v = env.json(&["analyze", "--status", "all", "--members"]);
+    let groups = v["groups"].as_array().expect("groups");
+    let str_of = |g: &Value, k: &str| g[k].as_str().unwrap_or_default().to_owned();
+    let of = |dlq: &str, class: &str| -> Vec<&Value> {
+        groups
+            .iter()
+            .filter(|g| g["dlq"] == dlq && g["error_class"] == class)
+            .collect()
+    };
+    const RSS: &str = "dlq.rss.events";
+    const PRICES: &str = "dlq.polymarket.price_hourly";
+    // Failure kinds whose messages share one wording: exactly one group each.
+    for (dlq, class) in [
+        (RSS, "downstream.unavailable"),
+        (PRICES, "downstream.unavailable"),
+        (RSS, "validation.wrong_type"),
+        (PRICES, "validation.wrong_type"),
+        (PRICES, "validation.price_out_of_range"),
+        (PRICES, "validation.negative_volume"),
+        (RSS, "validation.missing_field"),
+        (PRICES, "validation.missing_field"),
+        (PRICES, "validation.null_field"),
+        (PRICES, "decode.not_an_object"),
+        (PRICES, "decode.invalid_utf8"),
+    ] {
+        assert_eq!(of(dlq, class).len(), 1, "{dlq} {class}: {v:#}");
+    }
+    for g in groups {
+        let class = str_of(g, "error_class");
+        let expected = if class.starts_with("downstream.") {
+            "transient"
+        } else {
+            "permanent"
+        };
+        assert_eq!(g["verdict"], expected, "{g:#}");
+        assert!(!str_of(g, "verdict_reason").is_empty());
+    }
+    let wrong_price = of(PRICES, "validation.wrong_type")[0];
+    let price = wrong_price["fields"]
+        .as_array()
+        .expect("fields")
+        .iter()
+        .find(|f| f["path"] == "price" && f["issue"] == "unexpected_type")
+        .unwrap_or_else(|| panic!("no price finding: {wrong_price:#}"));
+    assert_eq!(price["found"], "string");
+    assert_eq!(price["expected"], "number");
+    assert!(
+        price["percent"].as_f64().expect("percent") >= 90.0,
+        "{price:#}"
+    );
+    let range = of(PRICES, "validation.price_out_of_range")[0]["fields"]
+        .as_array()
+        .expect("fields")
+        .iter()
+        .any(|f| f["path"] == "price" && f["issue"] == "out_of_range");
+    assert!(range, "{v:#}");
+
+    // The replay filter selects exactly the group's members.
+    let filter = str_of(wrong_price, "replay_filter");
+    let inspected = env.json(&[
+        "inspect", "--status", "all", "--limit", "100000", "--filter", &filter,
+    ]);
+    let mut selected: Vec<String> = inspected["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| r["record"]["dlq"]["id"].as_str().expect("id").to_owned())
+        .collect();
+    let mut members: Vec<String> = wrong_price["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| m.as_str().expect("id").to_owned())
+        .collect();
+    selected.sort();
+    members.sort();
+    assert_eq!(
+        selected.len() as u64,
+        wrong_price["count"].as_u64().expect("count")
+    );
+    assert_eq!(selected, members);
+
+    // --top and --report markdown.
+    let top = env.json(&["analyze", "--status", "all", "--top", "2"]);
+    assert_eq!(top["groups"].as_array().expect("groups").len(), 2);
+    let md = env.ok(&["analyze", "--status", "all", "--report", "markdown"]);
+    let md = String::from_utf8_lossy(&md.stdout);
+    assert!(md.contains("`price` is a string in"), "{md}");
+    assert!(md.contains(&filter), "{md}");
+    // --since in the future selects nothing (exit code 1: nothing matched).
+    let later = env.run(&[
+        "analyze",
+        "--status",
+        "all",
+        "--since",
+        "2999-01-01T00:00:00Z",
+    ]);
+    assert_eq!(later.status.code(), Some(1));
+}

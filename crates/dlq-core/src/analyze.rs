@@ -1,17 +1,76 @@
 //! Failure groups: what broke, where, since when, and whether a replay helps.
 //!
-//! This first version groups dead letters by (DLQ, source topic, stage,
-//! error class). Each group has a stable [`fingerprint`] that the filter
-//! language accepts (`fingerprint == "…"`), so a group found here can be
-//! inspected or replayed as a whole. Message templates join the key later.
+//! A failure group is (DLQ, source topic, stage, error class, *template*),
+//! where the template is the innermost cause of the error message
+//! ([`mine::root_cause`], so a wrapper such as "Listener failed" does not
+//! decide the group) with its variable parts masked ([`mine::Masker`]:
+//! `field <QUOTED>: expected a number, got a string (<QUOTED>)`).
+//!
+//! # Fingerprints and their stability
+//!
+//! Each group has a [`fingerprint`]: the first 16 hex digits of the SHA-256
+//! of (source topic, stage, error class, template). It is a function of one
+//! record alone, so the filter language evaluates `fingerprint == "…"` per
+//! record without any state, and it is the same on every run, every machine
+//! and every store as long as the masking rules do not change: there is no
+//! learned state to lose or to drift. The limits of that choice:
+//!
+//! * Two messages whose difference the masker does not see (a bare host name,
+//!   an unquoted field name) are two groups. The online [`mine::Miner`] would
+//!   merge them, but its clusters depend on the order records were mined in,
+//!   so its ids are stable only through persisted state; it is not used here.
+//! * Changing the masking rules (a new placeholder kind) changes the
+//!   fingerprints of the messages it affects. Fingerprints are not stored
+//!   with the records; a filter written before such a change may select
+//!   nothing afterwards.
+//!
+//! # What a group reports
+//!
+//! Counts, first and last seen, counts per hour, sample ids, keys and
+//! partitions, a verdict with its reason, the `--filter` that selects the
+//! group, and a *field diagnosis* of its JSON payloads ([`FieldFinding`]):
+//! the top-level paths and one nested level (`a.b`) that are missing, of an
+//! unexpected type or out of range in this group, compared with the
+//! "majority shape" of the same DLQ and source topic. The majority is taken
+//! over groups, not records (each group votes for its most frequent type and
+//! range per path), so one large broken group does not become the norm; a
+//! finding must also cover 20% of the group and exceed its share among the
+//! other records by 20 points.
+//!
+//! [`Analyzer`] is streaming: records are added one at a time and memory is
+//! bounded by the number of groups (per group: at most [`MAX_PATHS`] paths
+//! of counters, [`MAX_DISTINCT_KEYS`] key hashes, one counter per hour and
+//! partition), not by the number of records, unless the member ids are asked
+//! for ([`Analyzer::with_members`]).
 
+use crate::mine::{self, Masker};
 use crate::store::StoredRecord;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, DurationRound as _, TimeDelta, Utc};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{Hash as _, Hasher as _};
 
 /// How many sample ids a group keeps.
 pub const SAMPLE_IDS: usize = 5;
+/// How many sample keys a group keeps.
+pub const SAMPLE_KEYS: usize = 5;
+/// How many distinct keys a group counts exactly; beyond, the count is a
+/// lower bound.
+pub const MAX_DISTINCT_KEYS: usize = 10_000;
+/// How many payload paths a group keeps counters for; further paths are
+/// ignored.
+pub const MAX_PATHS: usize = 64;
+/// A field is reported when its share in the group differs from the rest of
+/// the DLQ by at least this much (and covers at least this share of the
+/// group).
+const FINDING_MIN_SHARE: f64 = 0.2;
+/// Records of the same DLQ and topic outside a group needed to compare the
+/// group with; with fewer, only nulls are reported.
+const MIN_BASELINE: u64 = 5;
+/// Share of in-range numbers in the rest of the DLQ above which a range is
+/// taken as the field's expected range.
+const RANGE_MAJORITY: f64 = 0.9;
 
 /// Whether replaying a group can help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -28,7 +87,7 @@ pub enum Verdict {
 /// One failure group.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Group {
-    /// Stable id of the group: a hash of source topic, stage and error class.
+    /// Stable id of the group: see [`fingerprint`].
     pub fingerprint: String,
     /// The DLQ holding the records.
     pub dlq: String,
@@ -38,12 +97,16 @@ pub struct Group {
     pub stage: String,
     /// The error class.
     pub error_class: String,
+    /// The masked root cause of the error messages (see [`template`]).
+    pub template: String,
     /// Records in the group.
     pub count: u64,
     /// When the earliest record first failed.
     pub first_seen: DateTime<Utc>,
     /// When the latest record last failed.
     pub last_seen: DateTime<Utc>,
+    /// Records per hour of their last failure, oldest first.
+    pub timeline: Vec<TimeBucket>,
     /// Whether a replay can help.
     pub verdict: Verdict,
     /// Why the verdict is what it is.
@@ -52,36 +115,488 @@ pub struct Group {
     pub example_error: String,
     /// A few record ids, for `dlq inspect`.
     pub sample_ids: Vec<String>,
+    /// The record keys involved.
+    pub keys: KeySummary,
+    /// Records per source partition (records without one are not counted).
+    pub partitions: BTreeMap<i32, u64>,
+    /// How many payloads were JSON objects (the ones [`Group::fields`]
+    /// describes) and how many were not.
+    pub payloads: PayloadSummary,
+    /// Payload fields that set this group apart, largest share first.
+    pub fields: Vec<FieldFinding>,
     /// The `--filter` that selects exactly this group.
     pub replay_filter: String,
+    /// Every record id of the group, when asked for
+    /// ([`Analyzer::with_members`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<String>>,
 }
 
-/// The fingerprint of a record's failure group.
+/// Records of a group in one hour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TimeBucket {
+    /// The start of the hour.
+    pub hour: DateTime<Utc>,
+    /// Records whose last failure is in this hour.
+    pub count: u64,
+}
+
+/// The record keys of a group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct KeySummary {
+    /// Distinct keys (a lower bound when `capped`).
+    pub distinct: u64,
+    /// Whether more than [`MAX_DISTINCT_KEYS`] keys were seen.
+    pub capped: bool,
+    /// Records without a key.
+    pub without_key: u64,
+    /// A few keys, as text (lossy UTF-8).
+    pub samples: Vec<String>,
+}
+
+/// What the payloads of a group were.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PayloadSummary {
+    /// Payloads that parsed as a JSON object.
+    pub json_objects: u64,
+    /// Payloads that did not (not JSON, or JSON but not an object).
+    pub other: u64,
+}
+
+/// What is wrong with a payload field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldIssue {
+    /// The path is absent.
+    Missing,
+    /// The value has another JSON type than in the rest of the DLQ (`null`
+    /// included).
+    UnexpectedType,
+    /// The value is a number outside the range the rest of the DLQ keeps to.
+    OutOfRange,
+}
+
+/// A payload field that sets a group apart from the rest of its DLQ.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldFinding {
+    /// The JSON path: `price`, or `a.b` one level down.
+    pub path: String,
+    /// What is wrong with it.
+    pub issue: FieldIssue,
+    /// Share of the group's JSON payloads with the issue, in percent.
+    pub percent: f64,
+    /// The same share among the other records of the DLQ and topic, in
+    /// percent (`None` when there are too few to compare with).
+    pub baseline_percent: Option<f64>,
+    /// What the rest of the DLQ has: a JSON type (`number`) or a range
+    /// (`[0, 1]`, `>= 0`).
+    pub expected: Option<String>,
+    /// What the group has: a JSON type (`string`) or `out of [0, 1]`.
+    pub found: Option<String>,
+    /// In words: "`price` is a string in 93% of the group (usually a number)".
+    pub detail: String,
+    /// The types of the path in the group, in percent of its JSON payloads
+    /// (`missing` included).
+    pub types: BTreeMap<&'static str, f64>,
+}
+
+/// The template of an error message: its root cause, masked.
+pub fn template(error: &str) -> String {
+    Masker::new().mask(mine::root_cause(error))
+}
+
+/// The fingerprint of a record's failure group (see the module docs).
 pub fn fingerprint(record: &StoredRecord) -> String {
     let l = &record.letter;
     fingerprint_of(
         l.source.topic.as_deref().unwrap_or(""),
         &l.stage,
         &l.error_class,
+        &template(&l.error),
     )
 }
 
-/// The fingerprint of (source topic, stage, error class).
-pub fn fingerprint_of(source_topic: &str, stage: &str, error_class: &str) -> String {
-    let key = format!("{source_topic}\u{0}{stage}\u{0}{error_class}");
+/// The fingerprint of (source topic, stage, error class, template).
+pub fn fingerprint_of(
+    source_topic: &str,
+    stage: &str,
+    error_class: &str,
+    template: &str,
+) -> String {
+    let key = format!("{source_topic}\u{0}{stage}\u{0}{error_class}\u{0}{template}");
     crate::envelope::sha256_hex(key.as_bytes())[..16].to_owned()
+}
+
+const TYPES: [&str; 6] = ["null", "boolean", "number", "string", "array", "object"];
+
+fn type_index(v: &Value) -> usize {
+    match v {
+        Value::Null => 0,
+        Value::Bool(_) => 1,
+        Value::Number(_) => 2,
+        Value::String(_) => 3,
+        Value::Array(_) => 4,
+        Value::Object(_) => 5,
+    }
+}
+
+/// Counters for one payload path.
+#[derive(Debug, Clone, Copy, Default)]
+struct PathStats {
+    present: u64,
+    types: [u64; 6],
+    /// Numbers in [0, 1].
+    unit: u64,
+    /// Negative numbers.
+    negative: u64,
+}
+
+impl PathStats {
+    fn add(&mut self, v: &Value) {
+        self.present += 1;
+        self.types[type_index(v)] += 1;
+        if let Some(x) = v.as_f64() {
+            if (0.0..=1.0).contains(&x) {
+                self.unit += 1;
+            }
+            if x < 0.0 {
+                self.negative += 1;
+            }
+        }
+    }
+
+    fn plus(mut self, o: &PathStats) -> PathStats {
+        self.present += o.present;
+        for (a, b) in self.types.iter_mut().zip(o.types) {
+            *a += b;
+        }
+        self.unit += o.unit;
+        self.negative += o.negative;
+        self
+    }
+
+    fn minus(mut self, o: &PathStats) -> PathStats {
+        self.present -= o.present;
+        for (a, b) in self.types.iter_mut().zip(o.types) {
+            *a -= b;
+        }
+        self.unit -= o.unit;
+        self.negative -= o.negative;
+        self
+    }
+
+    fn numbers(&self) -> u64 {
+        self.types[2]
+    }
+}
+
+/// The shape of the JSON payloads of a set of records, as counters.
+#[derive(Debug, Clone, Default)]
+struct Shape {
+    payloads: PayloadSummary,
+    paths: BTreeMap<String, PathStats>,
+}
+
+impl Shape {
+    fn add(&mut self, payload: &[u8]) {
+        let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(payload) else {
+            self.payloads.other += 1;
+            return;
+        };
+        self.payloads.json_objects += 1;
+        for (k, v) in &map {
+            self.add_path(k, v);
+            if let Value::Object(inner) = v {
+                for (k2, v2) in inner {
+                    self.add_path(&format!("{k}.{k2}"), v2);
+                }
+            }
+        }
+    }
+
+    fn add_path(&mut self, path: &str, v: &Value) {
+        if let Some(s) = self.paths.get_mut(path) {
+            s.add(v);
+        } else if self.paths.len() < MAX_PATHS {
+            let mut s = PathStats::default();
+            s.add(v);
+            self.paths.insert(path.to_owned(), s);
+        }
+    }
+
+    fn plus(&mut self, o: &Shape) {
+        self.payloads.json_objects += o.payloads.json_objects;
+        self.payloads.other += o.payloads.other;
+        for (p, s) in &o.paths {
+            let e = self.paths.entry(p.clone()).or_default();
+            *e = e.plus(s);
+        }
+    }
+
+    /// `self` without `o`, which was added to it.
+    fn minus(&self, o: &Shape) -> Shape {
+        let mut out = self.clone();
+        out.payloads.json_objects -= o.payloads.json_objects;
+        out.payloads.other -= o.payloads.other;
+        for (p, s) in &o.paths {
+            if let Some(e) = out.paths.get_mut(p) {
+                *e = e.minus(s);
+            }
+        }
+        out
+    }
+}
+
+fn pct(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        (part as f64 * 1000.0 / whole as f64).round() / 10.0
+    }
+}
+
+fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+fn a_type(t: &str) -> String {
+    match t {
+        "array" => "an array".to_owned(),
+        "object" => "an object".to_owned(),
+        "null" => "null".to_owned(),
+        t => format!("a {t}"),
+    }
+}
+
+/// The majority shape of a DLQ and topic: for each path, what most of its
+/// groups have. Groups vote rather than records, so one large broken group
+/// does not make its breakage the norm.
+#[derive(Debug, Default)]
+struct Norm {
+    /// Groups with JSON payloads that voted.
+    groups: u64,
+    paths: BTreeMap<String, PathNorm>,
+}
+
+#[derive(Debug, Default)]
+struct PathNorm {
+    /// Groups where the path is present in most records.
+    present_votes: u64,
+    /// Groups voting for each type (their most frequent one).
+    type_votes: [u64; 6],
+    /// Groups with numbers at the path, mostly in [0, 1], mostly >= 0.
+    numeric: u64,
+    unit: u64,
+    non_negative: u64,
+}
+
+impl Norm {
+    fn vote(&mut self, shape: &Shape) {
+        let n = shape.payloads.json_objects;
+        if n == 0 {
+            return;
+        }
+        self.groups += 1;
+        for (path, s) in &shape.paths {
+            let v = self.paths.entry(path.clone()).or_default();
+            if s.present * 2 >= n {
+                v.present_votes += 1;
+            }
+            if s.present > 0 {
+                let t = (0..TYPES.len())
+                    .max_by_key(|&i| (s.types[i], std::cmp::Reverse(i)))
+                    .unwrap_or(0);
+                v.type_votes[t] += 1;
+            }
+            if s.numbers() > 0 {
+                v.numeric += 1;
+                v.unit += u64::from(share(s.unit, s.numbers()) >= RANGE_MAJORITY);
+                v.non_negative +=
+                    u64::from(share(s.numbers() - s.negative, s.numbers()) >= RANGE_MAJORITY);
+            }
+        }
+    }
+
+    /// Whether most groups have the path.
+    fn expects_present(&self, path: &str) -> bool {
+        self.paths
+            .get(path)
+            .is_some_and(|v| v.present_votes * 2 > self.groups)
+    }
+
+    /// The type most groups have at the path.
+    fn expected_type(&self, path: &str) -> Option<usize> {
+        let v = self.paths.get(path)?;
+        (0..TYPES.len())
+            .filter(|&i| v.type_votes[i] > 0)
+            .max_by_key(|&i| (v.type_votes[i], std::cmp::Reverse(i)))
+    }
+
+    /// The range most groups with numbers at the path keep to.
+    fn expected_range(&self, path: &str) -> Option<&'static str> {
+        let v = self.paths.get(path)?;
+        if v.unit * 2 > v.numeric {
+            Some("[0, 1]")
+        } else if v.non_negative * 2 > v.numeric {
+            Some(">= 0")
+        } else {
+            None
+        }
+    }
+}
+
+/// The fields of `group` that differ from `norm`, with shares compared to `rest` (the other records of the
+/// same DLQ and topic).
+fn diagnose(group: &Shape, rest: &Shape, norm: &Norm) -> Vec<FieldFinding> {
+    let n = group.payloads.json_objects;
+    if n == 0 {
+        return Vec::new();
+    }
+    let m = rest.payloads.json_objects;
+    let compare = m >= MIN_BASELINE && norm.groups >= 2;
+    let empty = PathStats::default();
+    let mut paths: Vec<&String> = group.paths.keys().collect();
+    if compare {
+        paths.extend(rest.paths.keys().filter(|p| !group.paths.contains_key(*p)));
+    }
+    paths.sort();
+    let mut out = Vec::new();
+    for path in paths {
+        let g = group.paths.get(path).unwrap_or(&empty);
+        let o = rest.paths.get(path).unwrap_or(&empty);
+        let mut types: BTreeMap<&'static str, f64> = TYPES
+            .iter()
+            .zip(g.types)
+            .filter(|(_, c)| *c > 0)
+            .map(|(t, c)| (*t, pct(c, n)))
+            .collect();
+        if g.present < n {
+            types.insert("missing", pct(n - g.present, n));
+        }
+        let mut finding = |issue,
+                           part: u64,
+                           base: Option<u64>,
+                           expected: Option<String>,
+                           found: Option<String>,
+                           detail: String| {
+            out.push(FieldFinding {
+                path: path.clone(),
+                issue,
+                percent: pct(part, n),
+                baseline_percent: base.map(|b| pct(b, m)),
+                expected,
+                found,
+                detail,
+                types: types.clone(),
+            });
+        };
+        let stands_out = |part: u64, base: u64| {
+            let s = share(part, n);
+            s >= FINDING_MIN_SHARE && (!compare || s - share(base, m) >= FINDING_MIN_SHARE)
+        };
+        if !compare {
+            // Nothing to compare with: only nulls say something alone.
+            if stands_out(g.types[0], 0) {
+                finding(
+                    FieldIssue::UnexpectedType,
+                    g.types[0],
+                    None,
+                    None,
+                    Some("null".to_owned()),
+                    format!("`{path}` is null in {}% of the group", pct(g.types[0], n)),
+                );
+            }
+            continue;
+        }
+        if norm.expects_present(path) && stands_out(n - g.present, m - o.present) {
+            finding(
+                FieldIssue::Missing,
+                n - g.present,
+                Some(m - o.present),
+                None,
+                None,
+                format!(
+                    "`{path}` is missing in {}% of the group ({}% elsewhere)",
+                    pct(n - g.present, n),
+                    pct(m - o.present, m)
+                ),
+            );
+        }
+        let Some(usual) = norm.expected_type(path) else {
+            continue;
+        };
+        for (i, t) in TYPES.iter().enumerate() {
+            if i != usual && stands_out(g.types[i], o.types[i]) {
+                finding(
+                    FieldIssue::UnexpectedType,
+                    g.types[i],
+                    Some(o.types[i]),
+                    Some(TYPES[usual].to_owned()),
+                    Some((*t).to_owned()),
+                    format!(
+                        "`{path}` is {} in {}% of the group (usually {})",
+                        a_type(t),
+                        pct(g.types[i], n),
+                        a_type(TYPES[usual])
+                    ),
+                );
+            }
+        }
+        let Some(range) = norm.expected_range(path) else {
+            continue;
+        };
+        let (g_out, o_out) = if range == "[0, 1]" {
+            (g.numbers() - g.unit, o.numbers() - o.unit)
+        } else {
+            (g.negative, o.negative)
+        };
+        if stands_out(g_out, o_out) {
+            finding(
+                FieldIssue::OutOfRange,
+                g_out,
+                Some(o_out),
+                Some(range.to_owned()),
+                Some(format!("out of {range}")),
+                format!(
+                    "`{path}` is a number out of {range} in {}% of the group (usually {range})",
+                    pct(g_out, n)
+                ),
+            );
+        }
+    }
+    out.sort_by(|a, b| b.percent.total_cmp(&a.percent).then(a.path.cmp(&b.path)));
+    out
 }
 
 #[derive(Debug)]
 struct Acc {
     group: Group,
     retryable: u64,
+    shape: Shape,
+    timeline: BTreeMap<DateTime<Utc>, u64>,
+    key_hashes: HashSet<u64>,
 }
 
 /// Builds failure groups incrementally from a scan.
 #[derive(Debug, Default)]
 pub struct Analyzer {
     groups: BTreeMap<(String, String), Acc>,
+    members: bool,
+}
+
+fn hour_of(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.duration_trunc(TimeDelta::hours(1)).unwrap_or(t)
+}
+
+fn key_hash(key: &[u8]) -> u64 {
+    // Within one run only: the set just counts distinct keys.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
 }
 
 impl Analyzer {
@@ -90,10 +605,26 @@ impl Analyzer {
         Analyzer::default()
     }
 
+    /// An empty analyzer that lists every record id of each group in
+    /// [`Group::members`] (memory then grows with the records).
+    pub fn with_members() -> Self {
+        Analyzer {
+            members: true,
+            ..Analyzer::default()
+        }
+    }
+
     /// Adds one record.
     pub fn add(&mut self, record: &StoredRecord) {
         let l = &record.letter;
-        let fp = fingerprint(record);
+        let template = template(&l.error);
+        let fp = fingerprint_of(
+            l.source.topic.as_deref().unwrap_or(""),
+            &l.stage,
+            &l.error_class,
+            &template,
+        );
+        let members = self.members;
         let acc = self
             .groups
             .entry((record.dlq.clone(), fp.clone()))
@@ -105,64 +636,86 @@ impl Analyzer {
                     source_topic: l.source.topic.clone(),
                     stage: l.stage.clone(),
                     error_class: l.error_class.clone(),
+                    template,
                     count: 0,
                     first_seen: l.first_failed_at,
                     last_seen: l.failed_at,
+                    timeline: Vec::new(),
                     verdict: Verdict::Unknown,
                     verdict_reason: String::new(),
                     example_error: l.error.clone(),
                     sample_ids: Vec::new(),
+                    keys: KeySummary::default(),
+                    partitions: BTreeMap::new(),
+                    payloads: PayloadSummary::default(),
+                    fields: Vec::new(),
+                    members: members.then(Vec::new),
                 },
                 retryable: 0,
+                shape: Shape::default(),
+                timeline: BTreeMap::new(),
+                key_hashes: HashSet::new(),
             });
         let g = &mut acc.group;
         g.count += 1;
         g.first_seen = g.first_seen.min(l.first_failed_at);
         g.last_seen = g.last_seen.max(l.failed_at);
+        *acc.timeline.entry(hour_of(l.failed_at)).or_default() += 1;
         if g.sample_ids.len() < SAMPLE_IDS {
             g.sample_ids.push(l.id.clone());
+        }
+        if let Some(m) = &mut g.members {
+            m.push(l.id.clone());
         }
         if l.retryable {
             acc.retryable += 1;
         }
+        if let Some(p) = l.source.partition {
+            *g.partitions.entry(p).or_default() += 1;
+        }
+        match &l.key {
+            None => g.keys.without_key += 1,
+            Some(k) => {
+                if acc.key_hashes.len() < MAX_DISTINCT_KEYS {
+                    if acc.key_hashes.insert(key_hash(k)) && g.keys.samples.len() < SAMPLE_KEYS {
+                        g.keys.samples.push(String::from_utf8_lossy(k).into_owned());
+                    }
+                } else if !acc.key_hashes.contains(&key_hash(k)) {
+                    g.keys.capped = true;
+                }
+            }
+        }
+        acc.shape.add(&l.payload);
     }
 
     /// The groups, largest first.
     pub fn finish(self) -> Vec<Group> {
+        // The shape of each (DLQ, topic), to compare its groups with.
+        let mut totals: BTreeMap<(String, Option<String>), (Shape, Norm)> = BTreeMap::new();
+        for acc in self.groups.values() {
+            let (shape, norm) = totals
+                .entry((acc.group.dlq.clone(), acc.group.source_topic.clone()))
+                .or_default();
+            shape.plus(&acc.shape);
+            norm.vote(&acc.shape);
+        }
         let mut out: Vec<Group> = self
             .groups
             .into_values()
             .map(|mut acc| {
                 let g = &mut acc.group;
-                let (verdict, reason) = if g.error_class == crate::envelope::UNKNOWN_ERROR_CLASS {
-                    (
-                        Verdict::Unknown,
-                        "the records do not say what failed (foreign or raw records)".to_owned(),
-                    )
-                } else if acc.retryable == g.count {
-                    (
-                        Verdict::Transient,
-                        format!(
-                            "all {} failures were retryable ({}); replay once the cause is gone",
-                            g.count, g.error_class
-                        ),
-                    )
-                } else if acc.retryable == 0 {
-                    (
-                        Verdict::Permanent,
-                        format!(
-                            "no failure was retryable ({}); a replay needs a fix first",
-                            g.error_class
-                        ),
-                    )
-                } else {
-                    (
-                        Verdict::Unknown,
-                        format!("{} of {} failures were retryable", acc.retryable, g.count),
-                    )
-                };
+                let (verdict, reason) = verdict(&g.error_class, acc.retryable, g.count);
                 g.verdict = verdict;
                 g.verdict_reason = reason;
+                g.keys.distinct = acc.key_hashes.len() as u64;
+                g.timeline = acc
+                    .timeline
+                    .into_iter()
+                    .map(|(hour, count)| TimeBucket { hour, count })
+                    .collect();
+                g.payloads = acc.shape.payloads;
+                let (total, norm) = &totals[&(g.dlq.clone(), g.source_topic.clone())];
+                g.fields = diagnose(&acc.shape, &total.minus(&acc.shape), norm);
                 acc.group
             })
             .collect();
@@ -172,6 +725,32 @@ impl Analyzer {
                 .then(a.fingerprint.cmp(&b.fingerprint))
         });
         out
+    }
+}
+
+fn verdict(error_class: &str, retryable: u64, count: u64) -> (Verdict, String) {
+    if error_class == crate::envelope::UNKNOWN_ERROR_CLASS {
+        (
+            Verdict::Unknown,
+            "the records do not say what failed (foreign or raw records)".to_owned(),
+        )
+    } else if retryable == count {
+        (
+            Verdict::Transient,
+            format!(
+                "all {count} failures were retryable ({error_class}); replay once the cause is gone"
+            ),
+        )
+    } else if retryable == 0 {
+        (
+            Verdict::Permanent,
+            format!("no failure was retryable ({error_class}); a replay needs a fix first"),
+        )
+    } else {
+        (
+            Verdict::Unknown,
+            format!("{retryable} of {count} failures were retryable"),
+        )
     }
 }
 
@@ -248,5 +827,214 @@ mod tests {
             assert_eq!(f.matches(&r1), g.error_class == "x.y");
             assert_eq!(f.matches(&r2), g.error_class == "x.z");
         }
+    }
+
+    fn json_rec(id: &str, class: &str, message: &str, payload: &str) -> StoredRecord {
+        let f = Failure {
+            stage: "validate".into(),
+            error_class: class.into(),
+            message: message.into(),
+            retryable: false,
+        };
+        let mut letter = DeadLetter::new(id, payload.as_bytes().to_vec(), &f);
+        letter.source.topic = Some("prices".into());
+        letter.source.partition = Some(id.len() as i32 % 3);
+        StoredRecord {
+            dlq: "dlq.prices".into(),
+            status: Status::Pending,
+            stored_at: Utc::now(),
+            settled_at: None,
+            letter,
+        }
+    }
+
+    #[test]
+    fn groups_by_the_masked_root_cause_not_the_wrapper() {
+        let mut a = Analyzer::new();
+        let class = "sink.connect";
+        for (i, m) in [
+            "Listener failed; nested exception is java.net.ConnectException: Connection refused to 10.0.0.1:9092",
+            "java.net.ConnectException: Connection refused to 10.0.0.7:9092",
+            "Listener failed: java.net.ConnectException: Connection refused to 10.2.3.4:9092",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            a.add(&json_rec(&format!("c{i}"), class, m, "{}"));
+        }
+        a.add(&json_rec(
+            "r",
+            class,
+            "Listener failed; nested exception is java.net.SocketException: Connection reset",
+            "{}",
+        ));
+        let groups = a.finish();
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].count, 3);
+        assert_eq!(
+            groups[0].template,
+            "java.net.ConnectException: Connection refused to <IP>"
+        );
+        assert_eq!(
+            groups[1].template,
+            "java.net.SocketException: Connection reset"
+        );
+        assert_eq!(groups[0].partitions.values().sum::<u64>(), 3);
+        assert_eq!(groups[0].keys.without_key, 3);
+    }
+
+    #[test]
+    fn fingerprint_is_deterministic_and_pinned() {
+        let a = json_rec(
+            "a",
+            "validation.wrong_type",
+            r#"field "price": expected a number, got a string ("0.4")"#,
+            "{}",
+        );
+        let b = json_rec(
+            "b",
+            "validation.wrong_type",
+            r#"field "price": expected a number, got a string ("N/A")"#,
+            "[]",
+        );
+        assert_eq!(fingerprint(&a), fingerprint(&b));
+        // Pinned: a change here changes every fingerprint users have written
+        // into filters, so it must be deliberate.
+        assert_eq!(
+            fingerprint(&a),
+            fingerprint_of(
+                "prices",
+                "validate",
+                "validation.wrong_type",
+                "field <QUOTED>: expected a number, got a string (<QUOTED>)"
+            )
+        );
+        assert_eq!(fingerprint(&a), "432e8032d6177e43");
+        let c = json_rec(
+            "c",
+            "validation.wrong_type",
+            r#"field "price": expected a string, got a number (7)"#,
+            "{}",
+        );
+        assert_ne!(fingerprint(&a), fingerprint(&c));
+    }
+
+    #[test]
+    fn field_diagnosis_reports_types_ranges_and_missing_paths_with_percentages() {
+        let mut a = Analyzer::new();
+        // The majority shape: price a number in [0, 1], volume >= 0.
+        for i in 0..20 {
+            a.add(&json_rec(
+                &format!("ok{i}"),
+                "validation.other",
+                &format!("other problem {i}"),
+                &format!(r#"{{"price": 0.{i}, "volume": {i}, "meta": {{"src": "x"}}}}"#),
+            ));
+        }
+        // 9 of 10 with a string price.
+        for i in 0..10 {
+            let price = if i == 0 {
+                "0.5".to_owned()
+            } else {
+                format!("\"0.{i}\"")
+            };
+            a.add(&json_rec(
+                &format!("wt{i}"),
+                "validation.wrong_type",
+                r#"field "price": expected a number, got a string ("0.1")"#,
+                &format!(r#"{{"price": {price}, "volume": 1, "meta": {{"src": "x"}}}}"#),
+            ));
+        }
+        for i in 0..4 {
+            a.add(&json_rec(
+                &format!("oor{i}"),
+                "validation.price_out_of_range",
+                &format!("invalid price: got 1.{i}"),
+                &format!(r#"{{"price": 1.{i}5, "volume": -3, "meta": {{}}}}"#),
+            ));
+        }
+        a.add(&json_rec(
+            "bad",
+            "decode.malformed_json",
+            "malformed JSON",
+            "{\"price\":",
+        ));
+        let groups = a.finish();
+        let by_class = |c: &str| groups.iter().find(|g| g.error_class == c).expect(c);
+
+        let wt = by_class("validation.wrong_type");
+        assert_eq!(wt.fields.len(), 1, "{:#?}", wt.fields);
+        let f = &wt.fields[0];
+        assert_eq!(
+            (f.path.as_str(), f.issue),
+            ("price", FieldIssue::UnexpectedType)
+        );
+        assert_eq!(f.percent, 90.0);
+        assert_eq!(f.baseline_percent, Some(0.0));
+        assert_eq!(f.found.as_deref(), Some("string"));
+        assert_eq!(f.expected.as_deref(), Some("number"));
+        assert_eq!(f.types["string"], 90.0);
+        assert_eq!(f.types["number"], 10.0);
+        assert_eq!(
+            f.detail,
+            "`price` is a string in 90% of the group (usually a number)"
+        );
+
+        let oor = by_class("validation.price_out_of_range");
+        let issues: Vec<(&str, FieldIssue, f64)> = oor
+            .fields
+            .iter()
+            .map(|f| (f.path.as_str(), f.issue, f.percent))
+            .collect();
+        assert_eq!(
+            issues,
+            vec![
+                ("meta.src", FieldIssue::Missing, 100.0),
+                ("price", FieldIssue::OutOfRange, 100.0),
+                ("volume", FieldIssue::OutOfRange, 100.0),
+            ]
+        );
+        assert_eq!(oor.fields[1].expected.as_deref(), Some("[0, 1]"));
+        assert_eq!(oor.fields[2].expected.as_deref(), Some(">= 0"));
+
+        let bad = by_class("decode.malformed_json");
+        assert_eq!(
+            bad.payloads,
+            PayloadSummary {
+                json_objects: 0,
+                other: 1
+            }
+        );
+        assert!(bad.fields.is_empty());
+        // The majority itself stands out in nothing.
+        assert!(by_class("validation.other").fields.is_empty());
+    }
+
+    #[test]
+    fn filter_by_fingerprint_selects_exactly_the_group_also_within_a_class() {
+        let recs = [
+            json_rec("a", "x.y", "timeout after 30s talking to 10.0.0.1", "{}"),
+            json_rec("b", "x.y", "timeout after 31s talking to 10.0.0.2", "{}"),
+            json_rec("c", "x.y", "connection refused", "{}"),
+        ];
+        let mut a = Analyzer::with_members();
+        for r in &recs {
+            a.add(r);
+        }
+        let groups = a.finish();
+        assert_eq!(groups.len(), 2);
+        for g in &groups {
+            let f = crate::filter::Filter::parse(&g.replay_filter).expect("filter");
+            let selected: Vec<String> = recs
+                .iter()
+                .filter(|r| f.matches(r))
+                .map(|r| r.letter.id.clone())
+                .collect();
+            assert_eq!(Some(&selected), g.members.as_ref());
+        }
+        assert_eq!(
+            groups[0].members.as_deref(),
+            Some(&["a".to_owned(), "b".to_owned()][..])
+        );
     }
 }

@@ -1,21 +1,32 @@
-//! `dlq analyze`: failure groups by source, stage and error class.
+//! `dlq analyze`: failure groups by source, stage, error class and the
+//! template of the root-cause message (see `dlq_core::analyze`).
 
 use crate::Outcome;
-use crate::cli::{AnalyzeArgs, Cli, Format};
+use crate::cli::{AnalyzeArgs, Cli, Format, ReportFormat};
 use crate::output;
 use dlq_core::DlqStore as _;
 use dlq_core::analyze::{Analyzer, Group};
 use std::collections::BTreeSet;
+use std::io::Write;
 
-/// Groups the selected records.
+/// Groups the selected records whose last failure is at or after `since`.
 pub fn groups(
     store: &crate::store::AnyStore,
     selection: &dlq_core::store::Selection,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    members: bool,
 ) -> anyhow::Result<(Vec<String>, Vec<Group>)> {
-    let mut analyzer = Analyzer::new();
+    let mut analyzer = if members {
+        Analyzer::with_members()
+    } else {
+        Analyzer::new()
+    };
     let mut dlqs = BTreeSet::new();
     for r in store.scan_all(selection, 1000) {
         let r = r?;
+        if since.is_some_and(|t| r.letter.failed_at < t) {
+            continue;
+        }
         dlqs.insert(r.dlq.clone());
         analyzer.add(&r);
     }
@@ -26,46 +37,20 @@ pub fn groups(
 pub fn run(cli: &Cli, args: &AnalyzeArgs) -> anyhow::Result<Outcome> {
     let store = crate::store::open(cli.store_url())?;
     let selection = super::selection(&args.select)?;
-    let (dlqs, groups) = groups(&store, &selection)?;
+    let (dlqs, mut groups) = groups(&store, &selection, args.since, args.members)?;
+    if let Some(n) = args.top {
+        groups.truncate(n);
+    }
     let mut out = std::io::stdout().lock();
-    match cli.format {
-        Format::Table => {
-            let rows: Vec<Vec<String>> = groups
-                .iter()
-                .map(|g| {
-                    vec![
-                        g.fingerprint.clone(),
-                        g.dlq.clone(),
-                        g.stage.clone(),
-                        g.error_class.clone(),
-                        g.count.to_string(),
-                        format!("{:?}", g.verdict).to_lowercase(),
-                        g.last_seen.format("%Y-%m-%d %H:%M:%S").to_string(),
-                        output::cell(&g.example_error, 70),
-                    ]
-                })
-                .collect();
-            output::table(
-                &mut out,
-                &[
-                    "fingerprint",
-                    "dlq",
-                    "stage",
-                    "error_class",
-                    "count",
-                    "verdict",
-                    "last seen",
-                    "example",
-                ],
-                &rows,
-            )?;
-        }
-        Format::Json => output::json(
+    match (args.report, cli.format) {
+        (Some(ReportFormat::Markdown), _) => markdown(&mut out, &dlqs, &groups)?,
+        (None, Format::Table) => table(&mut out, &groups)?,
+        (None, Format::Json) => output::json(
             &mut out,
             cli.format,
             &serde_json::json!({ "dlqs": dlqs, "groups": groups }),
         )?,
-        Format::Ndjson => {
+        (None, Format::Ndjson) => {
             for g in &groups {
                 output::json(&mut out, cli.format, g)?;
             }
@@ -76,4 +61,134 @@ pub fn run(cli: &Cli, args: &AnalyzeArgs) -> anyhow::Result<Outcome> {
     } else {
         Outcome::Ok
     })
+}
+
+fn verdict(g: &Group) -> String {
+    format!("{:?}", g.verdict).to_lowercase()
+}
+
+fn table(out: &mut impl Write, groups: &[Group]) -> anyhow::Result<()> {
+    let rows: Vec<Vec<String>> = groups
+        .iter()
+        .map(|g| {
+            vec![
+                g.fingerprint.clone(),
+                g.dlq.clone(),
+                g.error_class.clone(),
+                g.count.to_string(),
+                verdict(g),
+                g.last_seen.format("%Y-%m-%d %H:%M:%S").to_string(),
+                output::cell(&g.template, 60),
+                output::cell(
+                    &g.fields
+                        .first()
+                        .map(|f| f.detail.clone())
+                        .unwrap_or_default(),
+                    50,
+                ),
+            ]
+        })
+        .collect();
+    output::table(
+        out,
+        &[
+            "fingerprint",
+            "dlq",
+            "error_class",
+            "count",
+            "verdict",
+            "last seen",
+            "template",
+            "fields",
+        ],
+        &rows,
+    )?;
+    Ok(())
+}
+
+/// Markdown text for a table cell: one line, pipes and backticks escaped.
+fn md(s: &str) -> String {
+    s.replace('\n', " ").replace('|', "\\|").replace('`', "'")
+}
+
+fn markdown(out: &mut impl Write, dlqs: &[String], groups: &[Group]) -> anyhow::Result<()> {
+    let total: u64 = groups.iter().map(|g| g.count).sum();
+    writeln!(out, "# Failure groups\n")?;
+    writeln!(
+        out,
+        "{} records in {} groups, DLQs: {}.\n",
+        total,
+        groups.len(),
+        dlqs.join(", ")
+    )?;
+    writeln!(
+        out,
+        "| fingerprint | dlq | stage | error class | count | verdict | last seen |"
+    )?;
+    writeln!(out, "|---|---|---|---|--:|---|---|")?;
+    for g in groups {
+        writeln!(
+            out,
+            "| `{}` | {} | {} | {} | {} | {} | {} |",
+            g.fingerprint,
+            md(&g.dlq),
+            md(&g.stage),
+            md(&g.error_class),
+            g.count,
+            verdict(g),
+            g.last_seen.format("%Y-%m-%d %H:%M:%S")
+        )?;
+    }
+    for g in groups {
+        writeln!(
+            out,
+            "\n## `{}` {} ({})\n",
+            g.fingerprint,
+            md(&g.error_class),
+            g.count
+        )?;
+        writeln!(out, "- template: `{}`", md(&g.template))?;
+        writeln!(
+            out,
+            "- source: {} / {}, partitions: {}",
+            md(g.source_topic.as_deref().unwrap_or("-")),
+            md(&g.stage),
+            g.partitions
+                .iter()
+                .map(|(p, n)| format!("{p} ({n})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+        writeln!(
+            out,
+            "- seen: {} … {}",
+            g.first_seen.format("%Y-%m-%d %H:%M:%S"),
+            g.last_seen.format("%Y-%m-%d %H:%M:%S")
+        )?;
+        writeln!(
+            out,
+            "- verdict: **{}**: {}",
+            verdict(g),
+            md(&g.verdict_reason)
+        )?;
+        for f in &g.fields {
+            writeln!(out, "- field: {}", f.detail)?;
+        }
+        writeln!(
+            out,
+            "- samples: {}",
+            g.sample_ids
+                .iter()
+                .map(|i| format!("`{}`", md(i)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+        writeln!(
+            out,
+            "- replay: `dlq replay --dlq {} --filter '{}'`",
+            md(&g.dlq),
+            g.replay_filter
+        )?;
+    }
+    Ok(())
 }
