@@ -29,7 +29,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 /// record of `max_message_bytes` never exceeds the broker's limit.
 const RECORD_OVERHEAD: usize = 1024;
 
-/// Records fetched at a time while a scan fills a page.
+/// Fewest records fetched at a time while a scan fills a page (it fetches
+/// what the page still needs in one go when that is more).
 const SCAN_CHUNK: usize = 64;
 
 /// Error texts in the headers format are cut to this, like the envelope's.
@@ -1167,7 +1168,7 @@ impl DlqStore for KafkaStore {
                             !r.dup && selection.wants_status(inner.status(&name, r, p, **o))
                         })
                         .map(|(o, _)| *o)
-                        .take(SCAN_CHUNK)
+                        .take(SCAN_CHUNK.max(limit.saturating_sub(page.records.len())))
                         .collect();
                     let Some(&last) = candidates.last() else {
                         break;
