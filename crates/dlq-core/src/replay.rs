@@ -170,29 +170,8 @@ pub fn run<S: DlqStore, T: ReplayTarget>(
             report.selected += 1;
             pace(options.rate, report.selected, started);
             let letter = &record.letter;
-            let fixed = match &options.fix {
-                Some(fix) => fix.apply(&letter.payload).map_err(|e| e.to_string()),
-                None => Ok(letter.payload.clone()),
-            };
-            if options.dry_run {
-                report.previews.push(Preview {
-                    dlq: record.dlq.clone(),
-                    id: letter.id.clone(),
-                    before: String::from_utf8_lossy(&letter.payload).into_owned(),
-                    changed: fixed.as_ref().is_ok_and(|f| *f != letter.payload),
-                    after: fixed.map(|f| String::from_utf8_lossy(&f).into_owned()),
-                });
+            let Some(payload) = fixed_payload(&record, options, &mut report) else {
                 continue;
-            }
-            let payload = match fixed {
-                Ok(p) => p,
-                Err(message) => {
-                    report.fix_failed += 1;
-                    if report.fix_errors.len() < 20 || report.fix_errors.contains_key(&message) {
-                        *report.fix_errors.entry(message).or_default() += 1;
-                    }
-                    continue;
-                }
             };
             match target
                 .deliver(letter, &payload)
@@ -235,6 +214,56 @@ pub fn run<S: DlqStore, T: ReplayTarget>(
     Ok(report)
 }
 
+/// The payload to replay for a selected record: the fix applied. Returns
+/// `None` when there is nothing to deliver: in a dry run (the preview is
+/// recorded instead) or when the fix fails (counted; the record stays
+/// pending). Shared by every replay loop, whatever the target.
+pub fn fixed_payload(
+    record: &crate::store::StoredRecord,
+    options: &ReplayOptions,
+    report: &mut ReplayReport,
+) -> Option<Vec<u8>> {
+    let letter = &record.letter;
+    let fixed = match &options.fix {
+        Some(fix) => fix.apply(&letter.payload).map_err(|e| e.to_string()),
+        None => Ok(letter.payload.clone()),
+    };
+    if options.dry_run {
+        report.previews.push(Preview {
+            dlq: record.dlq.clone(),
+            id: letter.id.clone(),
+            before: String::from_utf8_lossy(&letter.payload).into_owned(),
+            changed: fixed.as_ref().is_ok_and(|f| *f != letter.payload),
+            after: fixed.map(|f| String::from_utf8_lossy(&f).into_owned()),
+        });
+        return None;
+    }
+    match fixed {
+        Ok(p) => Some(p),
+        Err(message) => report_fix_error(report, message),
+    }
+}
+
+/// Counts a record that cannot be replayed, keeping a few distinct messages.
+pub fn report_fix_error(report: &mut ReplayReport, message: String) -> Option<Vec<u8>> {
+    report.fix_failed += 1;
+    if report.fix_errors.len() < 20 || report.fix_errors.contains_key(&message) {
+        *report.fix_errors.entry(message).or_default() += 1;
+    }
+    None
+}
+
+/// Sleeps as needed so that `n` records take at least `n / rate` seconds.
+pub fn pace(rate: Option<f64>, n: u64, started: Instant) {
+    if let Some(rate) = rate.filter(|r| *r > 0.0) {
+        let due = Duration::from_secs_f64((n.saturating_sub(1)) as f64 / rate);
+        let elapsed = started.elapsed();
+        if due > elapsed {
+            std::thread::sleep(due - elapsed);
+        }
+    }
+}
+
 enum CommitError {
     Store(StoreError),
     Target(io::Error),
@@ -268,16 +297,6 @@ fn commit<S: DlqStore, T: ReplayTarget>(
         })
         .map_err(CommitError::Store)?;
     Ok(())
-}
-
-fn pace(rate: Option<f64>, n: u64, started: Instant) {
-    if let Some(rate) = rate.filter(|r| *r > 0.0) {
-        let due = Duration::from_secs_f64((n.saturating_sub(1)) as f64 / rate);
-        let elapsed = started.elapsed();
-        if due > elapsed {
-            std::thread::sleep(due - elapsed);
-        }
-    }
 }
 
 /// How a file target writes a record.

@@ -207,7 +207,7 @@ pub(crate) struct Client {
 /// are completed by its own polling thread, so no runtime is needed (and
 /// none is started, so the store also works inside one, from
 /// `spawn_blocking`).
-fn block_on<F: Future>(fut: F) -> F::Output {
+pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
     struct Unpark(std::thread::Thread);
     impl Wake for Unpark {
         fn wake(self: Arc<Self>) {

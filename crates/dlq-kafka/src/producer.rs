@@ -65,6 +65,7 @@
 
 use crate::KafkaStore;
 use crate::client::base_config;
+use crate::client::block_on;
 use crate::config::{KafkaConfig, valid_topic};
 use crate::processor::{AckContext, owned_headers, produce_failure};
 use crate::retry::{Redactor, is_retryable};
@@ -82,9 +83,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use serde::Serialize;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
-use std::future::Future;
-use std::sync::{Arc, PoisonError};
-use std::task::{Context, Poll, Wake};
+use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 /// The stage of every dead letter the producer writes.
@@ -946,26 +945,6 @@ fn topic_limit(base: &ClientConfig, topic: &str, timeout: Duration) -> Option<us
         tracing::debug!(topic, "the topic's max.message.bytes is unknown");
     }
     limit
-}
-
-/// Runs a future to completion on this thread: the admin client's futures
-/// are completed by its own polling thread, so no runtime is needed.
-fn block_on<F: Future>(fut: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Arc::new(Unpark(std::thread::current())).into();
-    let mut cx = Context::from_waker(&waker);
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        match fut.as_mut().poll(&mut cx) {
-            Poll::Ready(v) => return v,
-            Poll::Pending => std::thread::park_timeout(Duration::from_millis(50)),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -19,10 +19,12 @@ use crate::KafkaStore;
 use crate::client::Outgoing;
 use crate::processor::{FIRST_FAILED_AT_HEADER, REPLAY_OF_HEADER, REPLAYS_HEADER};
 use dlq_core::envelope::Header;
-use dlq_core::replay::{Preview, ReplayError, ReplayOptions, ReplayReport};
+use dlq_core::replay::{
+    ReplayError, ReplayOptions, ReplayReport, fixed_payload, pace, report_fix_error,
+};
 use dlq_core::store::{Batch, DlqStore as _, Settle, Status};
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Replays the records `options` selects to Kafka. `to` overrides the
 /// original topic. `progress` is called after each committed page.
@@ -57,41 +59,19 @@ pub fn replay(
             }
             report.selected += 1;
             pace(options.rate, report.selected, started);
-            let letter = &record.letter;
-            let fixed = match &options.fix {
-                Some(fix) => fix.apply(&letter.payload).map_err(|e| e.to_string()),
-                None => Ok(letter.payload.clone()),
-            };
-            if options.dry_run {
-                report.previews.push(Preview {
-                    dlq: record.dlq.clone(),
-                    id: letter.id.clone(),
-                    before: String::from_utf8_lossy(&letter.payload).into_owned(),
-                    changed: fixed.as_ref().is_ok_and(|f| *f != letter.payload),
-                    after: fixed.map(|f| String::from_utf8_lossy(&f).into_owned()),
-                });
+            let Some(payload) = fixed_payload(&record, options, &mut report) else {
                 continue;
-            }
-            let payload = match fixed {
-                Ok(p) => p,
-                Err(message) => {
-                    report.fix_failed += 1;
-                    if report.fix_errors.len() < 20 || report.fix_errors.contains_key(&message) {
-                        *report.fix_errors.entry(message).or_default() += 1;
-                    }
-                    continue;
-                }
             };
+            let letter = &record.letter;
             let Some(topic) = to
                 .map(str::to_owned)
                 .or_else(|| letter.source.topic.clone())
             else {
                 // Nowhere to send it: it stays pending; say so.
-                *report
-                    .fix_errors
-                    .entry("no original topic in the record: replay it with --to TOPIC".into())
-                    .or_default() += 1;
-                report.fix_failed += 1;
+                report_fix_error(
+                    &mut report,
+                    "no original topic in the record: replay it with --to TOPIC".into(),
+                );
                 continue;
             };
             let n = match partitions.get(&topic) {
@@ -172,14 +152,4 @@ fn stable_partition(bytes: &[u8], partitions: i32) -> i32 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     (h % u64::from(partitions.max(1).unsigned_abs())) as i32
-}
-
-fn pace(rate: Option<f64>, n: u64, started: Instant) {
-    if let Some(rate) = rate.filter(|r| *r > 0.0) {
-        let due = Duration::from_secs_f64(n.saturating_sub(1) as f64 / rate);
-        let elapsed = started.elapsed();
-        if due > elapsed {
-            std::thread::sleep(due - elapsed);
-        }
-    }
 }
