@@ -389,6 +389,10 @@ pub struct ReplayArgs {
     /// A record that failed more replays than this is parked, not pending.
     #[arg(long, default_value_t = 3)]
     pub max_replays: u32,
+    /// Records per commit (a page): larger pages make fewer, bigger
+    /// transactions on Kafka; a crash redoes at most one page.
+    #[arg(long, default_value_t = 500)]
+    pub batch_size: usize,
     /// Also replay parked records.
     #[arg(long)]
     pub include_parked: bool,

@@ -97,6 +97,7 @@ pub fn run(cli: &Cli, args: &ReplayArgs) -> anyhow::Result<Outcome> {
     options.limit = args.limit;
     options.dry_run = args.dry_run;
     options.max_replays = args.max_replays;
+    options.batch_size = args.batch_size.max(1);
     if let Some(rate) = args.rate
         && !(rate > 0.0 && rate.is_finite())
     {
