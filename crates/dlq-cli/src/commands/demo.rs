@@ -334,9 +334,27 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<Outcome> {
         acc.lost += trace.lost;
         acc.duplicates += trace.duplicates;
     }
-    match cli.format {
+    finish(
+        cli.format,
+        &acc,
+        "5. accounting (every generated record traced to an output or a DLQ)",
+        &format!(
+            "explore: dlq --store {store_url} stats | analyze | inspect --dlq dlq.polymarket.price_hourly"
+        ),
+    )
+}
+
+/// Prints the accounting (a table with a hint, or JSON) and fails the
+/// command when a record was lost.
+pub fn finish(
+    format: Format,
+    acc: &Accounting,
+    title: &str,
+    hint: &str,
+) -> anyhow::Result<Outcome> {
+    match format {
         Format::Table => {
-            println!("5. accounting (every generated record traced to an output or a DLQ)");
+            println!("{title}");
             let rows: Vec<Vec<String>> = [
                 ("records_in", acc.records_in),
                 ("delivered", acc.delivered),
@@ -352,11 +370,9 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<Outcome> {
             .map(|(k, v)| vec![format!("   {k}"), v.to_string()])
             .collect();
             output::table(&mut std::io::stdout().lock(), &["", "records"], &rows)?;
-            println!(
-                "explore: dlq --store {store_url} stats | analyze | inspect --dlq dlq.polymarket.price_hourly"
-            );
+            println!("{hint}");
         }
-        _ => output::json(&mut std::io::stdout().lock(), cli.format, &acc)?,
+        _ => output::json(&mut std::io::stdout().lock(), format, acc)?,
     }
     if acc.lost > 0 {
         anyhow::bail!(

@@ -14,7 +14,6 @@ use super::demo::{Accounting, Alert, ReplayStep, trace};
 use crate::Outcome;
 use crate::cli::{Cli, DemoArgs, Format};
 use crate::marketlag::PipelineHandler;
-use crate::output;
 use anyhow::Context as _;
 use dlq_core::analyze::Analyzer;
 use dlq_core::filter::Filter;
@@ -280,30 +279,10 @@ pub fn run(cli: &Cli, args: &DemoArgs, brokers: &str) -> anyhow::Result<Outcome>
         acc.lost += t.lost;
         acc.duplicates += t.duplicates;
     }
-    match cli.format {
-        Format::Table => {
-            println!("5. accounting (every record traced to an output topic or a DLQ topic)");
-            let rows: Vec<Vec<String>> = [
-                ("records_in", acc.records_in),
-                ("delivered", acc.delivered),
-                ("dead_lettered", acc.dead_lettered),
-                ("recovered_by_retry", acc.recovered_by_retry),
-                ("replayed", acc.replayed),
-                ("pending", acc.pending),
-                ("parked", acc.parked),
-                ("lost", acc.lost),
-                ("duplicates", acc.duplicates),
-            ]
-            .iter()
-            .map(|(k, v)| vec![format!("   {k}"), v.to_string()])
-            .collect();
-            output::table(&mut std::io::stdout().lock(), &["", "records"], &rows)?;
-            println!("explore: dlq --store kafka://{brokers} stats | analyze | inspect");
-        }
-        _ => output::json(&mut std::io::stdout().lock(), cli.format, &acc)?,
-    }
-    if acc.lost > 0 {
-        anyhow::bail!("{} records were lost: this is a bug in dlq", acc.lost);
-    }
-    Ok(Outcome::Ok)
+    super::demo::finish(
+        cli.format,
+        &acc,
+        "5. accounting (every record traced to an output topic or a DLQ topic)",
+        &format!("explore: dlq --store kafka://{brokers} stats | analyze | inspect"),
+    )
 }
