@@ -212,13 +212,7 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<Outcome> {
     ));
     for run in &runs {
         let pending = this_run_pending(&store, run)?.0;
-        let alert = Alert {
-            rule: format!("dlq_size > {}", args.alert_threshold),
-            dlq: run.pipeline.dlq_topic().to_owned(),
-            value: pending,
-            threshold: args.alert_threshold,
-            firing: pending > args.alert_threshold,
-        };
+        let alert = size_alert(run.pipeline.dlq_topic(), pending, args.alert_threshold);
         say(&format!(
             "   {:<30} pending {:>6}  {}",
             alert.dlq,
@@ -252,33 +246,13 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<Outcome> {
     for run in &runs {
         let dlq = run.pipeline.dlq_topic();
         let to = To::Pipeline(&run.output);
-        let mut steps: Vec<(String, Option<String>, u32)> = dlq_marketlag::fixes(run.pipeline)
-            .iter()
-            .map(|(class, field, fix)| {
-                // An empty field means the fix repairs the whole record.
-                let filter = if field.is_empty() {
-                    format!("error_class == \"{class}\"")
-                } else {
-                    format!("error_class == \"{class}\" and payload.{field} exists")
-                };
-                (filter, Some((*fix).to_owned()), 3)
-            })
-            .collect();
-        steps.push(("retryable".to_owned(), None, 3));
-        // A careless replay of a group no fix repairs: it comes back and,
-        // with --max-replays 0, is parked instead of looping.
-        steps.push((
-            format!(
-                "error_class == \"{}\"",
-                if run.pipeline == Pipeline::Polymarket {
-                    dlq_marketlag::class::PRICE_OUT_OF_RANGE
-                } else {
-                    dlq_marketlag::class::BAD_URL
-                }
-            ),
-            None,
-            0,
-        ));
+        // The careless replay (last step) parks what fails again at once.
+        let steps = replay_steps(run.pipeline);
+        let last = steps.len() - 1;
+        let steps = steps
+            .into_iter()
+            .enumerate()
+            .map(|(i, (filter, fix))| (filter, fix, if i == last { 0 } else { 3 }));
         for (filter, fix, max_replays) in steps {
             let mut options = ReplayOptions::for_dlq(dlq);
             options.selection.filter = Some(Filter::parse(&filter)?);
@@ -342,6 +316,45 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<Outcome> {
             "explore: dlq --store {store_url} stats | analyze | inspect --dlq dlq.polymarket.price_hourly"
         ),
     )
+}
+
+/// The replays the demos run for a pipeline, in order, as (filter, fix):
+/// each repairable group with its jq fix, then the transient failures as
+/// they are, and last a careless replay of a group no fix repairs (it fails
+/// again, which shows parking instead of looping).
+pub fn replay_steps(pipeline: Pipeline) -> Vec<(String, Option<String>)> {
+    let mut steps: Vec<(String, Option<String>)> = dlq_marketlag::fixes(pipeline)
+        .iter()
+        .map(|(class, field, fix)| {
+            // An empty field means the fix repairs the whole record.
+            let filter = if field.is_empty() {
+                format!("error_class == \"{class}\"")
+            } else {
+                format!("error_class == \"{class}\" and payload.{field} exists")
+            };
+            (filter, Some((*fix).to_owned()))
+        })
+        .collect();
+    steps.push(("retryable".to_owned(), None));
+    let unfixable = if pipeline == Pipeline::Polymarket {
+        dlq_marketlag::class::PRICE_OUT_OF_RANGE
+    } else {
+        dlq_marketlag::class::BAD_URL
+    };
+    steps.push((format!("error_class == \"{unfixable}\""), None));
+    steps
+}
+
+/// The size alert rule: fires when a DLQ holds more pending records than
+/// the threshold.
+pub fn size_alert(dlq: &str, pending: u64, threshold: u64) -> Alert {
+    Alert {
+        rule: format!("dlq_size > {threshold}"),
+        dlq: dlq.to_owned(),
+        value: pending,
+        threshold,
+        firing: pending > threshold,
+    }
 }
 
 /// Prints the accounting (a table with a hint, or JSON) and fails the

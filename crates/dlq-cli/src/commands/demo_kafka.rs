@@ -10,7 +10,7 @@
 //! processor picks them up again (a record failing again comes back with
 //! `replays + 1`, and this pass parks it at once, to show the loop guard).
 
-use super::demo::{Accounting, Alert, ReplayStep, trace};
+use super::demo::{Accounting, ReplayStep, replay_steps, size_alert, trace};
 use crate::Outcome;
 use crate::cli::{Cli, DemoArgs, Format};
 use crate::marketlag::PipelineHandler;
@@ -154,13 +154,7 @@ pub fn run(cli: &Cli, args: &DemoArgs, brokers: &str) -> anyhow::Result<Outcome>
             .iter()
             .find(|s| s.dlq == p.dlq_topic())
             .map_or(0, |s| s.pending);
-        let alert = Alert {
-            rule: format!("dlq_size > {}", args.alert_threshold),
-            dlq: p.dlq_topic().to_owned(),
-            value: pending,
-            threshold: args.alert_threshold,
-            firing: pending > args.alert_threshold,
-        };
+        let alert = size_alert(p.dlq_topic(), pending, args.alert_threshold);
         say(&format!(
             "   {:<30} pending {:>6}  {}",
             alert.dlq,
@@ -187,31 +181,9 @@ pub fn run(cli: &Cli, args: &DemoArgs, brokers: &str) -> anyhow::Result<Outcome>
 
     say("4. fix and replay (exactly-once) to the original topics, then process them again");
     for p in Pipeline::ALL {
-        let mut steps: Vec<(String, Option<String>)> = dlq_marketlag::fixes(p)
-            .iter()
-            .map(|(class, field, fix)| {
-                let filter = if field.is_empty() {
-                    format!("error_class == \"{class}\"")
-                } else {
-                    format!("error_class == \"{class}\" and payload.{field} exists")
-                };
-                (filter, Some((*fix).to_owned()))
-            })
-            .collect();
-        steps.push(("retryable".to_owned(), None));
-        // A careless replay of a group no fix repairs: it fails again and
-        // this pass parks it.
-        steps.push((
-            format!(
-                "error_class == \"{}\"",
-                if p == Pipeline::Polymarket {
-                    dlq_marketlag::class::PRICE_OUT_OF_RANGE
-                } else {
-                    dlq_marketlag::class::BAD_URL
-                }
-            ),
-            None,
-        ));
+        // The last step's records fail again; the reprocessing pass below
+        // parks them.
+        let steps = replay_steps(p);
         for (filter, fix) in steps {
             let mut options = ReplayOptions::for_dlq(p.dlq_topic());
             options.selection.filter = Some(Filter::parse(&filter)?);
