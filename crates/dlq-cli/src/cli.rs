@@ -13,8 +13,14 @@ pub struct Cli {
     #[arg(long, global = true, env = "DLQ_STORE")]
     pub store: Option<String>,
 
-    /// Output format where the output is data.
-    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    /// Output format: table, json or ndjson where the output is data;
+    /// `dlq analyze` also writes reports for people (markdown, html).
+    #[arg(long = "format", global = true, value_enum, default_value_t = FormatArg::Table)]
+    pub format_arg: FormatArg,
+
+    /// The data format in effect, set by [`Cli::resolve_format`] from
+    /// `--format` (`table` when a report was asked for).
+    #[arg(skip = Format::Table)]
     pub format: Format,
 
     /// No progress bars.
@@ -36,7 +42,58 @@ impl Cli {
     }
 }
 
-/// Output formats.
+impl Cli {
+    /// Checks `--format` against the command and sets [`Cli::format`]:
+    /// report formats are only for `dlq analyze`.
+    pub fn resolve_format(&mut self) -> Result<(), String> {
+        self.format = match self.format_arg {
+            FormatArg::Table => Format::Table,
+            FormatArg::Json => Format::Json,
+            FormatArg::Ndjson => Format::Ndjson,
+            FormatArg::Markdown | FormatArg::Html => {
+                if !matches!(self.command, Command::Analyze(_)) {
+                    return Err(format!(
+                        "--format {}: only `dlq analyze` writes reports; use table, json or ndjson",
+                        self.format_arg.name()
+                    ));
+                }
+                Format::Table
+            }
+        };
+        Ok(())
+    }
+}
+
+/// What `--format` accepts: the data formats and, for `dlq analyze`, the
+/// report formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// Aligned columns, for people.
+    Table,
+    /// One JSON document (stable, documented in docs/cli.md).
+    Json,
+    /// One JSON object per line.
+    Ndjson,
+    /// `dlq analyze` only: a Markdown report, for an issue or a chat.
+    Markdown,
+    /// `dlq analyze` only: a self-contained HTML report with charts.
+    Html,
+}
+
+impl FormatArg {
+    /// The name as written on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            FormatArg::Table => "table",
+            FormatArg::Json => "json",
+            FormatArg::Ndjson => "ndjson",
+            FormatArg::Markdown => "markdown",
+            FormatArg::Html => "html",
+        }
+    }
+}
+
+/// Data output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// Aligned columns, for people.
@@ -325,9 +382,6 @@ pub struct InspectArgs {
 pub struct AnalyzeArgs {
     #[command(flatten)]
     pub select: SelectArgs,
-    /// A report for people instead of data: markdown. Overrides --format.
-    #[arg(long, value_enum)]
-    pub report: Option<ReportFormat>,
     /// Only records whose last failure is at or after this instant (RFC 3339).
     #[arg(long, value_parser = parse_since)]
     pub since: Option<chrono::DateTime<chrono::Utc>>,
@@ -337,13 +391,6 @@ pub struct AnalyzeArgs {
     /// List every record id of each group (memory grows with the records).
     #[arg(long)]
     pub members: bool,
-}
-
-/// Report formats of `dlq analyze`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ReportFormat {
-    /// A Markdown report, for an issue or a chat.
-    Markdown,
 }
 
 fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {

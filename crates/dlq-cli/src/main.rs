@@ -10,6 +10,7 @@ mod commands;
 mod marketlag;
 mod output;
 mod progress;
+mod report_html;
 mod store;
 
 use clap::Parser as _;
@@ -25,7 +26,7 @@ pub enum Outcome {
 }
 
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    let mut args = cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -33,6 +34,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
+    if let Err(message) = args.resolve_format() {
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
+    }
     match commands::run(&args) {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::NothingMatched) => ExitCode::from(1),

@@ -569,22 +569,38 @@ fn analyze_after_demo_groups_each_injected_failure_with_verdicts_fields_and_filt
     };
     const RSS: &str = "dlq.rss.events";
     const PRICES: &str = "dlq.polymarket.price_hourly";
-    // Failure kinds whose messages share one wording: exactly one group each.
-    for (dlq, class) in [
-        (RSS, "downstream.unavailable"),
-        (PRICES, "downstream.unavailable"),
-        (RSS, "validation.wrong_type"),
-        (PRICES, "validation.wrong_type"),
-        (PRICES, "validation.price_out_of_range"),
-        (PRICES, "validation.negative_volume"),
-        (RSS, "validation.missing_field"),
-        (PRICES, "validation.missing_field"),
-        (PRICES, "validation.null_field"),
-        (PRICES, "decode.not_an_object"),
-        (PRICES, "decode.invalid_utf8"),
-    ] {
-        assert_eq!(of(dlq, class).len(), 1, "{dlq} {class}: {v:#}");
+    // Every kind of failure the generator injects (and the simulated outage)
+    // is exactly one group: message variants inside a kind (which JSON token
+    // was cut, which value was wrong) are templates' variables, not groups.
+    let common = [
+        "downstream.unavailable",
+        "decode.malformed_json",
+        "decode.invalid_utf8",
+        "decode.not_an_object",
+        "validation.missing_field",
+        "validation.null_field",
+        "validation.wrong_type",
+        "validation.bad_timestamp",
+    ];
+    let only_rss = ["validation.bad_url"];
+    let only_prices = [
+        "validation.timestamp_not_hour_aligned",
+        "validation.price_out_of_range",
+        "validation.negative_volume",
+        "validation.bad_market_id",
+    ];
+    for (dlq, own) in [(RSS, &only_rss[..]), (PRICES, &only_prices[..])] {
+        let mut expected: Vec<&str> = common.iter().chain(own).copied().collect();
+        expected.sort_unstable();
+        let mut found: Vec<String> = groups
+            .iter()
+            .filter(|g| g["dlq"] == dlq)
+            .map(|g| str_of(g, "error_class"))
+            .collect();
+        found.sort_unstable();
+        assert_eq!(found, expected, "{dlq}: one group per injected kind: {v:#}");
     }
+    assert_eq!(of(RSS, "decode.malformed_json").len(), 1);
     for g in groups {
         let class = str_of(g, "error_class");
         let expected = if class.starts_with("downstream.") {
@@ -640,10 +656,57 @@ fn analyze_after_demo_groups_each_injected_failure_with_verdicts_fields_and_filt
     );
     assert_eq!(selected, members);
 
-    // --top and --report markdown.
+    // Every group's filter selects exactly its records, and a second
+    // analysis, which continues from the persisted miners, keeps every
+    // group's fingerprint and count.
+    for g in groups {
+        let picked = env.json(&[
+            "inspect",
+            "--status",
+            "all",
+            "--limit",
+            "100000",
+            "--filter",
+            &str_of(g, "replay_filter"),
+        ]);
+        assert_eq!(
+            picked["records"].as_array().expect("records").len() as u64,
+            g["count"].as_u64().expect("count"),
+            "{g:#}"
+        );
+    }
+    let again = env.json(&["analyze", "--status", "all"]);
+    let summary = |v: &Value| -> Vec<(String, u64)> {
+        v["groups"]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .map(|g| (str_of(g, "fingerprint"), g["count"].as_u64().unwrap_or(0)))
+            .collect()
+    };
+    assert_eq!(summary(&again), summary(&v));
+
+    // --top, --format markdown and html.
     let top = env.json(&["analyze", "--status", "all", "--top", "2"]);
     assert_eq!(top["groups"].as_array().expect("groups").len(), 2);
-    let md = env.ok(&["analyze", "--status", "all", "--report", "markdown"]);
+    let html = env.ok(&["analyze", "--status", "all", "--format", "html"]);
+    let html = String::from_utf8_lossy(&html.stdout);
+    assert_eq!(html.matches("<svg").count(), 2, "two charts");
+    assert_eq!(
+        html.matches("<section class=\"group\"").count(),
+        groups.len(),
+        "one section per group"
+    );
+    assert!(html.contains("Content-Security-Policy"));
+    assert!(!html.contains("<script"), "no script in the report");
+    assert!(
+        html.contains("&lt;QUOTED&gt;") && !html.contains("<QUOTED>"),
+        "templates are escaped"
+    );
+    // Report formats are for analyze only.
+    let refused = env.run(&["stats", "--format", "html"]);
+    assert_eq!(refused.status.code(), Some(2));
+    let md = env.ok(&["analyze", "--status", "all", "--format", "markdown"]);
     let md = String::from_utf8_lossy(&md.stdout);
     assert!(md.contains("`price` is a string in"), "{md}");
     assert!(md.contains(&filter), "{md}");

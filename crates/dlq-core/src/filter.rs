@@ -35,6 +35,28 @@ use std::cmp::Ordering;
 pub struct Filter {
     source: String,
     expr: Expr,
+    fingerprints: Fingerprints,
+}
+
+/// The template miners `fingerprint` is evaluated with (see
+/// [`Filter::with_grouper`]). Not part of a filter's identity.
+#[derive(Clone, Default)]
+struct Fingerprints(Option<std::sync::Arc<crate::analyze::Grouper>>);
+
+impl PartialEq for Fingerprints {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Fingerprints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Fingerprints(miners)"
+        } else {
+            "Fingerprints(stateless)"
+        })
+    }
 }
 
 /// A filter could not be parsed.
@@ -155,7 +177,31 @@ impl Filter {
         Ok(Filter {
             source: text.to_owned(),
             expr,
+            fingerprints: Fingerprints::default(),
         })
+    }
+
+    /// Whether the filter reads `fingerprint` (and so wants the persisted
+    /// template miners: [`Filter::with_grouper`]).
+    pub fn uses_fingerprint(&self) -> bool {
+        fn uses(e: &Expr) -> bool {
+            match e {
+                Expr::And(a, b) | Expr::Or(a, b) => uses(a) || uses(b),
+                Expr::Not(a) => uses(a),
+                Expr::Cmp(f, _, _) | Expr::In(f, _) | Expr::Exists(f) | Expr::Truthy(f) => {
+                    matches!(f, Field::Fingerprint)
+                }
+            }
+        }
+        uses(&self.expr)
+    }
+
+    /// Evaluates `fingerprint` with these template miners (restored from the
+    /// store by the caller) instead of the stateless fingerprint; see
+    /// [`crate::analyze`].
+    pub fn with_grouper(mut self, grouper: std::sync::Arc<crate::analyze::Grouper>) -> Self {
+        self.fingerprints = Fingerprints(Some(grouper));
+        self
     }
 
     /// The filter text as written.
@@ -168,6 +214,7 @@ impl Filter {
         let mut ctx = Ctx {
             record,
             payload: None,
+            grouper: self.fingerprints.0.as_deref(),
         };
         eval(&self.expr, &mut ctx)
     }
@@ -475,6 +522,7 @@ fn parse_field(name: &str) -> Option<Field> {
 struct Ctx<'r> {
     record: &'r StoredRecord,
     payload: Option<Option<serde_json::Value>>,
+    grouper: Option<&'r crate::analyze::Grouper>,
 }
 
 #[derive(Debug)]
@@ -507,7 +555,7 @@ fn value(field: &Field, ctx: &mut Ctx<'_>) -> Val {
         Field::Key => l.key.as_deref().map_or(Val::Null, |k| {
             Val::Str(String::from_utf8_lossy(k).into_owned())
         }),
-        Field::Fingerprint => Val::Str(crate::analyze::fingerprint(ctx.record)),
+        Field::Fingerprint => Val::Str(crate::analyze::fingerprint(ctx.record, ctx.grouper)),
         Field::SourceSystem => Val::Str(l.source.system.clone()),
         Field::SourceTopic => opt_str(l.source.topic.as_deref()),
         Field::SourcePartition => l
@@ -682,7 +730,7 @@ mod tests {
     #[test]
     fn fingerprint_field_matches_the_analysis() {
         let r = record("{}", "downstream.timeout", 0);
-        let fp = crate::analyze::fingerprint(&r);
+        let fp = crate::analyze::fingerprint(&r, None);
         assert!(m(&format!("fingerprint == \"{fp}\""), &r));
         assert!(!m("fingerprint == \"0000\"", &r));
     }

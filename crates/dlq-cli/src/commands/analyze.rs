@@ -2,27 +2,39 @@
 //! template of the root-cause message (see `dlq_core::analyze`).
 
 use crate::Outcome;
-use crate::cli::{AnalyzeArgs, Cli, Format, ReportFormat};
+use crate::cli::{AnalyzeArgs, Cli, Format, FormatArg};
 use crate::output;
+use anyhow::Context as _;
 use dlq_core::DlqStore as _;
-use dlq_core::analyze::{Analyzer, Group};
+use dlq_core::analyze::{Analyzer, Group, checkpoint_name};
+use dlq_core::store::Batch;
 use std::collections::BTreeSet;
 use std::io::Write;
 
-/// Groups the selected records whose last failure is at or after `since`.
+/// Groups the selected records whose last failure is at or after `since`,
+/// continuing from the template miners persisted in the store, and persists
+/// what they learned.
 pub fn groups(
-    store: &crate::store::AnyStore,
+    store: &mut crate::store::AnyStore,
     selection: &dlq_core::store::Selection,
     since: Option<chrono::DateTime<chrono::Utc>>,
     members: bool,
 ) -> anyhow::Result<(Vec<String>, Vec<Group>)> {
+    let grouper = super::load_grouper(store)?;
+    let mut selection = selection.clone();
+    if let Some(f) = selection.filter.take() {
+        // A filter on `fingerprint` sees the groups as they were before this
+        // analysis.
+        selection.filter = Some(f.with_grouper(std::sync::Arc::new(grouper.clone())));
+    }
     let mut analyzer = if members {
         Analyzer::with_members()
     } else {
         Analyzer::new()
-    };
+    }
+    .with_grouper(grouper);
     let mut dlqs = BTreeSet::new();
-    for r in store.scan_all(selection, 1000) {
+    for r in store.scan_all(&selection, 1000) {
         let r = r?;
         if since.is_some_and(|t| r.letter.failed_at < t) {
             continue;
@@ -30,27 +42,43 @@ pub fn groups(
         dlqs.insert(r.dlq.clone());
         analyzer.add(&r);
     }
-    Ok((dlqs.into_iter().collect(), analyzer.finish()))
+    let (groups, grouper) = analyzer.finish_with_grouper();
+    for dlq in grouper.changed() {
+        if let Some(state) = grouper.state(&dlq) {
+            let name = checkpoint_name(&dlq);
+            store
+                .commit(Batch {
+                    append: &[],
+                    settle: &[],
+                    checkpoint: Some((&name, &state)),
+                })
+                .with_context(|| format!("saving the template miners of {dlq}"))?;
+        }
+    }
+    Ok((dlqs.into_iter().collect(), groups))
 }
 
 /// Runs `dlq analyze`.
 pub fn run(cli: &Cli, args: &AnalyzeArgs) -> anyhow::Result<Outcome> {
-    let store = crate::store::open(cli.store_url())?;
+    let mut store = crate::store::open(cli.store_url())?;
     let selection = super::selection(&args.select)?;
-    let (dlqs, mut groups) = groups(&store, &selection, args.since, args.members)?;
+    let (dlqs, mut groups) = groups(&mut store, &selection, args.since, args.members)?;
     if let Some(n) = args.top {
         groups.truncate(n);
     }
     let mut out = std::io::stdout().lock();
-    match (args.report, cli.format) {
-        (Some(ReportFormat::Markdown), _) => markdown(&mut out, &dlqs, &groups)?,
-        (None, Format::Table) => table(&mut out, &groups)?,
-        (None, Format::Json) => output::json(
+    match (cli.format_arg, cli.format) {
+        (FormatArg::Markdown, _) => markdown(&mut out, &dlqs, &groups)?,
+        (FormatArg::Html, _) => {
+            crate::report_html::write(&mut out, &dlqs, &groups, chrono::Utc::now())?
+        }
+        (_, Format::Table) => table(&mut out, &groups)?,
+        (_, Format::Json) => output::json(
             &mut out,
             cli.format,
             &serde_json::json!({ "dlqs": dlqs, "groups": groups }),
         )?,
-        (None, Format::Ndjson) => {
+        (_, Format::Ndjson) => {
             for g in &groups {
                 output::json(&mut out, cli.format, g)?;
             }

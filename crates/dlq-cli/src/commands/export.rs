@@ -10,7 +10,8 @@ use std::io::Write as _;
 /// Runs `dlq export`.
 pub fn run(cli: &Cli, args: &ExportArgs) -> anyhow::Result<Outcome> {
     let store = crate::store::open(cli.store_url())?;
-    let selection = super::selection(&args.select)?;
+    let mut selection = super::selection(&args.select)?;
+    selection.filter = super::with_fingerprints(&store, selection.filter)?;
     let mut out = super::writer(args.output.as_deref())?;
     let mut n = 0u64;
     for r in store.scan_all(&selection, 1000) {

@@ -5,10 +5,12 @@ use crate::cli::{Cli, Format, InspectArgs};
 use crate::output;
 use chrono::{DateTime, Utc};
 use dlq_core::DlqStore as _;
+use dlq_core::analyze::Grouper;
 use dlq_core::envelope::{self, EncodeOptions};
 use dlq_core::store::{Status, StoredRecord};
 use serde::Serialize;
 use serde_json::value::RawValue;
+use std::sync::Arc;
 
 /// A record as `inspect` and `export` show it: store metadata and the
 /// envelope, embedded verbatim so the original record stays byte-exact.
@@ -34,12 +36,13 @@ pub fn envelope_json(record: &StoredRecord) -> anyhow::Result<Box<RawValue>> {
     Ok(RawValue::from_string(String::from_utf8(enc.bytes)?)?)
 }
 
-/// Builds the shown form of a record.
-pub fn shown(record: &StoredRecord) -> anyhow::Result<Shown> {
+/// Builds the shown form of a record; its fingerprint as the persisted
+/// template miners know it.
+pub fn shown(record: &StoredRecord, grouper: &Grouper) -> anyhow::Result<Shown> {
     Ok(Shown {
         dlq: record.dlq.clone(),
         status: record.status,
-        fingerprint: dlq_core::analyze::fingerprint(record),
+        fingerprint: grouper.fingerprint(record),
         stored_at: record.stored_at,
         settled_at: record.settled_at,
         record: envelope_json(record)?,
@@ -49,7 +52,9 @@ pub fn shown(record: &StoredRecord) -> anyhow::Result<Shown> {
 /// Runs `dlq inspect`.
 pub fn run(cli: &Cli, args: &InspectArgs) -> anyhow::Result<Outcome> {
     let store = crate::store::open(cli.store_url())?;
-    let selection = super::selection(&args.select)?;
+    let mut selection = super::selection(&args.select)?;
+    let grouper = Arc::new(super::load_grouper(&store)?);
+    selection.filter = selection.filter.map(|f| f.with_grouper(grouper.clone()));
     let mut records = Vec::new();
     for r in store.scan_all(&selection, 500) {
         if records.len() as u64 >= args.limit {
@@ -92,7 +97,7 @@ pub fn run(cli: &Cli, args: &InspectArgs) -> anyhow::Result<Outcome> {
         Format::Json => {
             let shown = records
                 .iter()
-                .map(shown)
+                .map(|r| shown(r, &grouper))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             // A struct, not `json!`: a Value would re-serialize the raw
             // envelopes and lose their exact bytes.
@@ -104,7 +109,7 @@ pub fn run(cli: &Cli, args: &InspectArgs) -> anyhow::Result<Outcome> {
         }
         Format::Ndjson => {
             for r in &records {
-                output::json(&mut out, cli.format, &shown(r)?)?;
+                output::json(&mut out, cli.format, &shown(r, &grouper)?)?;
             }
         }
     }

@@ -16,11 +16,14 @@ mod stats;
 use crate::Outcome;
 use crate::cli::{Cli, Command, SelectArgs, StatusArg};
 use anyhow::Context as _;
+use dlq_core::DlqStore;
+use dlq_core::analyze::{Grouper, checkpoint_name};
 use dlq_core::filter::Filter;
 use dlq_core::store::{Selection, Status};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 /// Runs the parsed command.
 pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
@@ -64,6 +67,33 @@ pub fn selection(args: &SelectArgs) -> anyhow::Result<Selection> {
         dlq: args.dlq.clone(),
         statuses,
         filter,
+    })
+}
+
+/// The template miners `dlq analyze` persisted for the store's DLQs (see
+/// `dlq_core::analyze`). A state that cannot be read is reported and left
+/// out: its DLQ's groups start over.
+pub fn load_grouper(store: &impl DlqStore) -> anyhow::Result<Grouper> {
+    let mut grouper = Grouper::new();
+    for dlq in store.dlqs()? {
+        if let Some(state) = store.checkpoint(&checkpoint_name(&dlq))?
+            && let Err(e) = grouper.restore(&dlq, &state)
+        {
+            tracing::warn!("{e}; its failure groups start over");
+        }
+    }
+    Ok(grouper)
+}
+
+/// Gives a filter that reads `fingerprint` the persisted template miners, so
+/// that it selects exactly the groups `dlq analyze` reported.
+pub fn with_fingerprints(
+    store: &impl DlqStore,
+    filter: Option<Filter>,
+) -> anyhow::Result<Option<Filter>> {
+    Ok(match filter {
+        Some(f) if f.uses_fingerprint() => Some(f.with_grouper(Arc::new(load_grouper(store)?))),
+        other => other,
     })
 }
 

@@ -108,13 +108,15 @@ pub fn run(cli: &Cli, args: &ReplayArgs) -> anyhow::Result<Outcome> {
         ToFormat::Envelope => FileFormat::Envelope,
     };
     let report = if cli.store_url().starts_with("kafka://") {
-        replay_kafka(cli, args, &options)?
+        replay_kafka(cli, args, options)?
     } else {
         let Some(to) = args.to.as_deref() else {
             anyhow::bail!("--to is required: file:PATH or pipeline:PATH");
         };
         let to = parse_to(to)?;
         let mut store = crate::store::open(cli.store_url())?;
+        let mut options = options;
+        options.selection.filter = super::with_fingerprints(&store, options.selection.filter)?;
         replay(
             &mut store,
             &args.dlq,
@@ -136,7 +138,7 @@ pub fn run(cli: &Cli, args: &ReplayArgs) -> anyhow::Result<Outcome> {
 fn replay_kafka(
     cli: &Cli,
     args: &ReplayArgs,
-    options: &ReplayOptions,
+    mut options: ReplayOptions,
 ) -> anyhow::Result<ReplayReport> {
     let to = match args.to.as_deref() {
         None => None,
@@ -148,9 +150,10 @@ fn replay_kafka(
         .map_err(|e| anyhow::anyhow!("--store: {}", e.problems.join("; ")))?;
     config.transactions = args.exactly_once;
     let mut store = dlq_kafka::KafkaStore::open(config).context("opening the Kafka store")?;
+    options.selection.filter = super::with_fingerprints(&store, options.selection.filter)?;
     let bar = crate::progress::bar(None, "replay", !cli.no_progress);
     let mut tick = |r: &ReplayReport| bar.set_position(r.selected);
-    let report = dlq_kafka::replay::replay(&mut store, options, to, Some(&mut tick))?;
+    let report = dlq_kafka::replay::replay(&mut store, &options, to, Some(&mut tick))?;
     bar.finish_and_clear();
     Ok(report)
 }

@@ -29,7 +29,8 @@
 //! Quoted values: the opening quote must start a value (at the start, or after
 //! white space or one of `( [ { = : , )`), so apostrophes (`don't`) are not
 //! quotes. The value ends at the first same quote (backslash escapes are
-//! skipped) that is followed by white space or the end, possibly after closing
+//! skipped) that is followed by white space or the end, possibly after a
+//! truncation marker (`…` or `...`, which is masked with the value) and closing
 //! punctuation `) ] } > , ; : . ! ?`, and that does not directly follow `:`,
 //! `,`, `{` or `[` (that quote opens a JSON value, it does not close one). So
 //! a compact JSON excerpt in quotes is one value. A value may hold spaces but
@@ -300,7 +301,21 @@ fn quoted(
         }
         return Step::Keep(i + 1);
     }
-    Step::Mask(j + 1, MaskKind::Quoted)
+    Step::Mask(j + 1 + truncation_marker(b, j + 1), MaskKind::Quoted)
+}
+
+/// The length of a truncation marker (`…` or `...`) at `k`, or 0. Messages
+/// that cut a long value write it right after the closing quote
+/// (`got "www.example.com/a-very-long-pa"…`); the marker belongs to the value.
+fn truncation_marker(b: &[u8], k: usize) -> usize {
+    let rest = &b[k.min(b.len())..];
+    if rest.starts_with("…".as_bytes()) {
+        "…".len()
+    } else if rest.starts_with(b"...") {
+        3
+    } else {
+        0
+    }
 }
 
 /// Whether the quote at `j` closes the value opened at `open`.
@@ -308,7 +323,7 @@ fn closes(b: &[u8], open: usize, j: usize) -> bool {
     if j > open + 2 && matches!(b[j - 1], b':' | b',' | b'{' | b'[') {
         return false;
     }
-    let mut k = j + 1;
+    let mut k = j + 1 + truncation_marker(b, j + 1);
     while k < b.len()
         && matches!(
             b[k],
@@ -841,6 +856,12 @@ mod tests {
         );
         // No closing quote: nothing masked.
         assert_eq!(m(r#"say "hello"#), r#"say "hello"#);
+        // A value cut short, with its marker after the quote.
+        assert_eq!(
+            m(r#"got "www.example.com/a-long-pa"… (not an absolute URL)"#),
+            "got <QUOTED> (not an absolute URL)"
+        );
+        assert_eq!(m(r#"got "abc"..., then"#), "got <QUOTED>, then");
         // Python's repr of a type: the quote closes before `>`.
         assert_eq!(
             m("'x' (type <class 'str'>) do not match ['null', 'double'] on"),
