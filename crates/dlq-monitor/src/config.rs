@@ -504,9 +504,13 @@ impl Walker {
                 }
             }
         }
+        // Names of every [sink.NAME], valid or not: a rule naming a sink
+        // that has its own problems is not a second problem.
+        let mut sink_names: BTreeSet<String> = BTreeSet::from([LOG_SINK.to_owned()]);
         if let Some(v) = top.get("sink")
             && let Some(t) = self.table("sink", v)
         {
+            sink_names.extend(t.keys().cloned());
             for (name, v) in t {
                 let path = format!("sink.{}", quoted_key(name));
                 if name == LOG_SINK {
@@ -531,7 +535,7 @@ impl Walker {
                 for (i, v) in rules.iter().enumerate() {
                     let path = format!("rule[{i}]");
                     if let Some(t) = self.table(&path, v)
-                        && let Some(rule) = self.rule(&path, t, &c.sinks)
+                        && let Some(rule) = self.rule(&path, t, &sink_names)
                     {
                         if !names.insert(rule.name.clone()) {
                             self.problem(
@@ -720,12 +724,7 @@ impl Walker {
         })
     }
 
-    fn rule(
-        &mut self,
-        path: &str,
-        t: &toml::Table,
-        sinks: &BTreeMap<String, SinkConfig>,
-    ) -> Option<Rule> {
+    fn rule(&mut self, path: &str, t: &toml::Table, sinks: &BTreeSet<String>) -> Option<Rule> {
         self.unknown_keys(path, t, RULE_KEYS);
         let name = match self.string(path, t, "name") {
             Some(n) if !n.trim().is_empty() => Some(n),
@@ -777,10 +776,10 @@ impl Walker {
                 for (i, item) in items.iter().enumerate() {
                     let p = format!("{}[{i}]", join(path, "sinks"));
                     match item.as_str() {
-                        Some(s) if sinks.contains_key(s) => out.push(s.to_owned()),
+                        Some(s) if sinks.contains(s) => out.push(s.to_owned()),
                         Some(s) => {
                             ok = false;
-                            let known: Vec<&str> = sinks.keys().map(String::as_str).collect();
+                            let known: Vec<&str> = sinks.iter().map(String::as_str).collect();
                             self.problem(
                                 p,
                                 format!(

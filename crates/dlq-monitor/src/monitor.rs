@@ -45,8 +45,10 @@ pub struct FiringAlert {
     /// The DLQ.
     pub dlq: String,
     /// The value at the last tick.
+    #[serde(serialize_with = "crate::sink::plain_option")]
     pub value: Option<f64>,
     /// The threshold it is above.
+    #[serde(serialize_with = "crate::sink::plain_number")]
     pub threshold: f64,
     /// Since when it fires.
     pub since: Option<DateTime<Utc>>,

@@ -34,11 +34,19 @@ pub struct Notification {
 }
 
 /// Whole numbers as JSON integers (`1234`, not `1234.0`).
-fn plain_number<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn plain_number<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
     if v.fract() == 0.0 && v.abs() < 9.0e15 {
         s.serialize_i64(*v as i64)
     } else {
         s.serialize_f64(*v)
+    }
+}
+
+/// [`plain_number`] for an optional value.
+pub(crate) fn plain_option<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => plain_number(v, s),
+        None => s.serialize_none(),
     }
 }
 

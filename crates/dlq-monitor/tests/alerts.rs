@@ -13,7 +13,7 @@ use dlq_monitor::{History, Monitor, MonitorConfig, Transition};
 use dlq_sqlite::{SqliteOptions, SqliteStore};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::{Read as _, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
