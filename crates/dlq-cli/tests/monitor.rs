@@ -1,6 +1,9 @@
 //! End-to-end tests of `dlq monitor` on the embedded store: the real
 //! binary after a real (small) `dlq demo`, with a webhook receiver started
-//! by the test on 127.0.0.1.
+//! by the test on 127.0.0.1; and on Kafka (when `DLQ_KAFKA_BOOTSTRAP` names
+//! a broker), where the expiry risk uses the DLQ topic's `retention.ms`.
+
+mod common;
 
 use serde_json::Value;
 use std::path::PathBuf;
@@ -250,4 +253,71 @@ fn monitor_once_on_an_empty_store_exits_1() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let out = env.run(&["monitor", "--once", "--interval", "0s"], &[]);
     assert_eq!(out.status.code(), Some(2), "a zero interval is refused");
+}
+
+#[test]
+fn monitor_once_on_kafka_uses_the_topics_retention() {
+    let Some(bootstrap) = common::kafka::bootstrap() else {
+        return;
+    };
+    let env = Env::new();
+    let prefix = format!("{}.", common::kafka::topic("dlqmon"));
+    let dlq = format!("{prefix}rss.events");
+    // The store creates DLQ topics with a 30 min retention; the config says
+    // 7 days, which the topic's own retention.ms overrides.
+    let store = format!(
+        "kafka://{bootstrap}?dlq_prefix={prefix}&ledger={prefix}ledger&blobs={prefix}blobs\
+         &replication_factor=1&retention_ms=1800000"
+    );
+    let lines: String = (0..4)
+        .map(|i| {
+            format!(
+                "{{\"original_record\":{{\"n\":{i}}},\"error\":\"bad {i}\",\
+                 \"timestamp\":\"2026-11-29T07:00:00Z\"}}\n"
+            )
+        })
+        .collect();
+    std::fs::write(env.path("in.ndjson"), lines).expect("write input");
+    std::fs::write(
+        env.path("dlq.toml"),
+        "[monitor]\nretention = \"7d\"\nexpiry_window = \"1h\"\n",
+    )
+    .expect("write config");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_dlq"))
+            .args(["--store", &store, "--no-progress"])
+            .args(args)
+            .current_dir(env.dir.path())
+            .env_remove("DLQ_STORE")
+            .output()
+            .expect("run dlq");
+        assert!(
+            out.status.success(),
+            "dlq {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    run(&["import", "--input", "in.ndjson", "--dlq", &dlq]);
+    let report = json(&run(&[
+        "--format", "json", "monitor", "--once", "--config", "dlq.toml",
+    ]));
+    let d = report["dlqs"]
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["dlq"] == dlq.as_str()))
+        .unwrap_or_else(|| panic!("{dlq} missing in {report}"));
+    assert_eq!(d["pending"], 4);
+    assert_eq!(d["retention_ms"], 1_800_000, "the topic's retention.ms");
+    // Kept 30 min, all four are deleted within the 1 h window (with the
+    // config's 7 days none would be).
+    assert_eq!(d["expiry_risk"], 4);
+    assert_eq!(
+        report["history"], "dlq-monitor.db",
+        "a Kafka store keeps its history in dlq-monitor.db"
+    );
+    assert!(env.path("dlq-monitor.db").exists());
+    common::kafka::delete_topics(
+        &bootstrap,
+        &[&dlq, &format!("{prefix}ledger"), &format!("{prefix}blobs")],
+    );
 }
