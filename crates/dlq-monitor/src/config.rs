@@ -916,6 +916,26 @@ mod tests {
     }
 
     #[test]
+    fn the_example_in_the_docs_parses() {
+        let doc = include_str!("../../../docs/monitoring.md");
+        let start = doc.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let end = start + doc[start..].find("```").expect("its end");
+        let c = MonitorConfig::from_toml_with_env(&doc[start..end], |name| {
+            Some(format!("https://hooks.example.invalid/{name}"))
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.rules.len(), 4);
+        assert_eq!(c.rules[0].name, "dlq-size");
+        assert_eq!(c.rules[0].above, 1000.0);
+        assert_eq!(c.rules[2].above, 86_400.0);
+        assert_eq!(
+            c.retention_for("dlq.polymarket.price_hourly"),
+            Some(Duration::from_secs(3 * 86_400))
+        );
+        assert_eq!(c.sinks.len(), 3, "log, ops, team-chat");
+    }
+
+    #[test]
     fn an_empty_config_is_the_default() {
         assert_eq!(parse("").unwrap(), MonitorConfig::default());
         let c = MonitorConfig::default();

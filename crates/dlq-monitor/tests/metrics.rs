@@ -188,3 +188,71 @@ fn the_listener_serves_metrics_and_nothing_else() {
         "stopped when dropped"
     );
 }
+
+#[test]
+fn the_grafana_dashboard_uses_only_metrics_the_monitor_exports() {
+    let handle = dlq_monitor::metrics::install().unwrap();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../../../dashboards/grafana-dlq.json")).unwrap();
+    // Make every series exist: two ticks (inflow), a retention (expiry
+    // risk), a firing rule delivered to the log, a processor's counters.
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(dir.path().join("dlq.db"), SqliteOptions::default()).unwrap();
+    store.append(&entries("dlq.metrics.dashboard", 2)).unwrap();
+    let config = MonitorConfig::from_toml(
+        r#"
+        [monitor]
+        retention = "1d"
+        [[rule]]
+        name = "dashboard-size"
+        kind = "size"
+        dlq = "dlq.metrics.dashboard"
+        above = 0
+        "#,
+    )
+    .unwrap();
+    let mut monitor = Monitor::new(config, History::open_in_memory().unwrap()).unwrap();
+    monitor.tick(&store, Utc::now()).unwrap();
+    monitor
+        .tick(&store, Utc::now() + chrono::Duration::seconds(15))
+        .unwrap();
+    let c = dlq_core::process::ProcessorCounters::new("metrics.dashboard");
+    for counter in [&c.processed, &c.delivered, &c.dead_lettered, &c.retries] {
+        counter.increment(1);
+    }
+    let text = handle.render();
+
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            exprs.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(exprs.len() >= 10);
+    let mut names = std::collections::BTreeSet::new();
+    for expr in &exprs {
+        let mut rest = expr.as_str();
+        while let Some(i) = rest.find("dlq_") {
+            let name: String = rest[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[i + name.len()..];
+            names.insert(name);
+        }
+    }
+    for name in [
+        "dlq_pending_records",
+        "dlq_dead_lettered_records_total",
+        "dlq_oldest_pending_age_seconds",
+        "dlq_alerts_firing",
+    ] {
+        assert!(names.contains(name), "the dashboard does not chart {name}");
+    }
+    for name in &names {
+        assert!(
+            text.contains(&format!("\n{name}{{")) || text.contains(&format!("\n{name} ")),
+            "the dashboard uses {name}, which is not exported:\n{text}"
+        );
+    }
+}
