@@ -132,6 +132,9 @@ pub enum Command {
     Import(ImportArgs),
     /// Write dead letters as NDJSON envelopes.
     Export(ExportArgs),
+    /// Watch every DLQ: sample sizes, inflow, oldest age and expiry risk
+    /// into a history, evaluate alert rules, notify, export metrics.
+    Monitor(MonitorArgs),
 }
 
 /// MarketLag pipeline names.
@@ -476,4 +479,34 @@ pub struct ExportArgs {
     /// Write the raw payload bytes of each record, one per line, instead of envelopes.
     #[arg(long)]
     pub payloads: bool,
+}
+
+/// `dlq monitor`.
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// The monitor config (TOML: retention, alert rules, sinks; see
+    /// docs/monitoring.md). Without it: one rule, size > 1000, to the log.
+    #[arg(long, env = "DLQ_MONITOR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Time between samples, e.g. 15s or 1m (overrides monitor.interval).
+    #[arg(long, value_parser = parse_interval)]
+    pub interval: Option<std::time::Duration>,
+    /// Sample once, evaluate the rules, notify, print the report and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g.
+    /// 127.0.0.1:9464 (overrides monitor.metrics_listen).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The history file, SQLite (overrides monitor.history; default: the
+    /// store's file for sqlite://PATH, else dlq-monitor.db).
+    #[arg(long)]
+    pub history: Option<PathBuf>,
+}
+
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    match dlq_monitor::parse_duration(s)? {
+        d if d.is_zero() => Err("the interval must be longer than 0".into()),
+        d => Ok(d),
+    }
 }

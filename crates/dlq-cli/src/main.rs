@@ -27,12 +27,16 @@ pub enum Outcome {
 
 fn main() -> ExitCode {
     let mut args = cli::Cli::parse();
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("DLQ_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // At trace level the HTTP client logs request paths, which hold
+    // webhook tokens (dlq monitor).
+    if let Ok(quiet) = "ureq=warn".parse() {
+        filter = filter.add_directive(quiet);
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DLQ_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+        .with_env_filter(filter)
         .init();
     if let Err(message) = args.resolve_format() {
         eprintln!("error: {message}");

@@ -203,6 +203,43 @@ impl Ord for Pending {
     }
 }
 
+/// Metric: records a processor read (counter, label `topic`).
+pub const PROCESSED_METRIC: &str = "dlq_processor_processed_records_total";
+/// Metric: records a processor delivered to its output (counter, label `topic`).
+pub const DELIVERED_METRIC: &str = "dlq_processor_delivered_records_total";
+/// Metric: records a processor sent to a DLQ (counter, label `topic`).
+pub const DEAD_LETTERED_METRIC: &str = "dlq_processor_dead_lettered_records_total";
+/// Metric: handler retries of a processor (counter, label `topic`).
+pub const RETRIES_METRIC: &str = "dlq_processor_retries_total";
+
+/// A processor's own counters, through the `metrics` facade (no-ops until
+/// a recorder is installed, e.g. by `dlq-monitor`). Labelled by the source
+/// topic only: bounded cardinality, never a record id or an error text.
+#[derive(Debug, Clone)]
+pub struct ProcessorCounters {
+    /// Records read.
+    pub processed: metrics::Counter,
+    /// Records delivered to the output.
+    pub delivered: metrics::Counter,
+    /// Records sent to a DLQ.
+    pub dead_lettered: metrics::Counter,
+    /// Handler retries.
+    pub retries: metrics::Counter,
+}
+
+impl ProcessorCounters {
+    /// The counters of a processor reading `topic`.
+    pub fn new(topic: &str) -> Self {
+        let t = topic.to_owned();
+        ProcessorCounters {
+            processed: metrics::counter!(PROCESSED_METRIC, "topic" => t.clone()),
+            delivered: metrics::counter!(DELIVERED_METRIC, "topic" => t.clone()),
+            dead_lettered: metrics::counter!(DEAD_LETTERED_METRIC, "topic" => t.clone()),
+            retries: metrics::counter!(RETRIES_METRIC, "topic" => t),
+        }
+    }
+}
+
 /// Called after each commit with the summary so far (for progress bars).
 pub type Progress<'a> = &'a mut dyn FnMut(&ProcessSummary);
 
@@ -232,6 +269,7 @@ struct Run<'c> {
     dead: Vec<Entry>,
     since_commit: usize,
     summary: ProcessSummary,
+    counters: ProcessorCounters,
 }
 
 impl<'c> Run<'c> {
@@ -312,6 +350,7 @@ impl<'c> Run<'c> {
                 resumed_from_line: checkpoint.next_line,
                 ..ProcessSummary::default()
             },
+            counters: ProcessorCounters::new(&config.topic),
         };
         if run.checkpoint_name.is_some() && !had_checkpoint {
             // Record where the output starts before writing to it, so that a
@@ -330,6 +369,7 @@ impl<'c> Run<'c> {
     ) -> Result<(), ProcessError> {
         for (line, byte, payload) in std::mem::take(&mut self.replay_first) {
             self.summary.records_in += 1;
+            self.counters.processed.increment(1);
             self.attempt(handler, line, byte, &payload, None);
         }
         let mut buf = Vec::with_capacity(4096);
@@ -355,6 +395,7 @@ impl<'c> Run<'c> {
             self.next_byte += read as u64;
             strip_newline(&mut buf);
             self.summary.records_in += 1;
+            self.counters.processed.increment(1);
             self.attempt(handler, line, byte, &buf, None);
             self.since_commit += 1;
             if self.since_commit >= self.config.batch_size {
@@ -387,6 +428,7 @@ impl<'c> Run<'c> {
         while self.retry_queue.peek().is_some_and(|p| p.due <= now) {
             if let Some(p) = self.retry_queue.pop() {
                 self.summary.retries += 1;
+                self.counters.retries.increment(1);
                 self.attempt(handler, p.line, p.byte, &p.payload, Some(p.state));
             }
         }
@@ -406,6 +448,7 @@ impl<'c> Run<'c> {
             Ok(out) => {
                 self.write_output(&out);
                 self.summary.delivered += 1;
+                self.counters.delivered.increment(1);
                 if retried {
                     self.summary.recovered_by_retry += 1;
                 }
@@ -456,6 +499,7 @@ impl<'c> Run<'c> {
             .entry(failure.error_class.clone())
             .or_default() += 1;
         self.summary.dead_lettered += 1;
+        self.counters.dead_lettered.increment(1);
         self.dead.push(Entry {
             dlq: self.config.dlq.clone(),
             letter,

@@ -124,6 +124,7 @@ pub mod ledger;
 pub mod processor;
 pub mod producer;
 pub mod replay;
+pub mod retention;
 pub mod retry;
 mod store;
 

@@ -37,7 +37,7 @@
 use crate::KafkaStore;
 use crate::client::Outgoing;
 use dlq_core::envelope::{DeadLetter, Header, Source};
-use dlq_core::process::Handler;
+use dlq_core::process::{Handler, ProcessorCounters};
 use dlq_core::retry::{Decision, RetryPolicy, RetryState};
 use dlq_core::store::{Batch, DlqStore as _, Entry};
 use dlq_core::{Failure, Status};
@@ -458,6 +458,7 @@ struct AtLeastOnce<'a, H> {
     dlq: DlqBatch,
     next_token: usize,
     stats: ProcessorStats,
+    counters: ProcessorCounters,
 }
 
 fn check_topics(store: &mut KafkaStore, cfg: &ProcessorConfig) -> Result<(), ProcessorError> {
@@ -503,6 +504,7 @@ pub fn run_at_least_once<H: Handler>(
         dlq: DlqBatch::default(),
         next_token: 0,
         stats: ProcessorStats::default(),
+        counters: ProcessorCounters::new(&cfg.source_topic),
     };
     p.run(stop)?;
     Ok(p.stats)
@@ -557,6 +559,7 @@ impl<H: Handler> AtLeastOnce<'_, H> {
 
     fn accept(&mut self, rec: Record) {
         self.stats.consumed += 1;
+        self.counters.processed.increment(1);
         let st = self.partitions.entry(rec.partition).or_default();
         if st.stored.is_none() {
             st.stored = Some(rec.offset);
@@ -627,6 +630,7 @@ impl<H: Handler> AtLeastOnce<'_, H> {
             .entry(failure.error_class.clone())
             .or_default() += 1;
         self.stats.dead_lettered += 1;
+        self.counters.dead_lettered.increment(1);
         if status == Status::Parked {
             self.stats.parked += 1;
         }
@@ -754,6 +758,7 @@ impl<H: Handler> AtLeastOnce<'_, H> {
             match result {
                 Ok(()) => {
                     self.stats.delivered += 1;
+                    self.counters.delivered.increment(1);
                     self.ack(f.partition, f.offset);
                 }
                 Err(e) => self.delivery_failed(token, f, &e),
@@ -832,6 +837,7 @@ impl<H: Handler> AtLeastOnce<'_, H> {
                 continue;
             };
             self.stats.retries += 1;
+            self.counters.retries.increment(1);
             self.attempt(rec, state);
             // Work off the backlog until a record needs a retry again.
             while let Some(st) = self.partitions.get_mut(&p) {
@@ -943,6 +949,7 @@ pub fn run_exactly_once<H: Handler>(
     let base = crate::client::base_config(store.config());
     let consumer = consumer(&base, cfg, true)?;
     let mut stats = ProcessorStats::default();
+    let counters = ProcessorCounters::new(&cfg.source_topic);
     let idle = Idle::new(cfg.stop_when_idle);
     let mut last_record: Option<Instant> = None;
     let mut failures = 0u32;
@@ -1003,6 +1010,11 @@ pub fn run_exactly_once<H: Handler>(
             Ok(_) => {
                 failures = 0;
                 stats.transactions += 1;
+                // Counted once committed: an aborted batch is processed again.
+                counters.processed.increment(batch.len() as u64);
+                counters.delivered.increment(batch_stats.delivered);
+                counters.dead_lettered.increment(batch_stats.dead_lettered);
+                counters.retries.increment(batch_stats.retries);
                 merge(&mut stats, batch_stats);
             }
             Err(e) => {

@@ -7,6 +7,7 @@ mod export;
 mod generate;
 mod import;
 mod inspect;
+mod monitor;
 mod process;
 mod produce;
 mod replay;
@@ -39,6 +40,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Replay(a) => replay::run(cli, a),
         Command::Import(a) => import::run(cli, a),
         Command::Export(a) => export::run(cli, a),
+        Command::Monitor(a) => monitor::run(cli, a),
     }
 }
 

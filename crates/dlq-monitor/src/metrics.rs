@@ -1,0 +1,250 @@
+//! Prometheus metrics through the `metrics` facade.
+//!
+//! [`install`] sets a Prometheus recorder as the process's global recorder
+//! (once; later calls return the same handle), and [`MetricsHandle::render`]
+//! gives the text exposition format, for an HTTP server's `/metrics`.
+//! [`serve`] is a tiny listener for processes that have no server.
+//! Without an installed recorder every metric call is a no-op.
+//!
+//! Labels have bounded cardinality: DLQ names, rule names, sink names and
+//! topics, never record ids, keys or error messages.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `dlq_pending_records` | gauge | `dlq` |
+//! | `dlq_oldest_pending_age_seconds` | gauge (0 when nothing is pending) | `dlq` |
+//! | `dlq_dead_lettered_records_total` | counter (the store's total) | `dlq` |
+//! | `dlq_replayed_records_total` | counter | `dlq` |
+//! | `dlq_parked_records` | gauge | `dlq` |
+//! | `dlq_inflow_records_per_minute` | gauge | `dlq` |
+//! | `dlq_expiry_risk_records` | gauge | `dlq` |
+//! | `dlq_alerts_firing` | gauge (1 firing, 0 not) | `rule`, `dlq` |
+//! | `dlq_monitor_samples_total` | counter | |
+//! | `dlq_monitor_notifications_total` | counter | `sink`, `result` (`delivered`, `failed`) |
+//! | `dlq_processor_*_total` | counters of the processors (see `dlq_core::process`) | `topic` |
+
+use crate::history::Sample;
+use crate::{Error, Result};
+use metrics::{counter, describe_counter, describe_gauge, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+
+/// The exposition text's media type.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// A handle on the installed Prometheus recorder.
+#[derive(Clone)]
+pub struct MetricsHandle {
+    inner: PrometheusHandle,
+}
+
+impl std::fmt::Debug for MetricsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsHandle")
+    }
+}
+
+impl MetricsHandle {
+    /// Every metric in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        self.inner.render()
+    }
+}
+
+/// Installs the Prometheus recorder as the global recorder, once per
+/// process; later calls return the same handle. Fails when another global
+/// recorder was installed first.
+pub fn install() -> Result<MetricsHandle> {
+    if let Some(h) = HANDLE.get() {
+        return Ok(MetricsHandle { inner: h.clone() });
+    }
+    let mut err = None;
+    let handle = HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        if let Err(e) = metrics::set_global_recorder(recorder) {
+            err = Some(e.to_string());
+        }
+        handle
+    });
+    if let Some(e) = err {
+        return Err(Error::Metrics(format!(
+            "another metrics recorder is installed in this process: {e}"
+        )));
+    }
+    describe();
+    Ok(MetricsHandle {
+        inner: handle.clone(),
+    })
+}
+
+/// The installed handle, if [`install`] ran.
+pub fn handle() -> Option<MetricsHandle> {
+    HANDLE.get().map(|h| MetricsHandle { inner: h.clone() })
+}
+
+/// The exposition text, if [`install`] ran.
+pub fn render() -> Option<String> {
+    handle().map(|h| h.render())
+}
+
+fn describe() {
+    describe_gauge!("dlq_pending_records", "Records waiting in the DLQ.");
+    describe_gauge!(
+        "dlq_oldest_pending_age_seconds",
+        "Age of the oldest pending record (0 when none is pending)."
+    );
+    describe_counter!(
+        "dlq_dead_lettered_records_total",
+        "Records the DLQ received (the store's total; on Kafka, those the topic retains)."
+    );
+    describe_counter!(
+        "dlq_replayed_records_total",
+        "Records replayed from the DLQ."
+    );
+    describe_gauge!(
+        "dlq_parked_records",
+        "Records parked after too many failed replays."
+    );
+    describe_gauge!(
+        "dlq_inflow_records_per_minute",
+        "Records dead-lettered per minute over the last sample interval."
+    );
+    describe_gauge!(
+        "dlq_expiry_risk_records",
+        "Pending records that retention deletes within the expiry window."
+    );
+    describe_gauge!(
+        "dlq_alerts_firing",
+        "1 while the alert rule fires for the DLQ."
+    );
+    describe_counter!(
+        "dlq_monitor_samples_total",
+        "DLQ samples taken by the monitor."
+    );
+    describe_counter!(
+        "dlq_monitor_notifications_total",
+        "Alert notifications sent, by sink and result."
+    );
+    describe_counter!(
+        dlq_core::process::PROCESSED_METRIC,
+        "Records a processor read."
+    );
+    describe_counter!(
+        dlq_core::process::DELIVERED_METRIC,
+        "Records a processor delivered to its output."
+    );
+    describe_counter!(
+        dlq_core::process::DEAD_LETTERED_METRIC,
+        "Records a processor sent to a DLQ."
+    );
+    describe_counter!(
+        dlq_core::process::RETRIES_METRIC,
+        "Handler retries of a processor."
+    );
+}
+
+/// Updates the per-DLQ metrics from a sample.
+pub(crate) fn record_sample(s: &Sample) {
+    let dlq = s.dlq.clone();
+    gauge!("dlq_pending_records", "dlq" => dlq.clone()).set(s.pending as f64);
+    gauge!("dlq_oldest_pending_age_seconds", "dlq" => dlq.clone())
+        .set(s.oldest_pending_age_seconds.unwrap_or(0).max(0) as f64);
+    counter!("dlq_dead_lettered_records_total", "dlq" => dlq.clone()).absolute(s.total);
+    counter!("dlq_replayed_records_total", "dlq" => dlq.clone()).absolute(s.replayed);
+    gauge!("dlq_parked_records", "dlq" => dlq.clone()).set(s.parked as f64);
+    if let Some(v) = s.inflow_per_minute {
+        gauge!("dlq_inflow_records_per_minute", "dlq" => dlq.clone()).set(v);
+    }
+    if let Some(v) = s.expiry_risk {
+        gauge!("dlq_expiry_risk_records", "dlq" => dlq).set(v as f64);
+    }
+    counter!("dlq_monitor_samples_total").increment(1);
+}
+
+/// Sets whether an alert fires.
+pub(crate) fn record_alert(rule: &str, dlq: &str, firing: bool) {
+    gauge!("dlq_alerts_firing", "rule" => rule.to_owned(), "dlq" => dlq.to_owned())
+        .set(if firing { 1.0 } else { 0.0 });
+}
+
+/// Counts a delivery attempt.
+pub(crate) fn record_notification(sink: &str, delivered: bool) {
+    let result = if delivered { "delivered" } else { "failed" };
+    counter!("dlq_monitor_notifications_total", "sink" => sink.to_owned(), "result" => result)
+        .increment(1);
+}
+
+/// A running `/metrics` listener; stops when dropped.
+pub struct MetricsServer {
+    server: Arc<tiny_http::Server>,
+    addr: SocketAddr,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for MetricsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MetricsServer {
+    /// The address it listens on (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Serves `GET /metrics` (the exposition text) on `addr` from a thread;
+/// every other path is 404.
+pub fn serve(addr: SocketAddr, handle: MetricsHandle) -> Result<MetricsServer> {
+    let server = tiny_http::Server::http(addr)
+        .map_err(|e| Error::Metrics(format!("listening on {addr}: {e}")))?;
+    let bound = server
+        .server_addr()
+        .to_ip()
+        .ok_or_else(|| Error::Metrics(format!("listening on {addr}: not an IP socket")))?;
+    let server = Arc::new(server);
+    let s = Arc::clone(&server);
+    let thread = std::thread::Builder::new()
+        .name("dlq-metrics".into())
+        .spawn(move || {
+            for req in s.incoming_requests() {
+                let path = req.url().split('?').next().unwrap_or("");
+                let response = if path == "/metrics" {
+                    let mut r = tiny_http::Response::from_string(handle.render());
+                    if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", CONTENT_TYPE) {
+                        r = r.with_header(h);
+                    }
+                    r
+                } else {
+                    tiny_http::Response::from_string("not found; try /metrics\n")
+                        .with_status_code(404)
+                };
+                if let Err(e) = req.respond(response) {
+                    tracing::debug!(error = %e, "answering a metrics request");
+                }
+            }
+        })
+        .map_err(|e| Error::Metrics(format!("starting the metrics thread: {e}")))?;
+    Ok(MetricsServer {
+        server,
+        addr: bound,
+        thread: Some(thread),
+    })
+}
