@@ -75,6 +75,8 @@ pub enum Command {
     Import(ImportArgs),
     /// Write dead letters as NDJSON envelopes.
     Export(ExportArgs),
+    /// Serve the HTTP API, the dashboard and /metrics (see docs/serve.md).
+    Serve(ServeArgs),
 }
 
 /// MarketLag pipeline names.
@@ -429,4 +431,19 @@ pub struct ExportArgs {
     /// Write the raw payload bytes of each record, one per line, instead of envelopes.
     #[arg(long)]
     pub payloads: bool,
+}
+
+/// `dlq serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on, overriding `listen` in the config file
+    /// [default: 127.0.0.1:8080]. Port 0 picks a free port (printed).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// The config file whose [serve] section sets the tokens files, the
+    /// allow-listed replay targets and the audit log [default: dlq.toml,
+    /// if it exists]. Tokens never come from the command line: use the
+    /// file or DLQ_VIEWER_TOKEN / DLQ_OPERATOR_TOKEN.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }

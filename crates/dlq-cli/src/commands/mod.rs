@@ -10,6 +10,7 @@ mod inspect;
 mod process;
 mod produce;
 mod replay;
+mod serve;
 mod spool;
 mod stats;
 
@@ -36,6 +37,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Replay(a) => replay::run(cli, a),
         Command::Import(a) => import::run(cli, a),
         Command::Export(a) => export::run(cli, a),
+        Command::Serve(a) => serve::run(cli, a),
     }
 }
 
