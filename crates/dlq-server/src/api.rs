@@ -332,14 +332,12 @@ struct MaskedPayload {
 }
 
 fn masked(payload: &[u8]) -> MaskedPayload {
-    let kind = if payload.is_empty() {
-        "empty"
-    } else if serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_ok() {
-        "json"
-    } else if std::str::from_utf8(payload).is_ok() {
-        "text"
-    } else {
-        "binary"
+    // (serde_json does not check UTF-8 in strings it skips: check first.)
+    let kind = match std::str::from_utf8(payload) {
+        _ if payload.is_empty() => "empty",
+        Err(_) => "binary",
+        Ok(text) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => "json",
+        Ok(_) => "text",
     };
     MaskedPayload {
         masked: true,

@@ -445,6 +445,27 @@ async fn records_are_masked_until_an_operator_reveals_one_and_that_is_audited() 
         .ok();
     assert_ne!(next["records"][0]["id"], first["id"]);
 
+    // Invalid UTF-8 is binary, even when it looks like JSON around it.
+    let binary = f
+        .get(
+            &format!(
+                "/api/dlqs/{PRICES}/records?filter=error_class%20%3D%3D%20%22decode.invalid_utf8%22"
+            ),
+            Some(VIEWER),
+        )
+        .await
+        .ok();
+    let kinds: Vec<&Value> = binary["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| &r["payload"]["kind"])
+        .collect();
+    assert!(
+        !kinds.is_empty() && kinds.iter().all(|k| **k == "binary"),
+        "{kinds:?}"
+    );
+
     let id = first["id"].as_str().expect("id");
     let path = format!("/api/dlqs/{PRICES}/records/{}", urlencode(id));
     let one = f.get(&path, Some(VIEWER)).await.ok();

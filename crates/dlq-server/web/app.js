@@ -10,8 +10,11 @@
   const TOKEN_KEY = 'dlq.token';
   const REFRESH_MS = 10000;
   let timers = [];
-  let charts = [];
+  const charts = new Set();
   let me = null;
+  // Bumped by every page change: a page still loading for an older one
+  // draws into a detached element and its timers stop.
+  let generation = 0;
 
   // ------------------------------------------------------------- helpers
 
@@ -88,24 +91,35 @@
   }
 
   function clearPage() {
+    generation += 1;
     for (const t of timers) clearInterval(t);
     timers = [];
-    for (const c of charts) c.destroy();
-    charts = [];
+    for (const c of [...charts]) dropChart(c);
     flash('');
-    const view = $('view');
-    view.replaceChildren();
-    return view;
+    const root = el('div', { class: 'page' });
+    $('view').replaceChildren(root);
+    return root;
   }
 
   function every(ms, fn) {
-    timers.push(setInterval(() => fn().catch((e) => flash(e.message)), ms));
+    const mine = generation;
+    const timer = setInterval(() => {
+      if (mine !== generation) clearInterval(timer);
+      else fn().catch((e) => flash(e.message));
+    }, ms);
+    timers.push(timer);
   }
 
+  // Headers starting with '#' are numeric columns (right-aligned).
   function table(headers, rows, attrs) {
+    const th = (h) => (h.startsWith('#') ? el('th', { class: 'num' }, h.slice(1)) : el('th', {}, h));
     return el('table', attrs || {},
-      el('thead', {}, el('tr', {}, headers.map((h) => el('th', {}, h)))),
+      el('thead', {}, el('tr', {}, headers.map(th))),
       el('tbody', {}, rows));
+  }
+
+  function dropChart(c) {
+    if (c && charts.delete(c)) c.destroy();
   }
 
   function stat(label, value, id) {
@@ -116,7 +130,7 @@
 
   // A line chart of {at, pending} points per series, with uPlot.
   function chart(target, seriesList, height) {
-    if (!window.uPlot) return;
+    if (!window.uPlot) return null;
     const times = [...new Set(seriesList.flatMap((s) => s.points.map((p) => p.at)))].sort();
     const xs = times.map((t) => Date.parse(t) / 1000);
     const data = [xs];
@@ -130,11 +144,12 @@
     });
     if (xs.length === 0) {
       target.append(el('p', { class: 'muted' }, 'No size history yet: the server samples every few seconds.'));
-      return;
+      return null;
     }
     const width = Math.max(320, Math.min(target.clientWidth || 800, 1100));
     const u = new window.uPlot({ width, height: height || 220, series, axes: [{}, { label: 'pending' }] }, data, target);
-    charts.push(u);
+    charts.add(u);
+    return u;
   }
 
   async function history(dlq) {
@@ -181,6 +196,7 @@
     const alertsBox = el('div', { id: 'alerts' });
     const tableBox = el('div', { id: 'dlq-table' });
     const chartBox = el('div', { class: 'chart', id: 'overview-chart' });
+    let trend = null;
     view.append(alertsBox, el('div', { class: 'card' }, tableBox),
       el('div', { class: 'card' }, el('h2', {}, 'Pending records over time'), chartBox));
 
@@ -194,7 +210,7 @@
         el('td', { class: 'num' }, d.total),
         el('td', { class: 'num' }, age(d.oldest_pending_age_seconds))));
       tableBox.replaceChildren(dlqs.length
-        ? table(['DLQ', 'pending', 'parked', 'replayed', 'total', 'oldest pending'], rows, { id: 'dlqs' })
+        ? table(['DLQ', '#pending', '#parked', '#replayed', '#total', '#oldest pending'], rows, { id: 'dlqs' })
         : el('p', { class: 'muted' }, 'The store holds no DLQ yet.'));
       alertsBox.replaceChildren(...(alerts.alerts.length
         ? [el('div', { class: 'card alerts' }, el('h2', {}, 'Firing alerts'),
@@ -202,10 +218,9 @@
             el('strong', {}, a.rule), a.dlq ? ` on ${a.dlq}` : '', `: ${a.message}`))))]
         : [el('p', { class: 'ok' }, 'No alert is firing.')]));
       const series = await Promise.all(dlqs.map((d) => history(d.dlq)));
-      for (const c of charts) c.destroy();
-      charts = [];
+      dropChart(trend);
       chartBox.replaceChildren();
-      chart(chartBox, series);
+      trend = chart(chartBox, series);
     }
     await load();
     every(REFRESH_MS, load);
@@ -241,6 +256,7 @@
     view.append(el('p', {}, el('a', { href: '#/' }, '← all DLQs')), el('h1', {}, dlq));
     const stats = el('div', { class: 'stats', id: 'dlq-stats' });
     const chartBox = el('div', { class: 'chart', id: 'dlq-chart' });
+    let sizeChart = null;
     const groupsBox = el('div', { id: 'groups' });
     const recordsBox = el('div', { id: 'records' });
     const filter = el('input', { id: 'records-filter', type: 'text', placeholder: 'filter, e.g. error_class == "validation.wrong_type"', spellcheck: 'false' });
@@ -263,10 +279,9 @@
         stat('total', d.total, 'dlq-total'),
         stat('oldest pending', age(d.oldest_pending_age_seconds), 'dlq-age'));
       const series = await history(dlq);
-      for (const c of charts) c.destroy();
-      charts = [];
+      dropChart(sizeChart);
       chartBox.replaceChildren();
-      chart(chartBox, [series]);
+      sizeChart = chart(chartBox, [series]);
     }
 
     async function loadGroups() {
@@ -284,7 +299,7 @@
           ' ',
           el('a', { class: 'button small', 'data-testid': 'replay-group', href: `#/replay/${enc(dlq)}?fingerprint=${enc(g.fingerprint)}` }, 'Replay…'))));
       groupsBox.replaceChildren(groups.length
-        ? table(['fingerprint', 'error class', 'stage', 'count', 'verdict', 'template', 'fields', ''], rows, { id: 'groups-table' })
+        ? table(['fingerprint', 'error class', 'stage', '#count', 'verdict', 'template', 'fields', ''], rows, { id: 'groups-table' })
         : el('p', { class: 'muted' }, 'No pending records.'));
     }
 
