@@ -35,26 +35,44 @@ pub enum Access {
 
 /// What a route does (the handler it maps to).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(missing_docs)]
 pub enum Endpoint {
+    /// The dashboard's page shell.
     Index,
+    /// A static file of the dashboard.
     Asset,
+    /// The server and its store answer; who the caller is.
     Health,
+    /// Every DLQ's size.
     ListDlqs,
+    /// One DLQ's size.
     GetDlq,
+    /// A DLQ's failure groups.
     Groups,
+    /// A page of a DLQ's records, payloads masked.
     Records,
+    /// One record, payload masked.
     Record,
+    /// One record's payload (operator, audited).
     Reveal,
+    /// Settle records as discarded (operator, audited).
     Discard,
+    /// A DLQ's size over time.
     History,
+    /// Alerts firing now.
     Alerts,
+    /// Prometheus text.
     Metrics,
+    /// The allow-listed replay target names.
     ReplayTargets,
+    /// A replay's dry run (operator, audited).
     Preview,
+    /// Start a replay job (operator, audited).
     StartReplay,
+    /// Every replay job.
     ListReplays,
+    /// One replay job.
     GetReplay,
+    /// The audit log (operator).
     Audit,
 }
 
