@@ -156,7 +156,8 @@ pub fn load_str(
         }
     };
     let mut config = ServeConfig::default();
-    let mut raw_tokens: Vec<(Role, String, Secret)> = Vec::new();
+    // (role, label, token, where it came from: a key path or a variable)
+    let mut raw_tokens: Vec<(Role, String, Secret, String)> = Vec::new();
     let mut token_files: Vec<(Role, String, PathBuf)> = Vec::new();
     let empty = Table::new();
     let serve = match root.get("serve") {
@@ -259,7 +260,12 @@ pub fn load_str(
                         Some((l, t)) if !l.trim().is_empty() => (l.trim().to_owned(), t.trim()),
                         _ => (format!("{}:{}", file.display(), n + 1), line),
                     };
-                    raw_tokens.push((*role, label, Secret::new(token)));
+                    raw_tokens.push((
+                        *role,
+                        label,
+                        Secret::new(token),
+                        format!("{key} line {}", n + 1),
+                    ));
                 }
             }
             Err(e) => problems.push(format!("{key}: cannot read {}: {e}", file.display())),
@@ -270,7 +276,12 @@ pub fn load_str(
         (Role::Operator, OPERATOR_TOKEN_ENV),
     ] {
         if let Some(v) = env(var).filter(|v| !v.is_empty()) {
-            raw_tokens.push((role, format!("env:{var}"), Secret::new(v.trim())));
+            raw_tokens.push((
+                role,
+                format!("env:{var}"),
+                Secret::new(v.trim()),
+                var.to_owned(),
+            ));
         }
     }
     let tokens = check_tokens(raw_tokens, &mut problems);
@@ -287,16 +298,16 @@ pub fn load_str(
     }
 }
 
-fn check_tokens(raw: Vec<(Role, String, Secret)>, problems: &mut Vec<String>) -> Tokens {
+fn check_tokens(raw: Vec<(Role, String, Secret, String)>, problems: &mut Vec<String>) -> Tokens {
     let mut tokens = Tokens::new();
     let mut seen: HashMap<String, (Role, String)> = HashMap::new();
-    for (role, label, secret) in raw {
+    for (role, label, secret, source) in raw {
         let value = secret.expose();
         if value.len() < MIN_TOKEN_LEN || value.chars().any(|c| c.is_whitespace() || c.is_control())
         {
             problems.push(format!(
-                "{} token {label:?}: a token is at least {MIN_TOKEN_LEN} characters without spaces \
-                 (e.g. `openssl rand -hex 32`)",
+                "{source}: {} token {label:?}: a token is at least {MIN_TOKEN_LEN} characters \
+                 without spaces (e.g. `openssl rand -hex 32`)",
                 role.as_str()
             ));
             continue;
@@ -304,7 +315,7 @@ fn check_tokens(raw: Vec<(Role, String, Secret)>, problems: &mut Vec<String>) ->
         if let Some((other, other_label)) = seen.get(value) {
             if *other != role {
                 problems.push(format!(
-                    "{} token {label:?} is also the {} token {other_label:?}: give each role its own token",
+                    "{source}: {} token {label:?} is also the {} token {other_label:?}: give each role its own token",
                     role.as_str(),
                     other.as_str()
                 ));
@@ -321,7 +332,7 @@ fn token_values(
     path: &str,
     value: &Value,
     role: Role,
-    out: &mut Vec<(Role, String, Secret)>,
+    out: &mut Vec<(Role, String, Secret, String)>,
     problems: &mut Vec<String>,
 ) {
     let Value::Array(items) = value else {
@@ -351,7 +362,7 @@ fn token_values(
             }
         }
         match (label, token) {
-            (Some(l), Some(t)) if !l.trim().is_empty() => out.push((role, l, t)),
+            (Some(l), Some(t)) if !l.trim().is_empty() => out.push((role, l, t, p)),
             (Some(_), Some(_)) => problems.push(format!("{p}.label: must not be empty")),
             (None, _) => problems.push(format!("{p}: missing key `label`")),
             (_, None) => problems.push(format!("{p}: missing key `token`")),
@@ -490,7 +501,7 @@ mod tests {
             "serve.colour: unknown key",
             "serve.history_points: expected 1 to",
             "serve.operator_tokens[1]: missing key `label`",
-            "operator token \"short\"",
+            "serve.operator_tokens[0]: operator token \"short\"",
             "serve.operator_tokens_file: cannot read /nonexistent/tokens",
             "serve.replay_targets.bad name!:",
             "serve.replay_targets.k: unsupported target",
