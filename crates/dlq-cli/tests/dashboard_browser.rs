@@ -200,3 +200,85 @@ fn dashboard_shows_a_dlq_and_replays_a_group_in_headless_chromium() {
         assert!(artifacts.join(format!("{shot}.png")).exists(), "{shot}.png");
     }
 }
+
+/// One HTTP/1.1 request to the server; returns the status line and body.
+fn http(addr: &str, path: &str, token: Option<&str>) -> (String, String) {
+    use std::io::Read as _;
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read");
+    let status = text.lines().next().unwrap_or_default().to_owned();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// `dlq serve` without a browser: it refuses to start without a token,
+/// and serves `/metrics` for both MarketLag DLQs to a viewer only.
+#[test]
+fn serve_needs_tokens_and_serves_metrics_for_both_dlqs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let store = format!("sqlite://{}", dir.join("demo/dlq.db").display());
+    check(
+        dlq(&store, dir)
+            .args(["demo", "--records", "200", "--dir"])
+            .arg(dir.join("demo"))
+            .output()
+            .expect("dlq demo"),
+        "dlq demo",
+    );
+    let refused = dlq(&store, dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .expect("dlq serve");
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no tokens"));
+
+    let mut child = dlq(&store, dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("DLQ_OPERATOR_TOKEN", OPERATOR)
+        .env("DLQ_VIEWER_TOKEN", VIEWER)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("dlq serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let _server = Running(child);
+    let mut first = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("address");
+    let addr = first
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_owned();
+    assert!(addr.starts_with("127.0.0.1:"));
+    let (status, _) = http(&addr, "/metrics", None);
+    assert!(status.contains(" 401 "), "{status}");
+    let (status, body) = http(&addr, "/metrics", Some(VIEWER));
+    assert!(status.contains(" 200 "), "{status}");
+    for dlq in ["dlq.rss.events", "dlq.polymarket.price_hourly"] {
+        assert!(
+            body.contains(&format!("dlq_pending_records{{dlq=\"{dlq}\"}}")),
+            "{body}"
+        );
+        assert!(body.contains(&format!("dlq_oldest_pending_age_seconds{{dlq=\"{dlq}\"}}")));
+    }
+    let (status, _) = http(&addr, "/api/audit", Some(VIEWER));
+    assert!(status.contains(" 403 "), "{status}");
+    assert!(
+        dir.join("dlq-audit.jsonl").exists(),
+        "the default audit log"
+    );
+}
