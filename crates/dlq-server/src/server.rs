@@ -153,7 +153,6 @@ impl<S: ServeStore> Server<S> {
             let guard = Guard {
                 app: self.app.clone(),
                 access: r.access,
-                post: r.method == Method::Post,
             };
             let handler = method_router::<S>(r.endpoint, r.method)
                 .layer(middleware::from_fn_with_state(guard, check_access::<S>));
@@ -161,6 +160,7 @@ impl<S: ServeStore> Server<S> {
         }
         router
             .fallback(|| async { ApiError::not_found("no such route").into_response() })
+            .layer(middleware::map_response(web::json_errors))
             .layer(middleware::map_response(web::security_headers))
             .with_state(self.app.clone())
     }
@@ -229,7 +229,6 @@ fn method_router<S: ServeStore>(endpoint: Endpoint, method: Method) -> MethodRou
 struct Guard<S> {
     app: Arc<App<S>>,
     access: Access,
-    post: bool,
 }
 
 impl<S> Clone for Guard<S> {
@@ -237,7 +236,6 @@ impl<S> Clone for Guard<S> {
         Guard {
             app: self.app.clone(),
             access: self.access,
-            post: self.post,
         }
     }
 }
@@ -259,9 +257,13 @@ async fn check_access<S: ServeStore>(
     if guard.access == Access::Operator && principal.role != Role::Operator {
         return ApiError::forbidden("this needs an operator token").into_response();
     }
-    if guard.post
-        && let Err(why) = check_csrf(req.headers())
-    {
+    // By the request's own method: anything but GET and HEAD must pass
+    // the CSRF rule (a GET to a POST route goes on to its 405).
+    let reads = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if !reads && let Err(why) = check_csrf(req.headers()) {
         return ApiError::new(axum::http::StatusCode::FORBIDDEN, "csrf", why).into_response();
     }
     req.extensions_mut().insert(principal);

@@ -67,6 +67,34 @@ pub async fn asset(Path(name): Path<String>) -> Response {
     }
 }
 
+/// Turns the plain-text errors of axum's own extractors and router (a
+/// malformed query string or path, a method not allowed) into the API's
+/// JSON error shape.
+pub async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let text = match axum::body::to_bytes(resp.into_body(), 64 * 1024).await {
+        Ok(b) if !b.is_empty() => String::from_utf8_lossy(&b).into_owned(),
+        _ => status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_owned(),
+    };
+    let code = match status {
+        axum::http::StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    ApiError::new(status, code, text).into_response()
+}
+
 /// Adds the security headers to a response.
 pub async fn security_headers(mut resp: Response) -> Response {
     let h = resp.headers_mut();

@@ -610,6 +610,13 @@ async fn bad_input_is_a_400_with_the_reason() {
     )
     .await
     .error(StatusCode::BAD_REQUEST);
+    // axum's own rejections come in the same JSON shape.
+    f.get(&format!("/api/dlqs/{RSS}/records?limit=%ZZ"), Some(VIEWER))
+        .await
+        .error(StatusCode::BAD_REQUEST);
+    f.get(&format!("/api/dlqs/{RSS}/records/discard"), Some(OPERATOR))
+        .await
+        .error(StatusCode::METHOD_NOT_ALLOWED);
     for (body, needle) in [
         (
             json!({"dlq": RSS, "target": "/etc/passwd"}),
