@@ -3,8 +3,9 @@
 #
 # It installs what the tests need from the project's own files: Rust crates
 # from crates.io through Cargo.lock, the system libraries the Kafka client
-# builds against (Debian packages, when missing), and the Apache Kafka broker
-# (Maven Central jars, through scripts/kafka.sh). The broker is started before
+# builds against (Debian packages, when missing), the Apache Kafka broker
+# (Maven Central jars, through scripts/kafka.sh), and Chromium (Debian) with
+# playwright-core (npm) for the dashboard's browser test. The broker is started before
 # the tests and stopped after them, also when they fail. Benchmarks are not
 # tests: see BENCHMARKS.md.
 set -euo pipefail
@@ -18,6 +19,17 @@ if ! pkg-config --exists openssl 2>/dev/null; then
   "${sudo_cmd[@]}" apt-get update -qq
   "${sudo_cmd[@]}" apt-get install -y -qq libssl-dev pkg-config
 fi
+
+# The dashboard's browser test drives Debian's Chromium with playwright-core
+# (from npm, pinned by its package-lock.json; it never downloads a browser).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "== installing chromium and chromium-driver"
+  if [ "$(id -u)" = 0 ]; then sudo_cmd=(); else sudo_cmd=(sudo); fi
+  "${sudo_cmd[@]}" apt-get update -qq
+  "${sudo_cmd[@]}" apt-get install -y -qq chromium chromium-driver
+fi
+echo "== npm ci (dashboard browser test)"
+(cd crates/dlq-server/tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -135,6 +135,8 @@ pub enum Command {
     /// Watch every DLQ: sample sizes, inflow, oldest age and expiry risk
     /// into a history, evaluate alert rules, notify, export metrics.
     Monitor(MonitorArgs),
+    /// Serve the HTTP API, the dashboard and /metrics (see docs/serve.md).
+    Serve(ServeArgs),
 }
 
 /// MarketLag pipeline names.
@@ -509,4 +511,19 @@ fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
         d if d.is_zero() => Err("the interval must be longer than 0".into()),
         d => Ok(d),
     }
+}
+
+/// `dlq serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on, overriding `listen` in the config file
+    /// [default: 127.0.0.1:8080]. Port 0 picks a free port (printed).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// The config file whose [serve] section sets the tokens files, the
+    /// allow-listed replay targets and the audit log [default: dlq.toml,
+    /// if it exists]. Tokens never come from the command line: use the
+    /// file or DLQ_VIEWER_TOKEN / DLQ_OPERATOR_TOKEN.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }

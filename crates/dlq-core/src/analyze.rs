@@ -405,6 +405,44 @@ impl Grouper {
     }
 }
 
+/// Restores the persisted miners of every DLQ of `store` (checkpoints
+/// [`checkpoint_name`]). A state that cannot be read is left out (its DLQ's
+/// groups start over) and returned beside the grouper, for the caller to
+/// report.
+pub fn load_grouper<S: crate::store::DlqStore + ?Sized>(
+    store: &S,
+) -> crate::store::Result<(Grouper, Vec<GrouperError>)> {
+    let mut grouper = Grouper::new();
+    let mut unreadable = Vec::new();
+    for dlq in store.dlqs()? {
+        if let Some(state) = store.checkpoint(&checkpoint_name(&dlq))?
+            && let Err(e) = grouper.restore(&dlq, &state)
+        {
+            unreadable.push(e);
+        }
+    }
+    Ok((grouper, unreadable))
+}
+
+/// Saves the miners of the DLQs that learned something
+/// ([`Grouper::changed`]) as their checkpoints, one commit per DLQ.
+pub fn save_grouper<S: crate::store::DlqStore + ?Sized>(
+    store: &mut S,
+    grouper: &Grouper,
+) -> crate::store::Result<()> {
+    for dlq in grouper.changed() {
+        if let Some(state) = grouper.state(&dlq) {
+            let name = checkpoint_name(&dlq);
+            store.commit(crate::store::Batch {
+                append: &[],
+                settle: &[],
+                checkpoint: Some((&name, &state)),
+            })?;
+        }
+    }
+    Ok(())
+}
+
 fn cluster_fingerprint(topic: &str, stage: &str, error_class: &str, id: ClusterId) -> String {
     fingerprint_of(topic, stage, error_class, &format!("\u{0}cluster {}", id.0))
 }

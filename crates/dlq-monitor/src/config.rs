@@ -341,7 +341,9 @@ struct Walker {
     problems: Vec<Problem>,
 }
 
-const TOP_KEYS: &[&str] = &["monitor", "dlq", "rule", "sink"];
+/// `serve` is `dlq serve`'s section of the same file (dlq-server reads and
+/// checks it), so one `dlq.toml` configures both.
+const TOP_KEYS: &[&str] = &["monitor", "dlq", "rule", "sink", "serve"];
 const MONITOR_KEYS: &[&str] = &[
     "interval",
     "history",

@@ -6,8 +6,7 @@ use crate::cli::{AnalyzeArgs, Cli, Format, FormatArg};
 use crate::output;
 use anyhow::Context as _;
 use dlq_core::DlqStore as _;
-use dlq_core::analyze::{Analyzer, Group, checkpoint_name};
-use dlq_core::store::Batch;
+use dlq_core::analyze::{Analyzer, Group};
 use std::collections::BTreeSet;
 use std::io::Write;
 
@@ -43,18 +42,7 @@ pub fn groups(
         analyzer.add(&r);
     }
     let (groups, grouper) = analyzer.finish_with_grouper();
-    for dlq in grouper.changed() {
-        if let Some(state) = grouper.state(&dlq) {
-            let name = checkpoint_name(&dlq);
-            store
-                .commit(Batch {
-                    append: &[],
-                    settle: &[],
-                    checkpoint: Some((&name, &state)),
-                })
-                .with_context(|| format!("saving the template miners of {dlq}"))?;
-        }
-    }
+    dlq_core::analyze::save_grouper(store, &grouper).context("saving the template miners")?;
     Ok((dlqs.into_iter().collect(), groups))
 }
 

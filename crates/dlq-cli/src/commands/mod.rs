@@ -11,6 +11,7 @@ mod monitor;
 mod process;
 mod produce;
 mod replay;
+mod serve;
 mod spool;
 mod stats;
 
@@ -18,7 +19,7 @@ use crate::Outcome;
 use crate::cli::{Cli, Command, SelectArgs, StatusArg};
 use anyhow::Context as _;
 use dlq_core::DlqStore;
-use dlq_core::analyze::{Grouper, checkpoint_name};
+use dlq_core::analyze::Grouper;
 use dlq_core::filter::Filter;
 use dlq_core::store::{Selection, Status};
 use std::fs::File;
@@ -41,6 +42,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Import(a) => import::run(cli, a),
         Command::Export(a) => export::run(cli, a),
         Command::Monitor(a) => monitor::run(cli, a),
+        Command::Serve(a) => serve::run(cli, a),
     }
 }
 
@@ -76,13 +78,9 @@ pub fn selection(args: &SelectArgs) -> anyhow::Result<Selection> {
 /// `dlq_core::analyze`). A state that cannot be read is reported and left
 /// out: its DLQ's groups start over.
 pub fn load_grouper(store: &impl DlqStore) -> anyhow::Result<Grouper> {
-    let mut grouper = Grouper::new();
-    for dlq in store.dlqs()? {
-        if let Some(state) = store.checkpoint(&checkpoint_name(&dlq))?
-            && let Err(e) = grouper.restore(&dlq, &state)
-        {
-            tracing::warn!("{e}; its failure groups start over");
-        }
+    let (grouper, unreadable) = dlq_core::analyze::load_grouper(store)?;
+    for e in unreadable {
+        tracing::warn!("{e}; its failure groups start over");
     }
     Ok(grouper)
 }

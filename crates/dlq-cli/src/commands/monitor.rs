@@ -26,7 +26,7 @@ const DEFAULT_HISTORY: &str = "dlq-monitor.db";
 const RETENTION_TTL: Duration = Duration::from_secs(600);
 
 /// The rule in effect without a config: the seed's "DLQ size > 1000".
-const DEFAULT_CONFIG: &str = r#"
+pub(crate) const DEFAULT_CONFIG: &str = r#"
 [[rule]]
 name = "dlq-size"
 kind = "size"
@@ -109,26 +109,32 @@ fn load_config(args: &MonitorArgs) -> anyhow::Result<MonitorConfig> {
 
 /// The history: the config's file, else the embedded store's own file,
 /// else `dlq-monitor.db`.
-fn open_history(config: &MonitorConfig, store: &AnyStore) -> anyhow::Result<History> {
-    let path: PathBuf = match (&config.history, store) {
+pub(crate) fn open_history(config: &MonitorConfig, store: &AnyStore) -> anyhow::Result<History> {
+    match history_file(config, store) {
+        None => Ok(History::open_in_memory()?),
+        Some(path) => History::open(&path)
+            .with_context(|| format!("opening the monitor history {}", path.display())),
+    }
+}
+
+/// The history's file (`None`: an in-memory store keeps it in memory too).
+pub(crate) fn history_file(config: &MonitorConfig, store: &AnyStore) -> Option<PathBuf> {
+    Some(match (&config.history, store) {
         (Some(p), _) => p.clone(),
-        (None, AnyStore::Sqlite(s)) if s.path().as_os_str() == ":memory:" => {
-            return Ok(History::open_in_memory()?);
-        }
+        (None, AnyStore::Sqlite(s)) if s.path().as_os_str() == ":memory:" => return None,
         (None, AnyStore::Sqlite(s)) => s.path().to_path_buf(),
         (None, _) => PathBuf::from(DEFAULT_HISTORY),
-    };
-    History::open(&path).with_context(|| format!("opening the monitor history {}", path.display()))
+    })
 }
 
 /// The `retention.ms` of Kafka DLQ topics, read at most every ten minutes.
-struct KafkaRetention {
+pub(crate) struct KafkaRetention {
     config: KafkaConfig,
     cache: BTreeMap<String, (Instant, Option<Duration>)>,
 }
 
 impl KafkaRetention {
-    fn new(config: KafkaConfig) -> Self {
+    pub(crate) fn new(config: KafkaConfig) -> Self {
         KafkaRetention {
             config,
             cache: BTreeMap::new(),

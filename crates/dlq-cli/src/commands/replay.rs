@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use dlq_core::filter::Filter;
 use dlq_core::fix::Fix;
 use dlq_core::replay::{self, FileFormat, FileTarget, HandlerTarget, ReplayOptions, ReplayReport};
-use dlq_core::store::Status;
+use dlq_core::store::{DlqStore, Status};
 use dlq_marketlag::Pipeline;
 use std::path::Path;
 
@@ -40,7 +40,7 @@ pub fn pipeline_of_dlq(dlq: &str) -> Option<Pipeline> {
     Pipeline::from_topic(dlq.strip_prefix("dlq.").unwrap_or(dlq))
 }
 
-/// Replays with the given options to `to`.
+/// Replays with the given options to `to`, with a progress bar.
 pub fn replay(
     store: &mut AnyStore,
     dlq: &str,
@@ -51,11 +51,27 @@ pub fn replay(
 ) -> anyhow::Result<ReplayReport> {
     let bar = crate::progress::bar(None, "replay", progress);
     let mut tick = |r: &ReplayReport| bar.set_position(r.selected);
-    let report = match to {
+    let report = replay_to(store, dlq, to, format, options, &mut tick)?;
+    bar.finish_and_clear();
+    Ok(report)
+}
+
+/// Replays with the given options to a file or pipeline target on any
+/// store; `progress` is called after each commit (`dlq serve` runs its
+/// replay jobs through this).
+pub fn replay_to<S: DlqStore>(
+    store: &mut S,
+    dlq: &str,
+    to: &To<'_>,
+    format: FileFormat,
+    options: &ReplayOptions,
+    progress: &mut dyn FnMut(&ReplayReport),
+) -> anyhow::Result<ReplayReport> {
+    Ok(match to {
         To::File(path) => {
             let mut target = FileTarget::open(path, format, store)
                 .with_context(|| format!("opening replay target {}", path.display()))?;
-            replay::run(store, &mut target, options, Some(&mut tick))?
+            replay::run(store, &mut target, options, Some(progress))?
         }
         To::Pipeline(path) => {
             let pipeline = pipeline_of_dlq(dlq).with_context(|| {
@@ -68,11 +84,9 @@ pub fn replay(
                 PipelineHandler::healthy(pipeline),
                 file,
             );
-            replay::run(store, &mut target, options, Some(&mut tick))?
+            replay::run(store, &mut target, options, Some(progress))?
         }
-    };
-    bar.finish_and_clear();
-    Ok(report)
+    })
 }
 
 /// Runs `dlq replay`.

@@ -1,0 +1,367 @@
+//! The dashboard in a real browser: `dlq demo` fills a store, `dlq serve`
+//! serves it with tokens from the environment, and a Playwright script
+//! (`crates/dlq-server/tests/browser/dashboard.mjs`) drives Debian's
+//! headless Chromium through sign-in, a DLQ's size and groups, a revealed
+//! HTML payload, a replay preview, the replay and the smaller DLQ.
+//! Screenshots go to `target/browser-artifacts/`.
+//!
+//! Needs `/usr/bin/chromium` (or `CHROMIUM`), Node.js, and `npm ci` run in
+//! the script's folder (scripts/test.sh does both). Without them the test
+//! fails under CI (`CI` set) and is skipped with a message otherwise.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const OPERATOR: &str = "operator-token-browser-test-0001";
+const VIEWER: &str = "viewer-token-browser-test-0001";
+const HTML_RECORD: &str = r#"{"original_record":"<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\">","error":"bad <b>markup</b> in the payload","timestamp":"2026-11-29T07:00:00Z"}"#;
+
+/// Kills the server when the test ends, whatever happens.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn dlq(store: &str, dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dlq"));
+    c.args(["--store", store, "--no-progress"])
+        .current_dir(dir)
+        .env_remove("DLQ_STORE")
+        .env_remove("DLQ_VIEWER_TOKEN")
+        .env_remove("DLQ_OPERATOR_TOKEN");
+    c
+}
+
+fn check(out: std::process::Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What is missing to run the browser, if anything.
+fn missing(chromium: &Path, script_dir: &Path) -> Vec<String> {
+    let mut missing = Vec::new();
+    if !chromium.exists() {
+        missing.push(format!(
+            "{} (apt-get install chromium chromium-driver)",
+            chromium.display()
+        ));
+    }
+    if Command::new("node").arg("--version").output().is_err() {
+        missing.push("node (Node.js)".to_owned());
+    }
+    if !script_dir.join("node_modules/playwright-core").exists() {
+        missing.push(format!(
+            "{}/node_modules (npm ci there)",
+            script_dir.display()
+        ));
+    }
+    missing
+}
+
+#[test]
+fn dashboard_shows_a_dlq_and_replays_a_group_in_headless_chromium() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script_dir = manifest.join("../dlq-server/tests/browser");
+    let chromium = PathBuf::from(std::env::var("CHROMIUM").unwrap_or("/usr/bin/chromium".into()));
+    let lacking = missing(&chromium, &script_dir);
+    if !lacking.is_empty() {
+        let message = format!("the browser test needs: {}", lacking.join(", "));
+        if std::env::var_os("CI").is_some() {
+            panic!("{message}");
+        }
+        eprintln!("skipping dashboard_browser: {message} (scripts/test.sh installs them)");
+        return;
+    }
+    let artifacts = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest.join("../../target"))
+        .join("browser-artifacts");
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let store = format!("sqlite://{}", dir.join("demo/dlq.db").display());
+    check(
+        dlq(&store, dir)
+            .args(["demo", "--records", "400", "--dir"])
+            .arg(dir.join("demo"))
+            .output()
+            .expect("dlq demo"),
+        "dlq demo",
+    );
+    let mut import = dlq(&store, dir)
+        .args(["import", "--dlq", "dlq.rss.events"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dlq import");
+    writeln!(import.stdin.take().expect("stdin"), "{HTML_RECORD}").expect("write");
+    check(import.wait_with_output().expect("import"), "dlq import");
+    let config = dir.join("dlq.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[serve]\naudit_log = \"audit.jsonl\"\nsample_interval_secs = 1\n\
+             [serve.replay_targets]\nout = \"file:{}\"\n",
+            dir.join("replayed.ndjson").display()
+        ),
+    )
+    .expect("config");
+
+    let mut server = dlq(&store, dir)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .env("DLQ_OPERATOR_TOKEN", OPERATOR)
+        .env("DLQ_VIEWER_TOKEN", VIEWER)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("dlq serve");
+    let stdout = server.stdout.take().expect("stdout");
+    let server = Running(server);
+    let mut first = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("read the address");
+    let url = first
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_owned();
+
+    let started = Instant::now();
+    let mut browser = Command::new("node")
+        .arg("dashboard.mjs")
+        .current_dir(&script_dir)
+        .env("DLQ_URL", &url)
+        .env("DLQ_OPERATOR_TOKEN", OPERATOR)
+        .env("DLQ_VIEWER_TOKEN", VIEWER)
+        .env("DLQ_ARTIFACTS", &artifacts)
+        .env("DLQ_HTML_DLQ", "dlq.rss.events")
+        .env("CHROMIUM", &chromium)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node dashboard.mjs");
+    let status = loop {
+        if let Some(status) = browser.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(180) {
+            let _ = browser.kill();
+            break browser.wait().expect("wait");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let out = browser.wait_with_output().expect("output");
+    let log = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        status.success(),
+        "the browser script failed:\n{log}\nscreenshots: {}",
+        artifacts.display()
+    );
+    assert!(log.contains("dashboard ok"), "{log}");
+    drop(server);
+
+    // What the browser did is in the store, the target file and the audit log.
+    let replayed = std::fs::read_to_string(dir.join("replayed.ndjson")).expect("target");
+    assert!(replayed.lines().count() > 0);
+    let audit = std::fs::read_to_string(dir.join("audit.jsonl")).expect("audit");
+    for action in [
+        "\"reveal\"",
+        "\"replay_preview\"",
+        "\"replay\"",
+        "\"replay_finished\"",
+    ] {
+        assert!(
+            audit.contains(action),
+            "no {action} in the audit log:\n{audit}"
+        );
+    }
+    assert!(
+        !audit.contains(OPERATOR) && !audit.contains(VIEWER),
+        "a token in the audit log"
+    );
+    for shot in ["1-overview", "3-dlq", "4-preview", "6-after"] {
+        assert!(artifacts.join(format!("{shot}.png")).exists(), "{shot}.png");
+    }
+}
+
+/// One HTTP/1.1 request to the server; returns the status line and body.
+fn http(addr: &str, path: &str, token: Option<&str>) -> (String, String) {
+    use std::io::Read as _;
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read");
+    let status = text.lines().next().unwrap_or_default().to_owned();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// `dlq serve` without a browser: it refuses to start without a token,
+/// and serves `/metrics` for both MarketLag DLQs to a viewer only.
+#[test]
+fn serve_needs_tokens_and_serves_metrics_for_both_dlqs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let store = format!("sqlite://{}", dir.join("demo/dlq.db").display());
+    check(
+        dlq(&store, dir)
+            .args(["demo", "--records", "200", "--dir"])
+            .arg(dir.join("demo"))
+            .output()
+            .expect("dlq demo"),
+        "dlq demo",
+    );
+    let refused = dlq(&store, dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .expect("dlq serve");
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no tokens"));
+
+    let mut child = dlq(&store, dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("DLQ_OPERATOR_TOKEN", OPERATOR)
+        .env("DLQ_VIEWER_TOKEN", VIEWER)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("dlq serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let _server = Running(child);
+    let mut first = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("address");
+    let addr = first
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_owned();
+    assert!(addr.starts_with("127.0.0.1:"));
+    let (status, _) = http(&addr, "/metrics", None);
+    assert!(status.contains(" 401 "), "{status}");
+    let (status, body) = http(&addr, "/metrics", Some(VIEWER));
+    assert!(status.contains(" 200 "), "{status}");
+    for dlq in ["dlq.rss.events", "dlq.polymarket.price_hourly"] {
+        assert!(
+            body.contains(&format!("dlq_pending_records{{dlq=\"{dlq}\"}}")),
+            "{body}"
+        );
+        assert!(body.contains(&format!("dlq_oldest_pending_age_seconds{{dlq=\"{dlq}\"}}")));
+    }
+    let (status, _) = http(&addr, "/api/audit", Some(VIEWER));
+    assert!(status.contains(" 403 "), "{status}");
+    assert!(
+        dir.join("dlq-audit.jsonl").exists(),
+        "the default audit log"
+    );
+}
+
+/// `dlq serve` runs the monitor of its config file: alerts, the size
+/// history and the monitor's metrics come from it.
+#[test]
+fn serve_runs_the_monitor_of_its_config_file() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let store = format!("sqlite://{}", dir.join("demo/dlq.db").display());
+    check(
+        dlq(&store, dir)
+            .args(["demo", "--records", "1000", "--dir"])
+            .arg(dir.join("demo"))
+            .output()
+            .expect("dlq demo"),
+        "dlq demo",
+    );
+    let config = dir.join("dlq.toml");
+    std::fs::write(
+        &config,
+        "[monitor]\ninterval = \"1s\"\n\n[[rule]]\nname = \"tiny-dlq\"\nkind = \"size\"\nabove = 1\n\n\
+         [serve]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .expect("config");
+    let mut child = dlq(&store, dir)
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env("DLQ_VIEWER_TOKEN", VIEWER)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("dlq serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let _server = Running(child);
+    let mut first = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("address");
+    let addr = first
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_owned();
+
+    // The monitor ticks every second: wait for two samples of each DLQ.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let points = |dlq: &str| -> usize {
+        let (_, body) = http(&addr, &format!("/api/dlqs/{dlq}/history"), Some(VIEWER));
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        v["points"].as_array().map_or(0, Vec::len)
+    };
+    while points("dlq.rss.events") < 2 || points("dlq.polymarket.price_hourly") < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no history from the monitor"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (status, body) = http(&addr, "/api/alerts", Some(VIEWER));
+    assert!(status.contains(" 200 "), "{status}");
+    let alerts: serde_json::Value = serde_json::from_str(&body).expect("alerts json");
+    let firing: Vec<&str> = alerts["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .filter(|a| a["rule"] == "tiny-dlq")
+        .filter_map(|a| a["dlq"].as_str())
+        .collect();
+    assert!(
+        firing.contains(&"dlq.rss.events") && firing.contains(&"dlq.polymarket.price_hourly"),
+        "{body}"
+    );
+    let (_, metrics) = http(&addr, "/metrics", Some(VIEWER));
+    for dlq in ["dlq.rss.events", "dlq.polymarket.price_hourly"] {
+        assert!(
+            metrics.contains(&format!(
+                "dlq_alerts_firing{{rule=\"tiny-dlq\",dlq=\"{dlq}\"}} 1"
+            )),
+            "{metrics}"
+        );
+        assert!(metrics.contains(&format!("dlq_dead_lettered_records_total{{dlq=\"{dlq}\"}}")));
+    }
+    assert!(metrics.contains("dlq_monitor_samples_total"), "{metrics}");
+}
