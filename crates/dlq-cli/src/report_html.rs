@@ -98,7 +98,7 @@ fn summary_table(page: &mut String, groups: &[Group]) -> anyhow::Result<()> {
             esc(&g.error_class),
             g.count,
             g.last_seen.format("%Y-%m-%d %H:%M:%S"),
-            esc(&g.template)
+            esc(&g.typed_template)
         )?;
     }
     page.push_str("</table>\n");
@@ -115,7 +115,7 @@ fn group_section(page: &mut String, n: usize, g: &Group) -> anyhow::Result<()> {
         esc(&g.error_class),
         g.count
     )?;
-    writeln!(page, "<li>template: <code>{}</code></li>", esc(&g.template))?;
+    writeln!(page, "<li>template: <code>{}</code></li>", esc(&g.typed_template))?;
     writeln!(
         page,
         "<li>example: <code>{}</code></li>",

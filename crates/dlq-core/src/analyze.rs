@@ -105,8 +105,13 @@ pub struct Group {
     pub stage: String,
     /// The error class.
     pub error_class: String,
-    /// The masked root cause of the error messages (see [`template`]).
+    /// The template of the group's messages: their root cause with every
+    /// variable part as `<*>` (`field <*>: expected a number, got a string
+    /// (<*>)`).
     pub template: String,
+    /// The same template with the kind of each masked value (`<QUOTED>`,
+    /// `<NUM>`, …; `<*>` where the miner found messages differing).
+    pub typed_template: String,
     /// Records in the group.
     pub count: u64,
     /// When the earliest record first failed.
@@ -211,6 +216,13 @@ pub struct FieldFinding {
 /// The template of an error message: its root cause, masked.
 pub fn template(error: &str) -> String {
     Masker::new().mask(mine::root_cause(error))
+}
+
+/// A typed template with every placeholder (`<NUM>`, `<QUOTED>`, …) as `<*>`.
+fn untyped(typed: &str) -> String {
+    mine::MaskKind::ALL
+        .iter()
+        .fold(typed.to_owned(), |t, k| t.replace(k.placeholder(), "<*>"))
 }
 
 /// The fingerprint of a record's masked template, without any miner state
@@ -398,10 +410,21 @@ impl Grouper {
         error_class: &str,
         id: ClusterId,
     ) -> Option<String> {
-        self.dlqs
-            .get(dlq)?
-            .get(&miner_key(topic, stage, error_class))?
-            .typed_template(id)
+        self.templates_of(dlq, topic, stage, error_class, id)
+            .map(|(_, typed)| typed)
+    }
+
+    /// (`<*>` template, typed template) of a cluster.
+    fn templates_of(
+        &self,
+        dlq: &str,
+        topic: &str,
+        stage: &str,
+        error_class: &str,
+        id: ClusterId,
+    ) -> Option<(String, String)> {
+        let miner = self.dlqs.get(dlq)?.get(&miner_key(topic, stage, error_class))?;
+        Some((miner.template(id)?, miner.typed_template(id)?))
     }
 }
 
@@ -861,6 +884,7 @@ impl Analyzer {
                     error_class: l.error_class.clone(),
                     // Set by `finish`: the cluster's template may still widen.
                     template: String::new(),
+                    typed_template: String::new(),
                     count: 0,
                     first_seen: l.first_failed_at,
                     last_seen: l.failed_at,
@@ -936,15 +960,21 @@ impl Analyzer {
             .into_values()
             .map(|mut acc| {
                 let g = &mut acc.group;
-                g.template = grouper
-                    .template_of(
+                let (template, typed) = grouper
+                    .templates_of(
                         &g.dlq,
                         g.source_topic.as_deref().unwrap_or(""),
                         &g.stage,
                         &g.error_class,
                         acc.cluster,
                     )
-                    .unwrap_or_else(|| template(&g.example_error));
+                    .unwrap_or_else(|| {
+                        // The cluster was evicted (LRU) during this run.
+                        let typed = template(&g.example_error);
+                        (untyped(&typed), typed)
+                    });
+                g.template = template;
+                g.typed_template = typed;
                 let (verdict, reason) = verdict(&g.error_class, acc.retryable, g.count);
                 g.verdict = verdict;
                 g.verdict_reason = reason;
@@ -1103,8 +1133,12 @@ mod tests {
         assert_eq!(groups.len(), 2, "{groups:#?}");
         assert_eq!(groups[0].count, 4);
         assert_eq!(
-            groups[0].template,
+            groups[0].typed_template,
             "EOF while parsing <*> <*> at line <NUM> column <NUM>"
+        );
+        assert_eq!(
+            groups[0].template,
+            "EOF while parsing <*> <*> at line <*> column <*>"
         );
     }
 
@@ -1205,8 +1239,12 @@ mod tests {
         assert_eq!(groups.len(), 2);
         assert_eq!(groups[0].count, 3);
         assert_eq!(
-            groups[0].template,
+            groups[0].typed_template,
             "java.net.ConnectException: Connection refused to <IP>"
+        );
+        assert_eq!(
+            groups[0].template,
+            "java.net.ConnectException: Connection refused to <*>"
         );
         assert_eq!(
             groups[1].template,

@@ -292,7 +292,7 @@
         el('td', {}, g.stage),
         el('td', { class: 'num', 'data-testid': 'group-count' }, g.count),
         el('td', {}, el('span', { class: `verdict ${g.verdict}` }, g.verdict)),
-        el('td', { class: 'mono' }, cut(g.template, 90)),
+        el('td', { class: 'mono' }, cut(g.typed_template, 90)),
         el('td', {}, g.fields.length ? cut(g.fields[0].detail, 80) : ''),
         el('td', {},
           el('button', { type: 'button', class: 'small', onclick: () => { filter.value = g.replay_filter; loadRecords(false).catch((e) => flash(e.message)); } }, 'Records'),
@@ -361,7 +361,7 @@
     const group = el('select', { id: 'replay-group' },
       el('option', { value: '' }, '(no group: use the filter only)'),
       groups.map((g) => el('option', { value: g.fingerprint, selected: g.fingerprint === params.get('fingerprint') },
-        `${g.count} · ${g.error_class} · ${cut(g.template, 70)}`)));
+        `${g.count} · ${g.error_class} · ${cut(g.typed_template, 70)}`)));
     const filter = el('input', { id: 'replay-filter', type: 'text', spellcheck: 'false', placeholder: 'optional filter, e.g. payload.price exists' });
     const fix = el('input', { id: 'replay-fix', type: 'text', spellcheck: 'false', placeholder: 'optional jq fix, e.g. .price |= tonumber' });
     const target = el('select', { id: 'replay-target' }, targets.map((t) => el('option', { value: t.name }, t.name)));

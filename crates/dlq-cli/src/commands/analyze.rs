@@ -94,7 +94,7 @@ fn table(out: &mut impl Write, groups: &[Group]) -> anyhow::Result<()> {
                 g.count.to_string(),
                 verdict(g),
                 g.last_seen.format("%Y-%m-%d %H:%M:%S").to_string(),
-                output::cell(&g.template, 60),
+                output::cell(&g.typed_template, 60),
                 output::cell(
                     &g.fields
                         .first()
@@ -163,7 +163,7 @@ fn markdown(out: &mut impl Write, dlqs: &[String], groups: &[Group]) -> anyhow::
             md(&g.error_class),
             g.count
         )?;
-        writeln!(out, "- template: `{}`", md(&g.template))?;
+        writeln!(out, "- template: `{}`", md(&g.typed_template))?;
         writeln!(
             out,
             "- source: {} / {}, partitions: {}",
