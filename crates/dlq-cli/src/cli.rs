@@ -277,6 +277,11 @@ pub struct ProcessArgs {
     /// Records larger than this are dead-lettered as input.oversized.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_record_bytes: usize,
+    /// Serve the processor's Prometheus counters (records processed,
+    /// delivered, dead-lettered, retries) at http://ADDR/metrics while it
+    /// runs, e.g. 127.0.0.1:9465.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub retry: RetryArgs,
     #[command(flatten)]

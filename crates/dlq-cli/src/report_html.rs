@@ -115,7 +115,11 @@ fn group_section(page: &mut String, n: usize, g: &Group) -> anyhow::Result<()> {
         esc(&g.error_class),
         g.count
     )?;
-    writeln!(page, "<li>template: <code>{}</code></li>", esc(&g.typed_template))?;
+    writeln!(
+        page,
+        "<li>template: <code>{}</code></li>",
+        esc(&g.typed_template)
+    )?;
     writeln!(
         page,
         "<li>example: <code>{}</code></li>",

@@ -321,3 +321,103 @@ fn monitor_once_on_kafka_uses_the_topics_retention() {
         &[&dlq, &format!("{prefix}ledger"), &format!("{prefix}blobs")],
     );
 }
+
+/// One GET over HTTP/1.1 with `Connection: close`; the body.
+fn get_body(addr: &str, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read");
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
+/// The value of one sample line of a Prometheus text exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[test]
+fn process_serves_its_counters_while_it_runs() {
+    use std::io::{BufRead as _, Write as _};
+    let env = Env::new();
+    let input = env.ok(
+        &[
+            "generate",
+            "--pipeline",
+            "polymarket",
+            "--records",
+            "200",
+            "--seed",
+            "3",
+        ],
+        &[],
+    );
+    let store = format!("sqlite://{}", env.path("process.db").display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dlq"))
+        .args(["--store", &store, "--no-progress", "process"])
+        .args([
+            "--pipeline",
+            "polymarket",
+            "--input",
+            "-",
+            "--batch-size",
+            "10",
+        ])
+        .args(["--metrics-listen", "127.0.0.1:0", "--output"])
+        .arg(env.path("out.ndjson"))
+        .current_dir(env.dir.path())
+        .env_remove("DLQ_STORE")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("dlq process");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut addr = None;
+    let mut line = String::new();
+    while addr.is_none() && stderr.read_line(&mut line).expect("stderr") > 0 {
+        addr = line
+            .trim()
+            .strip_prefix("metrics at http://")
+            .and_then(|r| r.strip_suffix("/metrics"))
+            .map(str::to_owned);
+        line.clear();
+    }
+    let addr = addr.expect("the metrics address on stderr");
+    // Keep reading stderr, so the processor never writes into a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    stdin.write_all(&input.stdout).expect("records");
+    stdin.flush().expect("flush");
+
+    // stdin stays open, so the processor is still running: its counters
+    // reach every record.
+    let topic = "topic=\"polymarket.price_hourly\"";
+    let series = |name: &str| format!("{name}{{{topic}}}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let text = loop {
+        let text = get_body(&addr, "/metrics");
+        if sample(&text, &series("dlq_processor_processed_records_total")) == Some(200.0) {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "counters stuck: {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let delivered = sample(&text, &series("dlq_processor_delivered_records_total")).unwrap_or(0.0);
+    let dead = sample(&text, &series("dlq_processor_dead_lettered_records_total")).unwrap_or(0.0);
+    assert!(dead > 0.0, "the generator's mix has failures: {text}");
+    assert_eq!(delivered + dead, 200.0, "{text}");
+    drop(stdin);
+    assert!(child.wait().expect("wait").success());
+}

@@ -423,7 +423,10 @@ impl Grouper {
         error_class: &str,
         id: ClusterId,
     ) -> Option<(String, String)> {
-        let miner = self.dlqs.get(dlq)?.get(&miner_key(topic, stage, error_class))?;
+        let miner = self
+            .dlqs
+            .get(dlq)?
+            .get(&miner_key(topic, stage, error_class))?;
         Some((miner.template(id)?, miner.typed_template(id)?))
     }
 }
