@@ -119,25 +119,13 @@ fn dashboard_shows_a_dlq_and_replays_a_group_in_headless_chromium() {
     )
     .expect("config");
 
-    let mut server = dlq(&store, dir)
+    let mut command = dlq(&store, dir);
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(&config)
         .env("DLQ_OPERATOR_TOKEN", OPERATOR)
-        .env("DLQ_VIEWER_TOKEN", VIEWER)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("dlq serve");
-    let stdout = server.stdout.take().expect("stdout");
-    let server = Running(server);
-    let mut first = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut first)
-        .expect("read the address");
-    let url = first
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .to_owned();
+        .env("DLQ_VIEWER_TOKEN", VIEWER);
+    let (server, url) = start_serve(command);
 
     let started = Instant::now();
     let mut browser = Command::new("node")
@@ -201,6 +189,24 @@ fn dashboard_shows_a_dlq_and_replays_a_group_in_headless_chromium() {
     }
 }
 
+/// Starts `dlq serve` (its first stdout line names the address) and
+/// returns the running server with its `http://HOST:PORT`.
+fn start_serve(mut command: Command) -> (Running, String) {
+    let mut child = command.stdout(Stdio::piped()).spawn().expect("dlq serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let running = Running(child);
+    let mut first = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("read the address");
+    let url = first
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_owned();
+    (running, url)
+}
+
 /// One HTTP/1.1 request to the server; returns the status line and body.
 fn http(addr: &str, path: &str, token: Option<&str>) -> (String, String) {
     use std::io::Read as _;
@@ -245,24 +251,13 @@ fn serve_needs_tokens_and_serves_metrics_for_both_dlqs() {
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("no tokens"));
 
-    let mut child = dlq(&store, dir)
+    let mut command = dlq(&store, dir);
+    command
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("DLQ_OPERATOR_TOKEN", OPERATOR)
-        .env("DLQ_VIEWER_TOKEN", VIEWER)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("dlq serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let _server = Running(child);
-    let mut first = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut first)
-        .expect("address");
-    let addr = first
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .to_owned();
+        .env("DLQ_VIEWER_TOKEN", VIEWER);
+    let (_server, url) = start_serve(command);
+    let addr = url.trim_start_matches("http://").to_owned();
     assert!(addr.starts_with("127.0.0.1:"));
     let (status, _) = http(&addr, "/metrics", None);
     assert!(status.contains(" 401 "), "{status}");
@@ -305,25 +300,14 @@ fn serve_runs_the_monitor_of_its_config_file() {
          [serve]\nlisten = \"127.0.0.1:0\"\n",
     )
     .expect("config");
-    let mut child = dlq(&store, dir)
+    let mut command = dlq(&store, dir);
+    command
         .arg("serve")
         .arg("--config")
         .arg(&config)
-        .env("DLQ_VIEWER_TOKEN", VIEWER)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("dlq serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let _server = Running(child);
-    let mut first = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut first)
-        .expect("address");
-    let addr = first
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .to_owned();
+        .env("DLQ_VIEWER_TOKEN", VIEWER);
+    let (_server, url) = start_serve(command);
+    let addr = url.trim_start_matches("http://").to_owned();
 
     // The monitor ticks every second: wait for two samples of each DLQ.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

@@ -39,6 +39,7 @@ pub mod mine;
 pub mod process;
 pub mod replay;
 pub mod retry;
+pub mod secret;
 pub mod store;
 
 pub use envelope::{DeadLetter, Header, Source};

@@ -18,34 +18,7 @@ use std::time::Duration;
 /// The sink every config has: the monitor's log (tracing).
 pub const LOG_SINK: &str = "log";
 
-/// A value that must not be shown: a webhook URL carries its token. `Debug`
-/// and `Display` print `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The value, for the one place that needs it (the HTTP request).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl std::fmt::Display for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
+pub use dlq_core::secret::Secret;
 
 /// The whole monitor config. [`MonitorConfig::default`] is what runs
 /// without a file: samples every 15 s, no alert rules.

@@ -37,27 +37,7 @@ pub struct Principal {
     pub label: String,
 }
 
-/// A token value. Its `Debug` prints `***`.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a token value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The value, for comparison only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
+pub use dlq_core::secret::Secret;
 
 /// The accepted tokens. Only their SHA-256 digests are kept.
 #[derive(Default)]

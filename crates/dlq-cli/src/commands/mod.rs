@@ -97,6 +97,22 @@ pub fn with_fingerprints(
     })
 }
 
+/// Serves the process's Prometheus metrics at `http://ADDR/metrics` when an
+/// address is given (the recorder is installed first); serving stops when
+/// the returned server is dropped.
+pub fn serve_metrics(
+    addr: Option<std::net::SocketAddr>,
+) -> anyhow::Result<Option<dlq_monitor::metrics::MetricsServer>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let handle = dlq_monitor::metrics::install()?;
+    let server = dlq_monitor::metrics::serve(addr, handle)
+        .with_context(|| format!("serving metrics on {addr}"))?;
+    eprintln!("metrics at http://{}/metrics", server.local_addr());
+    Ok(Some(server))
+}
+
 /// Standard output, or a file when a path is given.
 pub fn writer(path: Option<&Path>) -> anyhow::Result<Box<dyn Write>> {
     Ok(match path {

@@ -48,16 +48,7 @@ pub fn run(cli: &Cli, args: &MonitorArgs) -> anyhow::Result<Outcome> {
     let store = crate::store::open(cli.store_url())?;
     let history = open_history(&config, &store)?;
     let history_label = history.label().to_owned();
-    let _metrics = match config.metrics_listen {
-        Some(addr) => {
-            let handle = dlq_monitor::metrics::install()?;
-            let server = dlq_monitor::metrics::serve(addr, handle)
-                .with_context(|| format!("serving metrics on {addr}"))?;
-            eprintln!("metrics at http://{}/metrics", server.local_addr());
-            Some(server)
-        }
-        None => None,
-    };
+    let _metrics = super::serve_metrics(config.metrics_listen)?;
     let interval = config.interval;
     let mut monitor = Monitor::new(config, history)?;
     if let AnyStore::Kafka(k) = &store {

@@ -42,16 +42,7 @@ pub fn downstream(args: &SimulateArgs) -> SimulatedDownstream {
 /// Runs `dlq process`.
 pub fn run(cli: &Cli, args: &ProcessArgs) -> anyhow::Result<Outcome> {
     // Kept alive while the processor runs; stops serving when dropped.
-    let _metrics = match args.metrics_listen {
-        Some(addr) => {
-            let handle = dlq_monitor::metrics::install()?;
-            let server = dlq_monitor::metrics::serve(addr, handle)
-                .with_context(|| format!("serving metrics on {addr}"))?;
-            eprintln!("metrics at http://{}/metrics", server.local_addr());
-            Some(server)
-        }
-        None => None,
-    };
+    let _metrics = super::serve_metrics(args.metrics_listen)?;
     if args.source.is_some() {
         return run_kafka(cli, args);
     }
