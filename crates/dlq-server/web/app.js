@@ -147,7 +147,10 @@
       return null;
     }
     const width = Math.max(320, Math.min(target.clientWidth || 800, 1100));
-    const u = new window.uPlot({ width, height: height || 220, series, axes: [{}, { label: 'pending' }] }, data, target);
+    // A single sample would make uPlot stretch the time axis over years:
+    // show the ten minutes around it instead.
+    const scales = xs.length === 1 ? { x: { time: true, range: () => [xs[0] - 300, xs[0] + 300] } } : {};
+    const u = new window.uPlot({ width, height: height || 220, series, scales, axes: [{}, { label: 'pending' }] }, data, target);
     charts.add(u);
     return u;
   }
