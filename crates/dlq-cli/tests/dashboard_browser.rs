@@ -3,7 +3,8 @@
 //! (`crates/dlq-server/tests/browser/dashboard.mjs`) drives Debian's
 //! headless Chromium through sign-in, a DLQ's size and groups, a revealed
 //! HTML payload, a replay preview, the replay and the smaller DLQ.
-//! Screenshots go to `target/browser-artifacts/`.
+//! Screenshots go to `target/browser-artifacts/`. The same browser also
+//! opens `dlq analyze --format html` and must build its two SVG charts.
 //!
 //! Needs `/usr/bin/chromium` (or `CHROMIUM`), Node.js, and `npm ci` run in
 //! the script's folder (scripts/test.sh does both). Without them the test
@@ -348,4 +349,91 @@ fn serve_runs_the_monitor_of_its_config_file() {
         assert!(metrics.contains(&format!("dlq_dead_lettered_records_total{{dlq=\"{dlq}\"}}")));
     }
     assert!(metrics.contains("dlq_monitor_samples_total"), "{metrics}");
+}
+
+/// `dlq analyze --format html` opened in headless Chromium: the browser
+/// builds both charts as SVG (the DOM it dumps holds them, with their bars
+/// and axis labels), and a screenshot is saved beside the dashboard's.
+#[test]
+fn analyze_html_report_renders_its_charts_in_chromium() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let chromium = PathBuf::from(std::env::var("CHROMIUM").unwrap_or("/usr/bin/chromium".into()));
+    if !chromium.exists() {
+        let message = format!("the report test needs {}", chromium.display());
+        if std::env::var_os("CI").is_some() {
+            panic!("{message}");
+        }
+        eprintln!("skipping: {message} (scripts/test.sh installs it)");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let store = format!("sqlite://{}", dir.join("demo/dlq.db").display());
+    check(
+        dlq(&store, dir)
+            .args(["demo", "--records", "1000", "--dir"])
+            .arg(dir.join("demo"))
+            .output()
+            .expect("dlq demo"),
+        "dlq demo",
+    );
+    let html = check(
+        dlq(&store, dir)
+            .args(["analyze", "--status", "all", "--format", "html"])
+            .output()
+            .expect("dlq analyze"),
+        "dlq analyze --format html",
+    );
+    let report = dir.join("report.html");
+    std::fs::write(&report, html).expect("report");
+    let artifacts = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest.join("../../target"))
+        .join("browser-artifacts");
+    std::fs::create_dir_all(&artifacts).expect("artifacts dir");
+    let browser = |extra: &[&str]| {
+        Command::new(&chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--window-size=1300,1600",
+            ])
+            .arg(format!(
+                "--user-data-dir={}",
+                dir.join("chromium").display()
+            ))
+            .args(extra)
+            .arg(format!("file://{}", report.display()))
+            .output()
+            .expect("chromium")
+    };
+    let dom = browser(&["--dump-dom"]);
+    assert!(
+        dom.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert_eq!(dom.matches("<svg").count(), 2, "two charts in the DOM");
+    assert!(dom.matches("<rect").count() > 10, "the size chart's bars");
+    assert!(
+        dom.contains("validation.wrong_type"),
+        "axis labels name groups"
+    );
+    let shot = artifacts.join("analyze-report.png");
+    let _ = std::fs::remove_file(&shot);
+    let out = browser(&[&format!("--screenshot={}", shot.display())]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let size = std::fs::metadata(&shot).expect("screenshot").len();
+    assert!(size > 20_000, "a screenshot with content: {size} bytes");
 }
