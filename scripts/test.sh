@@ -51,4 +51,5 @@ cargo test --workspace --locked "$@"
 # This test stops and restarts the broker (the guarded producer's spool),
 # so it runs alone, after everything else.
 echo "== cargo test: guarded producer across a broker restart"
-DLQ_KAFKA_RESTARTABLE=1 cargo test -p dlq-cli --locked --test kafka_produce "$@"
+# --workspace keeps the features of the run above, so nothing is rebuilt.
+DLQ_KAFKA_RESTARTABLE=1 cargo test --workspace --locked --test kafka_produce "$@"
