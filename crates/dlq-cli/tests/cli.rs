@@ -516,7 +516,7 @@ fn a_canary_password_never_appears_in_logs_errors_or_json() {
             .args(&args)
             .env("DLQ_KAFKA_SASL_PASSWORD", CANARY)
             .env("DLQ_LOG", "debug")
-            // The test script's broker address would override the URL's.
+            // Only the URL says where the (unreachable) cluster is.
             .env_remove("DLQ_KAFKA_BOOTSTRAP")
             .output()
             .expect("run");

@@ -45,7 +45,7 @@ impl Env {
 
     /// The `dlq` binary in this test's directory. The store and spool come
     /// from the arguments only: `DLQ_STORE`, `DLQ_SPOOL` and `DLQ_KAFKA_*`
-    /// (`DLQ_KAFKA_BOOTSTRAP` would override the URL's brokers) are removed.
+    /// are removed, so that only the URL says where the cluster is.
     fn command(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_dlq"));
         c.current_dir(self.dir.path())

@@ -2,9 +2,11 @@
 //! lays out its topics; the `kafka://` URL and the `DLQ_KAFKA_*` environment.
 //!
 //! Layers, lowest to highest: the defaults below, a config file (any serde
-//! format, e.g. the JSON in the example), the URL's query, then the
-//! environment. [`KafkaConfig::resolve`] applies the environment, loads the
-//! SASL password and checks everything, reporting every problem at once.
+//! format, e.g. the JSON in the example), the environment, then the URL (a
+//! command that names its cluster in `--store kafka://…` is not redirected by
+//! a stray `DLQ_KAFKA_BOOTSTRAP`). [`KafkaConfig::resolve`] applies the
+//! environment to a file's configuration, loads the SASL password and checks
+//! everything, reporting every problem at once.
 //!
 //! # Secrets
 //!
@@ -48,6 +50,13 @@ use std::time::Duration;
 pub const PASSWORD_ENV: &str = "DLQ_KAFKA_SASL_PASSWORD";
 /// Environment variable naming a file that holds the SASL password.
 pub const PASSWORD_FILE_ENV: &str = "DLQ_KAFKA_SASL_PASSWORD_FILE";
+/// The `DLQ_KAFKA_*` variables of an environment.
+fn env_map(env: impl IntoIterator<Item = (String, String)>) -> BTreeMap<String, String> {
+    env.into_iter()
+        .filter(|(k, _)| k.starts_with("DLQ_KAFKA_"))
+        .collect()
+}
+
 /// Prefix of environment variables that set librdkafka options:
 /// `DLQ_KAFKA_OPTION_SECURITY_PROTOCOL=SASL_SSL` sets `security.protocol`.
 pub const OPTION_ENV_PREFIX: &str = "DLQ_KAFKA_OPTION_";
@@ -310,7 +319,15 @@ impl KafkaConfig {
             }
             None => hosts,
         };
-        let mut config = KafkaConfig::new(hosts);
+        // The environment first, then the URL: what the URL says wins, the
+        // environment fills in the rest (a deployment's DLQ_KAFKA_* must not
+        // silently redirect a command that names its cluster).
+        let env = env_map(env);
+        let mut config = KafkaConfig::new("");
+        config.apply_environment(&env, &mut problems);
+        if !hosts.is_empty() {
+            config.bootstrap_servers = hosts.to_owned();
+        }
         for pair in query.into_iter().flat_map(|q| q.split('&')) {
             if pair.is_empty() {
                 continue;
@@ -322,14 +339,7 @@ impl KafkaConfig {
             };
             config.set(name, &value, "URL parameter", &mut problems);
         }
-        match config.resolve_with(env) {
-            Ok(c) if problems.is_empty() => Ok(c),
-            Ok(_) => Err(ConfigError { problems }),
-            Err(mut e) => {
-                problems.append(&mut e.problems);
-                Err(ConfigError { problems })
-            }
-        }
+        config.finish(&env, problems)
     }
 
     /// Applies the `DLQ_KAFKA_*` environment, loads the SASL password and
@@ -342,25 +352,38 @@ impl KafkaConfig {
     /// [`KafkaConfig::resolve`] with an explicit environment (name, value
     /// pairs; for tests). It reads the variables listed under
     /// [`KafkaConfig::from_url`]'s environment and every
-    /// `DLQ_KAFKA_OPTION_*`; others are ignored.
+    /// `DLQ_KAFKA_OPTION_*`; others are ignored. Here the environment
+    /// overrides the configuration (a file's), unlike a URL's parameters.
     pub fn resolve_with(
         mut self,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<KafkaConfig, ConfigError> {
-        let env: BTreeMap<String, String> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("DLQ_KAFKA_"))
-            .collect();
-        let get = |name: &str| env.get(name).cloned();
+        let env = env_map(env);
         let mut problems = Vec::new();
-        self.apply_env(&get, &mut problems);
+        self.apply_environment(&env, &mut problems);
+        self.finish(&env, problems)
+    }
+
+    /// The `DLQ_KAFKA_*` settings and `DLQ_KAFKA_OPTION_*` client options.
+    fn apply_environment(&mut self, env: &BTreeMap<String, String>, problems: &mut Vec<String>) {
+        let get = |name: &str| env.get(name).cloned();
+        self.apply_env(&get, problems);
         for (k, v) in env.range(OPTION_ENV_PREFIX.to_owned()..) {
             let Some(rest) = k.strip_prefix(OPTION_ENV_PREFIX) else {
                 break;
             };
             let name = rest.to_ascii_lowercase().replace('_', ".");
-            self.set_option(&name, v, k, &mut problems);
+            self.set_option(&name, v, k, problems);
         }
+    }
+
+    /// Loads the password and checks the whole configuration.
+    fn finish(
+        mut self,
+        env: &BTreeMap<String, String>,
+        mut problems: Vec<String>,
+    ) -> Result<KafkaConfig, ConfigError> {
+        let get = |name: &str| env.get(name).cloned();
         self.load_password(&get, &mut problems);
         self.check(&mut problems);
         if problems.is_empty() {
@@ -794,18 +817,26 @@ mod tests {
     }
 
     #[test]
-    fn environment_overrides_the_url() {
-        let c = KafkaConfig::from_url_with_env(
-            "kafka://h:9092?format=headers",
-            env(&[
-                ("DLQ_KAFKA_BOOTSTRAP", "other:9092"),
-                ("DLQ_KAFKA_FORMAT", "envelope"),
-                ("DLQ_KAFKA_PORT", "19092"),
-            ]),
-        )
-        .expect("valid; unrelated DLQ_KAFKA_* ignored");
+    fn the_url_overrides_the_environment_which_fills_in_the_rest() {
+        let vars = env(&[
+            ("DLQ_KAFKA_BOOTSTRAP", "other:9092"),
+            ("DLQ_KAFKA_FORMAT", "envelope"),
+            ("DLQ_KAFKA_LEDGER", "ops.ledger"),
+            ("DLQ_KAFKA_PORT", "19092"),
+        ]);
+        let c = KafkaConfig::from_url_with_env("kafka://h:9092?format=headers", vars.clone())
+            .expect("valid; unrelated DLQ_KAFKA_* ignored");
+        assert_eq!(c.bootstrap_servers, "h:9092");
+        assert_eq!(c.format, Format::Headers);
+        assert_eq!(c.ledger_topic, "ops.ledger", "what the URL does not say");
+        // A URL without hosts takes them from the environment.
+        let c = KafkaConfig::from_url_with_env("kafka://", vars.clone()).expect("valid");
         assert_eq!(c.bootstrap_servers, "other:9092");
-        assert_eq!(c.format, Format::Envelope);
+        // A file's configuration is overridden by the environment.
+        let c = KafkaConfig::new("h:9092")
+            .resolve_with(vars)
+            .expect("valid");
+        assert_eq!(c.bootstrap_servers, "other:9092");
     }
 
     #[test]
@@ -823,7 +854,7 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(c.options["ssl.ca.location"], "/etc/ca.pem");
-        assert_eq!(c.options["security.protocol"], "SASL_SSL", "env over URL");
+        assert_eq!(c.options["security.protocol"], "SSL", "the URL over env");
         assert_eq!(c.options["sasl.username"], "dlq");
     }
 
