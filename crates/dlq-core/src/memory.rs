@@ -9,6 +9,7 @@ use crate::store::{
     Batch, CommitReport, Cursor, DlqStats, DlqStore, PartitionStats, Result, ScanPage, Selection,
     Status, StoredRecord, can_settle,
 };
+use chrono::DurationRound as _;
 use chrono::Utc;
 use std::collections::{BTreeMap, HashMap};
 
@@ -63,7 +64,12 @@ impl DlqStore for MemoryStore {
             encoded.push(envelope::encode(&entry.letter, &self.options)?);
         }
         let mut report = CommitReport::default();
+        // Milliseconds, as the envelope and the SQLite store keep times, so
+        // that stats and scans agree on a record's instants.
         let now = Utc::now();
+        let now = now
+            .duration_trunc(chrono::TimeDelta::milliseconds(1))
+            .unwrap_or(now);
         for (entry, enc) in batch.append.iter().zip(encoded) {
             let key = (entry.dlq.clone(), entry.letter.id.clone());
             if self.index.contains_key(&key) {
