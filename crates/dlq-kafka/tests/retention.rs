@@ -10,49 +10,11 @@ use dlq_core::store::{DlqStore as _, Entry, Status};
 use dlq_core::{DeadLetter, Failure};
 use dlq_kafka::retention::topic_retention_ms;
 use dlq_kafka::{KafkaConfig, KafkaStore};
+use dlq_testkit::block_on;
+use dlq_testkit::kafka::bootstrap;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use std::future::Future;
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake};
-use std::time::Duration;
-
-fn bootstrap() -> Option<String> {
-    match std::env::var("DLQ_KAFKA_BOOTSTRAP") {
-        Ok(b) if !b.trim().is_empty() => Some(b),
-        _ if std::env::var_os("CI").is_some() => panic!(
-            "DLQ_KAFKA_BOOTSTRAP is not set, and CI is: the Kafka retention test must run in CI. \
-             Start the broker with `scripts/kafka.sh start` and export \
-             DLQ_KAFKA_BOOTSTRAP=$(scripts/kafka.sh bootstrap)"
-        ),
-        _ => {
-            eprintln!(
-                "SKIPPED: the Kafka retention test needs a broker. Run `scripts/kafka.sh start` \
-                 and set DLQ_KAFKA_BOOTSTRAP=127.0.0.1:19092"
-            );
-            None
-        }
-    }
-}
-
-fn block_on<F: Future>(fut: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Arc::new(Unpark(std::thread::current())).into();
-    let mut cx = Context::from_waker(&waker);
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        match fut.as_mut().poll(&mut cx) {
-            Poll::Ready(v) => return v,
-            Poll::Pending => std::thread::park_timeout(Duration::from_millis(50)),
-        }
-    }
-}
 
 #[test]
 fn reads_the_retention_of_dlq_topics() {

@@ -1,0 +1,37 @@
+//! dlq-testkit: helpers that several crates' integration tests share, so
+//! that each test file holds what it tests and not how to reach a broker.
+//!
+//! * [`kafka`]: the real Apache Kafka broker that `scripts/test.sh` starts
+//!   (its address from `DLQ_KAFKA_BOOTSTRAP`; a missing broker fails under
+//!   CI and skips the test otherwise), topics with unique names, producing,
+//!   reading a topic back to its end, watermarks, deleting topics.
+//! * [`block_on`]: runs an rdkafka admin future on the calling thread.
+//!
+//! Not published; a dev-dependency only. Test code: a failure panics with
+//! what went wrong.
+
+pub mod kafka;
+
+use std::task::{Context, Poll, Wake};
+use std::time::Duration;
+
+/// Runs a future to completion on this thread. rdkafka's admin futures are
+/// completed by the client's own polling thread, so no async runtime is
+/// needed.
+pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::sync::Arc::new(Unpark(std::thread::current())).into();
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
+}
