@@ -871,13 +871,17 @@ impl Client {
         records: &[Outgoing],
         deadline: Instant,
     ) -> Result<()> {
-        for r in records {
-            let index = {
-                let mut st = producer.context().lock();
-                st.slots.push(None);
-                st.missing += 1;
-                st.slots.len() - 1
-            };
+        // Every slot at once: one lock, not one per record taken against
+        // the polling thread that fills them.
+        let first = {
+            let mut st = producer.context().lock();
+            let first = st.slots.len();
+            st.slots.resize(first + records.len(), None);
+            st.missing += records.len();
+            first
+        };
+        for (i, r) in records.iter().enumerate() {
+            let index = first + i;
             let mut headers = None;
             if !r.headers.is_empty() {
                 let mut hs = OwnedHeaders::new_with_capacity(r.headers.len());
@@ -916,9 +920,10 @@ impl Client {
                         drop(ctx.wait(ctx.lock(), until));
                     }
                     Err((e, _)) => {
-                        // The slot stays empty: the write fails as a whole.
+                        // This slot and the later ones stay empty: the write
+                        // fails as a whole.
                         let mut st = producer.context().lock();
-                        st.missing = st.missing.saturating_sub(1);
+                        st.missing = st.missing.saturating_sub(records.len() - i);
                         return Err(backend(&self.redactor, "producing", Some(&r.topic), &e));
                     }
                 }

@@ -39,6 +39,10 @@ use std::time::Instant;
 /// read_committed readers until it times out), and a crash redoes at most
 /// the page in flight: at-least-once, or exactly-once with transactions,
 /// since an uncommitted page's outputs and settlements abort together.
+///
+/// The replay takes the records the store's index holds when it starts
+/// (the first page brings the index up to date); records dead-lettered
+/// while it runs are left for the next run.
 pub fn replay(
     store: &mut KafkaStore,
     options: &ReplayOptions,
@@ -94,10 +98,13 @@ pub fn replay(
                 Err(e) => break Err(e.into()),
             }
         };
-        // The next page is read while this one's commit travels.
+        // The next page is read while this one's commit travels, from the
+        // index as the first page left it: the replay takes the records
+        // pending when it started; those dead-lettered meanwhile wait for
+        // the next run.
         let scanned = next
             .as_ref()
-            .map(|cursor| store.scan(&options.selection, Some(cursor), page_size));
+            .map(|cursor| store.scan_page(&options.selection, Some(cursor), page_size, false));
         if let Some(p) = pending
             && let Err(e) = finish(store, p, &mut report, &mut progress)
         {

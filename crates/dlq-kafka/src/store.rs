@@ -1442,16 +1442,17 @@ pub(crate) struct PendingSettle {
     started: bool,
 }
 
-impl DlqStore for KafkaStore {
-    fn commit(&mut self, batch: Batch<'_>) -> Result<CommitReport> {
-        self.commit_with(batch, Vec::new(), None)
-    }
-
-    fn scan(
+impl KafkaStore {
+    /// A page of [`DlqStore::scan`]; without `refresh`, from the index as
+    /// it stands (brought up to date by an earlier call and by the store's
+    /// own commits), which saves the round trips for metadata and
+    /// watermarks on every page of a long scan.
+    pub(crate) fn scan_page(
         &self,
         selection: &Selection,
         after: Option<&Cursor>,
         limit: usize,
+        refresh: bool,
     ) -> Result<ScanPage> {
         let mut positions = match after {
             Some(c) => decode_cursor(c)?,
@@ -1460,9 +1461,11 @@ impl DlqStore for KafkaStore {
         let mut inner = self.lock();
         match &selection.dlq {
             Some(d) if !self.is_dlq(d) => return Ok(ScanPage::default()),
+            _ if !refresh => {}
             Some(d) => inner.refresh(&self.config, Scope::Only(std::slice::from_ref(d)))?,
             None => inner.refresh(&self.config, Scope::All)?,
         }
+
         let mut page = ScanPage::default();
         if limit == 0 {
             page.next = Some(encode_cursor(&positions));
@@ -1517,7 +1520,21 @@ impl DlqStore for KafkaStore {
         }
         Ok(page)
     }
+}
 
+impl DlqStore for KafkaStore {
+    fn commit(&mut self, batch: Batch<'_>) -> Result<CommitReport> {
+        self.commit_with(batch, Vec::new(), None)
+    }
+
+    fn scan(
+        &self,
+        selection: &Selection,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<ScanPage> {
+        self.scan_page(selection, after, limit, true)
+    }
     fn get(&self, dlq: &str, id: &str) -> Result<Option<StoredRecord>> {
         if !self.is_dlq(dlq) {
             return Ok(None);
