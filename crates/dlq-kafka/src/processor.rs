@@ -15,8 +15,11 @@
 //!
 //! Dead letters are written through the [`KafkaStore`] (so they get its
 //! deduplication, ledger entries for parked records and claim-check blobs),
-//! in batches; their source offsets wait for the batch's commit like outputs
-//! wait for their acknowledgement.
+//! in batches, by a writer thread of their own, so that a store commit never
+//! stalls the other partitions; their source offsets wait for the batch's
+//! commit like outputs wait for their acknowledgement. A store that is down
+//! makes the writer retry with backoff: those partitions' commits stall
+//! (their lag grows), nothing is skipped.
 //!
 //! **Exactly-once** ([`run_exactly_once`]): each batch's outputs, dead letters
 //! (with their ledger entries) and source offsets are committed in one Kafka
@@ -478,7 +481,13 @@ impl Outstanding {
     }
 
     fn find(&self, offset: i64) -> Result<usize, usize> {
-        self.0.binary_search_by_key(&offset, |&(o, _)| o)
+        // Mostly the newest offset (its handling decided) or the oldest
+        // (acknowledgements come back in order): look there first.
+        match (self.0.front(), self.0.back()) {
+            (_, Some(&(o, _))) if o == offset => Ok(self.0.len() - 1),
+            (Some(&(o, _)), _) if o == offset => Ok(0),
+            _ => self.0.binary_search_by_key(&offset, |&(o, _)| o),
+        }
     }
 
     /// One more hold on an offset not done yet.
