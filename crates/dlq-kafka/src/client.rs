@@ -17,12 +17,12 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::ops::ControlFlow;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake};
 use std::time::{Duration, Instant};
 
@@ -102,17 +102,37 @@ type Slot = Option<std::result::Result<(i32, i64), (KafkaError, String)>>;
 struct DeliveryState {
     generation: u64,
     slots: Vec<Slot>,
+    /// Slots still empty: the writer waits until this is 0.
+    missing: usize,
 }
 
-/// The producer context: records each delivery report in its slot.
+/// The producer context: records each delivery report in its slot and
+/// wakes the writer waiting for them. Reports arrive on the producer's
+/// polling thread, so the writer sleeps on a condition variable instead
+/// of polling (rdkafka 0.39's `poll` spins out the last fraction of each
+/// millisecond of its timeout).
 #[derive(Default)]
 struct Deliveries {
     state: Mutex<DeliveryState>,
+    reported: Condvar,
 }
 
 impl Deliveries {
     fn lock(&self) -> std::sync::MutexGuard<'_, DeliveryState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits until a report arrives or `until`, whichever is first.
+    fn wait<'a>(
+        &self,
+        guard: std::sync::MutexGuard<'a, DeliveryState>,
+        until: Instant,
+    ) -> std::sync::MutexGuard<'a, DeliveryState> {
+        let left = until.saturating_duration_since(Instant::now());
+        self.reported
+            .wait_timeout(guard, left)
+            .map(|(g, _)| g)
+            .unwrap_or_else(|e| e.into_inner().0)
     }
 }
 
@@ -126,12 +146,18 @@ impl ProducerContext for Deliveries {
         if tag.generation != state.generation {
             return;
         }
-        if let Some(slot) = state.slots.get_mut(tag.index) {
+        let st = &mut *state;
+        if let Some(slot) = st.slots.get_mut(tag.index) {
+            if slot.is_none() {
+                st.missing = st.missing.saturating_sub(1);
+            }
             *slot = Some(match result {
                 Ok(m) => Ok((m.partition(), m.offset())),
                 Err((e, m)) => Err((e.clone(), m.topic().to_owned())),
             });
         }
+        drop(state);
+        self.reported.notify_all();
     }
 }
 
@@ -144,7 +170,7 @@ enum Failed {
 
 /// The producer and whether `init_transactions` has run on it.
 struct TxProducer {
-    inner: BaseProducer<Deliveries>,
+    inner: ThreadedProducer<Deliveries>,
     initialized: bool,
 }
 
@@ -201,6 +227,8 @@ pub(crate) struct Client {
     transactional_id: String,
     max_message_bytes: usize,
     generation: u64,
+    /// The deadline of a write started and not finished yet.
+    pending: Option<Instant>,
 }
 
 /// Runs a future to completion on this thread. The admin client's futures
@@ -269,6 +297,7 @@ impl Client {
             transactional_id,
             max_message_bytes: config.max_message_bytes,
             generation: 0,
+            pending: None,
         })
     }
 
@@ -412,6 +441,9 @@ impl Client {
     pub fn await_visible(&self, last: &HashMap<(String, i32), i64>) {
         let parts: Vec<(String, i32)> = last.keys().cloned().collect();
         let deadline = Instant::now() + self.timeout;
+        // The markers usually land within a few milliseconds: ask again
+        // soon, then less and less often.
+        let mut pause = Duration::from_millis(1);
         loop {
             match self.watermarks_once(&parts) {
                 Ok(marks)
@@ -422,7 +454,8 @@ impl Client {
                     return;
                 }
                 Ok(_) | Err(_) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(2));
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
                 }
                 _ => {
                     tracing::warn!(
@@ -632,7 +665,7 @@ impl Client {
                 c.set("transactional.id", &self.transactional_id)
                     .set("transaction.timeout.ms", txn_timeout.to_string());
             }
-            let inner: BaseProducer<Deliveries> = c
+            let inner: ThreadedProducer<Deliveries> = c
                 .create_with_context(Deliveries::default())
                 .map_err(|e| backend(&self.redactor, "creating the producer", None, &e))?;
             self.producer = Some(TxProducer {
@@ -693,8 +726,43 @@ impl Client {
         self.generation += 1;
         let generation = self.generation;
         self.ensure_producer()?;
-        match self.write_inner(generation, first, wait_between, offsets, then) {
-            Ok(positions) => Ok(positions),
+        let written = self.write_inner(generation, first, wait_between, offsets, then);
+        self.after_failure(written)
+    }
+
+    /// Starts a write of `records` (one transaction when the store is
+    /// transactional) and returns once they are handed to librdkafka,
+    /// without waiting for them: the caller does other work (reads the next
+    /// page) while they travel, then calls [`Client::finish_write`], which
+    /// must follow before any other write.
+    pub fn start_write(&mut self, records: Vec<Outgoing>) -> Result<()> {
+        self.generation += 1;
+        let generation = self.generation;
+        self.ensure_producer()?;
+        let started = self.start_inner(generation, &records);
+        self.pending = Some(Instant::now() + self.timeout + Duration::from_secs(5));
+        if let Err(e) = self.after_failure(started) {
+            self.pending = None;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Waits for the records of [`Client::start_write`] and commits them;
+    /// the same outcome as [`Client::write`].
+    pub fn finish_write(&mut self) -> Result<Vec<(i32, i64)>> {
+        let Some(deadline) = self.pending.take() else {
+            return Err(failure("finishing a write that was not started", false));
+        };
+        let finished = self.finish_inner(deadline, None);
+        self.after_failure(finished)
+    }
+
+    /// Turns a failed write into its error, cleaning up the producer: abort
+    /// the transaction, or drop the producer when its state is unknown.
+    fn after_failure<T>(&mut self, written: std::result::Result<T, Failed>) -> Result<T> {
+        match written {
+            Ok(v) => Ok(v),
             Err(Failed::Commit(e)) => {
                 let err = backend(&self.redactor, "committing the transaction", None, &e);
                 let abortable = matches!(&e, KafkaError::Transaction(t)
@@ -720,14 +788,11 @@ impl Client {
         }
     }
 
-    fn write_inner(
+    fn start_inner(
         &self,
         generation: u64,
-        first: Vec<Outgoing>,
-        wait_between: bool,
-        offsets: Option<TxnOffsets<'_>>,
-        then: impl FnOnce(&[(i32, i64)]) -> Vec<Outgoing>,
-    ) -> std::result::Result<Vec<(i32, i64)>, Failed> {
+        records: &[Outgoing],
+    ) -> std::result::Result<(), Failed> {
         let Some(p) = self.producer.as_ref() else {
             return Err(Failed::Other(failure("no producer", true)));
         };
@@ -736,6 +801,7 @@ impl Client {
             let mut st = producer.context().lock();
             st.generation = generation;
             st.slots = Vec::new();
+            st.missing = 0;
         }
         if self.transactions {
             producer.begin_transaction().map_err(|e| {
@@ -743,17 +809,21 @@ impl Client {
             })?;
         }
         let deadline = Instant::now() + self.timeout + Duration::from_secs(5);
-        self.send_all(producer, generation, &first, deadline)
-            .map_err(Failed::Other)?;
-        let mut positions = Vec::new();
-        if wait_between {
-            positions = self.wait_all(producer, deadline).map_err(Failed::Other)?;
-        }
-        let second = then(&positions);
-        self.send_all(producer, generation, &second, deadline)
-            .map_err(Failed::Other)?;
+        self.send_all(producer, generation, records, deadline)
+            .map_err(Failed::Other)
+    }
+
+    fn finish_inner(
+        &self,
+        deadline: Instant,
+        offsets: Option<TxnOffsets<'_>>,
+    ) -> std::result::Result<Vec<(i32, i64)>, Failed> {
+        let Some(p) = self.producer.as_ref() else {
+            return Err(Failed::Other(failure("no producer", true)));
+        };
+        let producer = &p.inner;
         // Wait for every acknowledgement first: rdkafka's own flush (inside
-        // commit_transaction) polls in 100 ms steps, this polls in 1 ms ones.
+        // commit_transaction) polls in 100 ms steps; this wakes on each report.
         let positions = self.wait_all(producer, deadline).map_err(Failed::Other)?;
         if let Some((tpl, meta)) = offsets {
             producer
@@ -768,21 +838,50 @@ impl Client {
         Ok(positions)
     }
 
+    fn write_inner(
+        &self,
+        generation: u64,
+        first: Vec<Outgoing>,
+        wait_between: bool,
+        offsets: Option<TxnOffsets<'_>>,
+        then: impl FnOnce(&[(i32, i64)]) -> Vec<Outgoing>,
+    ) -> std::result::Result<Vec<(i32, i64)>, Failed> {
+        let deadline = Instant::now() + self.timeout + Duration::from_secs(5);
+        self.start_inner(generation, &first)?;
+        let Some(p) = self.producer.as_ref() else {
+            return Err(Failed::Other(failure("no producer", true)));
+        };
+        let producer = &p.inner;
+        let mut positions = Vec::new();
+        if wait_between {
+            positions = self.wait_all(producer, deadline).map_err(Failed::Other)?;
+        }
+        let second = then(&positions);
+        self.send_all(producer, generation, &second, deadline)
+            .map_err(Failed::Other)?;
+        self.finish_inner(deadline, offsets)
+    }
+
     /// Enqueues records, waiting for room in librdkafka's queue when it is
     /// full. Everything stays in flight; nothing is awaited one by one.
     fn send_all(
         &self,
-        producer: &BaseProducer<Deliveries>,
+        producer: &ThreadedProducer<Deliveries>,
         generation: u64,
         records: &[Outgoing],
         deadline: Instant,
     ) -> Result<()> {
-        for r in records {
-            let index = {
-                let mut st = producer.context().lock();
-                st.slots.push(None);
-                st.slots.len() - 1
-            };
+        // Every slot at once: one lock, not one per record taken against
+        // the polling thread that fills them.
+        let first = {
+            let mut st = producer.context().lock();
+            let first = st.slots.len();
+            st.slots.resize(first + records.len(), None);
+            st.missing += records.len();
+            first
+        };
+        for (i, r) in records.iter().enumerate() {
+            let index = first + i;
             let mut headers = None;
             if !r.headers.is_empty() {
                 let mut hs = OwnedHeaders::new_with_capacity(r.headers.len());
@@ -814,46 +913,36 @@ impl Client {
                         if Instant::now() < deadline =>
                     {
                         record = back;
-                        producer.poll(Duration::from_millis(1));
+                        // Room comes with delivery reports: wait for one
+                        // (bounded, in case it came before the wait).
+                        let ctx = producer.context();
+                        let until = (Instant::now() + Duration::from_millis(5)).min(deadline);
+                        drop(ctx.wait(ctx.lock(), until));
                     }
                     Err((e, _)) => {
+                        // This slot and the later ones stay empty: the write
+                        // fails as a whole.
+                        let mut st = producer.context().lock();
+                        st.missing = st.missing.saturating_sub(records.len() - i);
                         return Err(backend(&self.redactor, "producing", Some(&r.topic), &e));
                     }
                 }
             }
         }
-        producer.poll(Duration::ZERO);
         Ok(())
     }
 
-    /// Serves delivery reports until every record sent so far has one;
-    /// the first failed delivery is the error.
+    /// Waits until every record sent so far has its delivery report (they
+    /// arrive on the producer's polling thread); the first failed delivery
+    /// is the error.
     fn wait_all(
         &self,
-        producer: &BaseProducer<Deliveries>,
+        producer: &ThreadedProducer<Deliveries>,
         deadline: Instant,
     ) -> Result<Vec<(i32, i64)>> {
-        loop {
-            {
-                let st = producer.context().lock();
-                if st.slots.iter().all(Option::is_some) {
-                    let mut out = Vec::with_capacity(st.slots.len());
-                    for s in st.slots.iter().flatten() {
-                        match s {
-                            Ok(pos) => out.push(*pos),
-                            Err((e, topic)) => {
-                                return Err(backend(
-                                    &self.redactor,
-                                    "delivering a record",
-                                    Some(topic),
-                                    e,
-                                ));
-                            }
-                        }
-                    }
-                    return Ok(out);
-                }
-            }
+        let ctx = producer.context();
+        let mut st = ctx.lock();
+        while st.missing > 0 {
             if Instant::now() > deadline {
                 return Err(failure(
                     format!(
@@ -863,9 +952,30 @@ impl Client {
                     true,
                 ));
             }
-            // rdkafka's poll blocks for the whole timeout: keep it short.
-            producer.poll(Duration::from_millis(1));
+            st = ctx.wait(st, deadline);
         }
+        let mut out = Vec::with_capacity(st.slots.len());
+        for s in st.slots.iter().flatten() {
+            match s {
+                Ok(pos) => out.push(*pos),
+                Err((e, topic)) => {
+                    return Err(backend(
+                        &self.redactor,
+                        "delivering a record",
+                        Some(topic),
+                        e,
+                    ));
+                }
+            }
+        }
+        drop(st);
+        // The report reaches us from inside librdkafka's callback, a moment
+        // before librdkafka counts the message as done; commit_transaction
+        // flushes first and would then poll for a whole 100 ms step.
+        while producer.in_flight_count() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        Ok(out)
     }
 
     /// Aborts the open transaction, then recreates the producer. The abort

@@ -58,14 +58,16 @@
 //!   store that reads the topic, so they never count as pending.
 //! * **Settle rules** ([`can_settle`](dlq_core::store::can_settle)) are
 //!   checked against the store's view, refreshed at the start of each
-//!   commit; two stores settling the same record at the same instant both
-//!   succeed and the later ledger entry wins.
+//!   commit (the replayer's commits use the view of the scan that selected
+//!   their records, read just before); two stores settling the same record
+//!   at the same instant both succeed and the later ledger entry wins.
 //! * **Cheap stats once warm.** The first call of a store reads the DLQ
 //!   topics and the ledger once, keeping record metadata only (id, failure
 //!   time, source partition: about 200 bytes per retained record). Every
 //!   later call costs one metadata request and two ListOffsets requests
 //!   (low and high watermarks of every partition at once), reads only what
-//!   was written since, and counts in memory. Counts come from the records
+//!   others wrote since (the store indexes its own commits and does not
+//!   read them back), and counts in memory. Counts come from the records
 //!   read, not from `high - low`: transaction markers and aborted records
 //!   occupy offsets too. `total` counts the records the topic retains;
 //!   partitions in stats are source partitions, which match the DLQ

@@ -15,8 +15,11 @@
 //!
 //! Dead letters are written through the [`KafkaStore`] (so they get its
 //! deduplication, ledger entries for parked records and claim-check blobs),
-//! in batches; their source offsets wait for the batch's commit like outputs
-//! wait for their acknowledgement.
+//! in batches, by a writer thread of their own, so that a store commit never
+//! stalls the other partitions; their source offsets wait for the batch's
+//! commit like outputs wait for their acknowledgement. A store that is down
+//! makes the writer retry with backoff: those partitions' commits stall
+//! (their lag grows), nothing is skipped.
 //!
 //! **Exactly-once** ([`run_exactly_once`]): each batch's outputs, dead letters
 //! (with their ledger entries) and source offsets are committed in one Kafka
@@ -51,8 +54,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _,
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 /// How a processor runs.
@@ -166,15 +169,6 @@ pub const REPLAY_OF_HEADER: &str = "dlq.replay_of";
 pub const REPLAYS_HEADER: &str = "dlq.replays";
 /// When a replayed record first failed (see [`REPLAY_OF_HEADER`]).
 pub const FIRST_FAILED_AT_HEADER: &str = "dlq.first_failed_at";
-
-/// A record to produce.
-#[derive(Debug, Clone)]
-struct OwnedRecord {
-    topic: String,
-    key: Option<Vec<u8>>,
-    payload: Option<Vec<u8>>,
-    headers: Vec<Header>,
-}
 
 /// A consumed record, detached from the consumer.
 #[derive(Debug, Clone)]
@@ -401,21 +395,130 @@ impl SetIfUnset for ClientConfig {
     }
 }
 
-/// A write of one source record in flight.
+/// The output of one source record, in flight. The output record is built
+/// from the source record at each send (its key and headers are the
+/// source's), so the source is kept once, not copied beside the output.
 struct InFlight {
-    partition: i32,
-    offset: i64,
-    record: OwnedRecord,
-    /// The consumed record, to dead-letter it if its output cannot be delivered.
+    /// The consumed record: the output's key and headers, and what is
+    /// dead-lettered if the output cannot be delivered.
     source: Record,
+    output: Vec<u8>,
     sends: u32,
+}
+
+/// In-flight outputs by delivery token. Tokens are handed out in increasing
+/// order and mostly come back in order, so a deque indexed from its first
+/// live token does what a hash map did, without hashing or a node per record.
+#[derive(Default)]
+struct InFlightSlab {
+    first: usize,
+    slots: VecDeque<Option<InFlight>>,
+    live: usize,
+}
+
+impl InFlightSlab {
+    fn insert(&mut self, f: InFlight) -> usize {
+        let token = self.first + self.slots.len();
+        self.slots.push_back(Some(f));
+        self.live += 1;
+        token
+    }
+
+    fn get_mut(&mut self, token: usize) -> Option<&mut InFlight> {
+        let i = token.checked_sub(self.first)?;
+        self.slots.get_mut(i)?.as_mut()
+    }
+
+    fn remove(&mut self, token: usize) -> Option<InFlight> {
+        let i = token.checked_sub(self.first)?;
+        let f = self.slots.get_mut(i)?.take()?;
+        self.live -= 1;
+        self.trim();
+        Some(f)
+    }
+
+    fn retain(&mut self, keep: impl Fn(&InFlight) -> bool) {
+        for slot in &mut self.slots {
+            if slot.as_ref().is_some_and(|f| !keep(f)) {
+                *slot = None;
+                self.live -= 1;
+            }
+        }
+        self.trim();
+    }
+
+    fn trim(&mut self) {
+        while matches!(self.slots.front(), Some(None)) {
+            self.slots.pop_front();
+            self.first += 1;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+}
+
+/// The offsets of a partition consumed and not done yet, in offset order,
+/// each with how many holds it has: one while the record is being handled
+/// or waits for a retry, plus one per output or dead letter in flight. An
+/// offset is done when its holds reach 0; the commit point is the first
+/// offset not done. Offsets arrive in increasing order, so this is a deque
+/// (appends at the back, done offsets leave from the front).
+#[derive(Default)]
+struct Outstanding(VecDeque<(i64, u32)>);
+
+impl Outstanding {
+    /// A consumed offset, held until its handling is decided.
+    fn consumed(&mut self, offset: i64) {
+        match self.0.back() {
+            Some(&(last, _)) if last >= offset => match self.find(offset) {
+                Ok(i) => self.0[i].1 += 1,
+                Err(i) => self.0.insert(i, (offset, 1)),
+            },
+            _ => self.0.push_back((offset, 1)),
+        }
+    }
+
+    fn find(&self, offset: i64) -> Result<usize, usize> {
+        // Mostly the newest offset (its handling decided) or the oldest
+        // (acknowledgements come back in order): look there first.
+        match (self.0.front(), self.0.back()) {
+            (_, Some(&(o, _))) if o == offset => Ok(self.0.len() - 1),
+            (Some(&(o, _)), _) if o == offset => Ok(0),
+            _ => self.0.binary_search_by_key(&offset, |&(o, _)| o),
+        }
+    }
+
+    /// One more hold on an offset not done yet.
+    fn hold(&mut self, offset: i64) {
+        if let Ok(i) = self.find(offset) {
+            self.0[i].1 += 1;
+        }
+    }
+
+    /// One hold of `offset` released.
+    fn release(&mut self, offset: i64) {
+        if let Ok(i) = self.find(offset) {
+            self.0[i].1 = self.0[i].1.saturating_sub(1);
+        }
+        while matches!(self.0.front(), Some(&(_, 0))) {
+            self.0.pop_front();
+        }
+    }
+
+    fn first(&self) -> Option<i64> {
+        self.0.front().map(|&(o, _)| o)
+    }
 }
 
 #[derive(Default)]
 struct PartitionState {
-    /// Offsets consumed and not done, with how many of their writes are in
-    /// flight (0 while the record waits for a retry).
-    outstanding: BTreeMap<i64, u32>,
+    /// Which assignment of the partition this is: acknowledgements of dead
+    /// letters written for an earlier one (before a rebalance took the
+    /// partition away and gave it back) must not release its offsets.
+    epoch: u64,
+    outstanding: Outstanding,
     /// The next offset after the highest consumed one.
     next: i64,
     /// The last next-offset stored for commit.
@@ -429,34 +532,128 @@ struct PartitionState {
 
 impl PartitionState {
     fn commit_point(&self) -> i64 {
-        self.outstanding
-            .first_key_value()
-            .map_or(self.next, |(&o, _)| o)
+        self.outstanding.first().unwrap_or(self.next)
     }
 }
 
-/// Dead letters waiting for their store commit, with their source offsets.
+/// A source offset a dead letter holds: partition, its epoch, offset.
+type Held = (i32, u64, i64);
+
+/// Dead letters gathered for the writer, with the offsets they hold.
 #[derive(Default)]
 struct DlqBatch {
     entries: Vec<Entry>,
-    offsets: Vec<(i32, i64)>,
+    offsets: Vec<Held>,
     since: Option<Instant>,
-    /// After a failed commit: not before this.
-    retry_at: Option<Instant>,
-    failures: u32,
 }
+
+/// Dead letters handed to the writer thread.
+struct DlqJob {
+    entries: Vec<Entry>,
+    offsets: Vec<Held>,
+}
+
+/// What the writer thread reports: how many jobs it wrote, and the offsets
+/// their dead letters held, now durable in the store.
+type DlqDone = (usize, Vec<Held>);
+
+/// Where the writer thread puts dead letters: the Kafka store, or a fake in
+/// tests.
+pub(crate) trait DeadLetterSink {
+    /// Writes the entries durably (idempotent by record id), or fails.
+    fn write(&mut self, entries: &[Entry]) -> Result<(), dlq_core::store::StoreError>;
+}
+
+impl DeadLetterSink for KafkaStore {
+    fn write(&mut self, entries: &[Entry]) -> Result<(), dlq_core::store::StoreError> {
+        self.append(entries).map(|_| ())
+    }
+}
+
+/// The dead-letter writer: takes jobs in order, writes each (several at
+/// once when they queued up, up to `max_batch` entries) and reports them
+/// done. A failed write is retried with backoff until it succeeds — the
+/// offsets it holds wait meanwhile, so their partitions' commits stall,
+/// never skip — or until `give_up` is set (at shutdown, after its grace
+/// period), when it returns without reporting them.
+fn write_dead_letters(
+    sink: &mut impl DeadLetterSink,
+    jobs: &mpsc::Receiver<DlqJob>,
+    done: &mpsc::Sender<DlqDone>,
+    give_up: &AtomicBool,
+    max_batch: usize,
+    backoff_unit: Duration,
+) {
+    while let Ok(mut job) = jobs.recv() {
+        let mut n = 1;
+        while job.entries.len() < max_batch {
+            match jobs.try_recv() {
+                Ok(more) => {
+                    job.entries.extend(more.entries);
+                    job.offsets.extend(more.offsets);
+                    n += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        let mut failures = 0u32;
+        loop {
+            match sink.write(&job.entries) {
+                Ok(()) => {
+                    // The loop may be gone (it gave up); nothing to tell.
+                    let _ = done.send((n, std::mem::take(&mut job.offsets)));
+                    break;
+                }
+                Err(e) => {
+                    failures += 1;
+                    let backoff = backoff_unit * failures.min(50);
+                    tracing::warn!(error = %e, retry_in = ?backoff, "writing dead letters failed; retrying (their partitions' offsets wait)");
+                    let until = Instant::now() + backoff;
+                    while Instant::now() < until && !give_up.load(Ordering::Relaxed) {
+                        std::thread::sleep(
+                            until
+                                .saturating_duration_since(Instant::now())
+                                .min(Duration::from_millis(20)),
+                        );
+                    }
+                    if give_up.load(Ordering::Relaxed) {
+                        tracing::warn!(
+                            dead_letters = job.entries.len(),
+                            "stopping with dead letters not written; their offsets are not committed and will be processed again"
+                        );
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The loop's end of the writer thread.
+struct DlqWriter {
+    jobs: Option<mpsc::Sender<DlqJob>>,
+    done: mpsc::Receiver<DlqDone>,
+    /// Jobs handed over and not reported done.
+    open: usize,
+}
+
+/// Records consumed per round of bookkeeping: the first poll of a round
+/// may wait, the others take what the consumer has already fetched.
+const CONSUME_BATCH: usize = 256;
 
 struct AtLeastOnce<'a, H> {
     cfg: &'a ProcessorConfig,
     handler: &'a mut H,
-    store: &'a mut KafkaStore,
     consumer: BaseConsumer<GroupContext>,
     producer: BaseProducer<AckContext>,
     partitions: HashMap<i32, PartitionState>,
-    in_flight: HashMap<usize, InFlight>,
+    epochs: u64,
+    in_flight: InFlightSlab,
+    /// Outputs to send again (after a failed delivery, with backoff) or
+    /// not sent yet (librdkafka's queue was full), in order.
     resend: VecDeque<(Instant, usize)>,
     dlq: DlqBatch,
-    next_token: usize,
+    writer: DlqWriter,
     stats: ProcessorStats,
     counters: ProcessorCounters,
 }
@@ -475,6 +672,10 @@ fn check_topics(store: &mut KafkaStore, cfg: &ProcessorConfig) -> Result<(), Pro
 
 /// Runs the processor at least once until `stop` is set (or it is idle for
 /// `stop_when_idle`), then delivers what is in flight and commits.
+///
+/// Dead letters are written by a thread of their own, so that a store
+/// commit (a string of round trips) never stalls consuming, producing and
+/// acknowledging on the other partitions; their offsets wait for it.
 pub fn run_at_least_once<H: Handler>(
     store: &mut KafkaStore,
     cfg: &ProcessorConfig,
@@ -492,55 +693,104 @@ pub fn run_at_least_once<H: Handler>(
         .create_with_context(AckContext::default())
         .map_err(kafka("creating the producer"))?;
     let consumer = consumer(&base, cfg, false)?;
-    let mut p = AtLeastOnce {
-        cfg,
-        handler,
-        store,
-        consumer,
-        producer,
-        partitions: HashMap::new(),
-        in_flight: HashMap::new(),
-        resend: VecDeque::new(),
-        dlq: DlqBatch::default(),
-        next_token: 0,
-        stats: ProcessorStats::default(),
-        counters: ProcessorCounters::new(&cfg.source_topic),
-    };
-    p.run(stop)?;
-    Ok(p.stats)
+    let (jobs_tx, jobs_rx) = mpsc::channel::<DlqJob>();
+    let (done_tx, done_rx) = mpsc::channel::<DlqDone>();
+    let give_up_flag = AtomicBool::new(false);
+    let give_up = &give_up_flag;
+    std::thread::scope(|scope| {
+        let writer = std::thread::Builder::new()
+            .name("dlq-writer".into())
+            .spawn_scoped(scope, move || {
+                write_dead_letters(
+                    store,
+                    &jobs_rx,
+                    &done_tx,
+                    give_up,
+                    cfg.dlq_batch.max(1),
+                    Duration::from_millis(100),
+                );
+            })
+            .map_err(|e| ProcessorError::Config(format!("starting the DLQ writer thread: {e}")))?;
+        let mut p = AtLeastOnce {
+            cfg,
+            handler,
+            consumer,
+            producer,
+            partitions: HashMap::new(),
+            epochs: 0,
+            in_flight: InFlightSlab::default(),
+            resend: VecDeque::new(),
+            dlq: DlqBatch::default(),
+            writer: DlqWriter {
+                jobs: Some(jobs_tx),
+                done: done_rx,
+                open: 0,
+            },
+            stats: ProcessorStats::default(),
+            counters: ProcessorCounters::new(&cfg.source_topic),
+        };
+        let result = p.run(stop, give_up);
+        // Whatever happened, the writer stops: no more jobs, and no more
+        // retries of a failing one.
+        p.writer.jobs = None;
+        give_up.store(true, Ordering::Relaxed);
+        let _ = writer.join();
+        result.map(|()| p.stats)
+    })
 }
 
 impl<H: Handler> AtLeastOnce<'_, H> {
-    fn run(&mut self, stop: &AtomicBool) -> Result<(), ProcessorError> {
+    fn run(&mut self, stop: &AtomicBool, give_up: &AtomicBool) -> Result<(), ProcessorError> {
         let idle = Idle::new(self.cfg.stop_when_idle);
         let mut last_record: Option<Instant> = None;
         while !stop.load(Ordering::Relaxed) {
-            self.producer.poll(Duration::ZERO);
-            self.drain_acks();
-            self.run_due_retries();
-            self.send_due();
-            self.flush_dlq(false);
-            self.store_offsets();
-            self.forget_revoked();
-            match self.consumer.poll(self.poll_wait()) {
-                Some(Ok(m)) => {
-                    last_record = Some(Instant::now());
-                    let rec = Record::from_message(&m);
-                    drop(m);
-                    self.accept(rec);
-                }
-                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
-                None => {
-                    let busy = !self.in_flight.is_empty()
-                        || !self.dlq.entries.is_empty()
-                        || self.partitions.values().any(|p| p.retrying.is_some());
-                    if !busy && idle.reached(last_record) {
+            self.housekeeping();
+            let mut wait = self.poll_wait();
+            let mut got = 0;
+            while got < CONSUME_BATCH {
+                match self.consumer.poll(wait) {
+                    Some(Ok(m)) => {
+                        got += 1;
+                        let rec = Record::from_message(&m);
+                        drop(m);
+                        self.accept(rec);
+                        wait = Duration::ZERO;
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "consumer error");
                         break;
                     }
+                    None => break,
                 }
             }
+            if got > 0 {
+                last_record = Some(Instant::now());
+            } else if !self.busy() && idle.reached(last_record) {
+                break;
+            }
         }
-        self.shutdown()
+        self.shutdown(give_up)
+    }
+
+    /// Everything the loop does besides consuming, once per round.
+    fn housekeeping(&mut self) {
+        self.producer.poll(Duration::ZERO);
+        self.drain_acks();
+        self.drain_dlq_done();
+        self.run_due_retries();
+        if !self.resend.is_empty() {
+            self.send_due();
+        }
+        self.hand_off_dlq(false);
+        self.store_offsets();
+        self.forget_revoked();
+    }
+
+    fn busy(&self) -> bool {
+        !self.in_flight.is_empty()
+            || !self.dlq.entries.is_empty()
+            || self.writer.open > 0
+            || self.partitions.values().any(|p| p.retrying.is_some())
     }
 
     fn poll_wait(&self) -> Duration {
@@ -551,7 +801,7 @@ impl<H: Handler> AtLeastOnce<'_, H> {
                 wait = wait.min(due.saturating_duration_since(now));
             }
         }
-        if !self.in_flight.is_empty() || !self.dlq.entries.is_empty() {
+        if !self.in_flight.is_empty() || !self.dlq.entries.is_empty() || self.writer.open > 0 {
             wait = wait.min(Duration::from_millis(5));
         }
         wait
@@ -560,11 +810,20 @@ impl<H: Handler> AtLeastOnce<'_, H> {
     fn accept(&mut self, rec: Record) {
         self.stats.consumed += 1;
         self.counters.processed.increment(1);
-        let st = self.partitions.entry(rec.partition).or_default();
+        let st = match self.partitions.entry(rec.partition) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                self.epochs += 1;
+                e.insert(PartitionState {
+                    epoch: self.epochs,
+                    ..PartitionState::default()
+                })
+            }
+        };
         if st.stored.is_none() {
             st.stored = Some(rec.offset);
         }
-        st.outstanding.insert(rec.offset, 0);
+        st.outstanding.consumed(rec.offset);
         st.next = st.next.max(rec.offset + 1);
         if st.retrying.is_some() || !st.backlog.is_empty() {
             let partition = rec.partition;
@@ -593,7 +852,8 @@ impl<H: Handler> AtLeastOnce<'_, H> {
     }
 
     /// Runs the handler once: on success sends the output, on a retryable
-    /// failure holds the partition behind a timer, else dead-letters.
+    /// failure holds the partition behind a timer, else dead-letters. The
+    /// record's handling hold is released once its write is in flight.
     fn attempt(&mut self, rec: Record, mut state: RetryState) {
         let retried = state.attempts() > 0;
         match self.handler.handle(&rec.payload, state.attempts() + 1) {
@@ -601,13 +861,9 @@ impl<H: Handler> AtLeastOnce<'_, H> {
                 if retried {
                     self.stats.recovered_by_retry += 1;
                 }
-                let record = OwnedRecord {
-                    topic: self.cfg.output_topic.clone(),
-                    key: rec.key.clone(),
-                    payload: Some(out),
-                    headers: passed_headers(&rec),
-                };
-                self.send(record, rec);
+                let (p, o) = (rec.partition, rec.offset);
+                self.send(rec, out);
+                self.release(p, o);
             }
             Err(failure) => match state.on_failure(failure.retryable) {
                 Decision::RetryAfter(delay) => {
@@ -617,6 +873,7 @@ impl<H: Handler> AtLeastOnce<'_, H> {
                 Decision::GiveUp(_) => {
                     let attempts = state.attempts();
                     self.dead_letter(&rec, &failure, attempts);
+                    self.release(rec.partition, rec.offset);
                 }
             },
         }
@@ -634,70 +891,115 @@ impl<H: Handler> AtLeastOnce<'_, H> {
         if status == Status::Parked {
             self.stats.parked += 1;
         }
-        if let Some(st) = self.partitions.get_mut(&rec.partition) {
-            *st.outstanding.entry(rec.offset).or_default() += 1;
-        }
+        let Some(st) = self.partitions.get_mut(&rec.partition) else {
+            return;
+        };
+        st.outstanding.hold(rec.offset);
         self.dlq.since.get_or_insert_with(Instant::now);
         self.dlq.entries.push(Entry {
             dlq: self.cfg.dlq_topic.clone(),
             letter,
             status,
         });
-        self.dlq.offsets.push((rec.partition, rec.offset));
+        self.dlq.offsets.push((rec.partition, st.epoch, rec.offset));
     }
 
-    /// Commits the pending dead letters when the batch is full or old
-    /// enough (or always, with `force`). A failed commit is retried with
-    /// backoff: the records' offsets wait, nothing is skipped.
-    fn flush_dlq(&mut self, force: bool) {
+    /// Hands the gathered dead letters to the writer thread when the batch
+    /// is full or old enough (or always, with `force`).
+    fn hand_off_dlq(&mut self, force: bool) {
         let Some(since) = self.dlq.since else {
             return;
         };
-        let now = Instant::now();
-        if self.dlq.retry_at.is_some_and(|t| t > now) {
-            return;
-        }
         let due = force
             || self.dlq.entries.len() >= self.cfg.dlq_batch
-            || now.duration_since(since) >= self.cfg.dlq_linger;
+            || since.elapsed() >= self.cfg.dlq_linger;
         if !due {
             return;
         }
-        match self.store.append(&self.dlq.entries) {
-            Ok(_) => {
-                let offsets = std::mem::take(&mut self.dlq.offsets);
-                self.dlq = DlqBatch::default();
-                for (p, o) in offsets {
-                    self.ack(p, o);
-                }
-            }
-            Err(e) => {
-                self.dlq.failures += 1;
-                let backoff = Duration::from_millis(100 * u64::from(self.dlq.failures.min(50)));
-                tracing::warn!(error = %e, retry_in = ?backoff, "writing dead letters failed; retrying (the partitions wait)");
-                self.dlq.retry_at = Some(now + backoff);
+        let Some(jobs) = &self.writer.jobs else {
+            return;
+        };
+        let batch = std::mem::take(&mut self.dlq);
+        let job = DlqJob {
+            entries: batch.entries,
+            offsets: batch.offsets,
+        };
+        match jobs.send(job) {
+            Ok(()) => self.writer.open += 1,
+            Err(mpsc::SendError(job)) => {
+                // The writer is gone: the offsets stay held (never
+                // committed), and the records are processed again after a
+                // restart.
+                tracing::error!(
+                    dead_letters = job.entries.len(),
+                    "the DLQ writer stopped; these records' offsets will not be committed"
+                );
+                self.writer.jobs = None;
             }
         }
     }
 
-    fn send(&mut self, record: OwnedRecord, source: Record) {
-        let token = self.next_token;
-        self.next_token += 1;
-        if let Some(st) = self.partitions.get_mut(&source.partition) {
-            *st.outstanding.entry(source.offset).or_default() += 1;
+    /// Releases the offsets of dead letters the writer made durable.
+    fn drain_dlq_done(&mut self) {
+        while let Ok(done) = self.writer.done.try_recv() {
+            self.dlq_done(done);
         }
-        self.in_flight.insert(
-            token,
-            InFlight {
-                partition: source.partition,
-                offset: source.offset,
-                record,
-                source,
-                sends: 0,
-            },
-        );
-        self.resend.push_back((Instant::now(), token));
-        self.send_due();
+    }
+
+    fn dlq_done(&mut self, (jobs, offsets): DlqDone) {
+        self.writer.open = self.writer.open.saturating_sub(jobs);
+        for (p, epoch, o) in offsets {
+            if let Some(st) = self.partitions.get_mut(&p)
+                && st.epoch == epoch
+            {
+                st.outstanding.release(o);
+            }
+        }
+    }
+
+    fn send(&mut self, source: Record, output: Vec<u8>) {
+        if let Some(st) = self.partitions.get_mut(&source.partition) {
+            st.outstanding.hold(source.offset);
+        }
+        let token = self.in_flight.insert(InFlight {
+            source,
+            output,
+            sends: 0,
+        });
+        // Behind what waits for room in librdkafka's queue, to keep order.
+        if !self.resend.is_empty() || !self.try_send(token) {
+            self.resend.push_back((Instant::now(), token));
+        }
+    }
+
+    /// Sends one output; false when librdkafka's queue is full.
+    fn try_send(&mut self, token: usize) -> bool {
+        let Some(f) = self.in_flight.get_mut(token) else {
+            return true;
+        };
+        let mut br: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(&self.cfg.output_topic, token).payload(f.output.as_slice());
+        if let Some(k) = &f.source.key {
+            br = br.key(k.as_slice());
+        }
+        if let Some(h) = passed_owned_headers(&f.source) {
+            br = br.headers(h);
+        }
+        match self.producer.send(br) {
+            Ok(()) => {
+                f.sends += 1;
+                true
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => false,
+            Err((e, _)) => {
+                // Refused at once (too large, ...): same path as a failed
+                // delivery.
+                if let Ok(mut acks) = self.producer.context().acks.lock() {
+                    acks.push((token, Err(e)));
+                }
+                true
+            }
+        }
     }
 
     /// Sends what is due; when the local queue is full, the rest waits for
@@ -710,105 +1012,82 @@ impl<H: Handler> AtLeastOnce<'_, H> {
                 later.push_back((due, token));
                 continue;
             }
-            let Some(f) = self.in_flight.get_mut(&token) else {
-                continue;
-            };
-            let r = &f.record;
-            let mut br: BaseRecord<'_, [u8], [u8], usize> =
-                BaseRecord::with_opaque_to(&r.topic, token);
-            if let Some(k) = &r.key {
-                br = br.key(k.as_slice());
-            }
-            if let Some(v) = &r.payload {
-                br = br.payload(v.as_slice());
-            }
-            if let Some(h) = owned_headers(&r.headers) {
-                br = br.headers(h);
-            }
-            match self.producer.send(br) {
-                Ok(()) => f.sends += 1,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    later.push_back((now + Duration::from_millis(2), token));
-                    later.extend(self.resend.drain(..));
-                    self.producer.poll(Duration::from_millis(1));
-                    break;
-                }
-                Err((e, _)) => {
-                    // Refused at once (too large, ...): same path as a
-                    // failed delivery.
-                    if let Ok(mut acks) = self.producer.context().acks.lock() {
-                        acks.push((token, Err(e)));
-                    }
-                }
+            if !self.try_send(token) {
+                later.push_back((now, token));
+                later.extend(self.resend.drain(..));
+                break;
             }
         }
-        later.extend(self.resend.drain(..));
         self.resend = later;
     }
 
     fn drain_acks(&mut self) {
         let acks = match self.producer.context().acks.lock() {
-            Ok(mut a) => std::mem::take(&mut *a),
-            Err(_) => return,
+            Ok(mut a) if !a.is_empty() => std::mem::take(&mut *a),
+            _ => return,
         };
         for (token, result) in acks {
-            let Some(f) = self.in_flight.remove(&token) else {
-                continue;
-            };
             match result {
                 Ok(()) => {
+                    let Some(f) = self.in_flight.remove(token) else {
+                        continue;
+                    };
                     self.stats.delivered += 1;
                     self.counters.delivered.increment(1);
-                    self.ack(f.partition, f.offset);
+                    self.release(f.source.partition, f.source.offset);
                 }
-                Err(e) => self.delivery_failed(token, f, &e),
+                Err(e) => self.delivery_failed(token, &e),
             }
         }
     }
 
-    fn delivery_failed(&mut self, token: usize, f: InFlight, e: &KafkaError) {
+    fn delivery_failed(&mut self, token: usize, e: &KafkaError) {
+        let Some(f) = self.in_flight.get_mut(token) else {
+            return;
+        };
         self.stats.redeliveries += 1;
-        let failure = produce_failure(e, &f.record.topic);
+        let failure = produce_failure(e, &self.cfg.output_topic);
         if !failure.retryable || f.sends >= self.cfg.retry.max_attempts.max(1) {
+            let Some(f) = self.in_flight.remove(token) else {
+                return;
+            };
             // An output that cannot be delivered goes to the DLQ.
-            tracing::warn!(topic = %f.record.topic, error = %e, "output undeliverable; dead-lettering it");
+            tracing::warn!(topic = %self.cfg.output_topic, error = %e, "output undeliverable; dead-lettering it");
             self.dead_letter(&f.source, &failure, f.sends);
-            self.ack(f.partition, f.offset);
+            self.release(f.source.partition, f.source.offset);
         } else {
             let backoff = Duration::from_millis(100 * u64::from(f.sends.min(50)));
-            self.in_flight.insert(token, f);
             self.resend.push_back((Instant::now() + backoff, token));
         }
     }
 
-    /// One write of `offset` is done; the offset is done when none is left.
-    fn ack(&mut self, partition: i32, offset: i64) {
-        if let Some(st) = self.partitions.get_mut(&partition)
-            && let Some(n) = st.outstanding.get_mut(&offset)
-        {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                st.outstanding.remove(&offset);
-            }
+    /// One hold of `offset` released; the offset is done when none is left.
+    fn release(&mut self, partition: i32, offset: i64) {
+        if let Some(st) = self.partitions.get_mut(&partition) {
+            st.outstanding.release(offset);
         }
     }
 
     /// Stores, for commit, each partition's highest contiguous done offset.
     fn store_offsets(&mut self) {
-        let mut tpl = TopicPartitionList::new();
-        let mut moved = Vec::new();
-        for (&p, st) in &self.partitions {
-            let point = st.commit_point();
-            if st.stored.is_some_and(|s| point > s)
-                && tpl
-                    .add_partition_offset(&self.cfg.source_topic, p, Offset::Offset(point))
-                    .is_ok()
-            {
-                moved.push((p, point));
-            }
-        }
-        if tpl.count() == 0 {
+        let moved: Vec<(i32, i64)> = self
+            .partitions
+            .iter()
+            .map(|(&p, st)| (p, st.stored, st.commit_point()))
+            .filter(|&(_, stored, point)| stored.is_some_and(|s| point > s))
+            .map(|(p, _, point)| (p, point))
+            .collect();
+        if moved.is_empty() {
             return;
+        }
+        let mut tpl = TopicPartitionList::with_capacity(moved.len());
+        for &(p, point) in &moved {
+            if let Err(e) =
+                tpl.add_partition_offset(&self.cfg.source_topic, p, Offset::Offset(point))
+            {
+                tracing::debug!(error = %e, "storing offsets");
+                return;
+            }
         }
         match self.consumer.store_offsets(&tpl) {
             Ok(()) => {
@@ -859,29 +1138,44 @@ impl<H: Handler> AtLeastOnce<'_, H> {
 
     fn forget_revoked(&mut self) {
         let revoked = match self.consumer.context().revoked.lock() {
-            Ok(mut r) => std::mem::take(&mut *r),
-            Err(_) => return,
+            Ok(mut r) if !r.is_empty() => std::mem::take(&mut *r),
+            _ => return,
         };
         for p in revoked {
             // Uncommitted work of a revoked partition is redone by its new
-            // owner (at-least-once). Dead letters already batched are still
-            // written (a duplicate at worst, which the store deduplicates).
+            // owner (at-least-once). Dead letters already handed to the
+            // writer are still written (a duplicate at worst, which the
+            // store deduplicates); their acknowledgements carry the old
+            // epoch and release nothing.
             self.partitions.remove(&p);
-            self.in_flight.retain(|_, f| f.partition != p);
+            self.in_flight.retain(|f| f.source.partition != p);
         }
     }
 
-    fn shutdown(&mut self) -> Result<(), ProcessorError> {
-        // Deliver what is in flight (bounded), write the dead letters,
+    fn shutdown(&mut self, give_up: &AtomicBool) -> Result<(), ProcessorError> {
+        // Deliver what is in flight and write the dead letters (bounded),
         // store the offsets, then commit them.
         let deadline = Instant::now() + Duration::from_secs(60);
-        while (!self.in_flight.is_empty() || !self.dlq.entries.is_empty())
-            && Instant::now() < deadline
-        {
-            self.send_due();
-            self.producer.poll(Duration::from_millis(10));
+        self.hand_off_dlq(true);
+        loop {
+            self.producer.poll(Duration::ZERO);
             self.drain_acks();
-            self.flush_dlq(true);
+            self.drain_dlq_done();
+            self.send_due();
+            self.hand_off_dlq(true);
+            let waiting = !self.in_flight.is_empty() || self.writer.open > 0;
+            if !waiting || Instant::now() >= deadline {
+                break;
+            }
+            // Sleep until the writer reports or a millisecond passes (then
+            // serve the producer's reports): no spinning poll.
+            if let Ok(done) = self.writer.done.recv_timeout(Duration::from_millis(1)) {
+                self.dlq_done(done);
+            }
+        }
+        if self.writer.open > 0 {
+            // Their offsets stay uncommitted: processed again next time.
+            give_up.store(true, Ordering::Relaxed);
         }
         self.store_offsets();
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
@@ -914,6 +1208,24 @@ impl Idle {
             None => self.started.elapsed() >= after.max(Duration::from_secs(30)),
         }
     }
+}
+
+/// The headers an output carries, built straight from the source record's
+/// (no copy of them in between).
+fn passed_owned_headers(rec: &Record) -> Option<OwnedHeaders> {
+    let passed = rec.headers.iter().filter(|h| !h.name.starts_with("dlq."));
+    let n = passed.clone().count();
+    if n == 0 {
+        return None;
+    }
+    let mut out = OwnedHeaders::new_with_capacity(n);
+    for h in passed {
+        out = out.insert(rdkafka::message::Header {
+            key: &h.name,
+            value: h.value.as_deref(),
+        });
+    }
+    Some(out)
 }
 
 fn passed_headers(rec: &Record) -> Vec<Header> {
@@ -1122,5 +1434,181 @@ fn rewind(
             // offset, which this batch never moved.
             tracing::warn!(partition = p, error = %e, "rewinding after a failed transaction");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dlq_core::store::StoreError;
+
+    fn entry(id: &str) -> Entry {
+        let f = Failure::permanent("s", "c", "m");
+        Entry {
+            dlq: "dlq.t".into(),
+            letter: DeadLetter::new(id, b"x".to_vec(), &f),
+            status: Status::Pending,
+        }
+    }
+
+    /// A sink that fails its first `failures` writes.
+    struct Flaky {
+        failures: u32,
+        written: Vec<String>,
+    }
+
+    impl DeadLetterSink for Flaky {
+        fn write(&mut self, entries: &[Entry]) -> Result<(), StoreError> {
+            if self.failures > 0 {
+                self.failures -= 1;
+                return Err(StoreError::Backend {
+                    backend: "kafka",
+                    message: "broker down".into(),
+                    retryable: true,
+                });
+            }
+            self.written
+                .extend(entries.iter().map(|e| e.letter.id.clone()));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failing_dlq_writer_stalls_the_offsets_until_it_succeeds() {
+        let (jobs_tx, jobs_rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel();
+        let give_up = AtomicBool::new(false);
+        let mut sink = Flaky {
+            failures: 3,
+            written: Vec::new(),
+        };
+        std::thread::scope(|s| {
+            let (sink, give_up) = (&mut sink, &give_up);
+            let w = s.spawn(move || {
+                write_dead_letters(
+                    sink,
+                    &jobs_rx,
+                    &done_tx,
+                    give_up,
+                    500,
+                    Duration::from_millis(30),
+                );
+            });
+            jobs_tx
+                .send(DlqJob {
+                    entries: vec![entry("a")],
+                    offsets: vec![(0, 1, 7)],
+                })
+                .expect("send");
+            // While the writes fail, nothing is reported done.
+            assert!(done_rx.recv_timeout(Duration::from_millis(40)).is_err());
+            let (jobs, offsets) = done_rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("done after the store recovers");
+            assert_eq!((jobs, offsets), (1, vec![(0, 1, 7)]));
+            drop(jobs_tx);
+            w.join().expect("writer");
+        });
+        assert_eq!(sink.written, vec!["a".to_owned()]);
+    }
+
+    #[test]
+    fn a_dlq_writer_that_gives_up_reports_nothing() {
+        let (jobs_tx, jobs_rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel();
+        let give_up = AtomicBool::new(false);
+        let mut sink = Flaky {
+            failures: u32::MAX,
+            written: Vec::new(),
+        };
+        std::thread::scope(|s| {
+            let (sink, give_up) = (&mut sink, &give_up);
+            let w = s.spawn(move || {
+                write_dead_letters(
+                    sink,
+                    &jobs_rx,
+                    &done_tx,
+                    give_up,
+                    500,
+                    Duration::from_millis(5),
+                );
+            });
+            jobs_tx
+                .send(DlqJob {
+                    entries: vec![entry("a")],
+                    offsets: vec![(0, 1, 7)],
+                })
+                .expect("send");
+            std::thread::sleep(Duration::from_millis(30));
+            give_up.store(true, Ordering::Relaxed);
+            w.join().expect("writer");
+        });
+        assert!(done_rx.try_recv().is_err(), "never reported written");
+        assert!(sink.written.is_empty());
+    }
+
+    #[test]
+    fn the_commit_point_waits_for_every_hold_of_earlier_offsets() {
+        let mut st = PartitionState {
+            next: 0,
+            ..PartitionState::default()
+        };
+        for o in 10..15 {
+            st.outstanding.consumed(o);
+            st.next = o + 1;
+        }
+        // 11 is dead-lettered (a hold for the DLQ write), the rest go out.
+        st.outstanding.hold(11);
+        for o in 10..15 {
+            st.outstanding.hold(o);
+            st.outstanding.release(o); // handled
+        }
+        assert_eq!(st.commit_point(), 10);
+        for o in [14, 12, 13, 10] {
+            st.outstanding.release(o); // delivered, out of order
+        }
+        assert_eq!(st.commit_point(), 11, "the dead letter is not written yet");
+        st.outstanding.release(11); // the output of 11 (none: its DLQ hold stays)
+        assert_eq!(st.commit_point(), 11);
+        st.outstanding.release(11); // the DLQ write acknowledged
+        assert_eq!(st.commit_point(), 15);
+    }
+
+    #[test]
+    fn in_flight_slab_hands_out_tokens_in_order_and_forgets_removed_ones() {
+        let rec = |o| Record {
+            partition: (o % 2) as i32,
+            offset: o,
+            key: None,
+            payload: Vec::new(),
+            headers: Vec::new(),
+            timestamp: None,
+        };
+        let mut slab = InFlightSlab::default();
+        let tokens: Vec<usize> = (0..4)
+            .map(|o| {
+                slab.insert(InFlight {
+                    source: rec(o),
+                    output: Vec::new(),
+                    sends: 0,
+                })
+            })
+            .collect();
+        assert_eq!(tokens, vec![0, 1, 2, 3]);
+        assert!(slab.remove(1).is_some());
+        assert!(slab.remove(1).is_none(), "removed once");
+        slab.retain(|f| f.source.partition != 0);
+        assert!(slab.get_mut(0).is_none() && slab.get_mut(2).is_none());
+        assert!(slab.get_mut(3).is_some());
+        assert_eq!(
+            slab.insert(InFlight {
+                source: rec(9),
+                output: Vec::new(),
+                sends: 0
+            }),
+            4
+        );
+        assert!(slab.remove(3).is_some() && slab.remove(4).is_some());
+        assert!(slab.is_empty());
     }
 }

@@ -19,7 +19,7 @@ use dlq_core::envelope::{
 };
 use dlq_core::store::{
     Batch, CommitReport, Cursor, DlqStats, DlqStore, Entry, PartitionStats, Result, ScanPage,
-    Selection, Status, StoreError, StoredRecord, can_settle,
+    Selection, Settle, Status, StoreError, StoredRecord, can_settle,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::ControlFlow;
@@ -63,11 +63,71 @@ struct Rec {
     dup: bool,
 }
 
+/// What the store knows about the end of a partition it follows beyond
+/// what it has read: its own writes, indexed when they were acknowledged,
+/// so that the follower does not read them back.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Tail {
+    /// Where the follower had read to when it first moved past its own
+    /// records still unconfirmed by a read: they may not be visible to
+    /// read_committed readers yet (their transaction markers are written
+    /// after the commit returns, and another writer's open transaction can
+    /// hold the last stable offset back further), so a last stable offset
+    /// between this and `next` is that, not the partition truncated (which
+    /// would take it below what was already read).
+    own_from: Option<i64>,
+    /// The offset after our last transaction's records, where its commit
+    /// marker presumably is: confirmed when our next transaction's first
+    /// record lands right after it (the marker must lie between the two).
+    marker: Option<i64>,
+}
+
+impl Tail {
+    /// Where our next own record must land for the records between to be
+    /// known (nothing but our last transaction's marker).
+    fn expected(&self, next: i64) -> i64 {
+        match self.marker {
+            Some(m) if m == next => next + 1,
+            _ => next,
+        }
+    }
+
+    /// Follows our own write of `span` = (first, last, count) in a partition
+    /// read up to `next`: moves `next` past it when it starts where the
+    /// partition was known to end and nobody else's record is among it.
+    fn own_write(&mut self, next: &mut i64, (first, last, count): (i64, i64, usize), txn: bool) {
+        if first != self.expected(*next) || count as i64 != last - first + 1 {
+            return;
+        }
+        self.own_from.get_or_insert(*next);
+        *next = last + 1;
+        self.marker = txn.then_some(last + 1);
+    }
+
+    /// Whether a high watermark below `next` is our own writes not being
+    /// visible yet.
+    fn lagging(&self, hi: i64) -> bool {
+        self.own_from.is_some_and(|f| hi >= f)
+    }
+
+    /// The follower saw the partition up to `hi` (and read to `next`).
+    fn seen(&mut self, next: i64, hi: i64) {
+        if hi >= next {
+            self.own_from = None;
+        }
+        if self.marker.is_some_and(|m| m < next) {
+            self.marker = None;
+        }
+    }
+}
+
 /// One partition of a DLQ topic.
 #[derive(Debug, Default)]
 struct PartIndex {
     /// The next offset to read.
     next: i64,
+    /// Our own writes past `next`'s reads.
+    tail: Tail,
     /// The low watermark last seen.
     low: i64,
     recs: BTreeMap<i64, Rec>,
@@ -175,9 +235,13 @@ impl DlqIndex {
         if let Some(part) = self.parts.get_mut(partition as usize) {
             part.low = low;
             part.next = low;
+            part.tail = Tail::default();
         }
     }
 }
+
+/// The follower's position in each partition, by topic and partition.
+type FollowState = HashMap<(String, i32), (i64, Tail)>;
 
 /// Which DLQs a refresh covers (the ledger always).
 enum Scope<'a> {
@@ -190,12 +254,16 @@ struct Inner {
     client: Client,
     ledger: Ledger,
     ledger_next: Vec<i64>,
+    ledger_tail: Vec<Tail>,
     blob_partitions: i32,
     dlqs: BTreeMap<String, DlqIndex>,
     /// DLQ partitions whose low watermark moved since the last commit, with
     /// the new low: their ledger entries below it are deleted (tombstoned)
     /// by the next commit, so that the ledger does not grow forever.
     sweeps: BTreeMap<(String, i32), i64>,
+    /// The last offset per partition of transactions committed without
+    /// waiting for their markers (see [`KafkaStore::await_visible`]).
+    unseen: HashMap<(String, i32), i64>,
 }
 
 /// A record prepared for its DLQ topic.
@@ -343,9 +411,11 @@ impl KafkaStore {
                 client,
                 ledger: Ledger::default(),
                 ledger_next: vec![0; usize::try_from(ledger_partitions).unwrap_or(1)],
+                ledger_tail: vec![Tail::default(); usize::try_from(ledger_partitions).unwrap_or(1)],
                 blob_partitions,
                 dlqs: BTreeMap::new(),
                 sweeps: BTreeMap::new(),
+                unseen: HashMap::new(),
             }),
             config,
         })
@@ -513,6 +583,7 @@ impl Inner {
             dlqs,
             ledger,
             ledger_next,
+            ledger_tail,
             sweeps,
             ..
         } = self;
@@ -526,6 +597,14 @@ impl Inner {
                     continue;
                 };
                 let next = di.parts[p as usize].next;
+                if hi < next && di.parts[p as usize].tail.lagging(hi) {
+                    // Our own last commit, its markers not written yet.
+                    if lo > di.parts[p as usize].low {
+                        sweeps.insert((topic.clone(), p), lo);
+                    }
+                    di.expire(p, lo);
+                    continue;
+                }
                 if hi < next {
                     tracing::warn!(
                         topic,
@@ -561,6 +640,13 @@ impl Inner {
                 let part = &mut di.parts[p as usize];
                 part.next = part.next.max(hi);
             }
+            for p in 0..n {
+                if let (Some(&(_, hi)), Some(part)) =
+                    (marks.get(&(topic.clone(), p)), di.parts.get_mut(p as usize))
+                {
+                    part.tail.seen(part.next, hi);
+                }
+            }
         }
 
         let ledger_topic = &config.ledger_topic;
@@ -569,10 +655,15 @@ impl Inner {
             let Some(&(lo, hi)) = marks.get(&(ledger_topic.clone(), p as i32)) else {
                 continue;
             };
+            if hi < *next && ledger_tail[p].lagging(hi) {
+                // Our own last commit, its markers not written yet.
+                continue;
+            }
             if hi < *next {
                 tracing::warn!(topic = %ledger_topic, "the ledger was truncated or recreated; re-reading it");
                 *ledger = Ledger::default();
                 ledger_next.iter_mut().for_each(|n| *n = 0);
+                ledger_tail.iter_mut().for_each(|t| *t = Tail::default());
                 return Err(failure(
                     format!("the ledger {ledger_topic} was recreated; retry to re-read it"),
                     true,
@@ -604,7 +695,72 @@ impl Inner {
                 ledger_next[p as usize] = ledger_next[p as usize].max(hi);
             }
         }
+        for (p, tail) in ledger_tail.iter_mut().enumerate() {
+            if let Some(&(_, hi)) = marks.get(&(ledger_topic.clone(), p as i32)) {
+                tail.seen(ledger_next[p], hi);
+            }
+        }
         Ok(())
+    }
+
+    /// Where the follower stands in each partition a commit writes to (the
+    /// ledger's and the DLQs'), to recognize the commit's own records after.
+    fn follow_state(&self, config: &KafkaConfig, topics: &[String]) -> FollowState {
+        let mut out = HashMap::new();
+        for t in topics {
+            if *t == config.ledger_topic {
+                for (p, (&next, &tail)) in
+                    self.ledger_next.iter().zip(&self.ledger_tail).enumerate()
+                {
+                    out.insert((t.clone(), p as i32), (next, tail));
+                }
+            } else if let Some(di) = self.dlqs.get(t) {
+                for (p, part) in di.parts.iter().enumerate() {
+                    out.insert((t.clone(), p as i32), (part.next, part.tail));
+                }
+            }
+        }
+        out
+    }
+
+    /// Moves the follower past the records a commit just wrote (they are
+    /// indexed already), where nothing else can be among them and nothing
+    /// was read meanwhile; elsewhere the follower reads them as usual.
+    fn follow_own_writes(
+        &mut self,
+        config: &KafkaConfig,
+        before: &FollowState,
+        topics: &[String],
+        positions: &[(i32, i64)],
+    ) {
+        let mut spans: HashMap<(&str, i32), (i64, i64, usize)> = HashMap::new();
+        for (t, &(p, o)) in topics.iter().zip(positions) {
+            let e = spans.entry((t.as_str(), p)).or_insert((o, o, 0));
+            e.0 = e.0.min(o);
+            e.1 = e.1.max(o);
+            e.2 += 1;
+        }
+        let txn = config.transactions;
+        for ((t, p), span) in spans {
+            let Some(&was) = before.get(&(t.to_owned(), p)) else {
+                continue;
+            };
+            let at = if t == config.ledger_topic {
+                self.ledger_next
+                    .get_mut(p as usize)
+                    .zip(self.ledger_tail.get_mut(p as usize))
+            } else {
+                self.dlqs
+                    .get_mut(t)
+                    .and_then(|di| di.parts.get_mut(p as usize))
+                    .map(|part| (&mut part.next, &mut part.tail))
+            };
+            if let Some((next, tail)) = at
+                && (*next, *tail) == was
+            {
+                tail.own_write(next, span, txn);
+            }
+        }
     }
 
     /// A claim-check blob's bytes, from its chunks in the blob topic.
@@ -1023,6 +1179,9 @@ impl KafkaStore {
         let ledger_topic = config.ledger_topic.clone();
         let mut values: Vec<LedgerValue> = Vec::new();
         let mut topics_written: Vec<String> = first.iter().map(|o| o.topic.clone()).collect();
+        let mut follow_topics: Vec<String> = scope.clone();
+        follow_topics.push(ledger_topic.clone());
+        let before = inner.follow_state(config, &follow_topics);
         let written = inner.client.write(first, wait_between, offsets, |pos| {
             let at = |i: usize| pos.get(i).copied().unwrap_or((-1, -1));
             for b in &blobs {
@@ -1116,20 +1275,184 @@ impl KafkaStore {
         for key in &tombstones {
             let _ = inner.ledger.apply_message(Some(key.as_bytes()), None);
         }
+        inner.follow_own_writes(config, &before, &topics_written, &positions);
         Ok(report)
+    }
+
+    /// Starts a commit that settles records this store has just scanned
+    /// and writes `outputs`, in one transaction when the store is
+    /// transactional, without waiting for it: the caller scans the next
+    /// page meanwhile, then calls [`KafkaStore::finish_settle`] (before any
+    /// other commit). Used by the replayer.
+    ///
+    /// Unlike [`DlqStore::commit`], it does not ask the broker for the
+    /// DLQs' state first: the statuses it checks are those the scan that
+    /// selected the records just read (a refresh in between would narrow,
+    /// not close, the window in which a concurrent writer could settle them
+    /// too). Nor does it wait for the transaction markers to become visible
+    /// to other readers: the store indexes its own writes, and
+    /// [`KafkaStore::await_visible`] waits once at the end.
+    pub(crate) fn start_settle(
+        &mut self,
+        settle: &[Settle],
+        outputs: Vec<Outgoing>,
+    ) -> Result<PendingSettle> {
+        let config = &self.config;
+        let inner = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let now = Utc::now();
+        let ts = now.timestamp_millis();
+        let mut report = CommitReport::default();
+        let mut values: Vec<LedgerValue> = Vec::new();
+        let mut overlay: HashMap<(&str, &str), Status> = HashMap::new();
+        for s in settle {
+            let Some(&(p, o)) = inner
+                .dlqs
+                .get(&s.dlq)
+                .and_then(|di| di.ids.get(s.id.as_str()))
+            else {
+                continue;
+            };
+            let key = (s.dlq.as_str(), s.id.as_str());
+            let current = overlay
+                .get(&key)
+                .copied()
+                .unwrap_or_else(|| inner.ledger.status(&s.dlq, &s.id, p, o).0);
+            if can_settle(current, s.outcome) {
+                overlay.insert(key, s.outcome);
+                values.push(LedgerValue::Record(RecordEntry {
+                    dlq: s.dlq.clone(),
+                    id: s.id.clone(),
+                    outcome: s.outcome,
+                    dlq_partition: p,
+                    dlq_offset: o,
+                    at: now,
+                }));
+                report.settled += 1;
+            }
+        }
+        let sweeps = std::mem::take(&mut inner.sweeps);
+        let mut tombstones: Vec<String> = Vec::new();
+        for ((dlq, p), &low) in &sweeps {
+            tombstones.extend(
+                inner
+                    .ledger
+                    .expired(dlq, *p, low)
+                    .into_iter()
+                    .map(|id| crate::ledger::record_key(dlq, &id)),
+            );
+        }
+        let ledger_partitions = inner.ledger_next.len() as i32;
+        let ledger_topic = &config.ledger_topic;
+        let mut records = outputs;
+        let entries = values.iter().map(|v| (v.key(), Some(v.to_json())));
+        let deletes = tombstones.iter().map(|k| (k.clone(), None));
+        records.extend(entries.chain(deletes).map(|(key, value)| Outgoing {
+            topic: ledger_topic.clone(),
+            partition: pick(key.as_bytes(), ledger_partitions),
+            key: Some(key.into_bytes()),
+            value,
+            headers: Vec::new(),
+            timestamp_ms: ts,
+        }));
+        let topics: Vec<String> = records.iter().map(|r| r.topic.clone()).collect();
+        let before = inner.follow_state(config, std::slice::from_ref(ledger_topic));
+        if records.is_empty() {
+            inner.sweeps.extend(sweeps);
+            return Ok(PendingSettle {
+                report,
+                values,
+                tombstones,
+                topics,
+                before,
+                sweeps: BTreeMap::new(),
+                started: false,
+            });
+        }
+        if let Err(e) = inner.client.start_write(records) {
+            inner.sweeps.extend(sweeps);
+            return Err(e);
+        }
+        Ok(PendingSettle {
+            report,
+            values,
+            tombstones,
+            topics,
+            before,
+            sweeps,
+            started: true,
+        })
+    }
+
+    /// Waits for the commit [`KafkaStore::start_settle`] started and
+    /// commits it; on success the settlements are in the index.
+    pub(crate) fn finish_settle(&mut self, pending: PendingSettle) -> Result<CommitReport> {
+        let config = &self.config;
+        let inner = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if !pending.started {
+            return Ok(pending.report);
+        }
+        let positions = match inner.client.finish_write() {
+            Ok(p) => p,
+            Err(e) => {
+                inner.sweeps.extend(pending.sweeps);
+                return Err(e);
+            }
+        };
+        if config.transactions {
+            let mut last: HashMap<(String, i32), i64> = HashMap::new();
+            for (t, &(p, o)) in pending.topics.iter().zip(&positions) {
+                let e = last.entry((t.clone(), p)).or_insert(o);
+                *e = (*e).max(o);
+            }
+            for (k, o) in last {
+                let e = inner.unseen.entry(k).or_insert(o);
+                *e = (*e).max(o);
+            }
+        }
+        for v in pending.values {
+            inner.ledger.apply(v);
+        }
+        for key in &pending.tombstones {
+            let _ = inner.ledger.apply_message(Some(key.as_bytes()), None);
+        }
+        inner.follow_own_writes(config, &pending.before, &pending.topics, &positions);
+        Ok(pending.report)
+    }
+
+    /// Waits until read_committed readers elsewhere can see every record
+    /// committed by [`KafkaStore::start_settle`] so far (bounded by the
+    /// store's timeout).
+    pub(crate) fn await_visible(&mut self) {
+        let inner = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let last = std::mem::take(&mut inner.unseen);
+        if !last.is_empty() {
+            inner.client.await_visible(&last);
+        }
     }
 }
 
-impl DlqStore for KafkaStore {
-    fn commit(&mut self, batch: Batch<'_>) -> Result<CommitReport> {
-        self.commit_with(batch, Vec::new(), None)
-    }
+/// A commit started by [`KafkaStore::start_settle`].
+pub(crate) struct PendingSettle {
+    report: CommitReport,
+    values: Vec<LedgerValue>,
+    tombstones: Vec<String>,
+    topics: Vec<String>,
+    before: FollowState,
+    sweeps: BTreeMap<(String, i32), i64>,
+    started: bool,
+}
 
-    fn scan(
+impl KafkaStore {
+    /// A page of [`DlqStore::scan`]; without `refresh`, from the index as
+    /// it stands (brought up to date by an earlier call and by the store's
+    /// own commits), which saves the round trips for metadata and
+    /// watermarks on every page of a long scan.
+    pub(crate) fn scan_page(
         &self,
         selection: &Selection,
         after: Option<&Cursor>,
         limit: usize,
+        refresh: bool,
     ) -> Result<ScanPage> {
         let mut positions = match after {
             Some(c) => decode_cursor(c)?,
@@ -1138,9 +1461,11 @@ impl DlqStore for KafkaStore {
         let mut inner = self.lock();
         match &selection.dlq {
             Some(d) if !self.is_dlq(d) => return Ok(ScanPage::default()),
+            _ if !refresh => {}
             Some(d) => inner.refresh(&self.config, Scope::Only(std::slice::from_ref(d)))?,
             None => inner.refresh(&self.config, Scope::All)?,
         }
+
         let mut page = ScanPage::default();
         if limit == 0 {
             page.next = Some(encode_cursor(&positions));
@@ -1195,7 +1520,21 @@ impl DlqStore for KafkaStore {
         }
         Ok(page)
     }
+}
 
+impl DlqStore for KafkaStore {
+    fn commit(&mut self, batch: Batch<'_>) -> Result<CommitReport> {
+        self.commit_with(batch, Vec::new(), None)
+    }
+
+    fn scan(
+        &self,
+        selection: &Selection,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<ScanPage> {
+        self.scan_page(selection, after, limit, true)
+    }
     fn get(&self, dlq: &str, id: &str) -> Result<Option<StoredRecord>> {
         if !self.is_dlq(dlq) {
             return Ok(None);
