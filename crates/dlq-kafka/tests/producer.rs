@@ -23,35 +23,15 @@ use dlq_kafka::producer::{
 };
 use dlq_kafka::{KafkaConfig, KafkaStore};
 use dlq_sqlite::{SqliteOptions, SqliteStore};
+use dlq_testkit::block_on;
+use dlq_testkit::kafka::bootstrap;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use std::future::Future;
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake};
 use std::time::{Duration, Instant};
-
-/// The broker, or `None` (after saying why) when the tests cannot run here.
-fn bootstrap() -> Option<String> {
-    match std::env::var("DLQ_KAFKA_BOOTSTRAP") {
-        Ok(b) if !b.trim().is_empty() => Some(b),
-        _ if std::env::var_os("CI").is_some() => panic!(
-            "DLQ_KAFKA_BOOTSTRAP is not set, and CI is: the guarded producer tests must run in \
-             CI. Start the broker with `scripts/kafka.sh start` and export \
-             DLQ_KAFKA_BOOTSTRAP=$(scripts/kafka.sh bootstrap)"
-        ),
-        _ => {
-            eprintln!(
-                "SKIPPED: guarded producer tests need a broker. Run `scripts/kafka.sh start` \
-                 and set DLQ_KAFKA_BOOTSTRAP=127.0.0.1:19092"
-            );
-            None
-        }
-    }
-}
 
 /// A record as (key, value, headers), comparable.
 type Raw = (Option<Vec<u8>>, Vec<u8>, Vec<(String, Option<Vec<u8>>)>);
@@ -246,24 +226,6 @@ fn raw_of_message(m: &rdkafka::message::OwnedMessage) -> Raw {
         m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
         headers,
     )
-}
-
-fn block_on<F: Future>(fut: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Arc::new(Unpark(std::thread::current())).into();
-    let mut cx = Context::from_waker(&waker);
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        match fut.as_mut().poll(&mut cx) {
-            Poll::Ready(v) => return v,
-            Poll::Pending => std::thread::park_timeout(Duration::from_millis(50)),
-        }
-    }
 }
 
 fn pending(store: &impl DlqStore, dlq: &str) -> Vec<StoredRecord> {

@@ -16,6 +16,8 @@ use dlq_core::store::{
 };
 use dlq_core::{DeadLetter, Failure};
 use dlq_kafka::{Format, KafkaConfig, KafkaStore, Secret};
+use dlq_testkit::block_on;
+use dlq_testkit::kafka::bootstrap;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -24,29 +26,7 @@ use rdkafka::message::{Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake};
 use std::time::{Duration, Instant};
-
-/// The broker, or `None` (after saying why) when the tests cannot run here.
-fn bootstrap() -> Option<String> {
-    match std::env::var("DLQ_KAFKA_BOOTSTRAP") {
-        Ok(b) if !b.trim().is_empty() => Some(b),
-        _ if std::env::var_os("CI").is_some() => panic!(
-            "DLQ_KAFKA_BOOTSTRAP is not set, and CI is: the Kafka store tests must run in CI. \
-             Start the broker with `scripts/kafka.sh start` and export \
-             DLQ_KAFKA_BOOTSTRAP=$(scripts/kafka.sh bootstrap)"
-        ),
-        _ => {
-            eprintln!(
-                "SKIPPED: Kafka store tests need a broker. Run `scripts/kafka.sh start` and \
-                 set DLQ_KAFKA_BOOTSTRAP=127.0.0.1:19092"
-            );
-            None
-        }
-    }
-}
 
 /// A record as another system writes it: key, value, headers.
 type RawRecord<'a> = (Option<&'a [u8]>, &'a [u8], Vec<Header>);
@@ -201,24 +181,6 @@ impl Env {
             .topics()[0]
             .partitions()
             .len()
-    }
-}
-
-fn block_on<F: Future>(fut: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Arc::new(Unpark(std::thread::current())).into();
-    let mut cx = Context::from_waker(&waker);
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        match fut.as_mut().poll(&mut cx) {
-            Poll::Ready(v) => return v,
-            Poll::Pending => std::thread::park_timeout(Duration::from_millis(50)),
-        }
     }
 }
 
