@@ -49,6 +49,20 @@ fn check(out: std::process::Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs `dlq demo` with `records` per pipeline in `dir/demo`; its store URL.
+fn demo(dir: &Path, records: u32) -> String {
+    let store = format!("sqlite://{}", dir.join("demo/dlq.db").display());
+    check(
+        dlq(&store, dir)
+            .args(["demo", "--records", &records.to_string(), "--dir"])
+            .arg(dir.join("demo"))
+            .output()
+            .expect("dlq demo"),
+        "dlq demo",
+    );
+    store
+}
+
 /// What is missing to run the browser, if anything.
 fn missing(chromium: &Path, script_dir: &Path) -> Vec<String> {
     let mut missing = Vec::new();
@@ -91,15 +105,7 @@ fn dashboard_shows_a_dlq_and_replays_a_group_in_headless_chromium() {
 
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    let store = format!("sqlite://{}", dir.join("demo/dlq.db").display());
-    check(
-        dlq(&store, dir)
-            .args(["demo", "--records", "400", "--dir"])
-            .arg(dir.join("demo"))
-            .output()
-            .expect("dlq demo"),
-        "dlq demo",
-    );
+    let store = demo(dir, 400);
     let mut import = dlq(&store, dir)
         .args(["import", "--dlq", "dlq.rss.events"])
         .stdin(Stdio::piped())
@@ -236,15 +242,7 @@ fn http(addr: &str, path: &str, token: Option<&str>) -> (String, String) {
 fn serve_needs_tokens_and_serves_metrics_for_both_dlqs() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    let store = format!("sqlite://{}", dir.join("demo/dlq.db").display());
-    check(
-        dlq(&store, dir)
-            .args(["demo", "--records", "200", "--dir"])
-            .arg(dir.join("demo"))
-            .output()
-            .expect("dlq demo"),
-        "dlq demo",
-    );
+    let store = demo(dir, 200);
     let refused = dlq(&store, dir)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .output()
@@ -285,15 +283,7 @@ fn serve_needs_tokens_and_serves_metrics_for_both_dlqs() {
 fn serve_runs_the_monitor_of_its_config_file() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    let store = format!("sqlite://{}", dir.join("demo/dlq.db").display());
-    check(
-        dlq(&store, dir)
-            .args(["demo", "--records", "1000", "--dir"])
-            .arg(dir.join("demo"))
-            .output()
-            .expect("dlq demo"),
-        "dlq demo",
-    );
+    let store = demo(dir, 1000);
     let config = dir.join("dlq.toml");
     std::fs::write(
         &config,
@@ -368,15 +358,7 @@ fn analyze_html_report_renders_its_charts_in_chromium() {
     }
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    let store = format!("sqlite://{}", dir.join("demo/dlq.db").display());
-    check(
-        dlq(&store, dir)
-            .args(["demo", "--records", "1000", "--dir"])
-            .arg(dir.join("demo"))
-            .output()
-            .expect("dlq demo"),
-        "dlq demo",
-    );
+    let store = demo(dir, 1000);
     let html = check(
         dlq(&store, dir)
             .args(["analyze", "--status", "all", "--format", "html"])
