@@ -253,8 +253,12 @@ fn alert_view(a: &dlq_monitor::FiringAlert, now: chrono::DateTime<chrono::Utc>) 
         threshold: Some(a.threshold),
         since: a.since.unwrap_or(now),
         message: format!(
-            "{} {:?} on {}: {} above {}",
-            a.rule, a.kind, a.dlq, value, a.threshold
+            "{}: {} of {} is {} (above {})",
+            a.rule,
+            a.kind.as_str(),
+            a.dlq,
+            value,
+            a.threshold
         ),
     }
 }
