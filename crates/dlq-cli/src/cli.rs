@@ -265,7 +265,9 @@ pub struct ProcessArgs {
     /// Stop after this many seconds without a record (Kafka source; default: run until Ctrl-C).
     #[arg(long, requires = "source")]
     pub stop_when_idle: Option<f64>,
-    /// Name of this instance, for a stable transactional id (exactly-once).
+    /// Name of this instance, for a stable transactional id: a restarted
+    /// instance fences its crashed predecessor's open transaction at once.
+    /// Give each instance that runs at the same time its own name.
     #[arg(long, default_value = "0", requires = "source")]
     pub instance: String,
     /// DLQ name (default: dlq.<topic>).

@@ -97,9 +97,12 @@ fn run_kafka(cli: &Cli, args: &ProcessArgs) -> anyhow::Result<Outcome> {
     };
     let mut config = KafkaConfig::from_url(url)
         .map_err(|e| anyhow::anyhow!("--store: {}", e.problems.join("; ")))?;
-    if args.exactly_once && config.transactional_id.is_none() {
-        // Stable per instance: a restarted instance fences its crashed
-        // predecessor and aborts its open transaction at once.
+    if config.transactional_id.is_none() {
+        // Stable per instance, in both modes: a restarted instance fences
+        // its crashed predecessor and aborts its open transaction at once
+        // (at-least-once too: its DLQ writes are transactions, and an
+        // abandoned one would hold read_committed readers of the DLQ back
+        // until the transaction timeout).
         config.transactional_id = Some(format!("dlq-process-{group}-{topic}-{}", args.instance));
     }
     let mut store = KafkaStore::open(config).context("opening the Kafka store")?;
