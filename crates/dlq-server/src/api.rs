@@ -288,7 +288,10 @@ pub async fn groups<S: ServeStore>(
                 analyzer.add(&r?);
             }
             let (groups, grouper) = analyzer.finish_with_grouper();
-            save_grouper(s, &grouper)?;
+            // As `dlq analyze`: the groups stand without the saved state.
+            if let Err(e) = save_grouper(s, &grouper) {
+                tracing::warn!(error = %e, "the template miners could not be saved");
+            }
             Ok(groups)
         })
         .await??;

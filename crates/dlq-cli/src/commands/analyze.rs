@@ -4,7 +4,6 @@
 use crate::Outcome;
 use crate::cli::{AnalyzeArgs, Cli, Format, FormatArg};
 use crate::output;
-use anyhow::Context as _;
 use dlq_core::DlqStore as _;
 use dlq_core::analyze::{Analyzer, Group};
 use std::collections::BTreeSet;
@@ -42,7 +41,15 @@ pub fn groups(
         analyzer.add(&r);
     }
     let (groups, grouper) = analyzer.finish_with_grouper();
-    dlq_core::analyze::save_grouper(store, &grouper).context("saving the template miners")?;
+    // The groups stand without the saved state; only later selections by
+    // fingerprint need it. A state the store cannot take (e.g. larger than
+    // a Kafka message may be) must not cost the analysis.
+    if let Err(e) = dlq_core::analyze::save_grouper(store, &grouper) {
+        eprintln!(
+            "warning: the template miners could not be saved ({e}); this run's fingerprints \
+             will not select records in inspect/replay until an analysis saves them"
+        );
+    }
     Ok((dlqs.into_iter().collect(), groups))
 }
 
