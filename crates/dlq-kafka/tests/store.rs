@@ -116,7 +116,14 @@ impl Env {
     /// Produces records directly (not through the store), as another
     /// system writing to a DLQ topic would.
     fn produce(&self, topic: &str, records: &[RawRecord<'_>]) {
-        let producer: BaseProducer = self.client().create().expect("producer");
+        // Idempotent, so that a retried first batch (a topic whose leader
+        // is still being elected) cannot land after the second: tests read
+        // the records back by offset.
+        let producer: BaseProducer = self
+            .client()
+            .set("enable.idempotence", "true")
+            .create()
+            .expect("producer");
         for (key, value, headers) in records {
             let mut hs = OwnedHeaders::new();
             for h in headers {
@@ -745,6 +752,8 @@ fn connect_and_spring_records_are_read_and_settled() {
         header("kafka_dlt-exception-message", b"Unexpected character"),
     ];
     let seed = br#"{"original_record": {"title": "Fed holds"}, "error": "Failed to send", "timestamp": "2026-11-29T07:00:00.123456+00:00"}"#;
+    // One partition, created and led before the records go in.
+    env.create_topic(&a, 1);
     env.produce(
         &a,
         &[
