@@ -4,8 +4,9 @@
 # It installs what the tests need from the project's own files: Rust crates
 # from crates.io through Cargo.lock, the system libraries the Kafka client
 # builds against (Debian packages, when missing), the Apache Kafka broker
-# (Maven Central jars, through scripts/kafka.sh), and Chromium (Debian) with
-# playwright-core (npm) for the dashboard's browser test. The broker is started before
+# (Maven Central jars, through scripts/kafka.sh), the dashboard's chart
+# library (npm), and Chromium (Debian) with playwright-core (npm) for the
+# dashboard's browser test. The broker is started before
 # the tests and stopped after them, also when they fail. Benchmarks are not
 # tests: see BENCHMARKS.md.
 set -euo pipefail
@@ -28,7 +29,8 @@ if [ ! -x /usr/bin/chromium ]; then
   "${sudo_cmd[@]}" apt-get update -qq
   "${sudo_cmd[@]}" apt-get install -y -qq chromium chromium-driver
 fi
-echo "== npm ci (dashboard browser test)"
+echo "== npm ci (dashboard chart library; dashboard browser test)"
+(cd crates/dlq-server/web && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
 (cd crates/dlq-server/tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 echo "== cargo fmt --check"

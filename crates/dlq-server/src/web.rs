@@ -29,17 +29,17 @@ const ASSETS: &[(&str, &str, &str)] = &[
     (
         "uPlot.iife.min.js",
         "text/javascript; charset=utf-8",
-        include_str!("../web/vendor/uPlot.iife.min.js"),
+        include_str!(concat!(env!("OUT_DIR"), "/uPlot.iife.min.js")),
     ),
     (
         "uPlot.min.css",
         "text/css; charset=utf-8",
-        include_str!("../web/vendor/uPlot.min.css"),
+        include_str!(concat!(env!("OUT_DIR"), "/uPlot.min.css")),
     ),
     (
         "LICENSE-uPlot.txt",
         "text/plain; charset=utf-8",
-        include_str!("../web/vendor/LICENSE-uPlot"),
+        include_str!(concat!(env!("OUT_DIR"), "/LICENSE-uPlot")),
     ),
 ];
 
