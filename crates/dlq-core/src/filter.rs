@@ -198,9 +198,12 @@ impl Filter {
 
     /// Evaluates `fingerprint` with these template miners (restored from the
     /// store by the caller) instead of the stateless fingerprint; see
-    /// [`crate::analyze`].
+    /// [`crate::analyze`]. A filter that does not read `fingerprint` keeps
+    /// no reference to them.
     pub fn with_grouper(mut self, grouper: std::sync::Arc<crate::analyze::Grouper>) -> Self {
-        self.fingerprints = Fingerprints(Some(grouper));
+        if self.uses_fingerprint() {
+            self.fingerprints = Fingerprints(Some(grouper));
+        }
         self
     }
 

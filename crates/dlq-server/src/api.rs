@@ -113,13 +113,7 @@ async fn grouper<S: ServeStore>(app: &App<S>) -> ApiResult<Arc<Grouper>> {
 
 /// Gives a filter that reads `fingerprint` the saved template miners.
 fn with_grouper(filter: Option<Filter>, grouper: &Arc<Grouper>) -> Option<Filter> {
-    filter.map(|f| {
-        if f.uses_fingerprint() {
-            f.with_grouper(grouper.clone())
-        } else {
-            f
-        }
-    })
+    filter.map(|f| f.with_grouper(grouper.clone()))
 }
 
 /// The filter text selecting a group and/or a filter, checked.
@@ -283,7 +277,9 @@ pub async fn groups<S: ServeStore>(
         .blocking(move |s| -> dlq_core::store::Result<Vec<Group>> {
             // Continues from the saved miners and saves what they learned,
             // as `dlq analyze` does.
-            let mut analyzer = Analyzer::new().with_grouper(Grouper::clone(&grouper));
+            // Copied only when the filter still holds the saved state.
+            let grouper = Arc::try_unwrap(grouper).unwrap_or_else(|g| Grouper::clone(&g));
+            let mut analyzer = Analyzer::new().with_grouper(grouper);
             for r in s.scan_all(&selection, 1000) {
                 analyzer.add(&r?);
             }

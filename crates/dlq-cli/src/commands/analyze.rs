@@ -18,13 +18,13 @@ pub fn groups(
     since: Option<chrono::DateTime<chrono::Utc>>,
     members: bool,
 ) -> anyhow::Result<(Vec<String>, Vec<Group>)> {
-    let grouper = super::load_grouper(store)?;
+    let grouper = std::sync::Arc::new(super::load_grouper(store)?);
     let mut selection = selection.clone();
-    if let Some(f) = selection.filter.take() {
-        // A filter on `fingerprint` sees the groups as they were before this
-        // analysis.
-        selection.filter = Some(f.with_grouper(std::sync::Arc::new(grouper.clone())));
-    }
+    // A filter on `fingerprint` sees the groups as they were before this
+    // analysis: it keeps the saved state, and the analyzer learns on a copy
+    // (made only then).
+    selection.filter = selection.filter.map(|f| f.with_grouper(grouper.clone()));
+    let grouper = std::sync::Arc::try_unwrap(grouper).unwrap_or_else(|shared| (*shared).clone());
     let mut analyzer = if members {
         Analyzer::with_members()
     } else {

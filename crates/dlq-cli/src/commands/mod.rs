@@ -92,6 +92,7 @@ pub fn with_fingerprints(
     filter: Option<Filter>,
 ) -> anyhow::Result<Option<Filter>> {
     Ok(match filter {
+        // Loaded only when the filter reads fingerprints.
         Some(f) if f.uses_fingerprint() => Some(f.with_grouper(Arc::new(load_grouper(store)?))),
         other => other,
     })
