@@ -30,7 +30,6 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
 
 /// A record as (key, value, headers), comparable.
@@ -182,33 +181,7 @@ impl Env {
 
     /// Every record of a topic as a plain reader sees it.
     fn read_raw(&self, topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
-        let consumer: BaseConsumer = self
-            .client()
-            .set("group.id", "raw-reader")
-            .set("fetch.wait.max.ms", "10")
-            .set("enable.partition.eof", "true")
-            .set("isolation.level", "read_committed")
-            .create()
-            .expect("consumer");
-        let n = self.partitions(topic).expect("topic exists");
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..n {
-            tpl.add_partition_offset(topic, p as i32, Offset::Beginning)
-                .expect("tpl");
-        }
-        consumer.assign(&tpl).expect("assign");
-        let mut eof = 0;
-        let mut out = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while eof < n && Instant::now() < deadline {
-            match consumer.poll(Duration::from_millis(10)) {
-                Some(Ok(m)) => out.push(m.detach()),
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => eof += 1,
-                _ => {}
-            }
-        }
-        assert_eq!(eof, n, "read {topic} to the end");
-        out
+        dlq_testkit::kafka::read_messages(&self.bootstrap, topic, true)
     }
 }
 

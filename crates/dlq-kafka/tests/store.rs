@@ -148,36 +148,7 @@ impl Env {
 
     /// Every record of a topic as a plain reader sees it.
     fn read_raw(&self, topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
-        let consumer: BaseConsumer = self
-            .client()
-            .set("group.id", "raw-reader")
-            .set("fetch.wait.max.ms", "10")
-            .set("enable.partition.eof", "true")
-            .set("isolation.level", "read_committed")
-            .create()
-            .expect("consumer");
-        let md = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(5))
-            .expect("metadata");
-        let n = md.topics()[0].partitions().len();
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..n {
-            tpl.add_partition_offset(topic, p as i32, Offset::Beginning)
-                .expect("tpl");
-        }
-        consumer.assign(&tpl).expect("assign");
-        let mut eof = 0;
-        let mut out = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while eof < n && Instant::now() < deadline {
-            match consumer.poll(Duration::from_millis(10)) {
-                Some(Ok(m)) => out.push(m.detach()),
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => eof += 1,
-                _ => {}
-            }
-        }
-        assert_eq!(eof, n, "read {topic} to the end");
-        out
+        dlq_testkit::kafka::read_messages(&self.bootstrap, topic, true)
     }
 
     fn partitions(&self, topic: &str) -> usize {

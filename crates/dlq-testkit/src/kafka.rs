@@ -7,7 +7,7 @@ use rdkafka::Message as _;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers as _;
+use rdkafka::message::{Headers as _, OwnedMessage};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::collections::HashSet;
@@ -97,11 +97,37 @@ pub struct Read {
 
 /// Reads every record of a topic up to its end (`read_committed` or not).
 pub fn read_all(bootstrap: &str, topic: &str, read_committed: bool) -> Vec<Read> {
+    read_messages(bootstrap, topic, read_committed)
+        .into_iter()
+        .map(|m| Read {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            headers: m
+                .headers()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| dlq_core::Header {
+                            name: h.key.to_owned(),
+                            value: h.value.map(<[u8]>::to_vec),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// Every record of a topic up to its end, as rdkafka hands them over
+/// (`read_committed` or not), partition by partition in offset order.
+pub fn read_messages(bootstrap: &str, topic: &str, read_committed: bool) -> Vec<OwnedMessage> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("verifier-{}", uuid::Uuid::new_v4()))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
+        .set("fetch.wait.max.ms", "10")
         .set(
             "isolation.level",
             if read_committed {
@@ -130,24 +156,7 @@ pub fn read_all(bootstrap: &str, topic: &str, read_committed: bool) -> Vec<Read>
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
                 at_end.remove(&m.partition());
-                let headers = m
-                    .headers()
-                    .map(|hs| {
-                        hs.iter()
-                            .map(|h| dlq_core::Header {
-                                name: h.key.to_owned(),
-                                value: h.value.map(<[u8]>::to_vec),
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.push(Read {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: m.key().map(<[u8]>::to_vec),
-                    value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                    headers,
-                });
+                out.push(m.detach());
             }
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
                 at_end.insert(p);
