@@ -190,6 +190,30 @@ pub(crate) fn base_config(config: &KafkaConfig) -> ClientConfig {
     base
 }
 
+/// The settings of every producer the store and the replayer create:
+/// idempotent, `acks=all`, no topic auto-creation, records up to the
+/// store's `max_message_bytes`, and `timeout` for a delivery.
+pub(crate) fn idempotent_producer(
+    base: &ClientConfig,
+    max_message_bytes: usize,
+    timeout: Duration,
+) -> ClientConfig {
+    let mut c = base.clone();
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("allow.auto.create.topics", "false")
+        .set(
+            "message.max.bytes",
+            (max_message_bytes + REQUEST_SLACK).to_string(),
+        )
+        // A batch must fit the topic's max.message.bytes; a record larger
+        // than batch.size still goes alone.
+        .set("batch.size", max_message_bytes.to_string())
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", timeout.as_millis().to_string());
+    c
+}
+
 /// Source offsets to commit in a write's transaction (exactly-once
 /// processing): the next offsets to read, and the consumer group's metadata.
 pub(crate) type TxnOffsets<'a> = (
@@ -647,18 +671,7 @@ impl Client {
     /// `init_transactions` once on a transactional one.
     fn ensure_producer(&mut self) -> Result<()> {
         if self.producer.is_none() {
-            let mut c = self.base.clone();
-            let max = self.max_message_bytes + REQUEST_SLACK;
-            let timeout_ms = self.timeout.as_millis().to_string();
-            c.set("enable.idempotence", "true")
-                .set("acks", "all")
-                .set("allow.auto.create.topics", "false")
-                .set("message.max.bytes", max.to_string())
-                // A batch must fit the topic's max.message.bytes; a record
-                // larger than batch.size still goes alone.
-                .set("batch.size", self.max_message_bytes.to_string())
-                .set("linger.ms", "5")
-                .set("message.timeout.ms", &timeout_ms);
+            let mut c = idempotent_producer(&self.base, self.max_message_bytes, self.timeout);
             if self.transactions {
                 // librdkafka requires message.timeout.ms <= transaction.timeout.ms.
                 let txn_timeout = self.timeout.max(Duration::from_secs(60)).as_millis();
@@ -756,6 +769,15 @@ impl Client {
         };
         let finished = self.finish_inner(deadline, None);
         self.after_failure(finished)
+    }
+
+    /// Whether the write of [`Client::start_write`] has every delivery
+    /// report, so that [`Client::finish_write`] will not wait for any.
+    pub fn write_reported(&self) -> bool {
+        match &self.producer {
+            Some(p) if self.pending.is_some() => p.inner.context().lock().missing == 0,
+            _ => true,
+        }
     }
 
     /// Turns a failed write into its error, cleaning up the producer: abort

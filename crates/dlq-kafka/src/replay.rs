@@ -4,9 +4,12 @@
 //! replayed records and their settlements in the ledger are committed in
 //! **one Kafka transaction** — a replay killed midway and run again delivers
 //! every selected record exactly once to `read_committed` readers and settles
-//! it once. With `transactions=false` the same loop is **at-least-once**: a
-//! crash between a page's records and its ledger entries replays that page
-//! again.
+//! it once. With `transactions=false` the replay is **at-least-once** and
+//! streams: outputs go out through a producer of the replay's own while the
+//! next pages are read, and a record's ledger entry is written only after
+//! the broker acknowledged its output. A crash replays the records delivered
+//! but not yet settled (duplicates, never a loss); an output the target
+//! refuses leaves its record pending and fails the replay.
 //!
 //! Each record goes to the topic it came from (its envelope's source topic,
 //! or the original topic named by Kafka Connect or Spring headers), or to
@@ -15,17 +18,23 @@
 //! processor that fails it again returns it to its DLQ as the next
 //! generation — parked past its replay limit instead of looping.
 
-use crate::KafkaStore;
-use crate::client::Outgoing;
-use crate::processor::{FIRST_FAILED_AT_HEADER, REPLAY_OF_HEADER, REPLAYS_HEADER};
+use crate::client::{Outgoing, base_config, idempotent_producer};
+use crate::processor::{FIRST_FAILED_AT_HEADER, REPLAY_OF_HEADER, REPLAYS_HEADER, owned_headers};
+use crate::retry::{Redactor, backend};
 use crate::store::PendingSettle;
+use crate::{KafkaConfig, KafkaStore};
 use dlq_core::envelope::Header;
 use dlq_core::replay::{
     ReplayError, ReplayOptions, ReplayReport, fixed_payload, pace, report_fix_error,
 };
 use dlq_core::store::{DlqStore as _, Settle, Status, StoredRecord};
-use std::collections::HashMap;
-use std::time::Instant;
+use rdkafka::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// Replays the records `options` selects to Kafka. `to` overrides the
 /// original topic. `progress` is called after each committed page.
@@ -47,16 +56,34 @@ pub fn replay(
     store: &mut KafkaStore,
     options: &ReplayOptions,
     to: Option<&str>,
-    mut progress: Option<&mut dyn FnMut(&ReplayReport)>,
+    progress: Option<&mut dyn FnMut(&ReplayReport)>,
 ) -> Result<ReplayReport, ReplayError> {
-    let mut report = ReplayReport {
+    if store.config().transactions {
+        replay_in_transactions(store, options, to, progress)
+    } else {
+        replay_at_least_once(store, options, to, progress)
+    }
+}
+
+fn new_report(options: &ReplayOptions, to: Option<&str>) -> ReplayReport {
+    ReplayReport {
         target: match to {
             Some(t) => format!("kafka:{t}"),
             None => "kafka:<original topic>".to_owned(),
         },
         dry_run: options.dry_run,
         ..ReplayReport::default()
-    };
+    }
+}
+
+/// Exactly once: each page's outputs and settlements in one transaction.
+fn replay_in_transactions(
+    store: &mut KafkaStore,
+    options: &ReplayOptions,
+    to: Option<&str>,
+    mut progress: Option<&mut dyn FnMut(&ReplayReport)>,
+) -> Result<ReplayReport, ReplayError> {
+    let mut report = new_report(options, to);
     let mut partitions: HashMap<String, i32> = HashMap::new();
     let started = Instant::now();
     let page_size = options.batch_size.max(1);
@@ -119,6 +146,330 @@ pub fn replay(
     store.await_visible();
     outcome?;
     Ok(report)
+}
+
+/// How many replayed records may be on their way to the broker at once
+/// (at least once): enough pages to keep the producer's batches full while
+/// the next pages are read, few enough that memory stays flat.
+const MAX_IN_FLIGHT: usize = 20_000;
+
+/// At least once, without transactions. Outputs stream through a producer
+/// of the replay's own while the next pages are read, and a record is
+/// settled in the ledger only once the broker acknowledged its output: a
+/// crash replays the records whose settlement was not written yet (a
+/// duplicate, never a loss), and an output that cannot be delivered leaves
+/// its record pending and ends the replay with an error, after the records
+/// already on their way are delivered and settled.
+fn replay_at_least_once(
+    store: &mut KafkaStore,
+    options: &ReplayOptions,
+    to: Option<&str>,
+    mut progress: Option<&mut dyn FnMut(&ReplayReport)>,
+) -> Result<ReplayReport, ReplayError> {
+    let mut report = new_report(options, to);
+    let mut outputs = Outputs::new(store.config())?;
+    let mut partitions: HashMap<String, i32> = HashMap::new();
+    let started = Instant::now();
+    let page_size = options.batch_size.max(1);
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut settling: Option<(PendingSettle, u64)> = None;
+    let mut stopped_by: Option<ReplayError> = None;
+    let mut next_page = Some(store.scan(&options.selection, None, page_size)?);
+    while let Some(mut page) = next_page.take() {
+        let mut built = Built::default();
+        let mut stop = false;
+        for record in std::mem::take(&mut page.records) {
+            if options.limit.is_some_and(|l| report.selected >= l) {
+                stop = true;
+                break;
+            }
+            if let Err(e) = built.add(
+                store,
+                record,
+                options,
+                to,
+                &mut partitions,
+                &mut report,
+                started,
+                now,
+            ) {
+                stop = true;
+                built.error = Some(e);
+                break;
+            }
+        }
+        // What was built before an error is sent all the same.
+        stopped_by = built.error.take();
+        outputs.send(built.outputs, built.settles);
+        outputs.wait_below(MAX_IN_FLIGHT);
+        if let Err(e) = settle_ready(
+            store,
+            &mut outputs,
+            &mut settling,
+            &mut report,
+            &mut progress,
+            false,
+        ) {
+            stopped_by.get_or_insert(e);
+        }
+        if stopped_by.is_some() || outputs.failed > 0 || stop {
+            break;
+        }
+        // Read from the index as the first page left it: the replay takes
+        // the records pending when it started.
+        if let Some(cursor) = page.next.take() {
+            match store.scan_page(&options.selection, Some(&cursor), page_size, false) {
+                Ok(p) => next_page = Some(p),
+                Err(e) => stopped_by = Some(e.into()),
+            }
+        }
+    }
+    // Whatever stopped the replay, what is on its way is delivered and
+    // settled before it returns.
+    outputs.wait_below(1);
+    let settled = settle_ready(
+        store,
+        &mut outputs,
+        &mut settling,
+        &mut report,
+        &mut progress,
+        true,
+    )
+    .and_then(|()| match settling.take() {
+        Some(p) => finish(store, p, &mut report, &mut progress),
+        None => Ok(()),
+    });
+    if let Some(e) = stopped_by {
+        return Err(e);
+    }
+    settled?;
+    if let Some(e) = outputs.failure() {
+        return Err(e);
+    }
+    Ok(report)
+}
+
+/// Starts the ledger write of the records delivered so far, once the one
+/// before it is acknowledged (one settlement write at a time; while it
+/// travels, deliveries gather for the next). `wait`: wait for it.
+fn settle_ready(
+    store: &mut KafkaStore,
+    outputs: &mut Outputs,
+    settling: &mut Option<(PendingSettle, u64)>,
+    report: &mut ReplayReport,
+    progress: &mut Option<&mut dyn FnMut(&ReplayReport)>,
+    wait: bool,
+) -> Result<(), ReplayError> {
+    if outputs.delivered.is_empty() {
+        return Ok(());
+    }
+    if settling.is_some() && !wait && !store.settle_reported() {
+        return Ok(());
+    }
+    if let Some(p) = settling.take() {
+        finish(store, p, report, progress)?;
+    }
+    let settles = std::mem::take(&mut outputs.delivered);
+    let n = settles.len() as u64;
+    *settling = Some((store.start_settle(&settles, Vec::new())?, n));
+    Ok(())
+}
+
+/// A delivery report: on failure, the topic and the error.
+type Delivered = Result<(), (String, KafkaError)>;
+
+/// Delivery reports of the replay's producer, by record token.
+#[derive(Default)]
+struct Acks(Mutex<Vec<(usize, Delivered)>>);
+
+impl ClientContext for Acks {}
+
+impl ProducerContext for Acks {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, token: usize) {
+        let r = match result {
+            Ok(_) => Ok(()),
+            Err((e, m)) => Err((m.topic().to_owned(), e.clone())),
+        };
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((token, r));
+    }
+}
+
+/// A page's settlements, waiting for their outputs' acknowledgements.
+struct SentPage {
+    /// The token of the page's first record; the others follow in order.
+    first: usize,
+    /// `None` once the output failed: that record stays pending.
+    settles: Vec<Option<Settle>>,
+    unacknowledged: usize,
+}
+
+/// The at-least-once replay's outputs on their way to the broker.
+struct Outputs {
+    producer: BaseProducer<Acks>,
+    redactor: Redactor,
+    pages: VecDeque<SentPage>,
+    next_token: usize,
+    in_flight: usize,
+    /// Settlements of delivered records (whole pages, in page order).
+    delivered: Vec<Settle>,
+    failed: u64,
+    first_failure: Option<(String, String)>,
+    /// How long a delivery may take before the wait gives up.
+    timeout: Duration,
+}
+
+impl Outputs {
+    fn new(config: &KafkaConfig) -> Result<Outputs, ReplayError> {
+        let redactor = Redactor::new(config.secret_values());
+        let timeout = Duration::from_millis(config.timeout_ms);
+        let producer = idempotent_producer(&base_config(config), config.max_message_bytes, timeout)
+            .create_with_context(Acks::default())
+            .map_err(|e| backend(&redactor, "creating the replay's producer", None, &e))?;
+        Ok(Outputs {
+            producer,
+            redactor,
+            pages: VecDeque::new(),
+            next_token: 0,
+            in_flight: 0,
+            delivered: Vec::new(),
+            failed: 0,
+            first_failure: None,
+            timeout,
+        })
+    }
+
+    /// Hands a page's outputs to librdkafka (waiting for room in its queue
+    /// when it is full); their settlements wait for the acknowledgements.
+    fn send(&mut self, outputs: Vec<Outgoing>, settles: Vec<Settle>) {
+        if outputs.is_empty() {
+            return;
+        }
+        let first = self.next_token;
+        self.next_token += outputs.len();
+        self.in_flight += outputs.len();
+        self.pages.push_back(SentPage {
+            first,
+            unacknowledged: outputs.len(),
+            settles: settles.into_iter().map(Some).collect(),
+        });
+        for (i, out) in outputs.into_iter().enumerate() {
+            let token = first + i;
+            let mut record: BaseRecord<'_, [u8], [u8], usize> =
+                BaseRecord::with_opaque_to(&out.topic, token)
+                    .partition(out.partition)
+                    .timestamp(out.timestamp_ms);
+            if let Some(k) = &out.key {
+                record = record.key(k.as_slice());
+            }
+            if let Some(v) = &out.value {
+                record = record.payload(v.as_slice());
+            }
+            if let Some(h) = owned_headers(&out.headers) {
+                record = record.headers(h);
+            }
+            loop {
+                match self.producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        self.producer.poll(Duration::from_millis(10));
+                        self.take_acks();
+                    }
+                    Err((e, _)) => {
+                        // Refused at once (too large, unknown partition...).
+                        self.acknowledged(token, Err((out.topic.clone(), e)));
+                        break;
+                    }
+                }
+            }
+        }
+        self.producer.poll(Duration::ZERO);
+        self.take_acks();
+    }
+
+    /// Waits until fewer than `limit` outputs are unacknowledged (or the
+    /// delivery timeout passed without any acknowledgement: librdkafka
+    /// reports every record by then, so that means it is stuck).
+    fn wait_below(&mut self, limit: usize) {
+        let mut last_progress = Instant::now();
+        while self.in_flight >= limit.max(1) {
+            let before = self.in_flight;
+            self.producer.poll(Duration::from_millis(100));
+            self.take_acks();
+            if self.in_flight < before {
+                last_progress = Instant::now();
+            } else if last_progress.elapsed() > self.timeout + Duration::from_secs(5) {
+                tracing::error!(
+                    in_flight = self.in_flight,
+                    "replay outputs unacknowledged past the delivery timeout; they stay pending"
+                );
+                break;
+            }
+        }
+    }
+
+    fn take_acks(&mut self) {
+        let acks = std::mem::take(
+            &mut *self
+                .producer
+                .context()
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for (token, result) in acks {
+            self.acknowledged(token, result);
+        }
+    }
+
+    fn acknowledged(&mut self, token: usize, result: Delivered) {
+        let i = self.pages.partition_point(|p| p.first <= token);
+        let Some(page) = i.checked_sub(1).and_then(|i| self.pages.get_mut(i)) else {
+            return;
+        };
+        let Some(slot) = page.settles.get_mut(token - page.first) else {
+            return;
+        };
+        page.unacknowledged -= 1;
+        self.in_flight -= 1;
+        if let Err((topic, e)) = result {
+            *slot = None;
+            self.failed += 1;
+            self.first_failure
+                .get_or_insert_with(|| (topic, self.redactor.clean(e.to_string())));
+        }
+        while self.pages.front().is_some_and(|p| p.unacknowledged == 0) {
+            if let Some(done) = self.pages.pop_front() {
+                self.delivered.extend(done.settles.into_iter().flatten());
+            }
+        }
+    }
+
+    /// The error for the outputs that could not be delivered, if any.
+    fn failure(&self) -> Option<ReplayError> {
+        if self.in_flight > 0 {
+            return Some(ReplayError::Target {
+                target: "kafka".to_owned(),
+                source: std::io::Error::other(format!(
+                    "{} records not acknowledged in time; they stay pending",
+                    self.in_flight
+                )),
+            });
+        }
+        let (topic, error) = self.first_failure.as_ref()?;
+        Some(ReplayError::Target {
+            target: format!("kafka:{topic}"),
+            source: std::io::Error::other(format!(
+                "{} records not delivered, they stay pending; the first: {error}",
+                self.failed
+            )),
+        })
+    }
 }
 
 fn finish(

@@ -1419,6 +1419,13 @@ impl KafkaStore {
         Ok(pending.report)
     }
 
+    /// Whether the write of [`KafkaStore::start_settle`] is acknowledged
+    /// (or failed), so that [`KafkaStore::finish_settle`] returns at once.
+    pub(crate) fn settle_reported(&mut self) -> bool {
+        let inner = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
+        inner.client.write_reported()
+    }
+
     /// Waits until read_committed readers elsewhere can see every record
     /// committed by [`KafkaStore::start_settle`] so far (bounded by the
     /// store's timeout).

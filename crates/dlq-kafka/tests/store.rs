@@ -1140,7 +1140,12 @@ fn pipelined_replay_delivers_and_settles_every_record_once() {
             dlq_kafka::replay::replay(&mut store, &options, Some(&target), Some(&mut tick))
                 .expect("replay");
         assert_eq!((report.selected, report.replayed), (45, 45));
-        assert_eq!(pages, 7, "one progress call per committed page");
+        if transactions {
+            assert_eq!(pages, 7, "one progress call per committed page");
+        } else {
+            // Pages acknowledged together are settled in one ledger write.
+            assert!((1..=7).contains(&pages), "{pages} settlement writes");
+        }
         let fresh = KafkaStore::open(cfg.clone()).expect("open");
         for s in [&store, &fresh] {
             let stats = s.stats().expect("stats");
@@ -1161,5 +1166,77 @@ fn pipelined_replay_delivers_and_settles_every_record_once() {
         let again = dlq_kafka::replay::replay(&mut store, &options, Some(&target), None)
             .expect("replay again");
         assert_eq!(again.selected, 0);
+    }
+}
+
+/// A target that refuses an output (too large for its `max.message.bytes`)
+/// loses nothing: the replay fails with the target's error, the refused
+/// record stays pending, and what the target holds is exactly what the
+/// ledger says was replayed, at least once and exactly once.
+#[test]
+fn replay_to_a_target_that_refuses_a_record_leaves_it_pending() {
+    let Some(env) = Env::new() else { return };
+    for transactions in [false, true] {
+        let target = env.dlq(if transactions { "small-tx" } else { "small" });
+        env.create_topic_with(&target, 1, &[("max.message.bytes", "4096")]);
+        let a = env.dlq(if transactions { "big-tx" } else { "big" });
+        let mut cfg = env.config.clone();
+        cfg.transactions = transactions;
+        let mut store = KafkaStore::open(cfg.clone()).expect("open");
+        let payload = |i: usize| -> Vec<u8> {
+            if i == 10 {
+                vec![b'x'; 16_000]
+            } else {
+                format!("{{\"i\":{i}}}").into_bytes()
+            }
+        };
+        let entries: Vec<Entry> = (0..30)
+            .map(|i| entry(&a, &format!("r{i}"), &payload(i), Some(0)))
+            .collect();
+        store.append(&entries).expect("append");
+        let mut options = dlq_core::replay::ReplayOptions::for_dlq(&a);
+        options.batch_size = 4;
+        let err = dlq_kafka::replay::replay(&mut store, &options, Some(&target), None)
+            .expect_err("the oversized record is refused");
+        match &err {
+            dlq_core::replay::ReplayError::Target { target: t, .. } => {
+                assert_eq!(
+                    t,
+                    &format!("kafka:{target}"),
+                    "transactions {transactions}: {err}"
+                );
+            }
+            // In a transaction the refused output fails the store's commit
+            // of the page (outputs and settlements abort together).
+            dlq_core::replay::ReplayError::Store(e) if transactions => {
+                assert!(e.to_string().contains(&target), "{e}");
+            }
+            other => panic!("transactions {transactions}: not a target error: {other}"),
+        }
+        let fresh = KafkaStore::open(cfg.clone()).expect("open");
+        let mut replayed: Vec<Vec<u8>> = Vec::new();
+        let mut pending = 0;
+        for i in 0..30 {
+            let rec = fresh.get(&a, &format!("r{i}")).expect("get").expect("kept");
+            assert_eq!(rec.letter.payload, payload(i), "r{i}: bytes intact");
+            match rec.status {
+                Status::Replayed => replayed.push(payload(i)),
+                Status::Pending => pending += 1,
+                other => panic!("r{i}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            fresh.get(&a, "r10").expect("get").expect("kept").status,
+            Status::Pending,
+            "transactions {transactions}: the refused record is pending"
+        );
+        assert_eq!(replayed.len() + pending, 30);
+        let mut delivered = fresh.read_values(&target).expect("read");
+        delivered.sort();
+        replayed.sort();
+        assert_eq!(
+            delivered, replayed,
+            "transactions {transactions}: the target holds exactly the records settled as replayed"
+        );
     }
 }
