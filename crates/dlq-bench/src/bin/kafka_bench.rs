@@ -93,6 +93,22 @@ const KCAT_MSG_DELIM: &str = r"\x1e";
 
 // ------------------------------------------------------------------ arguments
 
+/// Quiet before each timed run, so that every side starts on a broker that
+/// has finished the previous run's background work (log appends of the
+/// run before, group and transaction bookkeeping): without it the side
+/// that follows a given other side inherits that side's leftovers.
+const DEFAULT_PAUSE: f64 = 3.0;
+
+/// The `--pause` of this run (set once by `run`).
+static PAUSE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+
+/// Waits the `--pause` before a timed run.
+fn quiet() {
+    if let Some(p) = PAUSE.get() {
+        std::thread::sleep(*p);
+    }
+}
+
 struct Args {
     bootstrap: String,
     records: u64,
@@ -102,6 +118,8 @@ struct Args {
     replay_batch: usize,
     rounds: usize,
     only: HashSet<String>,
+    /// Seconds of quiet before each timed run.
+    pause: f64,
 }
 
 impl Args {
@@ -113,6 +131,7 @@ impl Args {
             eos_records: 50_000,
             replay_batch: ReplayOptions::for_dlq("-").batch_size,
             rounds: 5,
+            pause: DEFAULT_PAUSE,
             only: ["processor", "replay", "eos"]
                 .into_iter()
                 .map(String::from)
@@ -134,15 +153,17 @@ impl Args {
                     args.replay_batch = value()?.parse().context("--replay-batch")?;
                 }
                 "--rounds" => args.rounds = value()?.parse().context("--rounds")?,
+                "--pause" => args.pause = value()?.parse().context("--pause")?,
                 "--only" => args.only = value()?.split(',').map(String::from).collect(),
                 "-h" | "--help" => {
                     eprintln!(
                         "usage: kafka_bench [--bootstrap HOST:PORT] [--records N] \
                          [--replay-records N] [--eos-records N] [--replay-batch N] \
-                         [--rounds R] [--only processor,replay,eos]\n\
+                         [--rounds R] [--pause SECS] [--only processor,replay,eos]\n\
                          (bootstrap defaults to $DLQ_KAFKA_BOOTSTRAP; defaults: 300000 \
                          processor records, 100000 replay records, 50000 exactly-once \
-                         replay records, replay pages of 500 as dlq replay, 5 rounds)"
+                         replay records, replay pages of 500 as dlq replay, 5 rounds, \
+                         {DEFAULT_PAUSE} s of quiet before each timed run)"
                     );
                     std::process::exit(0);
                 }
@@ -154,6 +175,10 @@ impl Args {
             "no broker: pass --bootstrap or set DLQ_KAFKA_BOOTSTRAP (scripts/bench-kafka.sh does)"
         );
         ensure!(args.rounds >= 1, "--rounds must be at least 1");
+        ensure!(
+            args.pause.is_finite() && args.pause >= 0.0,
+            "--pause must be a number of seconds"
+        );
         ensure!(args.replay_batch >= 1, "--replay-batch must be at least 1");
         ensure!(
             args.records >= POISON_EVERY,
@@ -784,6 +809,7 @@ fn run_dlq_processor(s: &ProcessorSetup<'_>, poison: bool) -> anyhow::Result<Mea
     } else {
         None
     };
+    quiet();
     let stop = AtomicBool::new(false);
     let inner: fn(&[u8]) -> Result<Vec<u8>, Failure> =
         if poison { pass_unless_poison } else { pass };
@@ -878,6 +904,7 @@ fn run_plain_loop(s: &ProcessorSetup<'_>) -> anyhow::Result<Measured> {
     let output = format!("kbench-out-{id}");
     let group = format!("kbench-plain-{id}");
     s.broker.create(&output)?;
+    quiet();
     let consumer: BaseConsumer = consumer_config(&s.broker.bootstrap, &group).create()?;
     consumer.subscribe(&[s.source.as_str()])?;
     let producer: BaseProducer<PlainAcks> =
@@ -971,9 +998,12 @@ fn run_plain_loop(s: &ProcessorSetup<'_>) -> anyhow::Result<Measured> {
         Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
         Err(e) => bail!("committing: {e}"),
     }
+    // The timed window ends where dlq's does: `run_at_least_once` returns
+    // after closing its consumer (leaving the group) and its producer.
+    drop(consumer);
+    drop(producer);
     let end = Instant::now();
     let first = first.ok_or_else(|| anyhow!("no record consumed"))?;
-    drop(consumer);
     let out = s.broker.count(&output)?;
     ensure!(out == s.n, "{output} holds {out} records, not {}", s.n);
     s.broker.committed_to_end(&group, &s.source)?;
@@ -1097,6 +1127,7 @@ fn run_dlq_replay(
     ))?;
     let mut options = ReplayOptions::for_dlq(&s.dlq);
     options.batch_size = s.batch;
+    quiet();
     let t = Instant::now();
     let report = dlq_kafka::replay::replay(&mut store, &options, Some(&target), None)?;
     let secs = t.elapsed().as_secs_f64();
@@ -1173,6 +1204,7 @@ fn run_kcat_copy(s: &ReplaySetup<'_>, verify: bool) -> anyhow::Result<f64> {
     s.broker.create(&target)?;
     let b = &s.broker.bootstrap;
     let format = format!("%k{KCAT_KEY_DELIM}%s{KCAT_MSG_DELIM}");
+    quiet();
     let t = Instant::now();
     let mut consume = Command::new("kcat")
         .args(["-C", "-q", "-b", b, "-t", &s.dlq, "-o", "beginning", "-e"])
@@ -1369,6 +1401,7 @@ fn loadavg() -> String {
 
 fn run() -> anyhow::Result<()> {
     let args = Args::parse()?;
+    let _ = PAUSE.set(Duration::from_secs_f64(args.pause));
     let broker = Broker::new(&args.bootstrap)?;
     let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let started = Instant::now();
