@@ -761,6 +761,28 @@ impl Client {
         Ok(())
     }
 
+    /// Adds records to the write [`Client::start_write`] started (to its
+    /// transaction when the store is transactional), without waiting.
+    pub fn extend_write(&mut self, records: Vec<Outgoing>) -> Result<()> {
+        if self.pending.is_none() {
+            return Err(failure("extending a write that was not started", false));
+        }
+        let generation = self.generation;
+        let sent = match self.producer.as_ref() {
+            Some(p) => {
+                let deadline = Instant::now() + self.timeout + Duration::from_secs(5);
+                self.send_all(&p.inner, generation, &records, deadline)
+                    .map_err(Failed::Other)
+            }
+            None => Err(Failed::Other(failure("no producer", true))),
+        };
+        if let Err(e) = self.after_failure(sent) {
+            self.pending = None;
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Waits for the records of [`Client::start_write`] and commits them;
     /// the same outcome as [`Client::write`].
     pub fn finish_write(&mut self) -> Result<Vec<(i32, i64)>> {

@@ -1,15 +1,16 @@
 //! Replay from Kafka DLQ topics back to Kafka topics.
 //!
-//! Delivery semantics: with a transactional store (the default), each page of
-//! replayed records and their settlements in the ledger are committed in
-//! **one Kafka transaction** — a replay killed midway and run again delivers
-//! every selected record exactly once to `read_committed` readers and settles
-//! it once. With `transactions=false` the replay is **at-least-once** and
-//! streams: outputs go out through a producer of the replay's own while the
-//! next pages are read, and a record's ledger entry is written only after
-//! the broker acknowledged its output. A crash replays the records delivered
-//! but not yet settled (duplicates, never a loss); an output the target
-//! refuses leaves its record pending and fails the replay.
+//! Delivery semantics: with a transactional store (the default), replayed
+//! records and their settlements in the ledger are committed together in
+//! **Kafka transactions** (each spans the pages sent within 100 ms) — a
+//! replay killed midway and run again delivers every selected record exactly
+//! once to `read_committed` readers and settles it once. With
+//! `transactions=false` the replay is **at-least-once** and streams: outputs
+//! go out through a producer of the replay's own while the next pages are
+//! read, and a record's ledger entry is written only after the broker
+//! acknowledged its output. A crash replays the records delivered but not
+//! yet settled (duplicates, never a loss); an output the target refuses
+//! leaves its record pending and fails the replay.
 //!
 //! Each record goes to the topic it came from (its envelope's source topic,
 //! or the original topic named by Kafka Connect or Spring headers), or to
@@ -37,17 +38,16 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Replays the records `options` selects to Kafka. `to` overrides the
-/// original topic. `progress` is called after each committed page.
+/// original topic. `progress` is called after each commit (a transaction,
+/// or a ledger write of delivered records at least once).
 ///
-/// Each page is prepared (fixed, paced) with no transaction open, then its
-/// records and settlements are sent (one transaction when the store is
-/// transactional), and while they travel the next page is scanned; the
-/// commit finishes before the next page is prepared. So pages commit in
-/// order, a transaction stays open only for about one scan (a replay
-/// killed meanwhile leaves an open transaction behind, which holds back
-/// read_committed readers until it times out), and a crash redoes at most
-/// the page in flight: at-least-once, or exactly-once with transactions,
-/// since an uncommitted page's outputs and settlements abort together.
+/// Pages of `options.batch_size` records are read while the previous ones
+/// travel. Exactly once, a transaction takes the pages sent within
+/// [`COMMIT_INTERVAL`] and is committed before more are sent: a replay
+/// killed meanwhile leaves that transaction open (read_committed readers
+/// wait behind it until it times out) and a rerun redoes its pages, whose
+/// outputs and settlements abort together. At least once, see
+/// [`MAX_IN_FLIGHT`].
 ///
 /// The replay takes the records the store's index holds when it starts
 /// (the first page brings the index up to date); records dead-lettered
@@ -76,7 +76,23 @@ fn new_report(options: &ReplayOptions, to: Option<&str>) -> ReplayReport {
     }
 }
 
-/// Exactly once: each page's outputs and settlements in one transaction.
+/// How often the exactly-once replay commits its transaction: pages sent
+/// within this time share one, as Kafka Streams commits every 100 ms under
+/// exactly-once. A transaction's commit (and its markers) costs the same
+/// for 1 record as for thousands; the interval bounds how long readers at
+/// read_committed wait behind an open one, and how much a crash rolls back.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The exactly-once replay's open transaction.
+struct OpenTransaction {
+    pending: PendingSettle,
+    records: u64,
+    since: Instant,
+}
+
+/// Exactly once: pages' outputs and settlements in transactions, each
+/// spanning the pages sent within [`COMMIT_INTERVAL`] (at least one whole
+/// page).
 fn replay_in_transactions(
     store: &mut KafkaStore,
     options: &ReplayOptions,
@@ -88,6 +104,7 @@ fn replay_in_transactions(
     let started = Instant::now();
     let page_size = options.batch_size.max(1);
     let now = chrono::Utc::now().timestamp_millis();
+    let mut open: Option<OpenTransaction> = None;
     let mut page = store.scan(&options.selection, None, page_size)?;
     let outcome = loop {
         let mut built = Built::default();
@@ -112,29 +129,44 @@ fn replay_in_transactions(
                 break;
             }
         }
-        if let Some(e) = built.error {
-            break Err(e);
-        }
-        let next = page.next.take().filter(|_| !stop);
-        let pending = if built.settles.is_empty() {
-            None
-        } else {
+        let error = built.error.take();
+        let next = page.next.take().filter(|_| !stop && error.is_none());
+        if !built.settles.is_empty() {
             let n = built.settles.len() as u64;
-            match store.start_settle(&built.settles, built.outputs) {
-                Ok(p) => Some((p, n)),
+            let sent = match open.take() {
+                None => store
+                    .start_settle(&built.settles, built.outputs)
+                    .map(|pending| OpenTransaction {
+                        pending,
+                        records: n,
+                        since: Instant::now(),
+                    }),
+                Some(o) => store
+                    .extend_settle(o.pending, &built.settles, built.outputs)
+                    .map(|pending| OpenTransaction {
+                        pending,
+                        records: o.records + n,
+                        since: o.since,
+                    }),
+            };
+            match sent {
+                Ok(o) => open = Some(o),
                 Err(e) => break Err(e.into()),
             }
-        };
-        // The next page is read while this one's commit travels, from the
-        // index as the first page left it: the replay takes the records
-        // pending when it started; those dead-lettered meanwhile wait for
-        // the next run.
+        }
+        // The next page is read while this one travels, from the index as
+        // the first page left it: the replay takes the records pending when
+        // it started; those dead-lettered meanwhile wait for the next run.
         let scanned = next
             .as_ref()
             .map(|cursor| store.scan_page(&options.selection, Some(cursor), page_size, false));
-        if let Some(p) = pending
-            && let Err(e) = finish(store, p, &mut report, &mut progress)
+        let last = !matches!(scanned, Some(Ok(_)));
+        if let Some(o) = open.take_if(|o| last || o.since.elapsed() >= COMMIT_INTERVAL)
+            && let Err(e) = finish(store, (o.pending, o.records), &mut report, &mut progress)
         {
+            break Err(e);
+        }
+        if let Some(e) = error {
             break Err(e);
         }
         match scanned {

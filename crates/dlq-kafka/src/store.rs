@@ -508,6 +508,42 @@ impl KafkaStore {
 }
 
 impl Inner {
+    /// The ledger entries that settle `settle` now: records the index knows,
+    /// whose status may move to the outcome (a record named twice is
+    /// settled once).
+    fn settlements(&self, settle: &[Settle], now: DateTime<Utc>) -> Vec<LedgerValue> {
+        let mut values: Vec<LedgerValue> = Vec::new();
+        let mut overlay: HashMap<(&str, &str), Status> = HashMap::new();
+        for s in settle {
+            let Some(&(p, o)) = self
+                .dlqs
+                .get(&s.dlq)
+                .and_then(|di| di.ids.get(s.id.as_str()))
+            else {
+                continue;
+            };
+            let key = (s.dlq.as_str(), s.id.as_str());
+            let current = overlay
+                .get(&key)
+                .copied()
+                .unwrap_or_else(|| self.ledger.status(&s.dlq, &s.id, p, o).0);
+            if can_settle(current, s.outcome) {
+                overlay.insert(key, s.outcome);
+                values.push(LedgerValue::Record(RecordEntry {
+                    dlq: s.dlq.clone(),
+                    id: s.id.clone(),
+                    outcome: s.outcome,
+                    dlq_partition: p,
+                    dlq_offset: o,
+                    at: now,
+                }));
+            }
+        }
+        values
+    }
+}
+
+impl Inner {
     /// The partition count of a DLQ topic, creating it when missing: with
     /// the source topic's partition count when that topic exists, else the
     /// configured default.
@@ -1302,34 +1338,8 @@ impl KafkaStore {
         let now = Utc::now();
         let ts = now.timestamp_millis();
         let mut report = CommitReport::default();
-        let mut values: Vec<LedgerValue> = Vec::new();
-        let mut overlay: HashMap<(&str, &str), Status> = HashMap::new();
-        for s in settle {
-            let Some(&(p, o)) = inner
-                .dlqs
-                .get(&s.dlq)
-                .and_then(|di| di.ids.get(s.id.as_str()))
-            else {
-                continue;
-            };
-            let key = (s.dlq.as_str(), s.id.as_str());
-            let current = overlay
-                .get(&key)
-                .copied()
-                .unwrap_or_else(|| inner.ledger.status(&s.dlq, &s.id, p, o).0);
-            if can_settle(current, s.outcome) {
-                overlay.insert(key, s.outcome);
-                values.push(LedgerValue::Record(RecordEntry {
-                    dlq: s.dlq.clone(),
-                    id: s.id.clone(),
-                    outcome: s.outcome,
-                    dlq_partition: p,
-                    dlq_offset: o,
-                    at: now,
-                }));
-                report.settled += 1;
-            }
-        }
+        let values = inner.settlements(settle, now);
+        report.settled += values.len();
         let sweeps = std::mem::take(&mut inner.sweeps);
         let mut tombstones: Vec<String> = Vec::new();
         for ((dlq, p), &low) in &sweeps {
@@ -1381,6 +1391,58 @@ impl KafkaStore {
             sweeps,
             started: true,
         })
+    }
+
+    /// Adds more settlements and outputs to the write
+    /// [`KafkaStore::start_settle`] started: into its transaction when the
+    /// store is transactional, so that one commit covers several pages. On
+    /// an error the whole write is abandoned (its transaction aborted).
+    pub(crate) fn extend_settle(
+        &mut self,
+        mut pending: PendingSettle,
+        settle: &[Settle],
+        outputs: Vec<Outgoing>,
+    ) -> Result<PendingSettle> {
+        let config = &self.config;
+        let inner = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let now = Utc::now();
+        let ts = now.timestamp_millis();
+        // Records settled earlier in this write are not in the ledger yet;
+        // a page never repeats a record of an earlier page (the scan moves
+        // on by offset), so no overlay of those is needed here.
+        let values = inner.settlements(settle, now);
+        let ledger_partitions = inner.ledger_next.len() as i32;
+        let ledger_topic = &config.ledger_topic;
+        let mut records = outputs;
+        records.extend(values.iter().map(|v| {
+            let key = v.key();
+            Outgoing {
+                topic: ledger_topic.clone(),
+                partition: pick(key.as_bytes(), ledger_partitions),
+                key: Some(key.into_bytes()),
+                value: Some(v.to_json()),
+                headers: Vec::new(),
+                timestamp_ms: ts,
+            }
+        }));
+        if records.is_empty() {
+            return Ok(pending);
+        }
+        let topics = records.iter().map(|r| r.topic.clone());
+        pending.topics.extend(topics);
+        let sent = if pending.started {
+            inner.client.extend_write(records)
+        } else {
+            inner.client.start_write(records)
+        };
+        if let Err(e) = sent {
+            inner.sweeps.extend(std::mem::take(&mut pending.sweeps));
+            return Err(e);
+        }
+        pending.started = true;
+        pending.report.settled += values.len();
+        pending.values.extend(values);
+        Ok(pending)
     }
 
     /// Waits for the commit [`KafkaStore::start_settle`] started and
