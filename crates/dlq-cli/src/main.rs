@@ -16,6 +16,12 @@ mod store;
 use clap::Parser as _;
 use std::process::ExitCode;
 
+/// mimalloc instead of the system allocator: dlq allocates per record
+/// (decoded envelopes, ledger entries, outputs), and glibc's malloc and
+/// free took about a quarter of a Kafka replay's time (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// How a command ended, when it did not fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {

@@ -47,6 +47,11 @@
 //!     [--only processor,replay,eos]
 //! ```
 
+/// The allocator of the `dlq` binary (crates/dlq-cli/src/main.rs), so that
+/// dlq's side runs as the command does; the plain loop shares it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::{Context as _, anyhow, bail, ensure};
 use dlq_core::process::Handler;
 use dlq_core::replay::ReplayOptions;
