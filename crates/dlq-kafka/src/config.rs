@@ -152,6 +152,14 @@ pub struct KafkaConfig {
     /// see the part in between.
     #[serde(default = "default_transactions")]
     pub transactions: bool,
+    /// Bytes of decoded DLQ records a scan keeps from the read that builds
+    /// the index, so that a fresh store's first scan (`dlq replay`,
+    /// `inspect`, `export`) reads and decodes each record once, not twice.
+    /// Default 64 MiB (librdkafka's own default fetch queue,
+    /// `queued.max.messages.kbytes`); 0 turns it off. Records beyond it
+    /// are read again.
+    #[serde(default = "default_scan_cache_bytes")]
+    pub scan_cache_bytes: usize,
     /// The producer's `transactional.id`. Default: `dlq-kafka-<random>`,
     /// unique per store so that concurrent stores never fence each other.
     /// Give a stable id to a long-running service so that a restarted
@@ -176,6 +184,11 @@ pub const fn default_max_message_bytes() -> usize {
 /// Default of [`KafkaConfig::timeout_ms`]: 30 s.
 pub const fn default_timeout_ms() -> u64 {
     30_000
+}
+
+/// Default of [`KafkaConfig::scan_cache_bytes`]: 64 MiB.
+pub const fn default_scan_cache_bytes() -> usize {
+    64 * 1024 * 1024
 }
 
 /// Default of [`KafkaConfig::transactions`].
@@ -272,6 +285,7 @@ impl KafkaConfig {
             max_message_bytes: default_max_message_bytes(),
             timeout_ms: default_timeout_ms(),
             transactions: default_transactions(),
+            scan_cache_bytes: default_scan_cache_bytes(),
             transactional_id: None,
             sasl_password: None,
         }
@@ -283,7 +297,8 @@ impl KafkaConfig {
     /// Parameters: `dlq_prefix`, `ledger`, `blobs`, `format`
     /// (`envelope`|`headers`), `retention_ms`, `partitions`,
     /// `replication_factor`, `max_message_bytes`, `timeout_ms`,
-    /// `transactions` (`true`|`false`), `transactional_id`; any name with a
+    /// `transactions` (`true`|`false`), `transactional_id`,
+    /// `scan_cache_bytes`; any name with a
     /// dot is a librdkafka option (`security.protocol=SASL_SSL`). Values
     /// may be percent-encoded. Credentials in the URL are refused.
     pub fn from_url(url: &str) -> Result<KafkaConfig, ConfigError> {
@@ -398,7 +413,8 @@ impl KafkaConfig {
     /// `DLQ_KAFKA_FORMAT`, `DLQ_KAFKA_RETENTION_MS`, `DLQ_KAFKA_PARTITIONS`,
     /// `DLQ_KAFKA_REPLICATION_FACTOR`, `DLQ_KAFKA_MAX_MESSAGE_BYTES`,
     /// `DLQ_KAFKA_TIMEOUT_MS`, `DLQ_KAFKA_TRANSACTIONS`,
-    /// `DLQ_KAFKA_TRANSACTIONAL_ID`, `DLQ_KAFKA_SASL_PASSWORD_FILE`. Other
+    /// `DLQ_KAFKA_TRANSACTIONAL_ID`, `DLQ_KAFKA_SCAN_CACHE_BYTES`,
+    /// `DLQ_KAFKA_SASL_PASSWORD_FILE`. Other
     /// `DLQ_KAFKA_*` variables (the broker script's) are ignored.
     fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>, problems: &mut Vec<String>) {
         const VARS: &[(&str, &str)] = &[
@@ -414,6 +430,7 @@ impl KafkaConfig {
             ("DLQ_KAFKA_TIMEOUT_MS", "timeout_ms"),
             ("DLQ_KAFKA_TRANSACTIONS", "transactions"),
             ("DLQ_KAFKA_TRANSACTIONAL_ID", "transactional_id"),
+            ("DLQ_KAFKA_SCAN_CACHE_BYTES", "scan_cache_bytes"),
         ];
         for (var, name) in VARS {
             if let Some(value) = env(var) {
@@ -484,12 +501,17 @@ impl KafkaConfig {
                 )),
             },
             "transactional_id" => self.transactional_id = Some(value.to_owned()),
+            "scan_cache_bytes" => {
+                if let Some(v) = num(name, value, from, "a number of bytes", problems) {
+                    self.scan_cache_bytes = v;
+                }
+            }
             option if option.contains('.') => self.set_option(option, value, from, problems),
             other => problems.push(format!(
                 "unknown {from} {other:?} (known: dlq_prefix, ledger, blobs, format, \
                  retention_ms, partitions, replication_factor, max_message_bytes, timeout_ms, \
-                 transactions, transactional_id, or a librdkafka option with a dot such as \
-                 security.protocol)"
+                 transactions, transactional_id, scan_cache_bytes, or a librdkafka option \
+                 with a dot such as security.protocol)"
             )),
         }
     }
@@ -709,6 +731,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("max_message_bytes", &self.max_message_bytes)
             .field("timeout_ms", &self.timeout_ms)
             .field("transactions", &self.transactions)
+            .field("scan_cache_bytes", &self.scan_cache_bytes)
             .field("transactional_id", &self.transactional_id)
             .finish()
     }

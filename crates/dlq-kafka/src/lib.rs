@@ -122,6 +122,7 @@
 
 mod client;
 pub mod config;
+mod decoded;
 pub mod ledger;
 pub mod processor;
 pub mod producer;

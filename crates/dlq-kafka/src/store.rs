@@ -10,6 +10,7 @@
 
 use crate::client::{Client, Fetched, Outgoing, TxnOffsets, headers_of, timestamp_of};
 use crate::config::{Format, KafkaConfig, redact_url, valid_topic};
+use crate::decoded::{Decoded, DecodedCache};
 use crate::ledger::{BlobEntry, CheckpointEntry, Ledger, LedgerValue, RecordEntry};
 use crate::retry::failure;
 use chrono::{DateTime, Utc};
@@ -264,6 +265,8 @@ struct Inner {
     /// The last offset per partition of transactions committed without
     /// waiting for their markers (see [`KafkaStore::await_visible`]).
     unseen: HashMap<(String, i32), i64>,
+    /// Records the index read decoded, kept for the scan that asked.
+    decoded: DecodedCache,
 }
 
 /// A record prepared for its DLQ topic.
@@ -346,9 +349,16 @@ fn is_dlq(config: &KafkaConfig, name: &str) -> bool {
         && valid_topic(name)
 }
 
-fn decode_meta(topic: &str, m: &rdkafka::message::BorrowedMessage<'_>) -> Rec {
+/// Decodes a DLQ record for the index; the whole record too, when the
+/// scan that asked for the read can keep it.
+fn decode_for_index(
+    topic: &str,
+    m: &rdkafka::message::BorrowedMessage<'_>,
+    decoded: &DecodedCache,
+) -> (Rec, Option<Decoded>) {
     use rdkafka::Message as _;
     let headers = headers_of(m);
+    let timestamp = timestamp_of(m);
     let letter = decode_kafka(&KafkaRecord {
         value: m.payload(),
         key: m.key(),
@@ -356,14 +366,19 @@ fn decode_meta(topic: &str, m: &rdkafka::message::BorrowedMessage<'_>) -> Rec {
         topic,
         partition: m.partition(),
         offset: m.offset(),
-        timestamp: timestamp_of(m),
+        timestamp,
     });
-    Rec {
-        id: Arc::from(letter.id),
+    let size = m.payload().map_or(0, <[u8]>::len) + m.key().map_or(0, <[u8]>::len);
+    let rec = Rec {
+        id: Arc::from(letter.id.as_str()),
         failed_at: letter.failed_at,
         source_partition: letter.source.partition,
         dup: false,
-    }
+    };
+    let keep = decoded
+        .wants(size)
+        .then(|| Decoded::new(letter, timestamp, size));
+    (rec, keep)
 }
 
 impl KafkaStore {
@@ -416,6 +431,7 @@ impl KafkaStore {
                 dlqs: BTreeMap::new(),
                 sweeps: BTreeMap::new(),
                 unseen: HashMap::new(),
+                decoded: DecodedCache::new(config.scan_cache_bytes),
             }),
             config,
         })
@@ -621,6 +637,7 @@ impl Inner {
             ledger_next,
             ledger_tail,
             sweeps,
+            decoded,
             ..
         } = self;
         for (topic, &n) in &topics {
@@ -648,6 +665,7 @@ impl Inner {
                         "DLQ partition was truncated or recreated; re-reading it"
                     );
                     di.reset(p, lo);
+                    decoded.drop_partition(topic, p);
                 }
                 if lo > di.parts[p as usize].low {
                     sweeps.insert((topic.clone(), p), lo);
@@ -665,8 +683,11 @@ impl Inner {
             client.read(topic, &ranges, |m| {
                 use rdkafka::Message as _;
                 let (p, o) = (m.partition(), m.offset());
-                let rec = decode_meta(topic, m);
+                let (rec, whole) = decode_for_index(topic, m, decoded);
                 di.insert(p, o, rec);
+                if let Some(d) = whole {
+                    decoded.offer(topic, p, o, d);
+                }
                 if let Some(part) = di.parts.get_mut(p as usize) {
                     part.next = part.next.max(o + 1);
                 }
@@ -871,7 +892,7 @@ impl Inner {
 
     /// A stored record from its fetched message.
     fn materialize(&self, config: &KafkaConfig, dlq: &str, f: Fetched) -> Result<StoredRecord> {
-        let mut letter = decode_kafka(&KafkaRecord {
+        let letter = decode_kafka(&KafkaRecord {
             value: f.value.as_deref(),
             key: f.key.as_deref(),
             headers: &f.headers,
@@ -880,6 +901,20 @@ impl Inner {
             offset: f.offset,
             timestamp: f.timestamp,
         });
+        self.stored(config, dlq, (f.partition, f.offset), letter, f.timestamp)
+    }
+
+    /// The stored record of a decoded DLQ record at `(partition, offset)`
+    /// with Kafka timestamp `timestamp`: claim checks resolved, status from
+    /// the ledger.
+    fn stored(
+        &self,
+        config: &KafkaConfig,
+        dlq: &str,
+        (partition, offset): (i32, i64),
+        mut letter: DeadLetter,
+        timestamp: Option<DateTime<Utc>>,
+    ) -> Result<StoredRecord> {
         if letter.has_claim_checks() {
             letter.resolve_claims(|c| {
                 self.read_blob(config, &c.sha256)
@@ -889,11 +924,11 @@ impl Inner {
                     })
             })?;
         }
-        let (status, settled_at) = self.ledger.status(dlq, &letter.id, f.partition, f.offset);
+        let (status, settled_at) = self.ledger.status(dlq, &letter.id, partition, offset);
         Ok(StoredRecord {
             dlq: dlq.to_owned(),
             status,
-            stored_at: f.timestamp.unwrap_or(letter.failed_at),
+            stored_at: timestamp.unwrap_or(letter.failed_at),
             settled_at,
             letter,
         })
@@ -1500,6 +1535,15 @@ impl KafkaStore {
     }
 }
 
+/// A record a scan looks at: kept decoded from the index's read, or read
+/// again. Held only for one chunk of a scan; boxing the larger variant would
+/// cost an allocation per record for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Found {
+    Decoded(Decoded),
+    Fetched(Fetched),
+}
+
 /// A commit started by [`KafkaStore::start_settle`].
 pub(crate) struct PendingSettle {
     report: CommitReport,
@@ -1528,19 +1572,31 @@ impl KafkaStore {
             None => BTreeMap::new(),
         };
         let mut inner = self.lock();
-        match &selection.dlq {
-            Some(d) if !self.is_dlq(d) => return Ok(ScanPage::default()),
-            _ if !refresh => {}
-            Some(d) => inner.refresh(&self.config, Scope::Only(std::slice::from_ref(d)))?,
-            None => inner.refresh(&self.config, Scope::All)?,
+        if after.is_none() {
+            // A new scan: what an earlier one left is stale.
+            inner.decoded.clear();
         }
+        let refreshed = match &selection.dlq {
+            Some(d) if !self.is_dlq(d) => return Ok(ScanPage::default()),
+            _ if !refresh => Ok(()),
+            dlq => {
+                inner.decoded.filling = true;
+                let r = match dlq {
+                    Some(d) => inner.refresh(&self.config, Scope::Only(std::slice::from_ref(d))),
+                    None => inner.refresh(&self.config, Scope::All),
+                };
+                inner.decoded.filling = false;
+                r
+            }
+        };
+        refreshed?;
 
         let mut page = ScanPage::default();
         if limit == 0 {
             page.next = Some(encode_cursor(&positions));
             return Ok(page);
         }
-        let inner = &*inner;
+        let inner = &mut *inner;
         let names: Vec<String> = inner
             .dlqs
             .keys()
@@ -1554,6 +1610,7 @@ impl KafkaStore {
             for (p, part) in di.parts.iter().enumerate() {
                 let p = p as i32;
                 let mut pos = positions.get(&(name.clone(), p)).copied().unwrap_or(0);
+                inner.decoded.drop_below(&name, p, pos);
                 loop {
                     let candidates: Vec<i64> = part
                         .recs
@@ -1567,16 +1624,49 @@ impl KafkaStore {
                     let Some(&last) = candidates.last() else {
                         break;
                     };
-                    for f in inner.client.fetch(&name, p, &candidates)? {
-                        let offset = f.offset;
-                        let record = inner.materialize(&self.config, &name, f)?;
+                    // Kept from the index's read where it could, read
+                    // again where not.
+                    let mut found: Vec<(i64, Found)> = Vec::with_capacity(candidates.len());
+                    let mut missing: Vec<i64> = Vec::new();
+                    for &o in &candidates {
+                        match inner.decoded.take(&name, p, o) {
+                            Some(d) => found.push((o, Found::Decoded(d))),
+                            None => missing.push(o),
+                        }
+                    }
+                    if !missing.is_empty() {
+                        let fetched = inner.client.fetch(&name, p, &missing)?;
+                        found.extend(fetched.into_iter().map(|f| (f.offset, Found::Fetched(f))));
+                        found.sort_by_key(|(o, _)| *o);
+                    }
+                    let mut found = found.into_iter();
+                    while let Some((offset, item)) = found.next() {
+                        let record = match item {
+                            Found::Decoded(d) => inner.stored(
+                                &self.config,
+                                &name,
+                                (p, offset),
+                                d.letter,
+                                d.timestamp,
+                            )?,
+                            Found::Fetched(f) => inner.materialize(&self.config, &name, f)?,
+                        };
                         pos = offset + 1;
                         if selection.matches(&record) {
                             page.records.push(record);
                             if page.records.len() >= limit {
+                                // What the page had no room for stays for
+                                // the next one.
+                                for (o, item) in found {
+                                    if let Found::Decoded(d) = item {
+                                        inner.decoded.put_back(&name, p, o, d);
+                                    }
+                                }
                                 positions.insert((name.clone(), p), pos);
                                 if inner.more_after(selection, &positions) {
                                     page.next = Some(encode_cursor(&positions));
+                                } else {
+                                    inner.decoded.clear();
                                 }
                                 return Ok(page);
                             }
@@ -1587,6 +1677,7 @@ impl KafkaStore {
                 positions.insert((name.clone(), p), pos.max(part.next));
             }
         }
+        inner.decoded.clear();
         Ok(page)
     }
 }
