@@ -257,8 +257,26 @@ fn replay_at_least_once(
         }
     }
     // Whatever stopped the replay, what is on its way is delivered and
-    // settled before it returns.
-    outputs.wait_below(1);
+    // settled before it returns: settlement writes start as acknowledgements
+    // come in, not once the last one is in.
+    let mut settling_failed = None;
+    while outputs.in_flight > 0 {
+        if !outputs.wait_below_for(outputs.in_flight, Duration::from_millis(5)) {
+            break;
+        }
+        if let Err(e) = settle_ready(
+            store,
+            &mut outputs,
+            &mut settling,
+            &mut report,
+            &mut progress,
+            false,
+        ) {
+            settling_failed = Some(e);
+            outputs.wait_below(1);
+            break;
+        }
+    }
     let settled = settle_ready(
         store,
         &mut outputs,
@@ -266,12 +284,8 @@ fn replay_at_least_once(
         &mut report,
         &mut progress,
         true,
-    )
-    .and_then(|()| match settling.take() {
-        Some(p) => finish(store, p, &mut report, &mut progress),
-        None => Ok(()),
-    });
-    if let Some(e) = stopped_by {
+    );
+    if let Some(e) = stopped_by.or(settling_failed) {
         return Err(e);
     }
     settled?;
@@ -281,9 +295,10 @@ fn replay_at_least_once(
     Ok(report)
 }
 
-/// Starts the ledger write of the records delivered so far, once the one
-/// before it is acknowledged (one settlement write at a time; while it
-/// travels, deliveries gather for the next). `wait`: wait for it.
+/// Sends the settlements of the records delivered so far to the ledger:
+/// into the settlement write under way, or a new one once the one before
+/// is acknowledged (then finished, which reports progress). `wait`: finish
+/// the write with everything in it.
 fn settle_ready(
     store: &mut KafkaStore,
     outputs: &mut Outputs,
@@ -292,19 +307,29 @@ fn settle_ready(
     progress: &mut Option<&mut dyn FnMut(&ReplayReport)>,
     wait: bool,
 ) -> Result<(), ReplayError> {
-    if outputs.delivered.is_empty() {
-        return Ok(());
-    }
-    if settling.is_some() && !wait && !store.settle_reported() {
-        return Ok(());
-    }
-    if let Some(p) = settling.take() {
-        finish(store, p, report, progress)?;
-    }
     let settles = std::mem::take(&mut outputs.delivered);
     let n = settles.len() as u64;
-    *settling = Some((store.start_settle(&settles, Vec::new())?, n));
-    Ok(())
+    let mut open = settling.take();
+    if !settles.is_empty() {
+        open = Some(match open {
+            Some((p, m)) if !store.settle_reported() => {
+                (store.extend_settle(p, &settles, Vec::new())?, m + n)
+            }
+            done => {
+                if let Some(p) = done {
+                    finish(store, p, report, progress)?;
+                }
+                (store.start_settle(&settles, Vec::new())?, n)
+            }
+        });
+    }
+    match open {
+        Some(p) if wait => finish(store, p, report, progress),
+        open => {
+            *settling = open;
+            Ok(())
+        }
+    }
 }
 
 /// A delivery report: on failure, the topic and the error.
@@ -353,6 +378,8 @@ struct Outputs {
     first_failure: Option<(String, String)>,
     /// How long a delivery may take before the wait gives up.
     timeout: Duration,
+    /// When the last acknowledgement came, or the last page was sent.
+    last_ack: Instant,
 }
 
 impl Outputs {
@@ -372,6 +399,7 @@ impl Outputs {
             failed: 0,
             first_failure: None,
             timeout,
+            last_ack: Instant::now(),
         })
     }
 
@@ -381,6 +409,8 @@ impl Outputs {
         if outputs.is_empty() {
             return;
         }
+        // A stall is measured from the last send or acknowledgement.
+        self.last_ack = Instant::now();
         let first = self.next_token;
         self.next_token += outputs.len();
         self.in_flight += outputs.len();
@@ -428,21 +458,39 @@ impl Outputs {
     /// delivery timeout passed without any acknowledgement: librdkafka
     /// reports every record by then, so that means it is stuck).
     fn wait_below(&mut self, limit: usize) {
-        let mut last_progress = Instant::now();
         while self.in_flight >= limit.max(1) {
-            let before = self.in_flight;
-            self.producer.poll(Duration::from_millis(100));
-            self.take_acks();
-            if self.in_flight < before {
-                last_progress = Instant::now();
-            } else if last_progress.elapsed() > self.timeout + Duration::from_secs(5) {
-                tracing::error!(
-                    in_flight = self.in_flight,
-                    "replay outputs unacknowledged past the delivery timeout; they stay pending"
-                );
+            if !self.wait_below_for(limit, Duration::from_millis(100)) {
                 break;
             }
         }
+    }
+
+    /// Waits up to `step` for fewer than `limit` outputs to be
+    /// unacknowledged; false once no acknowledgement came for longer than
+    /// the delivery timeout (librdkafka reports every record by then, so it
+    /// is stuck: what is unacknowledged stays pending).
+    fn wait_below_for(&mut self, limit: usize, step: Duration) -> bool {
+        let until = Instant::now() + step;
+        while self.in_flight >= limit.max(1) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let before = self.in_flight;
+            self.producer.poll(left);
+            self.take_acks();
+            if self.in_flight < before {
+                self.last_ack = Instant::now();
+            }
+        }
+        if self.in_flight > 0 && self.last_ack.elapsed() > self.timeout + Duration::from_secs(5) {
+            tracing::error!(
+                in_flight = self.in_flight,
+                "replay outputs unacknowledged past the delivery timeout; they stay pending"
+            );
+            return false;
+        }
+        true
     }
 
     fn take_acks(&mut self) {
