@@ -1,5 +1,5 @@
-//! Replay on the real broker: exactly-once replay killed midway and resumed,
-//! and DLQ records written by Kafka Connect and Spring Kafka inspected,
+//! Replay on the real broker: exactly-once and at-least-once replays killed
+//! midway and resumed, and DLQ records written by Kafka Connect and Spring Kafka inspected,
 //! analyzed and replayed to their original topic.
 
 mod common;
@@ -41,8 +41,25 @@ fn json(store: &str, args: &[&str]) -> Value {
 
 #[test]
 fn exactly_once_replay_killed_midway_and_resumed_delivers_each_record_once() {
+    replay_killed_midway_and_resumed(true);
+}
+
+/// At least once, a killed replay loses nothing either: what it delivered
+/// without settling is delivered again by the next run (at most twice in
+/// all), and every record ends up settled once.
+#[test]
+fn at_least_once_replay_killed_midway_and_resumed_delivers_every_record() {
+    replay_killed_midway_and_resumed(false);
+}
+
+fn replay_killed_midway_and_resumed(exactly_once: bool) {
     let Some(bootstrap) = kafka::bootstrap() else {
         return;
+    };
+    let mode: &[&str] = if exactly_once {
+        &["--exactly-once"]
+    } else {
+        &[]
     };
     let store = format!("kafka://{bootstrap}");
     let source = kafka::topic("orig");
@@ -82,21 +99,17 @@ fn exactly_once_replay_killed_midway_and_resumed_delivers_each_record_once() {
     // A slow replay, killed once part of it is committed.
     let mut child = dlq(
         &store,
-        &[
-            "replay",
-            "--dlq",
-            &dlq_topic,
-            "--exactly-once",
-            "--rate",
-            "1500",
-        ],
+        &[&["replay", "--dlq", &dlq_topic, "--rate", "1500"], mode].concat(),
     )
     .stdout(Stdio::null())
     .stderr(Stdio::null())
     .spawn()
     .expect("spawn");
+    // At least once, settlements trail the outputs (by about a page, more
+    // while the store's producer starts): kill later, so that some are in.
+    let kill_at = if exactly_once { N / 4 } else { N / 2 };
     let started = Instant::now();
-    while kafka::size(&bootstrap, &source) < (N / 4) as i64 {
+    while kafka::size(&bootstrap, &source) < kill_at as i64 {
         assert!(started.elapsed() < Duration::from_secs(120), "no progress");
         assert!(
             child.try_wait().expect("wait").is_none(),
@@ -113,7 +126,7 @@ fn exactly_once_replay_killed_midway_and_resumed_delivers_each_record_once() {
         "killed midway: {pending_mid}"
     );
 
-    let resumed = json(&store, &["replay", "--dlq", &dlq_topic, "--exactly-once"]);
+    let resumed = json(&store, &[&["replay", "--dlq", &dlq_topic], mode].concat());
     assert_eq!(resumed["replayed"].as_u64(), Some(pending_mid), "{resumed}");
 
     let delivered = kafka::read_all(&bootstrap, &source, true);
@@ -122,10 +135,18 @@ fn exactly_once_replay_killed_midway_and_resumed_delivers_each_record_once() {
         *copies.entry(r.value.clone()).or_default() += 1;
     }
     assert_eq!(copies.len(), N, "every record delivered");
-    assert!(
-        copies.values().all(|&n| n == 1),
-        "no record delivered twice"
-    );
+    if exactly_once {
+        assert!(
+            copies.values().all(|&n| n == 1),
+            "no record delivered twice"
+        );
+    } else {
+        // Delivered by the killed run without its settlement, then again.
+        assert!(
+            copies.values().all(|&n| n <= 2),
+            "no record delivered more than twice"
+        );
+    }
     let first = &delivered[0];
     let lineage: Vec<&str> = first.headers.iter().map(|h| h.name.as_str()).collect();
     assert!(lineage.contains(&"dlq.replay_of") && lineage.contains(&"dlq.replays"));

@@ -92,7 +92,7 @@ struct OpenTransaction {
 
 /// Exactly once: pages' outputs and settlements in transactions, each
 /// spanning the pages sent within [`COMMIT_INTERVAL`] (at least one whole
-/// page).
+/// page; exactly one when the replay is paced with a rate).
 fn replay_in_transactions(
     store: &mut KafkaStore,
     options: &ReplayOptions,
@@ -160,7 +160,11 @@ fn replay_in_transactions(
         let scanned = next
             .as_ref()
             .map(|cursor| store.scan_page(&options.selection, Some(cursor), page_size, false));
-        let last = !matches!(scanned, Some(Ok(_)));
+        // A paced replay commits each page: the next one is slow to build
+        // (it sleeps to hold the rate), and a transaction left open across
+        // that would hold read_committed readers back meanwhile, and for the
+        // whole transaction timeout if the replay is killed.
+        let last = !matches!(scanned, Some(Ok(_))) || options.rate.is_some();
         if let Some(o) = open.take_if(|o| last || o.since.elapsed() >= COMMIT_INTERVAL)
             && let Err(e) = finish(store, (o.pending, o.records), &mut report, &mut progress)
         {

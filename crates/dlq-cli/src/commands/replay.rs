@@ -163,6 +163,15 @@ fn replay_kafka(
     let mut config = dlq_kafka::KafkaConfig::from_url(cli.store_url())
         .map_err(|e| anyhow::anyhow!("--store: {}", e.problems.join("; ")))?;
     config.transactions = args.exactly_once;
+    if args.exactly_once && config.transactional_id.is_none() {
+        // Stable per DLQ: a replay run after a killed one fences it and
+        // aborts its open transaction at once, instead of leaving it to
+        // hold read_committed readers of the targets and the ledger back
+        // until the transaction timeout. Two replays of one DLQ at once:
+        // the later fences the earlier, which stops with an error.
+        let dlq = options.selection.dlq.as_deref().unwrap_or("*");
+        config.transactional_id = Some(format!("dlq-replay-{dlq}"));
+    }
     let mut store = dlq_kafka::KafkaStore::open(config).context("opening the Kafka store")?;
     options.selection.filter = super::with_fingerprints(&store, options.selection.filter)?;
     let bar = crate::progress::bar(None, "replay", !cli.no_progress);
