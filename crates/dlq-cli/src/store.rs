@@ -20,6 +20,17 @@ pub enum AnyStore {
 
 /// Opens the store at `url`.
 pub fn open(url: &str) -> anyhow::Result<AnyStore> {
+    open_with(url, false)
+}
+
+/// Opens the store at `url` for a command that reads its DLQs through once
+/// and ends (`inspect`, `export`, `analyze`): a Kafka store keeps what it
+/// decodes while indexing, for the scan (`scan_cache_bytes`, unless set).
+pub fn open_for_one_pass(url: &str) -> anyhow::Result<AnyStore> {
+    open_with(url, true)
+}
+
+fn open_with(url: &str, one_pass: bool) -> anyhow::Result<AnyStore> {
     if url.starts_with("sqlite:") {
         let store = SqliteStore::open_url(url)
             .with_context(|| format!("opening the embedded store {url}"))?;
@@ -30,8 +41,21 @@ pub fn open(url: &str) -> anyhow::Result<AnyStore> {
         // Credentials never travel in the URL (the config refuses them);
         // still, errors show it redacted.
         let shown = dlq_kafka::config::redact_url(url);
-        let store = KafkaStore::open_url(url)
+        let mut config = dlq_kafka::KafkaConfig::from_url(url)
+            .map_err(|e| dlq_core::store::StoreError::InvalidUrl {
+                url: shown.clone(),
+                reason: e.problems.join("; "),
+            })
             .with_context(|| format!("opening the Kafka store {shown}"))?;
+        if one_pass {
+            config.scan_cache_bytes = Some(
+                config
+                    .scan_cache_bytes
+                    .unwrap_or(dlq_kafka::config::ONE_PASS_SCAN_CACHE_BYTES),
+            );
+        }
+        let store =
+            KafkaStore::open(config).with_context(|| format!("opening the Kafka store {shown}"))?;
         Ok(AnyStore::Kafka(Box::new(store)))
     } else {
         anyhow::bail!(

@@ -153,13 +153,15 @@ pub struct KafkaConfig {
     #[serde(default = "default_transactions")]
     pub transactions: bool,
     /// Bytes of decoded DLQ records a scan keeps from the read that builds
-    /// the index, so that a fresh store's first scan (`dlq replay`,
-    /// `inspect`, `export`) reads and decodes each record once, not twice.
-    /// Default 64 MiB (librdkafka's own default fetch queue,
-    /// `queued.max.messages.kbytes`); 0 turns it off. Records beyond it
-    /// are read again.
-    #[serde(default = "default_scan_cache_bytes")]
-    pub scan_cache_bytes: usize,
+    /// the index, so that a fresh store's first scan reads and decodes each
+    /// record once, not twice; records beyond it are read again. `None`
+    /// (the default) keeps nothing: a long-running process (a monitor, a
+    /// server) would hold the memory between its scans. Programs that open
+    /// a store to read its DLQs through once (`dlq replay`, `inspect`,
+    /// `export`, `analyze`) set [`ONE_PASS_SCAN_CACHE_BYTES`] unless this
+    /// was given.
+    #[serde(default)]
+    pub scan_cache_bytes: Option<usize>,
     /// The producer's `transactional.id`. Default: `dlq-kafka-<random>`,
     /// unique per store so that concurrent stores never fence each other.
     /// Give a stable id to a long-running service so that a restarted
@@ -186,10 +188,10 @@ pub const fn default_timeout_ms() -> u64 {
     30_000
 }
 
-/// Default of [`KafkaConfig::scan_cache_bytes`]: 64 MiB.
-pub const fn default_scan_cache_bytes() -> usize {
-    64 * 1024 * 1024
-}
+/// [`KafkaConfig::scan_cache_bytes`] for a program that reads its DLQs
+/// through once: 64 MiB, as much as librdkafka's own fetch queue may hold
+/// by default (`queued.max.messages.kbytes`).
+pub const ONE_PASS_SCAN_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Default of [`KafkaConfig::transactions`].
 pub const fn default_transactions() -> bool {
@@ -285,7 +287,7 @@ impl KafkaConfig {
             max_message_bytes: default_max_message_bytes(),
             timeout_ms: default_timeout_ms(),
             transactions: default_transactions(),
-            scan_cache_bytes: default_scan_cache_bytes(),
+            scan_cache_bytes: None,
             transactional_id: None,
             sasl_password: None,
         }
@@ -503,7 +505,7 @@ impl KafkaConfig {
             "transactional_id" => self.transactional_id = Some(value.to_owned()),
             "scan_cache_bytes" => {
                 if let Some(v) = num(name, value, from, "a number of bytes", problems) {
-                    self.scan_cache_bytes = v;
+                    self.scan_cache_bytes = Some(v);
                 }
             }
             option if option.contains('.') => self.set_option(option, value, from, problems),
@@ -809,7 +811,7 @@ mod tests {
             "kafka://127.0.0.1:19092,127.0.0.1:19093?dlq_prefix=dead.&ledger=dead.ledger\
              &blobs=dead.blobs&format=headers&retention_ms=604800000&partitions=3\
              &replication_factor=1&max_message_bytes=65536&timeout_ms=5000&transactions=false\
-             &client.id=dlq%20test",
+             &scan_cache_bytes=0&client.id=dlq%20test",
             env(&[]),
         )
         .expect("valid");
@@ -824,6 +826,7 @@ mod tests {
         assert_eq!(c.max_message_bytes, 65536);
         assert_eq!(c.timeout(), Duration::from_secs(5));
         assert!(!c.transactions);
+        assert_eq!(c.scan_cache_bytes, Some(0));
         assert_eq!(c.options["client.id"], "dlq test");
     }
 
@@ -836,6 +839,10 @@ mod tests {
         assert_eq!(c.format, Format::Envelope);
         assert_eq!(c.max_message_bytes, 1024 * 1024);
         assert!(c.transactions);
+        assert_eq!(
+            c.scan_cache_bytes, None,
+            "off unless the program or the user sets it"
+        );
         assert!(c.sasl_password().is_none());
     }
 

@@ -6,7 +6,8 @@
 //! record for its id, and then reads the selected records again, page by
 //! page, to decode them whole. Keeping what the first read decoded saves
 //! the second read and decode of each record kept. The cache is bounded by
-//! a byte budget (`scan_cache_bytes`; records beyond it are read again), is
+//! a byte budget (`scan_cache_bytes`, off unless set; records beyond it are
+//! read again), is
 //! emptied when a scan starts from the beginning and when one reaches its
 //! end, and gives each record out once.
 

@@ -431,7 +431,7 @@ impl KafkaStore {
                 dlqs: BTreeMap::new(),
                 sweeps: BTreeMap::new(),
                 unseen: HashMap::new(),
-                decoded: DecodedCache::new(config.scan_cache_bytes),
+                decoded: DecodedCache::new(config.scan_cache_bytes.unwrap_or(0)),
             }),
             config,
         })

@@ -1290,7 +1290,7 @@ fn a_scan_gives_the_same_records_from_the_index_read_or_read_again() {
 
     let scan_with = |budget: usize, selection: &Selection| {
         let mut c = cfg.clone();
-        c.scan_cache_bytes = budget;
+        c.scan_cache_bytes = Some(budget);
         let store = KafkaStore::open(c).expect("open");
         all(&store, selection)
     };
@@ -1302,7 +1302,7 @@ fn a_scan_gives_the_same_records_from_the_index_read_or_read_again() {
         let read_again = scan_with(0, &selection);
         assert!(read_again.len() >= 28, "{} records", read_again.len());
         assert!(read_again.iter().any(|r| r.letter.payload == big));
-        for budget in [3_000, cfg.scan_cache_bytes.max(64 << 20)] {
+        for budget in [3_000, dlq_kafka::config::ONE_PASS_SCAN_CACHE_BYTES] {
             let cached = scan_with(budget, &selection);
             assert_eq!(cached.len(), read_again.len(), "budget {budget}");
             for (c, r) in cached.iter().zip(&read_again) {

@@ -567,6 +567,8 @@ fn store_config(bootstrap: &str, ledger: &str, blobs: &str, transactions: bool) 
     c.blob_topic = blobs.to_owned();
     c.replication_factor = Some(1);
     c.transactions = transactions;
+    // As `dlq replay` sets it (the processor's store only appends).
+    c.scan_cache_bytes = Some(dlq_kafka::config::ONE_PASS_SCAN_CACHE_BYTES);
     c
 }
 

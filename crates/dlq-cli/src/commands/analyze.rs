@@ -55,7 +55,7 @@ pub fn groups(
 
 /// Runs `dlq analyze`.
 pub fn run(cli: &Cli, args: &AnalyzeArgs) -> anyhow::Result<Outcome> {
-    let mut store = crate::store::open(cli.store_url())?;
+    let mut store = crate::store::open_for_one_pass(cli.store_url())?;
     let selection = super::selection(&args.select)?;
     let (dlqs, mut groups) = groups(&mut store, &selection, args.since, args.members)?;
     if let Some(n) = args.top {
