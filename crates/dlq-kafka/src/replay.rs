@@ -107,28 +107,15 @@ fn replay_in_transactions(
     let mut open: Option<OpenTransaction> = None;
     let mut page = store.scan(&options.selection, None, page_size)?;
     let outcome = loop {
-        let mut built = Built::default();
-        let mut stop = false;
-        for record in std::mem::take(&mut page.records) {
-            if options.limit.is_some_and(|l| report.selected >= l) {
-                stop = true;
-                break;
-            }
-            if let Err(e) = built.add(
-                store,
-                record,
-                options,
-                to,
-                &mut partitions,
-                &mut report,
-                started,
-                now,
-            ) {
-                stop = true;
-                built.error = Some(e);
-                break;
-            }
-        }
+        let (mut built, stop) = Built::page(
+            store,
+            std::mem::take(&mut page.records),
+            options,
+            to,
+            &mut partitions,
+            &mut report,
+            (started, now),
+        );
         let error = built.error.take();
         let next = page.next.take().filter(|_| !stop && error.is_none());
         if !built.settles.is_empty() {
@@ -212,28 +199,15 @@ fn replay_at_least_once(
     let mut stopped_by: Option<ReplayError> = None;
     let mut next_page = Some(store.scan(&options.selection, None, page_size)?);
     while let Some(mut page) = next_page.take() {
-        let mut built = Built::default();
-        let mut stop = false;
-        for record in std::mem::take(&mut page.records) {
-            if options.limit.is_some_and(|l| report.selected >= l) {
-                stop = true;
-                break;
-            }
-            if let Err(e) = built.add(
-                store,
-                record,
-                options,
-                to,
-                &mut partitions,
-                &mut report,
-                started,
-                now,
-            ) {
-                stop = true;
-                built.error = Some(e);
-                break;
-            }
-        }
+        let (mut built, stop) = Built::page(
+            store,
+            std::mem::take(&mut page.records),
+            options,
+            to,
+            &mut partitions,
+            &mut report,
+            (started, now),
+        );
         // What was built before an error is sent all the same.
         stopped_by = built.error.take();
         outputs.send(built.outputs, built.settles);
@@ -579,6 +553,33 @@ struct Built {
 }
 
 impl Built {
+    /// Builds a page's outputs and settlements; `true` when the replay
+    /// stops after it (its `--limit` reached, or a record that cannot be
+    /// sent anywhere: `error`). `clock`: when the replay started, and its
+    /// timestamp for the outputs.
+    fn page(
+        store: &KafkaStore,
+        records: Vec<StoredRecord>,
+        options: &ReplayOptions,
+        to: Option<&str>,
+        partitions: &mut HashMap<String, i32>,
+        report: &mut ReplayReport,
+        (started, now): (Instant, i64),
+    ) -> (Built, bool) {
+        let mut built = Built::default();
+        for record in records {
+            if options.limit.is_some_and(|l| report.selected >= l) {
+                return (built, true);
+            }
+            if let Err(e) = built.add(store, record, options, to, partitions, report, started, now)
+            {
+                built.error = Some(e);
+                return (built, true);
+            }
+        }
+        (built, false)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn add(
         &mut self,

@@ -317,6 +317,24 @@ fn pick(bytes: &[u8], partitions: i32) -> i32 {
 /// The DLQ partition of a record: its source partition modulo the DLQ's
 /// partition count (keeps per-partition order and makes per-partition stats
 /// line up with the source), else a stable hash of its id.
+/// A ledger record (`None`: a tombstone) in the partition its key picks.
+fn ledger_record(
+    topic: &str,
+    partitions: i32,
+    key: String,
+    value: Option<Vec<u8>>,
+    timestamp_ms: i64,
+) -> Outgoing {
+    Outgoing {
+        topic: topic.to_owned(),
+        partition: pick(key.as_bytes(), partitions),
+        key: Some(key.into_bytes()),
+        value,
+        headers: Vec::new(),
+        timestamp_ms,
+    }
+}
+
 fn dlq_partition(letter: &DeadLetter, partitions: i32) -> i32 {
     match letter.source.partition {
         Some(p) if p >= 0 => p % partitions.max(1),
@@ -1284,14 +1302,7 @@ impl KafkaStore {
             let deletes = tombstones.iter().map(|k| (k.clone(), None));
             let out: Vec<Outgoing> = entries
                 .chain(deletes)
-                .map(|(key, value)| Outgoing {
-                    topic: ledger_topic.clone(),
-                    partition: pick(key.as_bytes(), ledger_partitions),
-                    key: Some(key.into_bytes()),
-                    value,
-                    headers: Vec::new(),
-                    timestamp_ms: ts,
-                })
+                .map(|(key, value)| ledger_record(&ledger_topic, ledger_partitions, key, value, ts))
                 .collect();
             topics_written.extend(std::iter::repeat_n(ledger_topic.clone(), out.len()));
             out
@@ -1391,14 +1402,11 @@ impl KafkaStore {
         let mut records = outputs;
         let entries = values.iter().map(|v| (v.key(), Some(v.to_json())));
         let deletes = tombstones.iter().map(|k| (k.clone(), None));
-        records.extend(entries.chain(deletes).map(|(key, value)| Outgoing {
-            topic: ledger_topic.clone(),
-            partition: pick(key.as_bytes(), ledger_partitions),
-            key: Some(key.into_bytes()),
-            value,
-            headers: Vec::new(),
-            timestamp_ms: ts,
-        }));
+        records.extend(
+            entries
+                .chain(deletes)
+                .map(|(key, value)| ledger_record(ledger_topic, ledger_partitions, key, value, ts)),
+        );
         let topics: Vec<String> = records.iter().map(|r| r.topic.clone()).collect();
         let before = inner.follow_state(config, std::slice::from_ref(ledger_topic));
         if records.is_empty() {
@@ -1449,17 +1457,12 @@ impl KafkaStore {
         let ledger_partitions = inner.ledger_next.len() as i32;
         let ledger_topic = &config.ledger_topic;
         let mut records = outputs;
-        records.extend(values.iter().map(|v| {
-            let key = v.key();
-            Outgoing {
-                topic: ledger_topic.clone(),
-                partition: pick(key.as_bytes(), ledger_partitions),
-                key: Some(key.into_bytes()),
-                value: Some(v.to_json()),
-                headers: Vec::new(),
-                timestamp_ms: ts,
-            }
-        }));
+        records.extend(
+            values
+                .iter()
+                .map(|v| (v.key(), Some(v.to_json())))
+                .map(|(key, value)| ledger_record(ledger_topic, ledger_partitions, key, value, ts)),
+        );
         if records.is_empty() {
             return Ok(pending);
         }
