@@ -48,11 +48,7 @@ fn open_with(url: &str, one_pass: bool) -> anyhow::Result<AnyStore> {
             })
             .with_context(|| format!("opening the Kafka store {shown}"))?;
         if one_pass {
-            config.scan_cache_bytes = Some(
-                config
-                    .scan_cache_bytes
-                    .unwrap_or(dlq_kafka::config::ONE_PASS_SCAN_CACHE_BYTES),
-            );
+            config.read_through_once();
         }
         let store =
             KafkaStore::open(config).with_context(|| format!("opening the Kafka store {shown}"))?;

@@ -16,7 +16,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -42,6 +42,26 @@ pub(crate) struct Outgoing {
     pub value: Option<Vec<u8>>,
     pub headers: Vec<Header>,
     pub timestamp_ms: i64,
+}
+
+impl Outgoing {
+    /// The librdkafka record for this one, delivery reports tagged
+    /// `opaque` (borrows the key and value; the headers are built).
+    pub fn record<D: rdkafka::util::IntoOpaque>(&self, opaque: D) -> BaseRecord<'_, [u8], [u8], D> {
+        let mut record = BaseRecord::with_opaque_to(&self.topic, opaque)
+            .partition(self.partition)
+            .timestamp(self.timestamp_ms);
+        if let Some(k) = &self.key {
+            record = record.key(k.as_slice());
+        }
+        if let Some(v) = &self.value {
+            record = record.payload(v.as_slice());
+        }
+        if let Some(h) = crate::processor::owned_headers(&self.headers) {
+            record = record.headers(h);
+        }
+        record
+    }
 }
 
 /// One record read, owned.
@@ -926,30 +946,7 @@ impl Client {
         };
         for (i, r) in records.iter().enumerate() {
             let index = first + i;
-            let mut headers = None;
-            if !r.headers.is_empty() {
-                let mut hs = OwnedHeaders::new_with_capacity(r.headers.len());
-                for h in &r.headers {
-                    hs = hs.insert(rdkafka::message::Header {
-                        key: &h.name,
-                        value: h.value.as_deref(),
-                    });
-                }
-                headers = Some(hs);
-            }
-            let mut record: BaseRecord<'_, [u8], [u8], Box<Tag>> =
-                BaseRecord::with_opaque_to(&r.topic, Box::new(Tag { generation, index }))
-                    .partition(r.partition)
-                    .timestamp(r.timestamp_ms);
-            if let Some(k) = &r.key {
-                record = record.key(k.as_slice());
-            }
-            if let Some(v) = &r.value {
-                record = record.payload(v.as_slice());
-            }
-            if let Some(h) = headers {
-                record = record.headers(h);
-            }
+            let mut record = r.record(Box::new(Tag { generation, index }));
             loop {
                 match producer.send(record) {
                     Ok(()) => break,

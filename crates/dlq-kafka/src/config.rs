@@ -307,6 +307,14 @@ impl KafkaConfig {
         KafkaConfig::from_url_with_env(url, process_env())
     }
 
+    /// For a program that reads its DLQs through once and ends: a scan
+    /// keeps [`ONE_PASS_SCAN_CACHE_BYTES`] of what the index's read decoded,
+    /// unless `scan_cache_bytes` was given.
+    pub fn read_through_once(&mut self) {
+        self.scan_cache_bytes
+            .get_or_insert(ONE_PASS_SCAN_CACHE_BYTES);
+    }
+
     /// [`KafkaConfig::from_url`] with an explicit environment (name, value
     /// pairs; for tests).
     pub fn from_url_with_env(
@@ -843,6 +851,13 @@ mod tests {
             c.scan_cache_bytes, None,
             "off unless the program or the user sets it"
         );
+        let mut once = c.clone();
+        once.read_through_once();
+        assert_eq!(once.scan_cache_bytes, Some(ONE_PASS_SCAN_CACHE_BYTES));
+        let mut off = KafkaConfig::from_url_with_env("kafka://h:9092?scan_cache_bytes=0", env(&[]))
+            .expect("valid");
+        off.read_through_once();
+        assert_eq!(off.scan_cache_bytes, Some(0), "what the user gave stays");
         assert!(c.sasl_password().is_none());
     }
 

@@ -20,7 +20,7 @@
 //! generation — parked past its replay limit instead of looping.
 
 use crate::client::{Outgoing, base_config, idempotent_producer};
-use crate::processor::{FIRST_FAILED_AT_HEADER, REPLAY_OF_HEADER, REPLAYS_HEADER, owned_headers};
+use crate::processor::{FIRST_FAILED_AT_HEADER, REPLAY_OF_HEADER, REPLAYS_HEADER};
 use crate::retry::{Redactor, backend};
 use crate::store::PendingSettle;
 use crate::{KafkaConfig, KafkaStore};
@@ -32,7 +32,7 @@ use dlq_core::store::{DlqStore as _, Settle, Status, StoredRecord};
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
+use rdkafka::producer::{BaseProducer, DeliveryResult, Producer as _, ProducerContext};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -399,19 +399,7 @@ impl Outputs {
         });
         for (i, out) in outputs.into_iter().enumerate() {
             let token = first + i;
-            let mut record: BaseRecord<'_, [u8], [u8], usize> =
-                BaseRecord::with_opaque_to(&out.topic, token)
-                    .partition(out.partition)
-                    .timestamp(out.timestamp_ms);
-            if let Some(k) = &out.key {
-                record = record.key(k.as_slice());
-            }
-            if let Some(v) = &out.value {
-                record = record.payload(v.as_slice());
-            }
-            if let Some(h) = owned_headers(&out.headers) {
-                record = record.headers(h);
-            }
+            let mut record = out.record(token);
             loop {
                 match self.producer.send(record) {
                     Ok(()) => break,

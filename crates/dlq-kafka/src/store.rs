@@ -314,9 +314,6 @@ fn pick(bytes: &[u8], partitions: i32) -> i32 {
     (fnv1a(bytes) % u64::from(partitions.max(1).unsigned_abs())) as i32
 }
 
-/// The DLQ partition of a record: its source partition modulo the DLQ's
-/// partition count (keeps per-partition order and makes per-partition stats
-/// line up with the source), else a stable hash of its id.
 /// A ledger record (`None`: a tombstone) in the partition its key picks.
 fn ledger_record(
     topic: &str,
@@ -335,6 +332,9 @@ fn ledger_record(
     }
 }
 
+/// The DLQ partition of a record: its source partition modulo the DLQ's
+/// partition count (keeps per-partition order and makes per-partition stats
+/// line up with the source), else a stable hash of its id.
 fn dlq_partition(letter: &DeadLetter, partitions: i32) -> i32 {
     match letter.source.partition {
         Some(p) if p >= 0 => p % partitions.max(1),
@@ -387,15 +387,19 @@ fn decode_for_index(
         timestamp,
     });
     let size = m.payload().map_or(0, <[u8]>::len) + m.key().map_or(0, <[u8]>::len);
+    let (failed_at, source_partition) = (letter.failed_at, letter.source.partition);
+    let (id, keep): (Arc<str>, _) = if decoded.wants(size) {
+        let id = Arc::from(letter.id.as_str());
+        (id, Some(Decoded::new(letter, timestamp, size)))
+    } else {
+        (Arc::from(letter.id), None)
+    };
     let rec = Rec {
-        id: Arc::from(letter.id.as_str()),
-        failed_at: letter.failed_at,
-        source_partition: letter.source.partition,
+        id,
+        failed_at,
+        source_partition,
         dup: false,
     };
-    let keep = decoded
-        .wants(size)
-        .then(|| Decoded::new(letter, timestamp, size));
     (rec, keep)
 }
 
@@ -1457,12 +1461,15 @@ impl KafkaStore {
         let ledger_partitions = inner.ledger_next.len() as i32;
         let ledger_topic = &config.ledger_topic;
         let mut records = outputs;
-        records.extend(
-            values
-                .iter()
-                .map(|v| (v.key(), Some(v.to_json())))
-                .map(|(key, value)| ledger_record(ledger_topic, ledger_partitions, key, value, ts)),
-        );
+        records.extend(values.iter().map(|v| {
+            ledger_record(
+                ledger_topic,
+                ledger_partitions,
+                v.key(),
+                Some(v.to_json()),
+                ts,
+            )
+        }));
         if records.is_empty() {
             return Ok(pending);
         }

@@ -100,8 +100,8 @@ const KCAT_MSG_DELIM: &str = r"\x1e";
 
 /// Quiet before each timed run, so that every side starts on a broker that
 /// has finished the previous run's background work (log appends of the
-/// run before, group and transaction bookkeeping): without it the side
-/// that follows a given other side inherits that side's leftovers.
+/// run before, group and transaction bookkeeping): without it a run can
+/// inherit the leftovers of the one before.
 const DEFAULT_PAUSE: f64 = 3.0;
 
 /// The `--pause` of this run (set once by `run`).
@@ -568,7 +568,7 @@ fn store_config(bootstrap: &str, ledger: &str, blobs: &str, transactions: bool) 
     c.replication_factor = Some(1);
     c.transactions = transactions;
     // As `dlq replay` sets it (the processor's store only appends).
-    c.scan_cache_bytes = Some(dlq_kafka::config::ONE_PASS_SCAN_CACHE_BYTES);
+    c.read_through_once();
     c
 }
 

@@ -163,11 +163,7 @@ fn replay_kafka(
     let mut config = dlq_kafka::KafkaConfig::from_url(cli.store_url())
         .map_err(|e| anyhow::anyhow!("--store: {}", e.problems.join("; ")))?;
     config.transactions = args.exactly_once;
-    config.scan_cache_bytes = Some(
-        config
-            .scan_cache_bytes
-            .unwrap_or(dlq_kafka::config::ONE_PASS_SCAN_CACHE_BYTES),
-    );
+    config.read_through_once();
     if args.exactly_once && config.transactional_id.is_none() {
         // Stable per DLQ: a replay run after a killed one fences it and
         // aborts its open transaction at once, instead of leaving it to
