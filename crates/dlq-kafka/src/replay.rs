@@ -100,22 +100,13 @@ fn replay_in_transactions(
     mut progress: Option<&mut dyn FnMut(&ReplayReport)>,
 ) -> Result<ReplayReport, ReplayError> {
     let mut report = new_report(options, to);
-    let mut partitions: HashMap<String, i32> = HashMap::new();
-    let started = Instant::now();
+    let mut builder = PageBuilder::new(options, to);
     let page_size = options.batch_size.max(1);
-    let now = chrono::Utc::now().timestamp_millis();
     let mut open: Option<OpenTransaction> = None;
     let mut page = store.scan(&options.selection, None, page_size)?;
     let outcome = loop {
-        let (mut built, stop) = Built::page(
-            store,
-            std::mem::take(&mut page.records),
-            options,
-            to,
-            &mut partitions,
-            &mut report,
-            (started, now),
-        );
+        let (mut built, stop) =
+            builder.build(store, std::mem::take(&mut page.records), &mut report);
         let error = built.error.take();
         let next = page.next.take().filter(|_| !stop && error.is_none());
         if !built.settles.is_empty() {
@@ -191,23 +182,14 @@ fn replay_at_least_once(
 ) -> Result<ReplayReport, ReplayError> {
     let mut report = new_report(options, to);
     let mut outputs = Outputs::new(store.config())?;
-    let mut partitions: HashMap<String, i32> = HashMap::new();
-    let started = Instant::now();
+    let mut builder = PageBuilder::new(options, to);
     let page_size = options.batch_size.max(1);
-    let now = chrono::Utc::now().timestamp_millis();
     let mut settling: Option<(PendingSettle, u64)> = None;
     let mut stopped_by: Option<ReplayError> = None;
     let mut next_page = Some(store.scan(&options.selection, None, page_size)?);
     while let Some(mut page) = next_page.take() {
-        let (mut built, stop) = Built::page(
-            store,
-            std::mem::take(&mut page.records),
-            options,
-            to,
-            &mut partitions,
-            &mut report,
-            (started, now),
-        );
+        let (mut built, stop) =
+            builder.build(store, std::mem::take(&mut page.records), &mut report);
         // What was built before an error is sent all the same.
         stopped_by = built.error.take();
         outputs.send(built.outputs, built.settles);
@@ -540,34 +522,62 @@ struct Built {
     error: Option<ReplayError>,
 }
 
-impl Built {
+/// What every page of one replay is built with.
+struct PageBuilder<'a> {
+    options: &'a ReplayOptions,
+    to: Option<&'a str>,
+    /// Partition counts of the target topics, looked up once each.
+    partitions: HashMap<String, i32>,
+    /// When the replay started (its pace counts from there).
+    started: Instant,
+    /// The outputs' timestamp.
+    now: i64,
+}
+
+impl<'a> PageBuilder<'a> {
+    fn new(options: &'a ReplayOptions, to: Option<&'a str>) -> Self {
+        PageBuilder {
+            options,
+            to,
+            partitions: HashMap::new(),
+            started: Instant::now(),
+            now: chrono::Utc::now().timestamp_millis(),
+        }
+    }
+
     /// Builds a page's outputs and settlements; `true` when the replay
     /// stops after it (its `--limit` reached, or a record that cannot be
-    /// sent anywhere: `error`). `clock`: when the replay started, and its
-    /// timestamp for the outputs.
-    fn page(
+    /// sent anywhere: `error`).
+    fn build(
+        &mut self,
         store: &KafkaStore,
         records: Vec<StoredRecord>,
-        options: &ReplayOptions,
-        to: Option<&str>,
-        partitions: &mut HashMap<String, i32>,
         report: &mut ReplayReport,
-        (started, now): (Instant, i64),
     ) -> (Built, bool) {
         let mut built = Built::default();
         for record in records {
-            if options.limit.is_some_and(|l| report.selected >= l) {
+            if self.options.limit.is_some_and(|l| report.selected >= l) {
                 return (built, true);
             }
-            if let Err(e) = built.add(store, record, options, to, partitions, report, started, now)
-            {
+            if let Err(e) = built.add(
+                store,
+                record,
+                self.options,
+                self.to,
+                &mut self.partitions,
+                report,
+                self.started,
+                self.now,
+            ) {
                 built.error = Some(e);
                 return (built, true);
             }
         }
         (built, false)
     }
+}
 
+impl Built {
     #[allow(clippy::too_many_arguments)]
     fn add(
         &mut self,
