@@ -30,6 +30,8 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 /// Handles one record: returns the output bytes, or why it failed.
@@ -74,6 +76,11 @@ pub struct ProcessConfig {
     /// Most lines waiting for a retry at once; past it, the processor waits
     /// for the earliest retry instead of reading on (backpressure).
     pub max_in_flight: usize,
+    /// Set from outside (a signal handler) to stop early: the run reads no
+    /// further line and commits. A file input keeps the lines waiting for
+    /// a retry in its checkpoint (the rerun retries them); standard input,
+    /// which cannot be re-read, runs its retries out first.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl ProcessConfig {
@@ -87,6 +94,7 @@ impl ProcessConfig {
             retry: RetryPolicy::default(),
             batch_size: 2000,
             max_in_flight: 10_000,
+            stop: None,
         }
     }
 }
@@ -110,6 +118,10 @@ pub struct ProcessSummary {
     pub resumed_from_line: u64,
     /// Dead letters per error class.
     pub by_error_class: BTreeMap<String, u64>,
+    /// Whether the run stopped on request before the end of its input (a
+    /// rerun resumes from its checkpoint).
+    #[serde(default)]
+    pub stopped: bool,
 }
 
 /// A processor run failed (the records are safe: rerun to resume).
@@ -129,6 +141,24 @@ pub enum ProcessError {
     /// The DLQ store failed.
     #[error("DLQ store: {0}")]
     Store(#[from] StoreError),
+    /// The output file is shorter than its checkpoint says: records that
+    /// were delivered are gone from it (the file was truncated or
+    /// replaced). Resuming would hide the gap, so the run refuses.
+    #[error(
+        "output {path} has {len} bytes but its checkpoint recorded {expected}: bytes {len}..{expected} \
+         (records already delivered) are missing; restore the file, or remove the checkpoint \
+         {checkpoint:?} to process the input again from its start"
+    )]
+    OutputShorterThanCheckpoint {
+        /// The output file.
+        path: String,
+        /// Its length now.
+        len: u64,
+        /// The length the checkpoint recorded.
+        expected: u64,
+        /// The checkpoint's name.
+        checkpoint: String,
+    },
     /// The checkpoint in the store is not one this processor wrote.
     #[error("checkpoint {name:?} is unreadable ({reason}); remove it to start over")]
     Checkpoint {
@@ -183,6 +213,9 @@ struct Pending {
     payload: Vec<u8>,
     state: RetryState,
     due: Instant,
+    /// Why the last attempt failed (the dead letter's error if the run
+    /// stops before the retry).
+    last_failure: Failure,
 }
 
 impl PartialEq for Pending {
@@ -257,9 +290,8 @@ pub fn run<H: Handler, S: DlqStore>(
 
 struct Run<'c> {
     config: &'c ProcessConfig,
-    reader: Box<dyn BufRead>,
-    output: BufWriter<File>,
-    output_len: u64,
+    reader: LineSource,
+    output: LineWriter<File>,
     checkpoint_name: Option<String>,
     input_id: String,
     next_line: u64,
@@ -286,8 +318,8 @@ impl<'c> Run<'c> {
         let mut checkpoint_name = None;
         let mut had_checkpoint = false;
         let mut replay_first = Vec::new();
-        let reader: Box<dyn BufRead> = match &config.input {
-            Input::Stdin => Box::new(BufReader::with_capacity(1 << 20, io::stdin())),
+        let reader = match &config.input {
+            Input::Stdin => LineSource::stdin(),
             Input::File(path) => {
                 let name = checkpoint_name_for(path, &config.dlq);
                 if let Some(text) = store.checkpoint(&name)? {
@@ -312,7 +344,7 @@ impl<'c> Run<'c> {
                 file.seek(SeekFrom::Start(checkpoint.next_byte))
                     .map_err(io_err("seeking input", path))?;
                 checkpoint_name = Some(name);
-                Box::new(BufReader::with_capacity(1 << 20, file))
+                LineSource::File(BufReader::with_capacity(1 << 20, file))
             }
         };
         // Lines written after the last commit belong to no checkpoint: cut
@@ -321,6 +353,14 @@ impl<'c> Run<'c> {
             .metadata()
             .map_err(io_err("reading output", out_path))?
             .len();
+        if had_checkpoint && len < checkpoint.output_len {
+            return Err(ProcessError::OutputShorterThanCheckpoint {
+                path: out_path.display().to_string(),
+                len,
+                expected: checkpoint.output_len,
+                checkpoint: checkpoint_name.unwrap_or_default(),
+            });
+        }
         let output_len = if had_checkpoint && checkpoint.output_len < len {
             out_file
                 .set_len(checkpoint.output_len)
@@ -336,8 +376,7 @@ impl<'c> Run<'c> {
         let mut run = Run {
             config,
             reader,
-            output,
-            output_len,
+            output: LineWriter::new(output, output_len),
             checkpoint_name,
             input_id: input_id(&config.input),
             next_line: checkpoint.next_line,
@@ -373,23 +412,38 @@ impl<'c> Run<'c> {
             self.attempt(handler, line, byte, &payload, None);
         }
         let mut buf = Vec::with_capacity(4096);
+        let stop_asked = || {
+            self.config
+                .stop
+                .as_ref()
+                .is_some_and(|s| s.load(Ordering::SeqCst))
+        };
         loop {
+            if stop_asked() {
+                self.summary.stopped = true;
+                break;
+            }
             self.run_due_retries(handler, false);
             while self.retry_queue.len() >= self.config.max_in_flight.max(1) {
                 self.run_due_retries(handler, true);
             }
             buf.clear();
-            let read =
-                self.reader
-                    .read_until(b'\n', &mut buf)
-                    .map_err(|source| ProcessError::Io {
-                        what: "reading input",
-                        path: input_label(&self.config.input),
-                        source,
-                    })?;
-            if read == 0 {
-                break;
-            }
+            let read = self
+                .reader
+                .read_line(&mut buf, &stop_asked)
+                .map_err(|source| ProcessError::Io {
+                    what: "reading input",
+                    path: input_label(&self.config.input),
+                    source,
+                })?;
+            let read = match read {
+                ReadLine::Line(n) => n,
+                ReadLine::End => break,
+                ReadLine::Stopped => {
+                    self.summary.stopped = true;
+                    break;
+                }
+            };
             let (line, byte) = (self.next_line, self.next_byte);
             self.next_line += 1;
             self.next_byte += read as u64;
@@ -405,9 +459,21 @@ impl<'c> Run<'c> {
                 }
             }
         }
-        while !self.retry_queue.is_empty() {
-            self.run_due_retries(handler, true);
+        if !self.summary.stopped {
+            while !self.retry_queue.is_empty() {
+                self.run_due_retries(handler, true);
+            }
+        } else if self.checkpoint_name.is_none() {
+            // Standard input cannot be read again: a stopped run dead-letters
+            // the lines still waiting for a retry, with their last error
+            // (retryable, so a replay can send them on).
+            for p in std::mem::take(&mut self.retry_queue).into_sorted_vec() {
+                let attempts = p.state.attempts();
+                self.dead_letter(p.line, p.payload, &p.last_failure, attempts);
+            }
         }
+        // (A stopped file run keeps its retries in the checkpoint: the rerun
+        // reads those lines again and retries them.)
         self.commit(store)?;
         if let Some(cb) = progress.as_mut() {
             cb(&self.summary);
@@ -462,6 +528,7 @@ impl<'c> Run<'c> {
                     payload: payload.to_vec(),
                     state,
                     due: Instant::now() + delay.min(Duration::from_secs(3600)),
+                    last_failure: failure,
                 }),
                 Decision::GiveUp(_) => {
                     let attempts = state.attempts();
@@ -472,11 +539,9 @@ impl<'c> Run<'c> {
     }
 
     fn write_output(&mut self, out: &[u8]) {
-        // Errors surface at the flush in `commit`, which fails the run
-        // before anything is checkpointed; BufWriter keeps the first one.
-        let _ = self.output.write_all(out);
-        let _ = self.output.write_all(b"\n");
-        self.output_len += out.len() as u64 + 1;
+        // A failed write fails the next commit (see `LineWriter`), before
+        // anything after it is checkpointed.
+        self.output.write_line(out);
     }
 
     fn dead_letter(&mut self, line: u64, payload: Vec<u8>, failure: &Failure, attempts: u32) {
@@ -513,7 +578,7 @@ impl<'c> Run<'c> {
             .flush()
             .map_err(io_err("writing output", out_path))?;
         self.output
-            .get_ref()
+            .file()
             .sync_data()
             .map_err(io_err("syncing output", out_path))?;
         let checkpoint = Checkpoint {
@@ -525,7 +590,7 @@ impl<'c> Run<'c> {
                 v.sort_unstable();
                 v
             },
-            output_len: self.output_len,
+            output_len: self.output.len(),
         };
         let text = serde_json::to_string(&checkpoint).unwrap_or_default();
         let report = store.commit(Batch {
@@ -537,6 +602,126 @@ impl<'c> Run<'c> {
         self.dead.clear();
         self.since_commit = 0;
         Ok(())
+    }
+}
+
+/// Where input lines come from.
+enum LineSource {
+    /// A file, read in place (its byte offsets go into checkpoints).
+    File(BufReader<File>),
+    /// Standard input, read by a thread of its own so that a stop request
+    /// is seen while the input is idle (a pipe that stays open).
+    Stdin(mpsc::Receiver<io::Result<Vec<u8>>>),
+}
+
+/// What [`LineSource::read_line`] found.
+enum ReadLine {
+    /// A line of this many bytes, its newline included.
+    Line(usize),
+    /// The end of the input.
+    End,
+    /// A stop was asked for while waiting for a line.
+    Stopped,
+}
+
+impl LineSource {
+    fn stdin() -> LineSource {
+        let (tx, rx) = mpsc::sync_channel(1024);
+        std::thread::spawn(move || {
+            let mut input = BufReader::with_capacity(1 << 20, io::stdin());
+            loop {
+                let mut line = Vec::new();
+                let result = input.read_until(b'\n', &mut line);
+                let done = !matches!(result, Ok(n) if n > 0);
+                // A closed receiver means the run ended: stop reading.
+                if tx.send(result.map(|_| line)).is_err() || done {
+                    return;
+                }
+            }
+        });
+        LineSource::Stdin(rx)
+    }
+
+    /// Reads the next line into `buf`, newline included.
+    fn read_line(&mut self, buf: &mut Vec<u8>, stop: &dyn Fn() -> bool) -> io::Result<ReadLine> {
+        match self {
+            LineSource::File(reader) => Ok(match reader.read_until(b'\n', buf)? {
+                0 => ReadLine::End,
+                n => ReadLine::Line(n),
+            }),
+            LineSource::Stdin(lines) => loop {
+                match lines.recv_timeout(Duration::from_millis(100)) {
+                    Ok(Ok(line)) if line.is_empty() => return Ok(ReadLine::End),
+                    Ok(Ok(line)) => {
+                        buf.extend_from_slice(&line);
+                        return Ok(ReadLine::Line(line.len()));
+                    }
+                    Ok(Err(e)) => return Err(e),
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(ReadLine::End),
+                    Err(mpsc::RecvTimeoutError::Timeout) if stop() => return Ok(ReadLine::Stopped),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                }
+            },
+        }
+    }
+}
+
+/// The output file as the processor writes it: whole lines, its length as
+/// the checkpoint records it, and the first write error kept until the
+/// next flush reports it.
+///
+/// `BufWriter` alone is not enough: a flush that fails inside `write_all`
+/// returns the error once, and a later flush that succeeds hides it while
+/// the line is gone.
+struct LineWriter<W: Write> {
+    inner: BufWriter<W>,
+    /// Bytes the file holds once everything written so far is flushed.
+    len: u64,
+    /// The first write error since the last flush.
+    failed: Option<io::Error>,
+}
+
+impl<W: Write> LineWriter<W> {
+    fn new(inner: BufWriter<W>, len: u64) -> Self {
+        LineWriter {
+            inner,
+            len,
+            failed: None,
+        }
+    }
+
+    /// Appends `line` and a newline. After a failed write nothing more is
+    /// written: the run fails at its next flush.
+    fn write_line(&mut self, line: &[u8]) {
+        if self.failed.is_some() {
+            return;
+        }
+        let written = self
+            .inner
+            .write_all(line)
+            .and_then(|()| self.inner.write_all(b"\n"));
+        match written {
+            Ok(()) => self.len += line.len() as u64 + 1,
+            Err(e) => self.failed = Some(e),
+        }
+    }
+
+    /// Flushes, or returns the first error of a write since the last flush.
+    fn flush(&mut self) -> io::Result<()> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        self.inner.flush()
+    }
+
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+impl LineWriter<File> {
+    fn file(&self) -> &File {
+        self.inner.get_ref()
     }
 }
 
@@ -714,6 +899,113 @@ mod tests {
                 b"d".to_vec(),
                 b"flaky".to_vec()
             ]
+        );
+    }
+
+    #[test]
+    fn a_truncated_output_is_refused_at_resume_with_the_missing_range() {
+        let (_dir, cfg) = setup(&[b"a", b"b", b"c"]);
+        let mut store = MemoryStore::new();
+        run(&cfg, &mut handler(0), &mut store, None).expect("run");
+        // Someone cuts the output after the run: "a\nb\nc\n" becomes "a\n".
+        std::fs::write(&cfg.output, b"a\n").expect("truncate");
+        let err = run(&cfg, &mut handler(0), &mut store, None).expect_err("refused");
+        match &err {
+            ProcessError::OutputShorterThanCheckpoint { len, expected, .. } => {
+                assert_eq!((*len, *expected), (2, 6));
+            }
+            other => panic!("unexpected error {other}"),
+        }
+        let text = err.to_string();
+        assert!(text.contains("out.ndjson"), "{text}");
+        assert!(text.contains("bytes 2..6"), "{text}");
+        assert_eq!(
+            std::fs::read(&cfg.output).expect("out"),
+            b"a\n",
+            "left as it was"
+        );
+    }
+
+    /// Fails its first write with `ENOSPC`, then accepts everything.
+    struct FailsOnce {
+        failed: bool,
+        written: Vec<u8>,
+    }
+
+    impl Write for FailsOnce {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if !self.failed {
+                self.failed = true;
+                return Err(io::Error::from(io::ErrorKind::StorageFull));
+            }
+            self.written.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_write_error_fails_the_next_flush_even_when_later_writes_succeed() {
+        let inner = FailsOnce {
+            failed: false,
+            written: Vec::new(),
+        };
+        // A buffer smaller than the line, so the write goes straight through
+        // inside `write_all` (where a plain BufWriter loses the error).
+        let mut w = LineWriter::new(BufWriter::with_capacity(4, inner), 0);
+        w.write_line(b"first line");
+        w.write_line(b"second");
+        let err = w.flush().expect_err("the lost line is reported");
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(w.len(), 0, "nothing counted as written after the failure");
+    }
+
+    #[test]
+    fn a_stopped_file_run_commits_its_retries_and_the_rerun_finishes_without_duplicates() {
+        let lines: Vec<&[u8]> = vec![b"a", b"flaky", b"b", b"bad", b"c", b"d"];
+        let (_dir, mut cfg) = setup(&lines);
+        cfg.retry = RetryPolicy {
+            initial_backoff: Duration::from_secs(3600),
+            max_backoff: Duration::from_secs(3600),
+            ..fast_retry(3)
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        cfg.stop = Some(Arc::clone(&stop));
+        let mut store = MemoryStore::new();
+        // The handler asks to stop once it has seen line 3 (`bad`): the run
+        // must end without waiting an hour for `flaky`'s retry.
+        let flag = Arc::clone(&stop);
+        let mut first = |p: &[u8], attempt: u32| {
+            if p == b"bad" {
+                flag.store(true, Ordering::SeqCst);
+            }
+            handler(u32::MAX)(p, attempt)
+        };
+        let s = run(&cfg, &mut first, &mut store, None).expect("stopped run");
+        assert!(s.stopped);
+        assert_eq!(s.records_in, 4, "no line read after the stop");
+        assert_eq!(s.dead_lettered, 1);
+        let out = read_lines(&cfg.output).expect("out");
+        assert_eq!(out, vec![b"a".to_vec(), b"b".to_vec()]);
+
+        cfg.stop = None;
+        cfg.retry = fast_retry(3);
+        let s = run(&cfg, &mut handler(0), &mut store, None).expect("rerun");
+        assert!(!s.stopped);
+        assert_eq!(s.records_in, 3, "the retried line and the two unread ones");
+        let mut out = read_lines(&cfg.output).expect("out");
+        out.sort();
+        let want: Vec<Vec<u8>> = [&b"a"[..], b"b", b"c", b"d", b"flaky"]
+            .iter()
+            .map(|l| l.to_vec())
+            .collect();
+        assert_eq!(out, want, "every good line once");
+        assert_eq!(
+            store.stats().expect("stats")[0].total,
+            1,
+            "`bad` dead-lettered once"
         );
     }
 }

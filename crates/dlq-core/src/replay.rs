@@ -22,6 +22,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Where replayed records go.
@@ -56,9 +58,17 @@ pub struct ReplayOptions {
     pub max_replays: u32,
     /// Records per store commit.
     pub batch_size: usize,
+    /// Set from outside (a signal handler) to stop early: the replay
+    /// commits what it delivered and ends; the rest stays pending.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl ReplayOptions {
+    /// Whether [`ReplayOptions::stop`] was set.
+    pub fn stop_asked(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst))
+    }
+
     /// Replays the pending records of one DLQ with defaults.
     pub fn for_dlq(dlq: &str) -> Self {
         ReplayOptions {
@@ -69,6 +79,7 @@ impl ReplayOptions {
             dry_run: false,
             max_replays: 3,
             batch_size: 500,
+            stop: None,
         }
     }
 }
@@ -110,6 +121,9 @@ pub struct ReplayReport {
     pub target: String,
     /// Whether this was a dry run.
     pub dry_run: bool,
+    /// Whether the replay stopped on request before the end of its
+    /// selection (what it did is committed; the rest stays pending).
+    pub stopped: bool,
 }
 
 /// A replay failed part-way; what was settled stays settled, the rest stays
@@ -159,7 +173,10 @@ pub fn run<S: DlqStore, T: ReplayTarget>(
         let mut appends = Vec::new();
         let mut settles = Vec::new();
         for record in page.records {
-            if options.limit.is_some_and(|l| report.selected >= l) {
+            if options.stop_asked() {
+                report.stopped = true;
+            }
+            if report.stopped || options.limit.is_some_and(|l| report.selected >= l) {
                 commit(store, target, &appends, &settles, &mut report)
                     .map_err(|e| e.into_replay(target_err(target)))?;
                 break 'pages;
@@ -501,6 +518,37 @@ mod tests {
         assert_eq!(lines.len(), 7);
         assert_eq!(pending(&store), 0);
         assert_eq!(store.stats().expect("stats")[0].replayed, 7);
+    }
+
+    #[test]
+    fn a_stopped_replay_commits_what_it_delivered_and_the_rerun_does_the_rest_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let out = dir.path().join("out.ndjson");
+        let mut store = MemoryStore::new();
+        seed(&mut store, 7);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut opts = ReplayOptions::for_dlq("dlq.p");
+        opts.batch_size = 3;
+        opts.stop = Some(Arc::clone(&stop));
+        // A signal arrives while the first page is being committed.
+        let mut on_commit = |_: &ReplayReport| stop.store(true, Ordering::SeqCst);
+        let mut t = FileTarget::open(&out, FileFormat::Payload, &mut store).expect("open");
+        let first = run(&mut store, &mut t, &opts, Some(&mut on_commit)).expect("replay");
+        assert!(first.stopped);
+        assert_eq!(first.replayed, 3);
+        assert_eq!(pending(&store), 4);
+        assert_eq!(read_lines(&out).expect("read").len(), 3);
+
+        opts.stop = None;
+        let mut t = FileTarget::open(&out, FileFormat::Payload, &mut store).expect("open");
+        let second = run(&mut store, &mut t, &opts, None).expect("rerun");
+        assert!(!second.stopped);
+        assert_eq!(second.replayed, 4);
+        let mut lines = read_lines(&out).expect("read");
+        lines.sort();
+        lines.dedup();
+        assert_eq!(lines.len(), 7, "every record once");
+        assert_eq!(pending(&store), 0);
     }
 
     #[test]

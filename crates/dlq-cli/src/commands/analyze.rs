@@ -56,7 +56,7 @@ pub fn groups(
 /// Runs `dlq analyze`.
 pub fn run(cli: &Cli, args: &AnalyzeArgs) -> anyhow::Result<Outcome> {
     let mut store = crate::store::open_for_one_pass(cli.store_url())?;
-    let selection = super::selection(&args.select)?;
+    let selection = super::selection(&store, &args.select)?;
     let (dlqs, mut groups) = groups(&mut store, &selection, args.since, args.members)?;
     if let Some(n) = args.top {
         groups.truncate(n);

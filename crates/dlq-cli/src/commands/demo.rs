@@ -113,7 +113,8 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<Outcome> {
     let table = cli.format == Format::Table;
     let say = |text: &str| {
         if table {
-            println!("{text}");
+            // Progress lines only: a closed stdout must not stop the demo.
+            let _ = writeln!(std::io::stdout(), "{text}");
         }
     };
     if args.dir.exists() {
@@ -367,7 +368,7 @@ pub fn finish(
 ) -> anyhow::Result<Outcome> {
     match format {
         Format::Table => {
-            println!("{title}");
+            writeln!(std::io::stdout(), "{title}")?;
             let rows: Vec<Vec<String>> = [
                 ("records_in", acc.records_in),
                 ("delivered", acc.delivered),
@@ -383,7 +384,7 @@ pub fn finish(
             .map(|(k, v)| vec![format!("   {k}"), v.to_string()])
             .collect();
             output::table(&mut std::io::stdout().lock(), &["", "records"], &rows)?;
-            println!("{hint}");
+            writeln!(std::io::stdout(), "{hint}")?;
         }
         _ => output::json(&mut std::io::stdout().lock(), format, acc)?,
     }

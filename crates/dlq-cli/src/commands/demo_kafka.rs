@@ -24,6 +24,7 @@ use dlq_core::{DlqStore as _, RetryPolicy};
 use dlq_kafka::processor::{ProcessorConfig, run_at_least_once};
 use dlq_kafka::{KafkaConfig, KafkaStore};
 use dlq_marketlag::{FailureMix, GeneratorConfig, Limits, Pipeline, SimulatedDownstream};
+use std::io::Write as _;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
@@ -74,7 +75,8 @@ pub fn run(cli: &Cli, args: &DemoArgs, brokers: &str) -> anyhow::Result<Outcome>
     let table = cli.format == Format::Table;
     let say = |text: &str| {
         if table {
-            println!("{text}");
+            // Progress lines only: a closed stdout must not stop the demo.
+            let _ = writeln!(std::io::stdout(), "{text}");
         }
     };
     let mut store = open(brokers, true)?;

@@ -15,6 +15,8 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<Outcome> {
     } else {
         FailureMix::default()
     };
+    // Every problem at once: negative or NaN weights, sums above 1.
+    mix.check().context("--mix")?;
     let config = GeneratorConfig {
         pipeline: args.pipeline.into(),
         records: args.records,

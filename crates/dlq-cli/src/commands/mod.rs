@@ -17,6 +17,7 @@ mod stats;
 
 use crate::Outcome;
 use crate::cli::{Cli, Command, SelectArgs, StatusArg};
+use crate::store::AnyStore;
 use anyhow::Context as _;
 use dlq_core::DlqStore;
 use dlq_core::analyze::Grouper;
@@ -46,8 +47,33 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
     }
 }
 
+/// Refuses a DLQ name that the store cannot hold: on Kafka, DLQ topics
+/// start with the store's prefix (`dlq.` unless configured), and a name
+/// outside it would select nothing, silently.
+pub fn check_dlq_name(store: &AnyStore, dlq: &str) -> anyhow::Result<()> {
+    match store {
+        AnyStore::Kafka(k) => check_dlq_prefix(&k.config().dlq_prefix, dlq),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses a DLQ name outside a Kafka store's DLQ prefix.
+pub fn check_dlq_prefix(prefix: &str, dlq: &str) -> anyhow::Result<()> {
+    if !dlq.starts_with(prefix) {
+        anyhow::bail!(
+            "--dlq {dlq:?} is not a DLQ of this store: its DLQ topics start with {prefix:?} \
+             (e.g. {prefix}{dlq}); `dlq stats` lists them, and the store URL's dlq_prefix \
+             parameter sets another prefix"
+        );
+    }
+    Ok(())
+}
+
 /// The store selection described by `--dlq`, `--filter` and `--status`.
-pub fn selection(args: &SelectArgs) -> anyhow::Result<Selection> {
+pub fn selection(store: &AnyStore, args: &SelectArgs) -> anyhow::Result<Selection> {
+    if let Some(dlq) = &args.dlq {
+        check_dlq_name(store, dlq)?;
+    }
     let filter = args
         .filter
         .as_deref()

@@ -64,12 +64,15 @@ pub fn run(cli: &Cli, args: &MonitorArgs) -> anyhow::Result<Outcome> {
             Outcome::Ok
         });
     }
+    // SIGINT/SIGTERM: finish the sample being taken (its alerts and
+    // history are written), then exit 0.
+    let stop = crate::shutdown::StopFlag::install()?;
     eprintln!(
         "monitoring {} every {} (history: {history_label}); Ctrl-C stops",
         dlq_kafka::config::redact_url(cli.store_url()),
         dlq_monitor::format_duration(interval)
     );
-    loop {
+    while !stop.is_set() {
         let started = Instant::now();
         match monitor.tick(&store, Utc::now()) {
             Ok(report) => print(cli.format, &history_label, &report, false)?,
@@ -80,8 +83,19 @@ pub fn run(cli: &Cli, args: &MonitorArgs) -> anyhow::Result<Outcome> {
             }
             Err(e) => return Err(e.into()),
         }
-        std::thread::sleep(interval.saturating_sub(started.elapsed()));
+        // Sleep in short steps, so that a stop does not wait for the
+        // whole interval.
+        let next = started + interval;
+        while !stop.is_set() {
+            let left = next.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(100)));
+        }
     }
+    eprintln!("monitor stopped");
+    Ok(Outcome::Ok)
 }
 
 fn load_config(args: &MonitorArgs) -> anyhow::Result<MonitorConfig> {

@@ -4,6 +4,7 @@ use crate::Outcome;
 use crate::cli::{Cli, Format, ProcessArgs, RetryArgs, SimulateArgs};
 use crate::marketlag::PipelineHandler;
 use crate::output;
+use crate::shutdown::StopFlag;
 use anyhow::Context as _;
 use dlq_core::RetryPolicy;
 use dlq_core::process::{self, Input, ProcessConfig, ProcessSummary};
@@ -11,7 +12,6 @@ use dlq_kafka::processor::{self, ProcessorConfig};
 use dlq_kafka::{KafkaConfig, KafkaStore};
 use dlq_marketlag::{Limits, Pipeline, SimulatedDownstream};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 /// The retry policy described by the retry flags.
@@ -28,15 +28,27 @@ pub fn retry_policy(args: &RetryArgs) -> anyhow::Result<RetryPolicy> {
     Ok(policy)
 }
 
-/// The simulated downstream described by the `--simulate-*` flags.
-pub fn downstream(args: &SimulateArgs) -> SimulatedDownstream {
-    SimulatedDownstream {
+/// The simulated downstream described by the `--simulate-*` flags; every
+/// fraction outside [0, 1] is reported at once.
+pub fn downstream(args: &SimulateArgs) -> anyhow::Result<SimulatedDownstream> {
+    let problems: Vec<String> = [
+        ("--simulate-transient", args.simulate_transient),
+        ("--simulate-outage", args.simulate_outage),
+    ]
+    .iter()
+    .filter(|(_, v)| !(0.0..=1.0).contains(v))
+    .map(|(flag, v)| format!("{flag} is {v}, expected a fraction of lines in [0, 1]"))
+    .collect();
+    if !problems.is_empty() {
+        anyhow::bail!("{}", problems.join("; "));
+    }
+    Ok(SimulatedDownstream {
         seed: args.simulate_seed,
         transient_rate: args.simulate_transient,
         fail_first: args.simulate_fail_first,
         outage_rate: args.simulate_outage,
         outage_active: args.simulate_outage > 0.0,
-    }
+    })
 }
 
 /// Runs `dlq process`.
@@ -62,21 +74,23 @@ pub fn run(cli: &Cli, args: &ProcessArgs) -> anyhow::Result<Outcome> {
     let mut config = ProcessConfig::new(input, output.clone(), &dlq, pipeline.topic());
     config.retry = retry_policy(&args.retry)?;
     config.batch_size = args.batch_size.max(1);
-    let mut handler = handler(args);
+    // SIGINT/SIGTERM: stop reading, commit, exit 0 (a rerun resumes).
+    config.stop = Some(StopFlag::install()?.shared());
+    let mut handler = handler(args)?;
     let mut store = crate::store::open(cli.store_url())?;
     let summary = run_with_progress(&config, &mut handler, &mut store, !cli.no_progress)?;
     print_summary(cli.format, &summary)?;
     Ok(Outcome::Ok)
 }
 
-fn handler(args: &ProcessArgs) -> PipelineHandler {
-    PipelineHandler {
+fn handler(args: &ProcessArgs) -> anyhow::Result<PipelineHandler> {
+    Ok(PipelineHandler {
         pipeline: args.pipeline.into(),
         limits: Limits {
             max_record_bytes: args.max_record_bytes,
         },
-        downstream: downstream(&args.simulate),
-    }
+        downstream: downstream(&args.simulate)?,
+    })
 }
 
 /// `dlq process --source kafka:TOPIC`: the Kafka processor, with its DLQ in
@@ -112,12 +126,12 @@ fn run_kafka(cli: &Cli, args: &ProcessArgs) -> anyhow::Result<Outcome> {
         cfg.dlq_topic = dlq.clone();
     }
     cfg.stop_when_idle = args.stop_when_idle.map(Duration::from_secs_f64);
-    let mut handler = handler(args);
-    let stop = AtomicBool::new(false);
+    let mut handler = handler(args)?;
+    let stop = StopFlag::install()?;
     let stats = if args.exactly_once {
-        processor::run_exactly_once(&mut store, &cfg, &mut handler, &stop)?
+        processor::run_exactly_once(&mut store, &cfg, &mut handler, stop.as_atomic())?
     } else {
-        processor::run_at_least_once(&mut store, &cfg, &mut handler, &stop)?
+        processor::run_at_least_once(&mut store, &cfg, &mut handler, stop.as_atomic())?
     };
     let mut out = std::io::stdout().lock();
     match cli.format {
@@ -174,6 +188,12 @@ fn print_summary(format: Format, s: &ProcessSummary) -> anyhow::Result<()> {
                 ],
                 vec!["retries".to_owned(), s.retries.to_string()],
             ];
+            if s.stopped {
+                rows.push(vec![
+                    "stopped_early".to_owned(),
+                    "yes (rerun to resume)".to_owned(),
+                ]);
+            }
             if s.resumed_from_line > 0 {
                 rows.push(vec![
                     "resumed_from_line".to_owned(),

@@ -82,7 +82,15 @@ pub fn run(cli: &Cli, args: &ProduceArgs) -> anyhow::Result<Outcome> {
     let read_thread = std::thread::spawn(move || read_lines(reader, &tx));
     let bar = crate::progress::bar(None, &args.topic, !cli.no_progress);
     let (mut lines, mut blank) = (0u64, 0u64);
+    // SIGINT/SIGTERM: take no further line, deliver what was accepted
+    // (to the topic, the DLQ or the spool), report, exit 0.
+    let stop = crate::shutdown::StopFlag::install()?;
+    let mut stopped = false;
     loop {
+        if stop.is_set() {
+            stopped = true;
+            break;
+        }
         match rx.recv_timeout(Duration::from_millis(5)) {
             Ok(Ok(Line::Record(record))) => {
                 lines += 1;
@@ -102,7 +110,14 @@ pub fn run(cli: &Cli, args: &ProduceArgs) -> anyhow::Result<Outcome> {
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
-    let _ = read_thread.join();
+    if stopped {
+        // The reader may be blocked on a pipe that never ends: leave it;
+        // lines it read but did not hand over were never accepted.
+        drop(rx);
+        eprintln!("stopping: {lines} lines accepted; delivering them before exiting");
+    } else {
+        let _ = read_thread.join();
+    }
     let report = producer.flush()?;
     bar.finish_and_clear();
     let still_spooled = spool_pending(producer.spool())?;

@@ -112,6 +112,8 @@ pub fn run(cli: &Cli, args: &ReplayArgs) -> anyhow::Result<Outcome> {
     options.dry_run = args.dry_run;
     options.max_replays = args.max_replays;
     options.batch_size = args.batch_size.max(1);
+    // SIGINT/SIGTERM: commit what was delivered, stop, exit 0.
+    options.stop = Some(crate::shutdown::StopFlag::install()?.shared());
     if let Some(rate) = args.rate
         && !(rate > 0.0 && rate.is_finite())
     {
@@ -162,6 +164,7 @@ fn replay_kafka(
     };
     let mut config = dlq_kafka::KafkaConfig::from_url(cli.store_url())
         .map_err(|e| anyhow::anyhow!("--store: {}", e.problems.join("; ")))?;
+    super::check_dlq_prefix(&config.dlq_prefix, &args.dlq)?;
     config.transactions = args.exactly_once;
     config.read_through_once();
     if args.exactly_once && config.transactional_id.is_none() {
@@ -217,6 +220,12 @@ fn print_report(format: Format, r: &ReplayReport) -> anyhow::Result<()> {
                 vec!["parked".to_owned(), r.parked.to_string()],
                 vec!["fix_failed".to_owned(), r.fix_failed.to_string()],
             ];
+            if r.stopped {
+                rows.push(vec![
+                    "stopped_early".to_owned(),
+                    "yes (the rest is pending; rerun to go on)".to_owned(),
+                ]);
+            }
             for (msg, n) in &r.fix_errors {
                 rows.push(vec![
                     format!("  fix error: {}", output::cell(msg, 60)),

@@ -25,6 +25,9 @@ struct StatsRow<'a> {
 /// Runs `dlq stats`.
 pub fn run(cli: &Cli, args: &StatsArgs) -> anyhow::Result<Outcome> {
     let store = crate::store::open(cli.store_url())?;
+    if let Some(dlq) = &args.dlq {
+        super::check_dlq_name(&store, dlq)?;
+    }
     let mut stats: Vec<DlqStats> = store.stats()?;
     if let Some(dlq) = &args.dlq {
         stats.retain(|s| &s.dlq == dlq);
