@@ -31,6 +31,8 @@
 //! ```
 
 pub mod analyze;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 pub mod envelope;
 pub mod filter;
 pub mod fix;

@@ -194,7 +194,7 @@ impl DlqStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Entry, Settle};
+    use crate::store::Entry;
     use crate::{DeadLetter, Failure};
 
     fn entry(dlq: &str, id: &str, payload: &[u8]) -> Entry {
@@ -209,75 +209,6 @@ mod tests {
     }
 
     #[test]
-    fn append_is_idempotent_by_dlq_and_id() {
-        let mut s = MemoryStore::new();
-        let r = s
-            .append(&[entry("dlq.a", "1", b"{}"), entry("dlq.a", "2", b"{}")])
-            .expect("append");
-        assert_eq!((r.appended, r.duplicates), (2, 0));
-        let r = s
-            .append(&[
-                entry("dlq.a", "1", b"{\"changed\":1}"),
-                entry("dlq.b", "1", b"{}"),
-            ])
-            .expect("append");
-        assert_eq!((r.appended, r.duplicates), (1, 1));
-        let first = s.get("dlq.a", "1").expect("get").expect("present");
-        assert_eq!(first.letter.payload, b"{}", "first write wins");
-    }
-
-    #[test]
-    fn settle_moves_records_out_of_pending_once() {
-        let mut s = MemoryStore::new();
-        s.append(&[entry("dlq.a", "1", b"x"), entry("dlq.a", "2", b"y")])
-            .expect("append");
-        let r = s
-            .settle("dlq.a", &["1".into()], Status::Replayed)
-            .expect("settle");
-        assert_eq!(r.settled, 1);
-        let r = s
-            .settle("dlq.a", &["1".into()], Status::Discarded)
-            .expect("settle");
-        assert_eq!(r.settled, 0, "a replayed record stays replayed");
-        let st = &s.stats().expect("stats")[0];
-        assert_eq!((st.pending, st.replayed, st.total), (1, 1, 2));
-        let pending: Vec<_> = s
-            .scan_all(&Selection::pending(Some("dlq.a")), 1)
-            .collect::<Result<_>>()
-            .expect("scan");
-        assert_eq!(pending.len(), 1);
-        assert_eq!(pending[0].letter.payload, b"y");
-    }
-
-    #[test]
-    fn stats_count_per_partition_and_oldest() {
-        let mut s = MemoryStore::new();
-        let mut a = entry("dlq.a", "1", b"x");
-        a.letter.failed_at = chrono::DateTime::from_timestamp(1_000, 0).expect("ts");
-        s.append(&[a, entry("dlq.a", "2", b"y"), entry("dlq.a", "3", b"z")])
-            .expect("append");
-        let st = &s.stats().expect("stats")[0];
-        assert_eq!(st.pending, 3);
-        assert_eq!(
-            st.oldest_pending_at,
-            chrono::DateTime::from_timestamp(1_000, 0)
-        );
-        assert_eq!(
-            st.partitions,
-            vec![
-                PartitionStats {
-                    partition: 0,
-                    pending: 2
-                },
-                PartitionStats {
-                    partition: 1,
-                    pending: 1
-                }
-            ]
-        );
-    }
-
-    #[test]
     fn oversized_payload_roundtrips_through_claim_check() {
         let mut s = MemoryStore::with_options(EncodeOptions::with_max_bytes(8192).expect("opts"));
         let big = vec![0xabu8; 100_000];
@@ -285,26 +216,5 @@ mod tests {
         let r = s.get("dlq.a", "1").expect("get").expect("present");
         assert_eq!(r.letter.payload, big);
         assert!(s.records[0].envelope.len() <= 8192);
-    }
-
-    #[test]
-    fn commit_with_checkpoint_and_settle_together() {
-        let mut s = MemoryStore::new();
-        s.append(&[entry("dlq.a", "1", b"x")]).expect("append");
-        let settle = [Settle {
-            dlq: "dlq.a".into(),
-            id: "1".into(),
-            outcome: Status::Replayed,
-        }];
-        let append = [entry("dlq.a", "1~r1", b"x2")];
-        let r = s
-            .commit(Batch {
-                append: &append,
-                settle: &settle,
-                checkpoint: Some(("replay", "7")),
-            })
-            .expect("commit");
-        assert_eq!((r.appended, r.settled), (1, 1));
-        assert_eq!(s.checkpoint("replay").expect("cp").as_deref(), Some("7"));
     }
 }

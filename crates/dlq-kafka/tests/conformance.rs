@@ -1,0 +1,46 @@
+//! `KafkaStore` passes the `DlqStore` contract checks of
+//! `dlq_core::conformance` against the real broker (`DLQ_KAFKA_BOOTSTRAP`).
+//! Every check gets its own DLQ prefix, ledger and blob topics; each reopen
+//! opens a new store that rebuilds its view from the topics.
+
+use dlq_core::conformance::Harness;
+use dlq_kafka::{KafkaConfig, KafkaStore};
+
+/// One check's private corner of the broker.
+struct Kafka {
+    config: KafkaConfig,
+}
+
+impl Kafka {
+    fn new() -> Option<Kafka> {
+        let bootstrap = dlq_testkit::kafka::bootstrap()?;
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let prefix = format!("dlqc-{}.", &tag[..12]);
+        let mut config = KafkaConfig::new(bootstrap);
+        config.dlq_prefix = prefix.clone();
+        config.ledger_topic = format!("{prefix}ledger");
+        config.blob_topic = format!("{prefix}blobs");
+        config.replication_factor = Some(1);
+        config.timeout_ms = 10_000;
+        Some(Kafka { config })
+    }
+}
+
+impl Harness for Kafka {
+    type Store = KafkaStore;
+
+    fn dlq(&mut self, name: &str) -> String {
+        format!("{}{name}", self.config.dlq_prefix)
+    }
+
+    fn open(&mut self) -> KafkaStore {
+        KafkaStore::open(self.config.clone()).expect("open the Kafka store")
+    }
+
+    fn reopen(&mut self, store: KafkaStore) -> KafkaStore {
+        drop(store);
+        self.open()
+    }
+}
+
+dlq_core::store_conformance_tests!(Kafka::new);
