@@ -123,6 +123,7 @@
 mod client;
 pub mod config;
 mod decoded;
+mod headers;
 pub mod ledger;
 pub mod processor;
 pub mod producer;
