@@ -798,4 +798,68 @@ mod tests {
             "no partitions: never a division by zero"
         );
     }
+
+    /// librdkafka's `murmur2_random` partitioner (the Java client's) is the
+    /// peer: the partitions it picks for many keys, of every length and
+    /// not only UTF-8, are the ones replay picks.
+    #[test]
+    fn keyed_partitions_match_librdkafkas_murmur2_partitioner() {
+        use dlq_testkit::kafka;
+        use rdkafka::ClientConfig;
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+        let Some(bootstrap) = kafka::bootstrap() else {
+            return;
+        };
+        const PARTITIONS: i32 = 7;
+        let topic = kafka::topic("murmur2");
+        kafka::create_topics(&bootstrap, &[&topic], PARTITIONS);
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer");
+        let keys: Vec<Vec<u8>> = (0..600u32)
+            .map(|i| {
+                let len = (i % 37) as usize;
+                (0..len)
+                    .map(|j| (i.wrapping_mul(2_654_435_761) >> (j % 24)) as u8 ^ j as u8)
+                    .collect()
+            })
+            .collect();
+        for (i, key) in keys.iter().enumerate() {
+            let value = i.to_string();
+            let mut record = BaseRecord::to(&topic)
+                .key(key.as_slice())
+                .payload(value.as_str());
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        record = back;
+                        producer.poll(Duration::from_millis(10));
+                    }
+                }
+            }
+        }
+        producer.flush(Duration::from_secs(30)).expect("flush");
+        let read = kafka::read_all(&bootstrap, &topic, false);
+        assert_eq!(read.len(), keys.len());
+        let mut used = std::collections::HashSet::new();
+        for r in read {
+            let key = r.key.expect("keyed");
+            used.insert(r.partition);
+            assert_eq!(
+                default_partition(&key, PARTITIONS),
+                r.partition,
+                "key {key:?}"
+            );
+        }
+        assert_eq!(
+            used.len(),
+            PARTITIONS as usize,
+            "every partition was chosen"
+        );
+        kafka::delete_topics(&bootstrap, &[&topic]);
+    }
 }
