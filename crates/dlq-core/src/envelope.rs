@@ -669,9 +669,9 @@ fn rfc3339(t: &DateTime<Utc>) -> String {
 pub fn format_timestamp(t: &DateTime<Utc>) -> String {
     // A leap second shows as nanoseconds past 1e9.
     let nanos = t.timestamp_subsec_nanos() % 1_000_000_000;
-    let digits = if nanos % 1_000_000 == 0 {
+    let digits = if nanos.is_multiple_of(1_000_000) {
         SecondsFormat::Millis
-    } else if nanos % 1_000 == 0 {
+    } else if nanos.is_multiple_of(1_000) {
         SecondsFormat::Micros
     } else {
         SecondsFormat::Nanos

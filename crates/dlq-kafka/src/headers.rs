@@ -29,7 +29,7 @@ pub(crate) fn owned<'a, I>(headers: I) -> Option<OwnedHeaders>
 where
     I: IntoIterator<Item = &'a Header>,
 {
-    let names: Vec<(std::borrow::Cow<'a, [u8]>, Option<&'a [u8]>)> = headers
+    let names: Vec<_> = headers
         .into_iter()
         .map(|h| (h.name_bytes(), h.value.as_deref()))
         .collect();
