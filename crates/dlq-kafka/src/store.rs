@@ -1081,6 +1081,18 @@ impl KafkaStore {
         Ok(out)
     }
 
+    /// The DLQ of a source topic in this store: `<dlq_prefix><topic>`.
+    pub fn dlq_name(&self, source_topic: &str) -> String {
+        format!("{}{source_topic}", self.config.dlq_prefix)
+    }
+
+    /// The source topic a DLQ of this store is named after, if `dlq` is
+    /// named with the store's prefix.
+    pub fn source_topic_of<'a>(&self, dlq: &'a str) -> Option<&'a str> {
+        dlq.strip_prefix(self.config.dlq_prefix.as_str())
+            .filter(|t| !t.is_empty())
+    }
+
     /// The partition count of a topic, `None` when it does not exist.
     pub fn topic_partitions(&self, topic: &str) -> Result<Option<i32>> {
         self.lock().client.partitions(topic)

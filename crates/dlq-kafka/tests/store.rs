@@ -1487,6 +1487,10 @@ fn raw_records_go_back_to_the_topic_their_dlq_is_named_after_with_the_stores_pre
     let a = env.dlq("rss.events");
     env.create_topic(&a, 1);
     env.produce_foreign(&a, &[foreign(None, Some(b"raw"))]);
-    let back = all(&env.open(), &Selection::pending(Some(&a)));
+    let store = env.open();
+    let back = all(&store, &Selection::pending(Some(&a)));
     assert_eq!(back[0].letter.source.topic.as_deref(), Some("rss.events"));
+    assert_eq!(store.source_topic_of(&a), Some("rss.events"));
+    assert_eq!(store.source_topic_of("dlq.rss.events"), None);
+    assert_eq!(store.dlq_name("rss.events"), a);
 }
