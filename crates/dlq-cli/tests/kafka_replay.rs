@@ -664,3 +664,92 @@ fn a_store_with_another_prefix_replays_raw_records_to_the_topic_its_dlq_is_named
     assert_eq!(back.len(), 1);
     assert_eq!(back[0].value, b"raw");
 }
+
+/// Values that are not complete envelopes, of every kind: random bytes,
+/// JSON objects with some envelope members, and real envelopes with one
+/// member taken out or of the wrong type. Deterministic (xorshift).
+fn not_envelopes(n: usize) -> Vec<Vec<u8>> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let failure = Failure::permanent("validate", "validation.wrong_type", "bad");
+    let mut letter = DeadLetter::new("kafka:t:0:1", br#"{"a":1}"#.to_vec(), &failure);
+    letter.key = Some(b"k".to_vec());
+    let full: Value = serde_json::from_slice(
+        &encode(&letter, &EncodeOptions::default())
+            .expect("encode")
+            .bytes,
+    )
+    .expect("json");
+    let members = [
+        "original_record",
+        "error",
+        "timestamp",
+        "dlq.v",
+        "dlq.id",
+        "dlq.source",
+        "dlq.key",
+        "dlq.headers",
+        "dlq.stage",
+        "dlq.error_class",
+        "dlq.retryable",
+        "dlq.attempts",
+        "dlq.first_failed_at",
+        "dlq.replays",
+        "dlq.payload_encoding",
+    ];
+    (0..n)
+        .map(|i| match i % 3 {
+            0 => {
+                let len = (next() % 64) as usize;
+                (0..len).map(|_| next() as u8).collect()
+            }
+            1 => {
+                let mut v = full.clone();
+                let member = members[(next() % members.len() as u64) as usize];
+                let (object, name) = match member.strip_prefix("dlq.") {
+                    Some(name) => (&mut v["dlq"], name),
+                    None => (&mut v, member),
+                };
+                let object = object.as_object_mut().expect("object");
+                // Any JSON is a valid JSON payload: that member only goes.
+                if next() % 2 == 0 || name == "original_record" {
+                    object.remove(name);
+                } else {
+                    object.insert(name.into(), serde_json::json!([i]));
+                }
+                serde_json::to_vec(&v).expect("json")
+            }
+            _ => format!(r#"{{"dlq": {{"v": 1, "n": {i}}}, "error": "e{i}"}}"#).into_bytes(),
+        })
+        .collect()
+}
+
+#[test]
+fn values_that_are_not_complete_envelopes_replay_byte_for_byte() {
+    let Some(bootstrap) = kafka::bootstrap() else {
+        return;
+    };
+    let store = format!("kafka://{bootstrap}");
+    let (original, dlq_topic) = topics(&bootstrap, 1);
+    let values = not_envelopes(150);
+    let records: Vec<Foreign<'_>> = values
+        .iter()
+        .map(|v| Foreign {
+            value: Some(v),
+            ..Foreign::default()
+        })
+        .collect();
+    produce_foreign(&bootstrap, &dlq_topic, &records);
+    let replayed = json(&store, &["replay", "--dlq", &dlq_topic]);
+    assert_eq!(replayed["replayed"], values.len() as u64, "{replayed}");
+    let back: Vec<Vec<u8>> = kafka::read_all(&bootstrap, &original, true)
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
+    assert_eq!(back, values, "every value, byte for byte, in order");
+}
