@@ -197,6 +197,17 @@ fn label(s: &str) -> String {
         .collect()
 }
 
+/// The label of the `i`-th group in a chart. The DLQ is named in full, as
+/// `--dlq` takes it: the report cannot know which prefix the store that
+/// named it uses (a Kafka store's is configurable), so it strips none.
+fn chart_label(i: usize, g: &Group) -> String {
+    group_label(i, &g.error_class, &g.dlq)
+}
+
+fn group_label(i: usize, error_class: &str, dlq: &str) -> String {
+    label(&format!("#{} {error_class} {dlq}", i + 1))
+}
+
 fn draw_error(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("drawing a chart: {e}")
 }
@@ -222,14 +233,7 @@ fn sizes_chart(groups: &[Group]) -> anyhow::Result<String> {
         let names: Vec<String> = shown
             .iter()
             .enumerate()
-            .map(|(i, g)| {
-                label(&format!(
-                    "#{} {} {}",
-                    i + 1,
-                    g.error_class,
-                    g.dlq.trim_start_matches("dlq.")
-                ))
-            })
+            .map(|(i, g)| chart_label(i, g))
             .collect();
         let n = shown.len();
         chart
@@ -301,12 +305,7 @@ fn timeline_chart(groups: &[Group]) -> anyhow::Result<String> {
                         .point_size(4),
                 )
                 .map_err(draw_error)?
-                .label(label(&format!(
-                    "#{} {} {}",
-                    i + 1,
-                    g.error_class,
-                    g.dlq.trim_start_matches("dlq.")
-                )))
+                .label(chart_label(i, g))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
         }
         chart
@@ -328,5 +327,17 @@ mod tests {
     fn escapes_markup() {
         assert_eq!(esc("<script>&\"'"), "&lt;script&gt;&amp;&quot;&#39;");
         assert_eq!(label("#1 <b>x</b> a.b"), "#1 bxb a.b");
+    }
+
+    #[test]
+    fn chart_labels_name_the_dlq_whatever_its_prefix() {
+        assert_eq!(
+            group_label(0, "validation.wrong_type", "dlq.rss.events"),
+            "#1 validation.wrong_type dlq.rss.events"
+        );
+        assert_eq!(
+            group_label(1, "validation.wrong_type", "errors-rss.events"),
+            "#2 validation.wrong_type errors-rss.events"
+        );
     }
 }

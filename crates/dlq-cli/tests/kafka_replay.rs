@@ -279,3 +279,477 @@ fn connect_and_spring_dead_letters_are_inspected_analyzed_and_replayed_to_their_
     let stats = json(&store, &["stats", "--dlq", &dlq_topic]);
     assert_eq!(stats["dlqs"][0]["pending"], 0);
 }
+
+/// A record as another system writes it into a DLQ topic, down to what
+/// rdkafka's own API cannot write: a null value, a header name that is not
+/// UTF-8, a chosen timestamp.
+#[derive(Default)]
+struct Foreign<'a> {
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+    headers: Vec<(&'a [u8], Option<&'a [u8]>)>,
+    timestamp_ms: Option<i64>,
+}
+
+fn produce_foreign(bootstrap: &str, topic: &str, records: &[Foreign<'_>]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    for f in records {
+        let mut r: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(topic).headers(dlq_kafka_ffi::owned_headers(f.headers.iter().copied()));
+        if let Some(k) = f.key {
+            r = r.key(k);
+        }
+        if let Some(v) = f.value {
+            r = r.payload(v);
+        }
+        if let Some(t) = f.timestamp_ms {
+            r = r.timestamp(t);
+        }
+        producer.send(r).map_err(|(e, _)| e).expect("send");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// An original topic and its DLQ topic (`dlq.<original>`), both created.
+fn topics(bootstrap: &str, partitions: i32) -> (String, String) {
+    let original = kafka::topic("orig");
+    let dlq_topic = format!("dlq.{original}");
+    kafka::create_topics(bootstrap, &[&original], partitions);
+    kafka::create_topics(bootstrap, &[&dlq_topic], 1);
+    (original, dlq_topic)
+}
+
+fn run_failing(store: &str, args: &[&str]) -> (i32, String) {
+    let out = dlq(store, args).output().expect("run dlq");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_tombstone_is_shown_as_null_and_replays_as_a_tombstone_with_its_key() {
+    let Some(bootstrap) = kafka::bootstrap() else {
+        return;
+    };
+    let store = format!("kafka://{bootstrap}");
+    let (original, dlq_topic) = topics(&bootstrap, 1);
+    produce_foreign(
+        &bootstrap,
+        &dlq_topic,
+        &[
+            Foreign {
+                key: Some(b"k-deleted"),
+                value: None,
+                ..Foreign::default()
+            },
+            Foreign {
+                key: Some(b"k-empty"),
+                value: Some(b""),
+                ..Foreign::default()
+            },
+        ],
+    );
+    let shown = json(&store, &["inspect", "--dlq", &dlq_topic]);
+    let records = shown["records"].as_array().expect("records");
+    assert_eq!(records[0]["record"]["original_record"], Value::Null);
+    assert_eq!(records[0]["record"]["dlq"]["payload_encoding"], "null");
+    assert_eq!(records[0]["record"]["dlq"]["key"], "k-deleted");
+    assert_eq!(records[1]["record"]["original_record"], "");
+    assert_eq!(records[1]["record"]["dlq"]["payload_encoding"], "text");
+    let exported = ok(&store, &["export", "--dlq", &dlq_topic]).stdout;
+    let first: Value =
+        serde_json::from_slice(exported.split(|&b| b == b'\n').next().expect("line"))
+            .expect("json");
+    assert_eq!(first["dlq"]["payload_encoding"], "null");
+
+    let replayed = json(&store, &["replay", "--dlq", &dlq_topic]);
+    assert_eq!(replayed["replayed"], 2);
+    let back = kafka::read_messages(&bootstrap, &original, true);
+    use rdkafka::Message as _;
+    let deleted = back
+        .iter()
+        .find(|m| m.key() == Some(&b"k-deleted"[..]))
+        .expect("tombstone replayed");
+    assert_eq!(deleted.payload(), None, "a delete stays a delete");
+    let empty = back
+        .iter()
+        .find(|m| m.key() == Some(&b"k-empty"[..]))
+        .expect("empty replayed");
+    assert_eq!(empty.payload(), Some(&b""[..]));
+}
+
+#[test]
+fn a_raw_value_shaped_like_an_envelope_replays_byte_for_byte() {
+    let Some(bootstrap) = kafka::bootstrap() else {
+        return;
+    };
+    let store = format!("kafka://{bootstrap}");
+    let (original, dlq_topic) = topics(&bootstrap, 1);
+    let value = br#"{"dlq": {"v": 1}}"#;
+    produce_foreign(
+        &bootstrap,
+        &dlq_topic,
+        &[Foreign {
+            value: Some(value),
+            ..Foreign::default()
+        }],
+    );
+    let replayed = json(&store, &["replay", "--dlq", &dlq_topic]);
+    assert_eq!(replayed["replayed"], 1);
+    let back = kafka::read_all(&bootstrap, &original, true);
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].value, value);
+}
+
+#[test]
+fn keyed_raw_dead_letters_replay_to_the_partition_of_their_live_records() {
+    let Some(bootstrap) = kafka::bootstrap() else {
+        return;
+    };
+    let store = format!("kafka://{bootstrap}");
+    let (original, dlq_topic) = topics(&bootstrap, 6);
+    let keys: Vec<String> = (0..60).map(|i| format!("0xmarket-{i}")).collect();
+    // The live records, placed by librdkafka's Java-compatible partitioner.
+    let live: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("partitioner", "murmur2_random")
+        .create()
+        .expect("producer");
+    for k in &keys {
+        live.send(BaseRecord::to(&original).key(k.as_str()).payload("live"))
+            .map_err(|(e, _)| e)
+            .expect("send");
+    }
+    live.flush(Duration::from_secs(30)).expect("flush");
+    let dead: Vec<Foreign<'_>> = keys
+        .iter()
+        .map(|k| Foreign {
+            key: Some(k.as_bytes()),
+            value: Some(b"dead"),
+            ..Foreign::default()
+        })
+        .collect();
+    produce_foreign(&bootstrap, &dlq_topic, &dead);
+    let replayed = json(&store, &["replay", "--dlq", &dlq_topic]);
+    assert_eq!(replayed["replayed"], keys.len() as u64);
+    let mut live_at: HashMap<Vec<u8>, i32> = HashMap::new();
+    let mut replayed_at: HashMap<Vec<u8>, i32> = HashMap::new();
+    for r in kafka::read_all(&bootstrap, &original, true) {
+        let key = r.key.clone().expect("keyed");
+        if r.value == b"live" {
+            live_at.insert(key, r.partition);
+        } else {
+            replayed_at.insert(key, r.partition);
+        }
+    }
+    assert_eq!(live_at.len(), keys.len());
+    let spread: std::collections::HashSet<i32> = live_at.values().copied().collect();
+    assert!(spread.len() > 1, "the keys spread over partitions");
+    assert_eq!(replayed_at, live_at, "each key where its live records are");
+}
+
+#[test]
+fn lineage_carries_the_kafka_timestamp_of_a_raw_record_and_the_seeds_timestamp_as_written() {
+    let Some(bootstrap) = kafka::bootstrap() else {
+        return;
+    };
+    let store = format!("kafka://{bootstrap}");
+    let (original, dlq_topic) = topics(&bootstrap, 1);
+    let seed = br#"{"original_record": {"a": 1}, "error": "boom", "timestamp": "2026-11-29T07:00:00.123456Z"}"#;
+    produce_foreign(
+        &bootstrap,
+        &dlq_topic,
+        &[
+            Foreign {
+                key: Some(b"raw"),
+                value: Some(b"not an envelope"),
+                // 2026-11-29T07:00:00.123Z
+                timestamp_ms: Some(1_795_935_600_123),
+                ..Foreign::default()
+            },
+            Foreign {
+                key: Some(b"seed"),
+                value: Some(seed),
+                ..Foreign::default()
+            },
+        ],
+    );
+    let shown = json(&store, &["inspect", "--dlq", &dlq_topic]);
+    let records = shown["records"].as_array().expect("records");
+    assert_eq!(
+        records[0]["record"]["timestamp"],
+        "2026-11-29T07:00:00.123Z"
+    );
+    assert_eq!(
+        records[1]["record"]["timestamp"],
+        "2026-11-29T07:00:00.123456Z"
+    );
+    assert_eq!(
+        records[1]["record"]["dlq"]["first_failed_at"],
+        "2026-11-29T07:00:00.123456Z"
+    );
+    json(&store, &["replay", "--dlq", &dlq_topic]);
+    let first_failed_at = |key: &[u8]| -> String {
+        let r = kafka::read_all(&bootstrap, &original, true)
+            .into_iter()
+            .find(|r| r.key.as_deref() == Some(key))
+            .expect("replayed");
+        let h = r
+            .headers
+            .iter()
+            .find(|h| h.name == "dlq.first_failed_at")
+            .expect("lineage header");
+        String::from_utf8(h.value.clone().expect("value")).expect("utf8")
+    };
+    assert_eq!(first_failed_at(b"raw"), "2026-11-29T07:00:00.123Z");
+    assert_eq!(first_failed_at(b"seed"), "2026-11-29T07:00:00.123456Z");
+}
+
+#[test]
+fn a_header_name_that_is_not_utf8_is_inspected_and_replayed_byte_for_byte() {
+    let Some(bootstrap) = kafka::bootstrap() else {
+        return;
+    };
+    let store = format!("kafka://{bootstrap}");
+    let (original, dlq_topic) = topics(&bootstrap, 1);
+    let name: &[u8] = b"\xff\xfe-trace";
+    produce_foreign(
+        &bootstrap,
+        &dlq_topic,
+        &[Foreign {
+            key: Some(b"k"),
+            value: Some(b"{}"),
+            headers: vec![(name, Some(b"t-1")), (b"plain", Some(b"\xffbin"))],
+            ..Foreign::default()
+        }],
+    );
+    let stats = json(&store, &["stats", "--dlq", &dlq_topic]);
+    assert_eq!(stats["dlqs"][0]["pending"], 1, "scanned without a panic");
+    let shown = json(&store, &["inspect", "--dlq", &dlq_topic]);
+    let headers = &shown["records"][0]["record"]["dlq"]["headers"];
+    assert_eq!(
+        headers,
+        &serde_json::json!([[{"base64": "//4tdHJhY2U="}, "t-1"], ["plain", {"base64": "/2Jpbg=="}]])
+    );
+    let replayed = json(&store, &["replay", "--dlq", &dlq_topic]);
+    assert_eq!(replayed["replayed"], 1);
+    let back = kafka::read_all(&bootstrap, &original, true);
+    let names: Vec<Vec<u8>> = back[0]
+        .headers
+        .iter()
+        .map(|h| h.name_bytes().into_owned())
+        .collect();
+    assert_eq!(names[0], name, "the name's bytes, unchanged");
+    assert_eq!(back[0].headers[0].value.as_deref(), Some(&b"t-1"[..]));
+    assert_eq!(names[1], b"plain");
+    assert_eq!(back[0].headers[1].value.as_deref(), Some(&b"\xffbin"[..]));
+}
+
+#[test]
+fn replay_names_the_topics_it_wrote_to() {
+    let Some(bootstrap) = kafka::bootstrap() else {
+        return;
+    };
+    let store = format!("kafka://{bootstrap}");
+    let (a, dlq_topic) = topics(&bootstrap, 1);
+    let b = kafka::topic("other");
+    kafka::create_topics(&bootstrap, &[&b], 1);
+    let to_b = |offset: &'static [u8]| Foreign {
+        value: Some(b"{}"),
+        headers: vec![
+            (&b"__connect.errors.topic"[..], Some(b.as_bytes())),
+            (b"__connect.errors.partition", Some(b"0")),
+            (b"__connect.errors.offset", Some(offset)),
+        ],
+        ..Foreign::default()
+    };
+    produce_foreign(
+        &bootstrap,
+        &dlq_topic,
+        &[
+            Foreign {
+                value: Some(b"raw, back to its DLQ's topic"),
+                ..Foreign::default()
+            },
+            to_b(b"1"),
+            to_b(b"2"),
+        ],
+    );
+    let dry = json(&store, &["replay", "--dlq", &dlq_topic, "--dry-run"]);
+    assert_eq!(dry["targets"][a.as_str()], 1, "{dry}");
+    assert_eq!(dry["targets"][b.as_str()], 2, "{dry}");
+    let replayed = json(&store, &["replay", "--dlq", &dlq_topic]);
+    let mut names = [a.clone(), b.clone()];
+    names.sort();
+    assert_eq!(replayed["target"], format!("kafka:{}", names.join(",")));
+    assert_eq!(replayed["targets"][a.as_str()], 1);
+    assert_eq!(replayed["targets"][b.as_str()], 2);
+}
+
+#[test]
+fn a_replay_to_a_topic_that_does_not_exist_fails_at_once_naming_it() {
+    let Some(bootstrap) = kafka::bootstrap() else {
+        return;
+    };
+    let store = format!("kafka://{bootstrap}");
+    let (_, dlq_topic) = topics(&bootstrap, 1);
+    let missing = kafka::topic("missing");
+    produce_foreign(
+        &bootstrap,
+        &dlq_topic,
+        &[
+            Foreign {
+                value: Some(b"{}"),
+                ..Foreign::default()
+            },
+            Foreign {
+                value: Some(b"{}"),
+                headers: vec![(&b"kafka_dlt-original-topic"[..], Some(missing.as_bytes()))],
+                ..Foreign::default()
+            },
+        ],
+    );
+    let to = format!("kafka:{missing}");
+    let (code, stderr) = run_failing(&store, &["replay", "--dlq", &dlq_topic, "--to", &to]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&missing) && stderr.contains("no such topic"),
+        "{stderr}"
+    );
+    // To the original topics: the second record's is missing; the replay
+    // stops there with the same error, and the record stays pending.
+    let (code, stderr) = run_failing(&store, &["replay", "--dlq", &dlq_topic]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&missing) && stderr.contains("no such topic"),
+        "{stderr}"
+    );
+    let stats = json(&store, &["stats", "--dlq", &dlq_topic]);
+    assert_eq!(stats["dlqs"][0]["pending"], 1, "{stats}");
+}
+
+#[test]
+fn a_store_with_another_prefix_replays_raw_records_to_the_topic_its_dlq_is_named_after() {
+    let Some(bootstrap) = kafka::bootstrap() else {
+        return;
+    };
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let prefix = format!("errors-{}.", &tag[..8]);
+    let store = format!(
+        "kafka://{bootstrap}?dlq_prefix={prefix}&ledger={prefix}ledger&blobs={prefix}blobs"
+    );
+    let original = kafka::topic("orig");
+    let dlq_topic = format!("{prefix}{original}");
+    kafka::create_topics(&bootstrap, &[&original, &dlq_topic], 1);
+    produce_foreign(
+        &bootstrap,
+        &dlq_topic,
+        &[Foreign {
+            value: Some(b"raw"),
+            ..Foreign::default()
+        }],
+    );
+    let replayed = json(&store, &["replay", "--dlq", &dlq_topic]);
+    assert_eq!(
+        replayed["target"],
+        format!("kafka:{original}"),
+        "{replayed}"
+    );
+    let back = kafka::read_all(&bootstrap, &original, true);
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].value, b"raw");
+}
+
+/// Values that are not complete envelopes, of every kind: random bytes,
+/// JSON objects with some envelope members, and real envelopes with one
+/// member taken out or of the wrong type. Deterministic (xorshift).
+fn not_envelopes(n: usize) -> Vec<Vec<u8>> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let failure = Failure::permanent("validate", "validation.wrong_type", "bad");
+    let mut letter = DeadLetter::new("kafka:t:0:1", br#"{"a":1}"#.to_vec(), &failure);
+    letter.key = Some(b"k".to_vec());
+    let full: Value = serde_json::from_slice(
+        &encode(&letter, &EncodeOptions::default())
+            .expect("encode")
+            .bytes,
+    )
+    .expect("json");
+    let members = [
+        "original_record",
+        "error",
+        "timestamp",
+        "dlq.v",
+        "dlq.id",
+        "dlq.source",
+        "dlq.key",
+        "dlq.headers",
+        "dlq.stage",
+        "dlq.error_class",
+        "dlq.retryable",
+        "dlq.attempts",
+        "dlq.first_failed_at",
+        "dlq.replays",
+        "dlq.payload_encoding",
+    ];
+    (0..n)
+        .map(|i| match i % 3 {
+            0 => {
+                let len = (next() % 64) as usize;
+                (0..len).map(|_| next() as u8).collect()
+            }
+            1 => {
+                let mut v = full.clone();
+                let member = members[(next() % members.len() as u64) as usize];
+                let (object, name) = match member.strip_prefix("dlq.") {
+                    Some(name) => (&mut v["dlq"], name),
+                    None => (&mut v, member),
+                };
+                let object = object.as_object_mut().expect("object");
+                // Any JSON is a valid JSON payload: that member only goes.
+                if next() % 2 == 0 || name == "original_record" {
+                    object.remove(name);
+                } else {
+                    object.insert(name.into(), serde_json::json!([i]));
+                }
+                serde_json::to_vec(&v).expect("json")
+            }
+            _ => format!(r#"{{"dlq": {{"v": 1, "n": {i}}}, "error": "e{i}"}}"#).into_bytes(),
+        })
+        .collect()
+}
+
+#[test]
+fn values_that_are_not_complete_envelopes_replay_byte_for_byte() {
+    let Some(bootstrap) = kafka::bootstrap() else {
+        return;
+    };
+    let store = format!("kafka://{bootstrap}");
+    let (original, dlq_topic) = topics(&bootstrap, 1);
+    let values = not_envelopes(150);
+    let records: Vec<Foreign<'_>> = values
+        .iter()
+        .map(|v| Foreign {
+            value: Some(v),
+            ..Foreign::default()
+        })
+        .collect();
+    produce_foreign(&bootstrap, &dlq_topic, &records);
+    let replayed = json(&store, &["replay", "--dlq", &dlq_topic]);
+    assert_eq!(replayed["replayed"], values.len() as u64, "{replayed}");
+    let back: Vec<Vec<u8>> = kafka::read_all(&bootstrap, &original, true)
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
+    assert_eq!(back, values, "every value, byte for byte, in order");
+}

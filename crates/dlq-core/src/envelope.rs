@@ -24,7 +24,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound as _, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -39,10 +39,45 @@ pub const UNKNOWN_ERROR_CLASS: &str = "unknown";
 /// One header of the original record. Kafka header values may be null.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    /// Header name.
+    /// Header name. Kafka header names are bytes; one that is not UTF-8 is
+    /// held as a NUL followed by the base64 of its bytes (see
+    /// [`Header::from_name_bytes`] and [`Header::name_bytes`]). librdkafka
+    /// cannot carry a NUL in a header name, so no name read from Kafka
+    /// starts with one, and UTF-8 names (all names in practice) are held
+    /// as they are.
     pub name: String,
     /// Header value, exactly as received; `None` for a null value.
     pub value: Option<Vec<u8>>,
+}
+
+/// Starts a header name that is held as base64 (see [`Header::name`]).
+const NAME_BASE64_MARK: char = '\0';
+
+impl Header {
+    /// A header whose name is given as bytes, whether UTF-8 or not.
+    pub fn from_name_bytes(name: &[u8], value: Option<Vec<u8>>) -> Header {
+        let name = match std::str::from_utf8(name) {
+            Ok(text) if !text.starts_with(NAME_BASE64_MARK) => text.to_owned(),
+            _ => format!("{NAME_BASE64_MARK}{}", BASE64.encode(name)),
+        };
+        Header { name, value }
+    }
+
+    /// The name's bytes, exactly as the record carried them.
+    pub fn name_bytes(&self) -> Cow<'_, [u8]> {
+        match self.name_base64() {
+            Some(encoded) => match BASE64.decode(encoded) {
+                Ok(bytes) => Cow::Owned(bytes),
+                Err(_) => Cow::Borrowed(self.name.as_bytes()),
+            },
+            None => Cow::Borrowed(self.name.as_bytes()),
+        }
+    }
+
+    /// The base64 of a name held as base64.
+    fn name_base64(&self) -> Option<&str> {
+        self.name.strip_prefix(NAME_BASE64_MARK)
+    }
 }
 
 /// Where the failed record came from.
@@ -136,8 +171,13 @@ pub struct DeadLetter {
     /// Deterministic identity: `kafka:<topic>:<partition>:<offset>` for Kafka
     /// records, `file:<input>:<line>` for file inputs, a UUIDv7 otherwise.
     pub id: String,
-    /// The original record value, byte for byte (empty while claim-checked).
+    /// The original record value, byte for byte (empty while claim-checked,
+    /// and for a null value: see `null_payload`).
     pub payload: Vec<u8>,
+    /// The original record had no value at all (a Kafka tombstone), which
+    /// is not the same as an empty one: `payload` is empty and a replay
+    /// sends a null value.
+    pub null_payload: bool,
     /// The original record key.
     pub key: Option<Vec<u8>>,
     /// The original record headers.
@@ -174,10 +214,11 @@ impl DeadLetter {
     /// A new dead letter for a record that failed now, with everything else
     /// defaulted: set the fields that apply.
     pub fn new(id: impl Into<String>, payload: Vec<u8>, failure: &crate::Failure) -> Self {
-        let now = Utc::now();
+        let now = now_millis();
         DeadLetter {
             id: id.into(),
             payload,
+            null_payload: false,
             key: None,
             headers: Vec::new(),
             source: Source {
@@ -210,6 +251,7 @@ impl DeadLetter {
         DeadLetter {
             id: format!("{root}~r{replays}"),
             payload,
+            null_payload: false,
             key: self.key.clone(),
             headers: self.headers.clone(),
             source: self.source.clone(),
@@ -218,7 +260,7 @@ impl DeadLetter {
             error: failure.message.clone(),
             retryable: failure.retryable,
             attempts: 1,
-            failed_at: Utc::now(),
+            failed_at: now_millis(),
             first_failed_at: self.first_failed_at,
             replays,
             replay_of: Some(self.id.clone()),
@@ -256,18 +298,26 @@ impl DeadLetter {
                 Part::Payload => self.payload = bytes,
                 Part::Key => self.key = Some(bytes),
                 Part::Headers => {
+                    let corrupt = |actual: String| ClaimError::Corrupt {
+                        pointer: claim.pointer.clone(),
+                        expected: "a JSON header list".into(),
+                        actual,
+                    };
                     let wire: Vec<WireHeader> =
-                        serde_json::from_slice(&bytes).map_err(|e| ClaimError::Corrupt {
-                            pointer: claim.pointer.clone(),
-                            expected: "a JSON header list".into(),
-                            actual: e.to_string(),
-                        })?;
-                    self.headers = wire.into_iter().map(WireHeader::into_header).collect();
+                        serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+                    self.headers = headers_from_wire(wire)
+                        .ok_or_else(|| corrupt("a header that is not valid base64".into()))?;
                 }
             }
         }
         Ok(())
     }
+}
+
+/// Now, to the millisecond: dlq's own failure times carry the precision
+/// of Kafka timestamps, so that they print as they always did.
+fn now_millis() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(3)
 }
 
 /// A claim-check blob could not be restored.
@@ -520,18 +570,24 @@ impl<'a> WireBytes<'a> {
     }
 }
 
+/// A header on the wire: `[name, value]`, the name a string, or
+/// `{"base64": …}` when it is not UTF-8.
 #[derive(Serialize, Deserialize)]
 struct WireHeader<'a>(
-    #[serde(borrow)] Cow<'a, str>,
+    #[serde(borrow)] WireBytes<'a>,
     #[serde(borrow)] Option<WireBytes<'a>>,
 );
 
 impl WireHeader<'_> {
-    fn into_header(self) -> Header {
-        Header {
-            name: self.0.into_owned(),
-            value: self.1.and_then(WireBytes::into_bytes),
-        }
+    fn into_header(self) -> Option<Header> {
+        let value = match self.1 {
+            Some(v) => Some(v.into_bytes()?),
+            None => None,
+        };
+        Some(match self.0 {
+            WireBytes::Text(name) => Header::from_name_bytes(name.as_bytes(), value),
+            base64 => Header::from_name_bytes(&base64.into_bytes()?, value),
+        })
     }
 }
 
@@ -539,12 +595,23 @@ fn wire_headers(headers: &[Header]) -> Vec<WireHeader<'_>> {
     headers
         .iter()
         .map(|h| {
-            WireHeader(
-                Cow::Borrowed(h.name.as_str()),
-                h.value.as_deref().map(WireBytes::of),
-            )
+            let name = match h.name_base64() {
+                Some(b) if BASE64.decode(b).is_ok() => WireBytes::Base64 {
+                    base64: Cow::Borrowed(b),
+                },
+                Some(_) => WireBytes::Base64 {
+                    base64: Cow::Owned(BASE64.encode(h.name.as_bytes())),
+                },
+                None => WireBytes::Text(Cow::Borrowed(h.name.as_str())),
+            };
+            WireHeader(name, h.value.as_deref().map(WireBytes::of))
         })
         .collect()
+}
+
+/// Headers from their wire form; `None` if one of them is malformed.
+fn headers_from_wire(wire: Vec<WireHeader<'_>>) -> Option<Vec<Header>> {
+    wire.into_iter().map(WireHeader::into_header).collect()
 }
 
 #[derive(Serialize)]
@@ -593,7 +660,23 @@ fn is_envelope(origin: &Origin) -> bool {
 }
 
 fn rfc3339(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+    format_timestamp(t)
+}
+
+/// Formats a timestamp as envelopes and lineage headers write it: RFC 3339
+/// in UTC, with milliseconds, or with as many more digits as it carries
+/// (a seed writer's microseconds are kept as written).
+pub fn format_timestamp(t: &DateTime<Utc>) -> String {
+    // A leap second shows as nanoseconds past 1e9.
+    let nanos = t.timestamp_subsec_nanos() % 1_000_000_000;
+    let digits = if nanos.is_multiple_of(1_000_000) {
+        SecondsFormat::Millis
+    } else if nanos.is_multiple_of(1_000) {
+        SecondsFormat::Micros
+    } else {
+        SecondsFormat::Nanos
+    };
+    t.to_rfc3339_opts(digits, true)
 }
 
 /// The payload as embeddable JSON, when it can be embedded verbatim.
@@ -631,6 +714,8 @@ fn render(letter: &DeadLetter, plan: &Plan<'_>) -> Encoded {
             claim_checks.push(claim(Part::Payload, letter.payload.clone(), &mut blobs));
         }
         (WireOriginal::Null(None), "claim_check")
+    } else if letter.null_payload {
+        (WireOriginal::Null(None), "null")
     } else if let Some(raw) = json_payload(&letter.payload) {
         (WireOriginal::Json(raw), "json")
     } else if let Ok(text) = std::str::from_utf8(&letter.payload) {
@@ -698,42 +783,58 @@ fn render(letter: &DeadLetter, plan: &Plan<'_>) -> Encoded {
     Encoded { bytes, blobs }
 }
 
+/// The top-level members of an envelope, each as it was written (a member
+/// written as `null` is `Some("null")`, one left out is `None`).
 #[derive(Deserialize)]
 struct WireEnvelopeIn<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     original_record: Option<&'a RawValue>,
-    error: Option<serde_json::Value>,
-    timestamp: Option<serde_json::Value>,
-    #[serde(borrow)]
-    dlq: Option<WireMetaIn<'a>>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    error: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    timestamp: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    dlq: Option<&'a RawValue>,
 }
 
+/// A member that is there, whatever its value (`null` included).
+fn present<'de, D>(d: D) -> Result<Option<&'de RawValue>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// A member that must be there, though its value may be `null`.
+fn required<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d)
+}
+
+/// The `dlq` member of a v1 envelope. Every field [`encode`] always
+/// writes is required: an object that lacks one is not an envelope but a
+/// raw record that happens to look like one.
 #[derive(Deserialize)]
 struct WireMetaIn<'a> {
     v: u32,
-    id: Option<String>,
-    #[serde(default)]
+    id: String,
     source: Source,
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "required")]
     key: Option<WireBytes<'a>>,
-    #[serde(borrow, default)]
+    #[serde(borrow)]
     headers: Vec<WireHeader<'a>>,
-    #[serde(default)]
-    stage: Option<String>,
-    #[serde(default)]
-    error_class: Option<String>,
-    #[serde(default)]
-    retryable: Option<bool>,
-    #[serde(default)]
-    attempts: Option<u32>,
-    #[serde(default)]
-    first_failed_at: Option<String>,
-    #[serde(default)]
-    replays: Option<u32>,
+    stage: String,
+    error_class: String,
+    retryable: bool,
+    attempts: u32,
+    first_failed_at: String,
+    replays: u32,
     #[serde(default)]
     replay_of: Option<String>,
-    #[serde(default)]
-    payload_encoding: Option<String>,
+    payload_encoding: String,
     #[serde(default)]
     claim_checks: Vec<ClaimCheck>,
     #[serde(default)]
@@ -756,44 +857,73 @@ pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
     None
 }
 
-fn value_to_text(value: Option<serde_json::Value>) -> Option<String> {
-    match value? {
-        serde_json::Value::Null => None,
-        serde_json::Value::String(s) => Some(s),
-        other => Some(other.to_string()),
-    }
-}
-
 /// Decodes any bytes read from a DLQ into a dead letter. Never fails.
 ///
-/// * a v1 envelope (an object with `dlq.v == 1`) decodes field by field;
-/// * a seed envelope (an object with `original_record` and `error`) keeps its
-///   error text and timestamp, and its `original_record` becomes the payload
-///   (a JSON string's content, any other JSON verbatim);
-/// * anything else is a raw record: its bytes are the payload, with the
-///   error class [`UNKNOWN_ERROR_CLASS`].
+/// * a v1 envelope (an object with a `dlq` member) decodes field by field
+///   when it is complete and valid: every field the encoder writes is
+///   there with its type, `dlq.v` is 1, the timestamps parse and the
+///   payload matches its `payload_encoding`;
+/// * a seed envelope (an object with `original_record` and a string
+///   `error`, and no `dlq` member) keeps its error text and timestamp, and
+///   its `original_record` becomes the payload (a JSON string's content,
+///   any other JSON verbatim);
+/// * anything else is a raw record — an object that looks like an
+///   envelope but is not a complete one included: its bytes are the
+///   payload, untouched, with the error class [`UNKNOWN_ERROR_CLASS`].
 ///
 /// `fallback_id` names records that carry no id of their own.
 pub fn decode(bytes: &[u8], fallback_id: &str) -> DeadLetter {
-    if let Ok(wire) = serde_json::from_slice::<WireEnvelopeIn<'_>>(bytes) {
-        match wire.dlq {
-            Some(meta) if meta.v == ENVELOPE_VERSION => {
-                let original = wire.original_record;
-                if let Some(letter) =
-                    decode_v1(&original, wire.error, wire.timestamp, meta, fallback_id)
-                {
-                    return letter;
-                }
+    decode_at(bytes, fallback_id, None)
+}
+
+/// [`decode`], with `at` as the failure time of records that do not say
+/// when they failed (raw records, seed records without a timestamp): the
+/// time the writer stored them, where the DLQ knows it.
+fn decode_at(bytes: &[u8], fallback_id: &str, at: Option<DateTime<Utc>>) -> DeadLetter {
+    let mut letter =
+        decode_envelope(bytes, fallback_id, at).unwrap_or_else(|| raw_letter(bytes, fallback_id));
+    if letter.origin == Origin::Raw
+        && let Some(t) = at
+    {
+        letter.failed_at = t;
+        letter.first_failed_at = t;
+    }
+    letter
+}
+
+/// The envelope (v1 or seed) `bytes` are, if they are one.
+fn decode_envelope(
+    bytes: &[u8],
+    fallback_id: &str,
+    at: Option<DateTime<Utc>>,
+) -> Option<DeadLetter> {
+    // Only an object can be an envelope; most raw records are not one.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    let wire = serde_json::from_slice::<WireEnvelopeIn<'_>>(bytes).ok()?;
+    match wire.dlq {
+        Some(meta) => {
+            let meta: WireMetaIn<'_> = serde_json::from_str(meta.get()).ok()?;
+            if meta.v != ENVELOPE_VERSION {
+                return None;
             }
-            Some(_) => {}
-            None => {
-                if let (Some(original), Some(error)) = (wire.original_record, wire.error) {
-                    return decode_seed(original, error, wire.timestamp, fallback_id);
-                }
+            decode_v1(wire.original_record?, wire.error?, wire.timestamp?, meta)
+        }
+        None => {
+            let mut letter = decode_seed(
+                wire.original_record?,
+                wire.error?,
+                wire.timestamp,
+                fallback_id,
+            )?;
+            if let Some(t) = at.filter(|_| wire.timestamp.is_none_or(|t| t.get() == "null")) {
+                letter.failed_at = t;
+                letter.first_failed_at = t;
             }
+            Some(letter)
         }
     }
-    raw_letter(bytes, fallback_id)
 }
 
 fn raw_letter(bytes: &[u8], fallback_id: &str) -> DeadLetter {
@@ -808,89 +938,85 @@ fn raw_letter(bytes: &[u8], fallback_id: &str) -> DeadLetter {
     letter
 }
 
+/// A JSON string's text.
+fn json_string(raw: &RawValue) -> Option<String> {
+    serde_json::from_str::<String>(raw.get()).ok()
+}
+
 fn decode_seed(
     original: &RawValue,
-    error: serde_json::Value,
-    timestamp: Option<serde_json::Value>,
+    error: &RawValue,
+    timestamp: Option<&RawValue>,
     fallback_id: &str,
-) -> DeadLetter {
-    let payload = match serde_json::from_str::<String>(original.get()) {
-        Ok(text) => text.into_bytes(),
-        Err(_) => original.get().as_bytes().to_vec(),
+) -> Option<DeadLetter> {
+    let error = json_string(error)?;
+    // A timestamp, when there is one, must be one.
+    let timestamp = match timestamp.filter(|t| t.get() != "null") {
+        Some(t) => Some(parse_timestamp(&json_string(t)?)?),
+        None => None,
     };
-    let error = value_to_text(Some(error)).unwrap_or_default();
+    let payload = match json_string(original) {
+        Some(text) => text.into_bytes(),
+        None => original.get().as_bytes().to_vec(),
+    };
     let failure = crate::Failure::permanent("unknown", UNKNOWN_ERROR_CLASS, error);
     let mut letter = DeadLetter::new(fallback_id, payload, &failure);
     // The seed format does not say whether a retry could help.
     letter.retryable = false;
     letter.attempts = 0;
-    if let Some(t) = value_to_text(timestamp)
-        .as_deref()
-        .and_then(parse_timestamp)
-    {
+    if let Some(t) = timestamp {
         letter.failed_at = t;
         letter.first_failed_at = t;
     }
     letter.origin = Origin::Seed;
-    letter
+    Some(letter)
 }
 
 fn decode_v1(
-    original: &Option<&RawValue>,
-    error: Option<serde_json::Value>,
-    timestamp: Option<serde_json::Value>,
+    original: &RawValue,
+    error: &RawValue,
+    timestamp: &RawValue,
     meta: WireMetaIn<'_>,
-    fallback_id: &str,
 ) -> Option<DeadLetter> {
-    let encoding = meta.payload_encoding.as_deref().unwrap_or("json");
-    let payload = match (encoding, original) {
-        ("claim_check", _) => Vec::new(),
-        (_, None) => Vec::new(),
-        ("json", Some(raw)) => raw.get().as_bytes().to_vec(),
-        ("text", Some(raw)) => serde_json::from_str::<String>(raw.get()).ok()?.into_bytes(),
-        ("base64", Some(raw)) => {
+    let is_null = original.get() == "null";
+    let claimed = meta.claim_checks.iter().any(|c| c.part == Part::Payload);
+    let payload = match meta.payload_encoding.as_str() {
+        "claim_check" if is_null && claimed => Vec::new(),
+        "null" if is_null => Vec::new(),
+        "json" => original.get().as_bytes().to_vec(),
+        "text" => json_string(original)?.into_bytes(),
+        "base64" => {
             #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
             struct B64 {
                 base64: String,
             }
-            let b: B64 = serde_json::from_str(raw.get()).ok()?;
+            let b: B64 = serde_json::from_str(original.get()).ok()?;
             BASE64.decode(b.base64.as_bytes()).ok()?
         }
         _ => return None,
     };
-    let failed_at = value_to_text(timestamp)
-        .as_deref()
-        .and_then(parse_timestamp)
-        .unwrap_or_else(Utc::now);
-    let first_failed_at = meta
-        .first_failed_at
-        .as_deref()
-        .and_then(parse_timestamp)
-        .unwrap_or(failed_at);
+    let failed_at = parse_timestamp(&json_string(timestamp)?)?;
+    let first_failed_at = parse_timestamp(&meta.first_failed_at)?;
     let key = match meta.key {
         Some(k) => Some(k.into_bytes()?),
         None => None,
     };
     Some(DeadLetter {
-        id: meta.id.unwrap_or_else(|| fallback_id.to_owned()),
+        id: meta.id,
         payload,
+        null_payload: meta.payload_encoding == "null",
         key,
-        headers: meta
-            .headers
-            .into_iter()
-            .map(WireHeader::into_header)
-            .collect(),
+        headers: headers_from_wire(meta.headers)?,
         source: meta.source,
-        stage: meta.stage.unwrap_or_else(|| "unknown".into()),
-        error_class: meta
-            .error_class
-            .unwrap_or_else(|| UNKNOWN_ERROR_CLASS.into()),
-        error: value_to_text(error).unwrap_or_default(),
-        retryable: meta.retryable.unwrap_or(false),
-        attempts: meta.attempts.unwrap_or(0),
+        stage: meta.stage,
+        error_class: meta.error_class,
+        error: json_string(error)?,
+        retryable: meta.retryable,
+        attempts: meta.attempts,
         failed_at,
         first_failed_at,
-        replays: meta.replays.unwrap_or(0),
+        replays: meta.replays,
         replay_of: meta.replay_of,
         claim_checks: meta.claim_checks,
         error_truncated_from: meta.error_truncated_from,
@@ -959,6 +1085,21 @@ fn header_int(headers: &[Header], name: &str) -> Option<i64> {
 /// where the record came from). Records without an id of their own are
 /// identified by their DLQ coordinates, `kafka:<topic>:<partition>:<offset>`.
 pub fn decode_kafka(rec: &KafkaRecord<'_>) -> DeadLetter {
+    decode_kafka_with_prefix(rec, DEFAULT_DLQ_PREFIX)
+}
+
+/// The DLQ topic prefix of a default configuration: `dlq.rss.events` is
+/// the DLQ of `rss.events`.
+pub const DEFAULT_DLQ_PREFIX: &str = "dlq.";
+
+/// [`decode_kafka`] for a store whose DLQ topics are named with
+/// `dlq_prefix`: a raw record of DLQ topic `<dlq_prefix><topic>` came from
+/// `<topic>` (a replay sends it back there).
+///
+/// A null value (a tombstone) decodes with `null_payload` set, and a raw
+/// record's failure time is the Kafka record's timestamp (when it was
+/// dead-lettered), not the time it is read.
+pub fn decode_kafka_with_prefix(rec: &KafkaRecord<'_>, dlq_prefix: &str) -> DeadLetter {
     let coords_id = format!("kafka:{}:{}:{}", rec.topic, rec.partition, rec.offset);
     let value = rec.value.unwrap_or_default();
     let foreign = if header(rec.headers, "__connect.errors.topic").is_some() {
@@ -971,13 +1112,24 @@ pub fn decode_kafka(rec: &KafkaRecord<'_>) -> DeadLetter {
         None
     };
     let Some(origin) = foreign else {
-        let mut letter = decode(value, &coords_id);
+        let mut letter = match rec.value {
+            Some(v) => decode_at(v, &coords_id, rec.timestamp),
+            None => {
+                let mut letter = decode_at(b"", &coords_id, rec.timestamp);
+                letter.null_payload = true;
+                letter
+            }
+        };
         if letter.origin != Origin::Envelope {
             letter.key = rec.key.map(<[u8]>::to_vec);
             letter.headers = rec.headers.to_vec();
             letter.source = Source {
                 system: "kafka".into(),
-                topic: rec.topic.strip_prefix("dlq.").map(str::to_owned),
+                topic: rec
+                    .topic
+                    .strip_prefix(dlq_prefix)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned),
                 partition: None,
                 offset: None,
                 timestamp: None,
@@ -1038,6 +1190,7 @@ pub fn decode_kafka(rec: &KafkaRecord<'_>) -> DeadLetter {
         .filter(|_| origin == Origin::Headers)
         .unwrap_or(coords_id);
     let mut letter = DeadLetter::new(id, value.to_vec(), &failure);
+    letter.null_payload = rec.value.is_none();
     letter.origin = origin;
     letter.attempts = 0;
     letter.key = rec.key.map(<[u8]>::to_vec);
@@ -1182,8 +1335,8 @@ mod tests {
         );
         assert_eq!(
             rfc3339(&l.failed_at),
-            "2026-11-29T07:00:00.123Z",
-            "timestamp parsed from Python isoformat"
+            "2026-11-29T07:00:00.123456Z",
+            "timestamp parsed from Python isoformat, its microseconds kept"
         );
         assert_eq!(l.id, "imported-1");
         // Re-encoding keeps the seed fields readable by old consumers.
@@ -1191,6 +1344,120 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&enc.bytes).expect("json");
         assert_eq!(v["error"], "Failed to send to primary topic");
         assert_eq!(v["original_record"]["title"], "Fed holds rates");
+    }
+
+    #[test]
+    fn seed_timestamp_keeps_its_microseconds_through_the_envelope() {
+        let seed = br#"{"original_record": {"a": 1}, "error": "boom", "timestamp": "2026-11-29T07:00:00.123456Z"}"#;
+        let l = decode(seed, "s-1");
+        let enc = encode(&l, &EncodeOptions::default()).expect("encode");
+        let v: serde_json::Value = serde_json::from_slice(&enc.bytes).expect("json");
+        assert_eq!(v["timestamp"], "2026-11-29T07:00:00.123456Z");
+        assert_eq!(v["dlq"]["first_failed_at"], "2026-11-29T07:00:00.123456Z");
+        let back = decode(&enc.bytes, "x");
+        assert_eq!(back.first_failed_at, l.first_failed_at);
+        assert_eq!(
+            format_timestamp(&back.first_failed_at),
+            "2026-11-29T07:00:00.123456Z"
+        );
+    }
+
+    #[test]
+    fn dlq_failure_times_print_in_milliseconds() {
+        let l = letter(b"{}");
+        let enc = encode(&l, &EncodeOptions::default()).expect("encode");
+        let v: serde_json::Value = serde_json::from_slice(&enc.bytes).expect("json");
+        let ts = v["timestamp"].as_str().expect("timestamp");
+        assert_eq!(ts.len(), "2026-11-29T07:00:00.123Z".len(), "{ts}");
+    }
+
+    #[test]
+    fn a_null_payload_stays_null_and_an_empty_one_stays_empty() {
+        let mut tombstone = letter(b"");
+        tombstone.null_payload = true;
+        let enc = encode(&tombstone, &EncodeOptions::default()).expect("encode");
+        let v: serde_json::Value = serde_json::from_slice(&enc.bytes).expect("json");
+        assert_eq!(v["original_record"], serde_json::Value::Null);
+        assert_eq!(v["dlq"]["payload_encoding"], "null");
+        let back = decode(&enc.bytes, "x");
+        assert!(back.null_payload);
+        assert!(back.payload.is_empty());
+        let empty = roundtrip(&letter(b""), &EncodeOptions::default());
+        assert!(!empty.null_payload);
+        assert!(empty.payload.is_empty());
+    }
+
+    #[test]
+    fn a_payload_that_is_the_json_null_keeps_its_four_bytes() {
+        let back = roundtrip(&letter(b"null"), &EncodeOptions::default());
+        assert_eq!(back.payload, b"null");
+        assert!(!back.null_payload);
+    }
+
+    #[test]
+    fn an_envelope_written_before_null_payloads_decodes_as_before() {
+        let old = br#"{"original_record":{"event_id":"evt-1","price":"0.42"},"error":"field \"price\": expected a number","timestamp":"2026-11-29T07:00:00.123Z","dlq":{"v":1,"id":"file:3f2a9c0d1e4b:1812","source":{"system":"file","topic":"polymarket.price_hourly","partition":0,"offset":1812},"key":null,"headers":[["trace-id","t-1"],["bin",{"base64":"/wA="}],["nil",null]],"stage":"validate","error_class":"validation.wrong_type","retryable":false,"attempts":1,"first_failed_at":"2026-11-29T07:00:00.123Z","replays":0,"payload_encoding":"json"}}"#;
+        let l = decode(old, "x");
+        assert_eq!(l.origin, Origin::Envelope);
+        assert_eq!(l.id, "file:3f2a9c0d1e4b:1812");
+        assert_eq!(l.payload, br#"{"event_id":"evt-1","price":"0.42"}"#);
+        assert!(!l.null_payload);
+        assert_eq!(
+            l.headers,
+            vec![
+                h("trace-id", b"t-1"),
+                h("bin", b"\xff\x00"),
+                Header {
+                    name: "nil".into(),
+                    value: None
+                }
+            ]
+        );
+        // And it encodes to the same bytes again.
+        assert_eq!(
+            encode(&l, &EncodeOptions::unlimited())
+                .expect("encode")
+                .bytes,
+            old
+        );
+    }
+
+    #[test]
+    fn a_raw_value_shaped_like_an_incomplete_envelope_keeps_its_bytes() {
+        for raw in [
+            &br#"{"dlq": {"v": 1}}"#[..],
+            br#"{"dlq": {"v": 1, "id": "x"}, "original_record": "a", "error": "e"}"#,
+            br#"{"original_record": null, "error": "e", "timestamp": "2026-11-29T07:00:00Z", "dlq": {"v": 2}}"#,
+            br#"{"dlq": null}"#,
+            br#"{"original_record": 1, "error": {"not": "text"}}"#,
+            br#"{"original_record": 1, "error": "e", "timestamp": "yesterday"}"#,
+        ] {
+            let l = decode(raw, "raw-1");
+            assert_eq!(l.origin, Origin::Raw, "{}", String::from_utf8_lossy(raw));
+            assert_eq!(l.payload, raw);
+        }
+    }
+
+    #[test]
+    fn a_header_name_that_is_not_utf8_roundtrips_as_base64() {
+        let mut l = letter(b"{}");
+        l.headers = vec![
+            Header::from_name_bytes(b"\xff\xfename", Some(b"v".to_vec())),
+            Header::from_name_bytes(b"\0starts-with-nul", None),
+            h("plain", b"p"),
+        ];
+        assert_eq!(l.headers[0].name_bytes().as_ref(), b"\xff\xfename");
+        assert_eq!(l.headers[1].name_bytes().as_ref(), b"\0starts-with-nul");
+        assert_eq!(l.headers[2].name_bytes().as_ref(), b"plain");
+        let enc = encode(&l, &EncodeOptions::default()).expect("encode");
+        let v: serde_json::Value = serde_json::from_slice(&enc.bytes).expect("json");
+        assert_eq!(
+            v["dlq"]["headers"][0],
+            serde_json::json!([{"base64": "//5uYW1l"}, "v"])
+        );
+        assert_eq!(v["dlq"]["headers"][2], serde_json::json!(["plain", "p"]));
+        let back = decode(&enc.bytes, "x");
+        assert_eq!(back.headers, l.headers);
     }
 
     #[test]
@@ -1378,6 +1645,49 @@ mod tests {
     }
 
     #[test]
+    fn a_tombstone_on_kafka_decodes_as_a_null_payload_with_its_key() {
+        let mut rec = kafka(b"", &[]);
+        rec.value = None;
+        let l = decode_kafka(&rec);
+        assert_eq!(l.origin, Origin::Raw);
+        assert!(l.null_payload);
+        assert_eq!(l.key.as_deref(), Some(&b"0xabc"[..]));
+        let mut empty = kafka(b"", &[]);
+        empty.value = Some(b"");
+        assert!(!decode_kafka(&empty).null_payload);
+        let connect = [h("__connect.errors.topic", b"t")];
+        let mut rec = kafka(b"", &connect);
+        rec.value = None;
+        assert!(decode_kafka(&rec).null_payload);
+    }
+
+    #[test]
+    fn a_raw_record_failed_when_kafka_stored_it() {
+        let l = decode_kafka(&kafka(b"plain", &[]));
+        assert_eq!(
+            l.failed_at,
+            DateTime::from_timestamp(1_800_000_000, 0).expect("ts")
+        );
+        assert_eq!(l.first_failed_at, l.failed_at);
+        let seed = br#"{"original_record": 1, "error": "e"}"#;
+        let l = decode_kafka(&kafka(seed, &[]));
+        assert_eq!(l.origin, Origin::Seed);
+        assert_eq!(
+            l.first_failed_at,
+            DateTime::from_timestamp(1_800_000_000, 0).expect("ts")
+        );
+    }
+
+    #[test]
+    fn raw_topic_inference_uses_the_configured_prefix() {
+        let mut rec = kafka(b"plain", &[]);
+        rec.topic = "errors-polymarket.price_hourly";
+        let l = decode_kafka_with_prefix(&rec, "errors-");
+        assert_eq!(l.source.topic.as_deref(), Some("polymarket.price_hourly"));
+        assert_eq!(decode_kafka(&rec).source.topic, None, "not a dlq. topic");
+    }
+
+    #[test]
     fn envelope_and_raw_values_on_kafka() {
         let l = letter(b"{}");
         let enc = encode(&l, &EncodeOptions::default()).expect("encode");
@@ -1455,6 +1765,41 @@ mod tests {
             if l.origin == Origin::Raw {
                 prop_assert_eq!(l.payload, bytes);
             }
+        }
+
+        #[test]
+        fn an_envelope_missing_any_member_is_a_raw_record_byte_for_byte(
+            l in arb_letter(),
+            pick in any::<prop::sample::Index>(),
+            how in 0..3u8,
+        ) {
+            let enc = encode(&l, &EncodeOptions::default()).expect("encode");
+            let mut v: serde_json::Value = serde_json::from_slice(&enc.bytes).expect("json");
+            // Every member the encoder always writes, top level and in `dlq`.
+            let members = [
+                "original_record", "error", "timestamp", "dlq.v", "dlq.id",
+                "dlq.source", "dlq.key", "dlq.headers", "dlq.stage", "dlq.error_class",
+                "dlq.retryable", "dlq.attempts", "dlq.first_failed_at", "dlq.replays",
+                "dlq.payload_encoding",
+            ];
+            let member = members[pick.index(members.len())];
+            // Any JSON is a valid JSON payload.
+            prop_assume!(member != "original_record" || how == 0);
+            let (object, name) = match member.strip_prefix("dlq.") {
+                Some(name) => (&mut v["dlq"], name),
+                None => (&mut v, member),
+            };
+            let object = object.as_object_mut().expect("object");
+            match how {
+                0 => { object.remove(name); }
+                // A value of a type no encoder writes there.
+                1 => { object.insert(name.into(), serde_json::json!([[[]]])); }
+                _ => { object.insert(name.into(), serde_json::json!({"x": true})); }
+            }
+            let bytes = serde_json::to_vec(&v).expect("json");
+            let back = decode(&bytes, "id");
+            prop_assert_eq!(back.origin, Origin::Raw, "{}", member);
+            prop_assert_eq!(back.payload, bytes);
         }
 
         #[test]

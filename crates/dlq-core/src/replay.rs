@@ -119,6 +119,11 @@ pub struct ReplayReport {
     pub previews: Vec<Preview>,
     /// The target.
     pub target: String,
+    /// Records sent to each target topic (a dry run: that would be sent),
+    /// by topic name: a Kafka replay to the records' original topics names
+    /// every topic it wrote to. Empty for other targets.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub targets: BTreeMap<String, u64>,
     /// Whether this was a dry run.
     pub dry_run: bool,
     /// Whether the replay stopped on request before the end of its

@@ -16,7 +16,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -57,7 +57,7 @@ impl Outgoing {
         if let Some(v) = &self.value {
             record = record.payload(v.as_slice());
         }
-        if let Some(h) = crate::processor::owned_headers(&self.headers) {
+        if let Some(h) = crate::headers::owned(&self.headers) {
             record = record.headers(h);
         }
         record
@@ -89,16 +89,7 @@ impl Fetched {
 
 /// The headers of a message, byte for byte.
 pub(crate) fn headers_of(m: &BorrowedMessage<'_>) -> Vec<Header> {
-    m.headers()
-        .map(|hs| {
-            hs.iter()
-                .map(|h| Header {
-                    name: h.key.to_owned(),
-                    value: h.value.map(<[u8]>::to_vec),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    crate::headers::of(m)
 }
 
 /// The message timestamp, if it has one.

@@ -86,6 +86,9 @@
 //! * `store`: [`KafkaStore`], the trait implementation and the index;
 //! * [`ledger`]: the ledger entries;
 //! * `client`: raw rdkafka I/O (admin, producer, consumer, watermarks);
+//! * `headers`: record headers in and out, byte for byte, through
+//!   `dlq-kafka-ffi` (rdkafka's own header API panics on a name that is
+//!   not UTF-8);
 //! * [`retry`]: which rdkafka errors are retryable, secrets scrubbed.
 //!
 //! # Example
@@ -123,6 +126,7 @@
 mod client;
 pub mod config;
 mod decoded;
+mod headers;
 pub mod ledger;
 pub mod processor;
 pub mod producer;

@@ -49,7 +49,7 @@ use rdkafka::Message as _;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Headers as _, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::Serialize;
@@ -183,17 +183,7 @@ struct Record {
 
 impl Record {
     fn from_message(m: &BorrowedMessage<'_>) -> Record {
-        let headers = m
-            .headers()
-            .map(|hs| {
-                hs.iter()
-                    .map(|h| Header {
-                        name: h.key.to_owned(),
-                        value: h.value.map(<[u8]>::to_vec),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let headers = crate::headers::of(m);
         Record {
             partition: m.partition(),
             offset: m.offset(),
@@ -303,17 +293,7 @@ pub(crate) fn produce_failure(err: &KafkaError, topic: &str) -> Failure {
 }
 
 pub(crate) fn owned_headers(headers: &[Header]) -> Option<OwnedHeaders> {
-    if headers.is_empty() {
-        return None;
-    }
-    let mut out = OwnedHeaders::new_with_capacity(headers.len());
-    for h in headers {
-        out = out.insert(rdkafka::message::Header {
-            key: &h.name,
-            value: h.value.as_deref(),
-        });
-    }
-    Some(out)
+    crate::headers::owned(headers)
 }
 
 /// Deliveries reported by librdkafka, picked up by the processor loop.
@@ -1213,19 +1193,7 @@ impl Idle {
 /// The headers an output carries, built straight from the source record's
 /// (no copy of them in between).
 fn passed_owned_headers(rec: &Record) -> Option<OwnedHeaders> {
-    let passed = rec.headers.iter().filter(|h| !h.name.starts_with("dlq."));
-    let n = passed.clone().count();
-    if n == 0 {
-        return None;
-    }
-    let mut out = OwnedHeaders::new_with_capacity(n);
-    for h in passed {
-        out = out.insert(rdkafka::message::Header {
-            key: &h.name,
-            value: h.value.as_deref(),
-        });
-    }
-    Some(out)
+    crate::headers::owned(rec.headers.iter().filter(|h| !h.name.starts_with("dlq.")))
 }
 
 fn passed_headers(rec: &Record) -> Vec<Header> {

@@ -52,25 +52,54 @@ use std::time::{Duration, Instant};
 /// The replay takes the records the store's index holds when it starts
 /// (the first page brings the index up to date); records dead-lettered
 /// while it runs are left for the next run.
+///
+/// A target topic that does not exist fails the replay with
+/// [`ReplayError::Target`] naming it, before anything is sent to it: `to`
+/// is checked before the DLQ is read, and each original topic when the
+/// first record bound for it is met. The report's `targets` counts the
+/// records sent to each topic, and its `target` names them
+/// (`kafka:<topic>[,<topic>…]`, or `kafka` when nothing was sent).
 pub fn replay(
     store: &mut KafkaStore,
     options: &ReplayOptions,
     to: Option<&str>,
     progress: Option<&mut dyn FnMut(&ReplayReport)>,
 ) -> Result<ReplayReport, ReplayError> {
-    if store.config().transactions {
-        replay_in_transactions(store, options, to, progress)
-    } else {
-        replay_at_least_once(store, options, to, progress)
+    let mut partitions = HashMap::new();
+    if let Some(topic) = to {
+        partitions.insert(topic.to_owned(), target_partitions(store, topic)?);
     }
+    let mut report = if store.config().transactions {
+        replay_in_transactions(store, options, to, partitions, progress)
+    } else {
+        replay_at_least_once(store, options, to, partitions, progress)
+    }?;
+    report.target = match (to, report.targets.is_empty()) {
+        (Some(t), _) => format!("kafka:{t}"),
+        (None, true) => "kafka".to_owned(),
+        (None, false) => {
+            let names: Vec<&str> = report.targets.keys().map(String::as_str).collect();
+            format!("kafka:{}", names.join(","))
+        }
+    };
+    Ok(report)
 }
 
-fn new_report(options: &ReplayOptions, to: Option<&str>) -> ReplayReport {
+/// The partition count of a replay's target topic; an error naming it
+/// when it does not exist.
+fn target_partitions(store: &KafkaStore, topic: &str) -> Result<i32, ReplayError> {
+    store
+        .topic_partitions(topic)?
+        .ok_or_else(|| ReplayError::Target {
+            target: format!("kafka:{topic}"),
+            source: std::io::Error::other(
+                "no such topic (create it, or name another target with --to kafka:TOPIC)",
+            ),
+        })
+}
+
+fn new_report(options: &ReplayOptions) -> ReplayReport {
     ReplayReport {
-        target: match to {
-            Some(t) => format!("kafka:{t}"),
-            None => "kafka:<original topic>".to_owned(),
-        },
         dry_run: options.dry_run,
         ..ReplayReport::default()
     }
@@ -97,10 +126,11 @@ fn replay_in_transactions(
     store: &mut KafkaStore,
     options: &ReplayOptions,
     to: Option<&str>,
+    partitions: HashMap<String, i32>,
     mut progress: Option<&mut dyn FnMut(&ReplayReport)>,
 ) -> Result<ReplayReport, ReplayError> {
-    let mut report = new_report(options, to);
-    let mut builder = PageBuilder::new(options, to);
+    let mut report = new_report(options);
+    let mut builder = PageBuilder::new(options, to, partitions);
     let page_size = options.batch_size.max(1);
     let mut open: Option<OpenTransaction> = None;
     let mut page = store.scan(&options.selection, None, page_size)?;
@@ -178,11 +208,12 @@ fn replay_at_least_once(
     store: &mut KafkaStore,
     options: &ReplayOptions,
     to: Option<&str>,
+    partitions: HashMap<String, i32>,
     mut progress: Option<&mut dyn FnMut(&ReplayReport)>,
 ) -> Result<ReplayReport, ReplayError> {
-    let mut report = new_report(options, to);
+    let mut report = new_report(options);
     let mut outputs = Outputs::new(store.config())?;
-    let mut builder = PageBuilder::new(options, to);
+    let mut builder = PageBuilder::new(options, to, partitions);
     let page_size = options.batch_size.max(1);
     let mut settling: Option<(PendingSettle, u64)> = None;
     let mut stopped_by: Option<ReplayError> = None;
@@ -535,11 +566,15 @@ struct PageBuilder<'a> {
 }
 
 impl<'a> PageBuilder<'a> {
-    fn new(options: &'a ReplayOptions, to: Option<&'a str>) -> Self {
+    fn new(
+        options: &'a ReplayOptions,
+        to: Option<&'a str>,
+        partitions: HashMap<String, i32>,
+    ) -> Self {
         PageBuilder {
             options,
             to,
-            partitions: HashMap::new(),
+            partitions,
             started: Instant::now(),
             now: chrono::Utc::now().timestamp_millis(),
         }
@@ -592,19 +627,9 @@ impl Built {
     ) -> Result<(), ReplayError> {
         report.selected += 1;
         pace(options.rate, report.selected, started);
-        let payload = if options.fix.is_none() && !options.dry_run {
-            // Nothing to fix or show: the payload moves, uncopied.
-            std::mem::take(&mut record.letter.payload)
-        } else {
-            match fixed_payload(&record, options, report) {
-                Some(p) => p,
-                None => return Ok(()),
-            }
-        };
-        let StoredRecord { dlq, letter, .. } = record;
         let Some(topic) = to
             .map(str::to_owned)
-            .or_else(|| letter.source.topic.clone())
+            .or_else(|| record.letter.source.topic.clone())
         else {
             // Nowhere to send it: it stays pending; say so.
             report_fix_error(
@@ -613,32 +638,48 @@ impl Built {
             );
             return Ok(());
         };
+        // A missing target fails the replay before a record is sent to it
+        // (a dry run too: it would fail).
         let n = match partitions.get(&topic) {
             Some(&n) => n,
             None => {
-                let n = store
-                    .topic_partitions(&topic)?
-                    .ok_or_else(|| ReplayError::Target {
-                        target: format!("kafka:{topic}"),
-                        source: std::io::Error::other(format!("topic {topic} does not exist")),
-                    })?;
+                let n = target_partitions(store, &topic)?;
                 partitions.insert(topic.clone(), n);
                 n
             }
         };
+        // A null value (a tombstone) stays null unless a fix gives it one.
+        let null = record.letter.null_payload && options.fix.is_none();
+        let payload = if options.fix.is_none() && !options.dry_run {
+            // Nothing to fix or show: the payload moves, uncopied.
+            std::mem::take(&mut record.letter.payload)
+        } else {
+            match fixed_payload(&record, options, report) {
+                Some(p) => p,
+                None => {
+                    if options.dry_run {
+                        *report.targets.entry(topic).or_default() += 1;
+                    }
+                    return Ok(());
+                }
+            }
+        };
+        let StoredRecord { dlq, letter, .. } = record;
         let partition = match letter.source.partition {
             Some(p) if p >= 0 => p % n.max(1),
-            _ => stable_partition(letter.key.as_deref().unwrap_or(letter.id.as_bytes()), n),
+            _ => match letter.key.as_deref() {
+                Some(key) => default_partition(key, n),
+                None => stable_partition(letter.id.as_bytes(), n),
+            },
         };
+        *report.targets.entry(topic.clone()).or_default() += 1;
         let mut headers: Vec<Header> = letter.headers;
         let lineage = [
             (REPLAY_OF_HEADER, letter.id.clone()),
             (REPLAYS_HEADER, letter.replays.to_string()),
             (
                 FIRST_FAILED_AT_HEADER,
-                letter
-                    .first_failed_at
-                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                dlq_core::envelope::format_timestamp(&letter.first_failed_at),
             ),
         ];
         for (name, value) in lineage {
@@ -651,7 +692,7 @@ impl Built {
             topic,
             partition,
             key: letter.key,
-            value: Some(payload),
+            value: (!null).then_some(payload),
             headers,
             timestamp_ms: now,
         });
@@ -664,6 +705,47 @@ impl Built {
     }
 }
 
+/// The partition Kafka's default partitioner gives a keyed record (the
+/// Java client's, and librdkafka's `murmur2_random`): a replayed record
+/// lands where its live records with the same key do.
+fn default_partition(key: &[u8], partitions: i32) -> i32 {
+    // `toPositive` in the Java client: the sign bit cleared.
+    let positive = murmur2(key) & 0x7fff_ffff;
+    (positive % partitions.max(1) as u32) as i32
+}
+
+/// MurmurHash2 (32 bit) with the seed Kafka's partitioner uses, as the
+/// Java client's `Utils.murmur2` computes it.
+fn murmur2(data: &[u8]) -> u32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    // Kafka hashes the length as a Java int.
+    let mut h = SEED ^ (data.len() as u32);
+    let mut chunks = data.chunks_exact(4);
+    for chunk in &mut chunks {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        for (i, &b) in tail.iter().enumerate().rev() {
+            h ^= u32::from(b) << (8 * i);
+        }
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+/// Where an unkeyed record without a source partition goes: spread by its
+/// id, the same partition on every run.
 fn stable_partition(bytes: &[u8], partitions: i32) -> i32 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in bytes {
@@ -671,4 +753,113 @@ fn stable_partition(bytes: &[u8], partitions: i32) -> i32 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     (h % u64::from(partitions.max(1).unsigned_abs())) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_the_java_client() {
+        // Utils.murmur2 of the Java client (its own test vectors).
+        for (key, hash) in [
+            (&b"21"[..], -973_932_308),
+            (b"foobar", -790_332_482),
+            (b"a-little-bit-long-string", -985_981_536),
+            (b"a-little-bit-longer-string", -1_486_304_829),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
+            (b"abc", 479_470_107),
+        ] {
+            assert_eq!(
+                murmur2(key) as i32,
+                hash,
+                "{}",
+                String::from_utf8_lossy(key)
+            );
+        }
+    }
+
+    #[test]
+    fn keyed_records_take_the_default_partitioners_partition() {
+        // toPositive(murmur2("foobar")) % n, as the Java client computes it.
+        let positive = (-790_332_482i32 & 0x7fff_ffff) as u32;
+        for n in [1, 2, 3, 6, 12, 100] {
+            assert_eq!(
+                default_partition(b"foobar", n),
+                (positive % n as u32) as i32
+            );
+        }
+        assert_eq!(
+            default_partition(b"", 0),
+            0,
+            "no partitions: never a division by zero"
+        );
+    }
+
+    /// librdkafka's `murmur2_random` partitioner (the Java client's) is the
+    /// peer: the partitions it picks for many keys, of every length and
+    /// not only UTF-8, are the ones replay picks.
+    #[test]
+    fn keyed_partitions_match_librdkafkas_murmur2_partitioner() {
+        use dlq_testkit::kafka;
+        use rdkafka::ClientConfig;
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+        let Some(bootstrap) = kafka::bootstrap() else {
+            return;
+        };
+        const PARTITIONS: i32 = 7;
+        let topic = kafka::topic("murmur2");
+        kafka::create_topics(&bootstrap, &[&topic], PARTITIONS);
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer");
+        let keys: Vec<Vec<u8>> = (0..600u32)
+            .map(|i| {
+                let len = (i % 37) as usize;
+                (0..len)
+                    .map(|j| (i.wrapping_mul(2_654_435_761) >> (j % 24)) as u8 ^ j as u8)
+                    .collect()
+            })
+            .collect();
+        for (i, key) in keys.iter().enumerate() {
+            let value = i.to_string();
+            let mut record = BaseRecord::to(&topic)
+                .key(key.as_slice())
+                .payload(value.as_str());
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        record = back;
+                        producer.poll(Duration::from_millis(10));
+                    }
+                }
+            }
+        }
+        producer.flush(Duration::from_secs(30)).expect("flush");
+        let read = kafka::read_all(&bootstrap, &topic, false);
+        assert_eq!(read.len(), keys.len());
+        let mut used = std::collections::HashSet::new();
+        for r in read {
+            let key = r.key.expect("keyed");
+            used.insert(r.partition);
+            assert_eq!(
+                default_partition(&key, PARTITIONS),
+                r.partition,
+                "key {key:?}"
+            );
+        }
+        assert_eq!(
+            used.len(),
+            PARTITIONS as usize,
+            "every partition was chosen"
+        );
+        kafka::delete_topics(&bootstrap, &[&topic]);
+    }
 }

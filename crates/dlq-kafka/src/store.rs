@@ -15,8 +15,8 @@ use crate::ledger::{BlobEntry, CheckpointEntry, Ledger, LedgerValue, RecordEntry
 use crate::retry::failure;
 use chrono::{DateTime, Utc};
 use dlq_core::envelope::{
-    self, Blob, ClaimError, DeadLetter, EncodeOptions, Header, KafkaRecord, decode_kafka,
-    to_headers_format,
+    self, Blob, ClaimError, DeadLetter, EncodeOptions, Header, KafkaRecord,
+    decode_kafka_with_prefix, to_headers_format,
 };
 use dlq_core::store::{
     Batch, CommitReport, Cursor, DlqStats, DlqStore, Entry, PartitionStats, Result, ScanPage,
@@ -272,7 +272,8 @@ struct Inner {
 /// A record prepared for its DLQ topic.
 struct Prepared {
     key: Option<Vec<u8>>,
-    value: Vec<u8>,
+    /// `None` writes a tombstone: a null payload in the headers format.
+    value: Option<Vec<u8>>,
     headers: Vec<Header>,
     blobs: Vec<Blob>,
 }
@@ -370,6 +371,7 @@ fn is_dlq(config: &KafkaConfig, name: &str) -> bool {
 /// Decodes a DLQ record for the index; the whole record too, when the
 /// scan that asked for the read can keep it.
 fn decode_for_index(
+    config: &KafkaConfig,
     topic: &str,
     m: &rdkafka::message::BorrowedMessage<'_>,
     decoded: &DecodedCache,
@@ -377,15 +379,18 @@ fn decode_for_index(
     use rdkafka::Message as _;
     let headers = headers_of(m);
     let timestamp = timestamp_of(m);
-    let letter = decode_kafka(&KafkaRecord {
-        value: m.payload(),
-        key: m.key(),
-        headers: &headers,
-        topic,
-        partition: m.partition(),
-        offset: m.offset(),
-        timestamp,
-    });
+    let letter = decode_kafka_with_prefix(
+        &KafkaRecord {
+            value: m.payload(),
+            key: m.key(),
+            headers: &headers,
+            topic,
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp,
+        },
+        &config.dlq_prefix,
+    );
     let size = m.payload().map_or(0, <[u8]>::len) + m.key().map_or(0, <[u8]>::len);
     let (failed_at, source_partition) = (letter.failed_at, letter.source.partition);
     let (id, keep): (Arc<str>, _) = if decoded.wants(size) {
@@ -524,7 +529,7 @@ impl KafkaStore {
             if size <= budget {
                 return Ok(Prepared {
                     key,
-                    value: letter.payload.clone(),
+                    value: (!letter.null_payload).then(|| letter.payload.clone()),
                     headers,
                     blobs: Vec::new(),
                 });
@@ -538,7 +543,7 @@ impl KafkaStore {
         let enc = envelope::encode(letter, &opts)?;
         Ok(Prepared {
             key,
-            value: enc.bytes,
+            value: Some(enc.bytes),
             headers: Vec::new(),
             blobs: enc.blobs,
         })
@@ -705,7 +710,7 @@ impl Inner {
             client.read(topic, &ranges, |m| {
                 use rdkafka::Message as _;
                 let (p, o) = (m.partition(), m.offset());
-                let (rec, whole) = decode_for_index(topic, m, decoded);
+                let (rec, whole) = decode_for_index(config, topic, m, decoded);
                 di.insert(p, o, rec);
                 if let Some(d) = whole {
                     decoded.offer(topic, p, o, d);
@@ -914,15 +919,18 @@ impl Inner {
 
     /// A stored record from its fetched message.
     fn materialize(&self, config: &KafkaConfig, dlq: &str, f: Fetched) -> Result<StoredRecord> {
-        let letter = decode_kafka(&KafkaRecord {
-            value: f.value.as_deref(),
-            key: f.key.as_deref(),
-            headers: &f.headers,
-            topic: dlq,
-            partition: f.partition,
-            offset: f.offset,
-            timestamp: f.timestamp,
-        });
+        let letter = decode_kafka_with_prefix(
+            &KafkaRecord {
+                value: f.value.as_deref(),
+                key: f.key.as_deref(),
+                headers: &f.headers,
+                topic: dlq,
+                partition: f.partition,
+                offset: f.offset,
+                timestamp: f.timestamp,
+            },
+            &config.dlq_prefix,
+        );
         self.stored(config, dlq, (f.partition, f.offset), letter, f.timestamp)
     }
 
@@ -1073,6 +1081,18 @@ impl KafkaStore {
         Ok(out)
     }
 
+    /// The DLQ of a source topic in this store: `<dlq_prefix><topic>`.
+    pub fn dlq_name(&self, source_topic: &str) -> String {
+        format!("{}{source_topic}", self.config.dlq_prefix)
+    }
+
+    /// The source topic a DLQ of this store is named after, if `dlq` is
+    /// named with the store's prefix.
+    pub fn source_topic_of<'a>(&self, dlq: &'a str) -> Option<&'a str> {
+        dlq.strip_prefix(self.config.dlq_prefix.as_str())
+            .filter(|t| !t.is_empty())
+    }
+
     /// The partition count of a topic, `None` when it does not exist.
     pub fn topic_partitions(&self, topic: &str) -> Result<Option<i32>> {
         self.lock().client.partitions(topic)
@@ -1190,7 +1210,7 @@ impl KafkaStore {
                 topic: entry.dlq.clone(),
                 partition,
                 key: prep.key,
-                value: Some(prep.value),
+                value: prep.value,
                 headers: prep.headers,
                 timestamp_ms: ts,
             });

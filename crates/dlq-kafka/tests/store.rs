@@ -302,6 +302,7 @@ fn a_duplicate_that_reached_the_log_is_invisible() {
     let enc = dlq_core::envelope::encode(
         &DeadLetter {
             payload: b"second".to_vec(),
+            null_payload: false,
             ..copy.letter.clone()
         },
         &Default::default(),
@@ -1310,4 +1311,186 @@ fn a_scan_gives_the_same_records_from_the_index_read_or_read_again() {
             }
         }
     }
+}
+
+/// A record as another system writes it, down to what rdkafka's own API
+/// cannot write: a null value, a header name that is not UTF-8, a chosen
+/// timestamp.
+struct Foreign<'a> {
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+    headers: Vec<(&'a [u8], Option<&'a [u8]>)>,
+    timestamp_ms: Option<i64>,
+}
+
+impl Env {
+    fn produce_foreign(&self, topic: &str, records: &[Foreign<'_>]) {
+        let producer: BaseProducer = self
+            .client()
+            .set("enable.idempotence", "true")
+            .create()
+            .expect("producer");
+        for f in records {
+            let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
+                .headers(dlq_kafka_ffi::owned_headers(f.headers.iter().copied()));
+            if let Some(k) = f.key {
+                r = r.key(k);
+            }
+            if let Some(v) = f.value {
+                r = r.payload(v);
+            }
+            if let Some(t) = f.timestamp_ms {
+                r = r.timestamp(t);
+            }
+            producer.send(r).map_err(|(e, _)| e).expect("send");
+        }
+        producer.flush(Duration::from_secs(10)).expect("flush");
+    }
+}
+
+fn foreign<'a>(key: Option<&'a [u8]>, value: Option<&'a [u8]>) -> Foreign<'a> {
+    Foreign {
+        key,
+        value,
+        headers: Vec::new(),
+        timestamp_ms: None,
+    }
+}
+
+#[test]
+fn a_tombstone_in_a_dlq_topic_reads_as_a_null_payload_with_its_key() {
+    let Some(env) = Env::new() else { return };
+    let a = env.dlq("compacted.prices");
+    env.create_topic(&a, 1);
+    env.produce_foreign(
+        &a,
+        &[
+            foreign(Some(b"k-deleted"), None),
+            foreign(Some(b"k-empty"), Some(b"")),
+        ],
+    );
+    for store in [&env.open(), &env.open()] {
+        let records = all(store, &Selection::pending(Some(&a)));
+        assert_eq!(records.len(), 2);
+        assert!(records[0].letter.null_payload, "a tombstone stays null");
+        assert_eq!(records[0].letter.key.as_deref(), Some(&b"k-deleted"[..]));
+        assert!(
+            !records[1].letter.null_payload,
+            "an empty value stays empty"
+        );
+        assert!(records[1].letter.payload.is_empty());
+    }
+}
+
+#[test]
+fn a_null_payload_written_in_the_headers_format_is_a_tombstone_and_reads_back_null() {
+    let Some(env) = Env::new() else { return };
+    let a = env.dlq("a");
+    let mut cfg = env.config.clone();
+    cfg.format = Format::Headers;
+    let mut s = KafkaStore::open(cfg.clone()).expect("open");
+    let mut e = entry(&a, "kafka:prices:0:9", b"", Some(0));
+    e.letter.null_payload = true;
+    e.letter.key = Some(b"k".to_vec());
+    s.append(&[e.clone()]).expect("append");
+    let raw = env.read_raw(&a);
+    assert_eq!(raw[0].payload(), None, "written as a tombstone");
+    let back = KafkaStore::open(cfg)
+        .expect("open")
+        .get(&a, &e.letter.id)
+        .expect("get")
+        .expect("present");
+    assert!(back.letter.null_payload);
+    assert_eq!(back.letter.key, e.letter.key);
+}
+
+#[test]
+fn a_raw_value_shaped_like_an_envelope_keeps_its_bytes() {
+    let Some(env) = Env::new() else { return };
+    let a = env.dlq("a");
+    env.create_topic(&a, 1);
+    let values: [&[u8]; 3] = [
+        br#"{"dlq": {"v": 1}}"#,
+        br#"{"dlq": {"v": 1, "id": "x"}, "original_record": {"a": 1}, "error": "e"}"#,
+        br#"{"original_record": 1, "error": ["not", "text"]}"#,
+    ];
+    let records: Vec<Foreign<'_>> = values.iter().map(|v| foreign(None, Some(v))).collect();
+    env.produce_foreign(&a, &records);
+    let back = all(&env.open(), &Selection::pending(Some(&a)));
+    assert_eq!(back.len(), 3);
+    for (r, v) in back.iter().zip(values) {
+        assert_eq!(r.letter.origin, Origin::Raw);
+        assert_eq!(r.letter.payload, v, "byte for byte");
+    }
+}
+
+#[test]
+fn raw_records_fail_at_their_kafka_timestamp_on_every_read() {
+    let Some(env) = Env::new() else { return };
+    let a = env.dlq("a");
+    env.create_topic(&a, 1);
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-29T07:00:00.123Z")
+        .expect("ts")
+        .to_utc();
+    let mut r = foreign(None, Some(b"not an envelope"));
+    r.timestamp_ms = Some(at.timestamp_millis());
+    let seed = br#"{"original_record": {"a": 1}, "error": "boom", "timestamp": "2026-11-29T07:00:00.123456Z"}"#;
+    env.produce_foreign(&a, &[r, foreign(None, Some(seed))]);
+    for _ in 0..2 {
+        let back = all(&env.open(), &Selection::pending(Some(&a)));
+        assert_eq!(back[0].letter.failed_at, at);
+        assert_eq!(back[0].letter.first_failed_at, at);
+        assert_eq!(
+            dlq_core::envelope::format_timestamp(&back[1].letter.first_failed_at),
+            "2026-11-29T07:00:00.123456Z",
+            "the seed's timestamp as written"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // `--since` selects by that time, not by the time of the read.
+    let mut since = Selection::pending(Some(&a));
+    since.filter =
+        Some(Filter::parse(r#"first_failed_at < "2026-11-30T00:00:00Z""#).expect("filter"));
+    assert_eq!(all(&env.open(), &since).len(), 2);
+}
+
+#[test]
+fn a_header_name_that_is_not_utf8_is_read_byte_for_byte() {
+    let Some(env) = Env::new() else { return };
+    let a = env.dlq("a");
+    env.create_topic(&a, 1);
+    let mut r = foreign(Some(b"k"), Some(b"{}"));
+    r.headers = vec![
+        (&b"\xff\xfe-trace"[..], Some(&b"t-1"[..])),
+        (b"plain", None),
+    ];
+    env.produce_foreign(&a, &[r]);
+    let back = all(&env.open(), &Selection::pending(Some(&a)));
+    let headers = &back[0].letter.headers;
+    assert_eq!(headers.len(), 2);
+    assert_eq!(headers[0].name_bytes().as_ref(), b"\xff\xfe-trace");
+    assert_eq!(headers[0].value.as_deref(), Some(&b"t-1"[..]));
+    assert_eq!(
+        headers[1],
+        Header {
+            name: "plain".into(),
+            value: None
+        }
+    );
+}
+
+#[test]
+fn raw_records_go_back_to_the_topic_their_dlq_is_named_after_with_the_stores_prefix() {
+    let Some(env) = Env::new() else { return };
+    // Env's stores use a prefix of their own (`dlqt-….`), not `dlq.`.
+    assert!(!env.prefix.starts_with("dlq."));
+    let a = env.dlq("rss.events");
+    env.create_topic(&a, 1);
+    env.produce_foreign(&a, &[foreign(None, Some(b"raw"))]);
+    let store = env.open();
+    let back = all(&store, &Selection::pending(Some(&a)));
+    assert_eq!(back[0].letter.source.topic.as_deref(), Some("rss.events"));
+    assert_eq!(store.source_topic_of(&a), Some("rss.events"));
+    assert_eq!(store.source_topic_of("dlq.rss.events"), None);
+    assert_eq!(store.dlq_name("rss.events"), a);
 }

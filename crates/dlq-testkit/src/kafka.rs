@@ -7,7 +7,7 @@ use rdkafka::Message as _;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers as _, OwnedMessage};
+use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::collections::HashSet;
@@ -104,13 +104,15 @@ pub fn read_all(bootstrap: &str, topic: &str, read_committed: bool) -> Vec<Read>
             offset: m.offset(),
             key: m.key().map(<[u8]>::to_vec),
             value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            // Through dlq-kafka-ffi: rdkafka's own header API panics on a
+            // name that is not UTF-8.
             headers: m
                 .headers()
                 .map(|hs| {
-                    hs.iter()
-                        .map(|h| dlq_core::Header {
-                            name: h.key.to_owned(),
-                            value: h.value.map(<[u8]>::to_vec),
+                    dlq_kafka_ffi::headers(hs.as_borrowed())
+                        .into_iter()
+                        .map(|h| {
+                            dlq_core::Header::from_name_bytes(h.name, h.value.map(<[u8]>::to_vec))
                         })
                         .collect()
                 })
