@@ -593,3 +593,114 @@ fn sigterm_stops_a_kafka_process_after_committing_and_the_rerun_neither_loses_no
     all.dedup();
     assert_eq!(all.len(), 20_000, "no record twice");
 }
+
+#[test]
+fn sigterm_stops_a_kafka_replay_after_settling_what_it_sent_and_the_rerun_sends_the_rest_once() {
+    let Some(bootstrap) = common::kafka::bootstrap() else {
+        return;
+    };
+    use common::kafka;
+    let source = kafka::topic("replay-src");
+    let dlq = format!("dlq.{source}");
+    let target = kafka::topic("replay-out");
+    kafka::create_topics(&bootstrap, &[&dlq, &target], 1);
+    // Raw records in the DLQ topic, as another producer dead-letters them.
+    let values: Vec<Vec<u8>> = (0..600)
+        .map(|i| format!("{{\"n\":{i}}}").into_bytes())
+        .collect();
+    kafka::produce(&bootstrap, &dlq, 1, &values);
+    let store = format!("kafka://{bootstrap}");
+    let replay = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_dlq"))
+            .args([
+                "--store",
+                &store,
+                "--format",
+                "json",
+                "--no-progress",
+                "replay",
+            ])
+            .args([
+                "--dlq",
+                &dlq,
+                "--to",
+                &format!("kafka:{target}"),
+                "--batch-size",
+                "20",
+            ])
+            .args(extra)
+            .env_remove("DLQ_STORE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let child = replay(&["--rate", "100"]);
+    wait_until("the first replayed records", || {
+        kafka::size(&bootstrap, &target) >= 60
+    });
+    signal(&child, "TERM");
+    let (status, first, stderr) = stdout_json(child);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(first["stopped"], true, "{first}");
+    let sent_first = first["replayed"].as_u64().expect("replayed");
+    assert!((60..600).contains(&sent_first), "{first}");
+
+    let (status, second, stderr) = stdout_json(replay(&[]));
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        second["replayed"].as_u64(),
+        Some(600 - sent_first),
+        "{second}"
+    );
+    let mut got: Vec<Vec<u8>> = kafka::read_all(&bootstrap, &target, true)
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
+    assert_eq!(got.len(), 600, "every record once");
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), 600, "no record twice");
+}
+
+#[test]
+fn export_of_payloads_leaves_a_tombstone_out_and_says_so_while_envelopes_keep_it() {
+    let env = Env::new();
+    let failure = dlq_core::Failure::permanent("produce", "test.deleted", "a delete failed");
+    let mut tombstone = dlq_core::DeadLetter::new("t1", Vec::new(), &failure);
+    tombstone.null_payload = true;
+    tombstone.source.topic = Some("rss.events".into());
+    let live = dlq_core::DeadLetter::new("l1", b"{\"a\":1}".to_vec(), &failure);
+    let mut lines = Vec::new();
+    for letter in [&tombstone, &live] {
+        let enc =
+            dlq_core::envelope::encode(letter, &dlq_core::envelope::EncodeOptions::unlimited())
+                .expect("encode");
+        lines.extend_from_slice(&enc.bytes);
+        lines.push(b'\n');
+    }
+    std::fs::write(env.path("in.ndjson"), lines).expect("write");
+    env.ok(&["import", "--input", "in.ndjson", "--dlq", "dlq.rss.events"]);
+
+    let out = env.ok(&["export", "--payloads"]);
+    assert_eq!(
+        out.stdout, b"{\"a\":1}\n",
+        "only the live payload has a line"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("1 records with a null payload"), "{stderr}");
+
+    let out = env.ok(&["export"]);
+    let exported: Vec<Value> = out
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).expect("envelope"))
+        .collect();
+    let t = exported
+        .iter()
+        .find(|e| e["dlq"]["id"] == "t1")
+        .expect("the tombstone's envelope");
+    assert_eq!(t["original_record"], Value::Null);
+    assert_eq!(t["dlq"]["payload_encoding"], "null");
+}

@@ -466,11 +466,44 @@ pub fn payloads_keys_and_headers_come_back_byte_exact(h: &mut impl Harness) {
         assert_eq!(r.letter.error_class, "conformance.bad");
     }
     let scanned = scan(&s, &Selection::pending(Some(&a)));
+    let empty = s.get(&a, "b3").expect("get").expect("present");
+    assert!(
+        !empty.letter.null_payload,
+        "an empty payload is not a null one"
+    );
     let mut from_scan: Vec<Vec<u8>> = scanned.iter().map(|r| r.letter.payload.clone()).collect();
     let mut want: Vec<Vec<u8>> = payloads.iter().map(|p| p.to_vec()).collect();
     from_scan.sort();
     want.sort();
     assert_eq!(from_scan, want, "scans give the same bytes as get");
+}
+
+/// A null payload (a Kafka tombstone) stays null, with its key; it is not
+/// an empty payload.
+pub fn a_null_payload_stays_null(h: &mut impl Harness) {
+    let a = h.dlq("null");
+    let mut s = h.open();
+    let mut tombstone = entry(&a, "t", b"", 0);
+    tombstone.letter.null_payload = true;
+    tombstone.letter.key = Some(b"deleted-key".to_vec());
+    s.append(&[tombstone, entry(&a, "e", b"", 0)])
+        .expect("append");
+    let s = h.reopen(s);
+    let t = s.get(&a, "t").expect("get").expect("present");
+    assert!(t.letter.null_payload, "still a tombstone");
+    assert_eq!(t.letter.key.as_deref(), Some(&b"deleted-key"[..]));
+    let e = s.get(&a, "e").expect("get").expect("present");
+    assert!(
+        !e.letter.null_payload && e.letter.payload.is_empty(),
+        "still empty, not null"
+    );
+    let scanned = scan(&s, &Selection::pending(Some(&a)));
+    let nulls: Vec<bool> = scanned.iter().map(|r| r.letter.null_payload).collect();
+    assert_eq!(
+        nulls.iter().filter(|n| **n).count(),
+        1,
+        "scans agree: {nulls:?}"
+    );
 }
 
 /// Expands to one `#[test]` per check of [`crate::conformance`], in a
@@ -495,6 +528,7 @@ macro_rules! store_conformance_tests {
                 stats_count_what_scans_see,
                 dlqs_names_every_dlq_with_records,
                 payloads_keys_and_headers_come_back_byte_exact,
+                a_null_payload_stays_null,
             );
         }
     };

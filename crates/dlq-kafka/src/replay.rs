@@ -581,8 +581,8 @@ impl<'a> PageBuilder<'a> {
     }
 
     /// Builds a page's outputs and settlements; `true` when the replay
-    /// stops after it (its `--limit` reached, or a record that cannot be
-    /// sent anywhere: `error`).
+    /// stops after it (its `--limit` reached, a stop asked for from
+    /// outside, or a record that cannot be sent anywhere: `error`).
     fn build(
         &mut self,
         store: &KafkaStore,
@@ -591,6 +591,10 @@ impl<'a> PageBuilder<'a> {
     ) -> (Built, bool) {
         let mut built = Built::default();
         for record in records {
+            if self.options.stop_asked() {
+                report.stopped = true;
+                return (built, true);
+            }
             if self.options.limit.is_some_and(|l| report.selected >= l) {
                 return (built, true);
             }

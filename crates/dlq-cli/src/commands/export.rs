@@ -13,9 +13,15 @@ pub fn run(cli: &Cli, args: &ExportArgs) -> anyhow::Result<Outcome> {
     let mut selection = super::selection(&store, &args.select)?;
     selection.filter = super::with_fingerprints(&store, selection.filter)?;
     let mut out = super::writer(args.output.as_deref())?;
-    let mut n = 0u64;
+    let (mut n, mut tombstones) = (0u64, 0u64);
     for r in store.scan_all(&selection, 1000) {
         let r = r?;
+        if args.payloads && r.letter.null_payload {
+            // A null value has no line of its own: an empty line would turn
+            // a delete into an empty value. Counted and said below.
+            tombstones += 1;
+            continue;
+        }
         if args.payloads {
             out.write_all(&r.letter.payload)?;
         } else {
@@ -25,7 +31,13 @@ pub fn run(cli: &Cli, args: &ExportArgs) -> anyhow::Result<Outcome> {
         n += 1;
     }
     out.flush()?;
-    Ok(if n == 0 {
+    if tombstones > 0 {
+        eprintln!(
+            "note: {tombstones} records with a null payload (tombstones) have no payload line \
+             and were left out; export without --payloads to get them as envelopes"
+        );
+    }
+    Ok(if n + tombstones == 0 {
         Outcome::NothingMatched
     } else {
         Outcome::Ok

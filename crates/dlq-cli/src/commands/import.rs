@@ -27,6 +27,15 @@ struct ImportReport {
 /// Runs `dlq import`.
 pub fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<Outcome> {
     let mut store = crate::store::open(cli.store_url())?;
+    // DLQs are named after the records' source topics with the store's
+    // prefix (`dlq.` unless a Kafka store is configured otherwise).
+    let prefix = match &store {
+        crate::store::AnyStore::Kafka(k) => k.config().dlq_prefix.clone(),
+        _ => "dlq.".to_owned(),
+    };
+    if let Some(dlq) = &args.dlq {
+        super::check_dlq_name(&store, dlq)?;
+    }
     let mut reader: Box<dyn BufRead> = if args.input == "-" {
         Box::new(BufReader::new(io::stdin().lock()))
     } else {
@@ -66,8 +75,8 @@ pub fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<Outcome> {
             .dlq
             .clone()
             .unwrap_or_else(|| match &letter.source.topic {
-                Some(t) if !t.is_empty() => format!("dlq.{t}"),
-                _ => "dlq.imported".to_owned(),
+                Some(t) if !t.is_empty() => format!("{prefix}{t}"),
+                _ => format!("{prefix}imported"),
             });
         *report.by_dlq.entry(dlq.clone()).or_default() += 1;
         batch.push(Entry {

@@ -76,7 +76,11 @@ pub fn run(cli: &Cli, args: &InspectArgs) -> anyhow::Result<Outcome> {
                         l.error_class.clone(),
                         l.replays.to_string(),
                         output::cell(&l.error, 60),
-                        output::cell(&String::from_utf8_lossy(&l.payload), 60),
+                        if l.null_payload {
+                            "(null: a tombstone)".to_owned()
+                        } else {
+                            output::cell(&String::from_utf8_lossy(&l.payload), 60)
+                        },
                     ]
                 })
                 .collect();

@@ -232,6 +232,9 @@ fn print_report(format: Format, r: &ReplayReport) -> anyhow::Result<()> {
                     n.to_string(),
                 ]);
             }
+            for (topic, n) in &r.targets {
+                rows.push(vec![format!("  to {topic}"), n.to_string()]);
+            }
             output::table(&mut out, &["", "records"], &rows)?;
         }
         _ => output::json(&mut out, format, r)?,
