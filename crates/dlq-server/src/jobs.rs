@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use dlq_core::replay::ReplayReport;
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
 
 /// How many finished jobs are remembered.
@@ -183,6 +184,27 @@ impl Jobs {
         Some(job.clone())
     }
 
+    /// Runs the work of the running job `id` and ends the job with its
+    /// result: its report, its error, or — when `work` panics — the panic's
+    /// message as the error. The job never stays `running` after this
+    /// returns, so the one-replay slot is free again whatever happened.
+    /// `work` gets a progress callback that updates the job. Returns the
+    /// ended job (`None` if `id` is unknown).
+    pub fn run(
+        &self,
+        id: &str,
+        work: impl FnOnce(&mut dyn FnMut(&ReplayReport)) -> Result<ReplayReport, String>,
+    ) -> Option<Job> {
+        let mut progress = |r: &ReplayReport| self.progress(id, r);
+        // The work runs the store and the target: a panic there is a bug,
+        // but it must end this job as failed, not leave it running (and
+        // every later replay refused) until a restart. The shared store's
+        // lock recovers from poisoning, and what was committed stays so.
+        let result = catch_unwind(AssertUnwindSafe(|| work(&mut progress)))
+            .unwrap_or_else(|panic| Err(panic_message(panic.as_ref())));
+        self.finish(id, result.as_ref().map_err(Clone::clone))
+    }
+
     /// One job.
     pub fn get(&self, id: &str) -> Option<Job> {
         self.lock().jobs.get(id).cloned()
@@ -198,6 +220,19 @@ impl Jobs {
             .filter_map(|id| inner.jobs.get(id).cloned())
             .collect()
     }
+}
+
+/// The error a job ends with when its work panicked.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned());
+    format!(
+        "the replay stopped on an internal error (a bug; the server log has details): {what}; \
+         records settled before it stay settled, the others stay pending"
+    )
 }
 
 #[cfg(test)]
@@ -238,5 +273,47 @@ mod tests {
         let listed = jobs.list();
         assert_eq!(listed[0].id, b.id);
         assert_eq!(listed[0].status, JobStatus::Failed);
+    }
+
+    #[test]
+    fn a_job_whose_work_panics_ends_failed_with_the_message_and_frees_the_slot() {
+        let jobs = Jobs::new();
+        let a = jobs.start(job()).expect("first");
+        let ended = jobs
+            .run(&a.id, |progress| {
+                progress(&ReplayReport {
+                    selected: 3,
+                    replayed: 2,
+                    ..ReplayReport::default()
+                });
+                panic!("cannot convert float seconds to Duration");
+            })
+            .expect("ended");
+        assert_eq!(ended.status, JobStatus::Failed);
+        assert!(ended.done && ended.finished_at.is_some());
+        let error = ended.error.as_deref().expect("an error");
+        assert!(
+            error.contains("internal error") && error.contains("cannot convert float seconds"),
+            "{error}"
+        );
+        assert_eq!((ended.selected, ended.replayed), (3, 2), "progress is kept");
+        assert_eq!(jobs.get(&a.id).expect("kept").status, JobStatus::Failed);
+        let b = jobs.start(job()).expect("the slot is free again");
+        let done = jobs
+            .run(&b.id, |_| Ok(ReplayReport::default()))
+            .expect("ended");
+        assert_eq!(done.status, JobStatus::Done);
+    }
+
+    #[test]
+    fn a_job_whose_work_fails_ends_failed_with_the_error() {
+        let jobs = Jobs::new();
+        let a = jobs.start(job()).expect("first");
+        let ended = jobs
+            .run(&a.id, |_| Err("target out: disk full".to_owned()))
+            .expect("ended");
+        assert_eq!(ended.status, JobStatus::Failed);
+        assert_eq!(ended.error.as_deref(), Some("target out: disk full"));
+        assert!(jobs.start(job()).is_ok());
     }
 }

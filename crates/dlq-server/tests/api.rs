@@ -136,7 +136,18 @@ impl Fixture {
         self.dir.path().join(name)
     }
 
-    async fn send(&self, req: Request<Body>) -> Reply {
+    /// Sends `req`, as a browser on the server's own page would: with
+    /// `Host: 127.0.0.1:8080` (the default listen address) unless it has
+    /// a Host.
+    async fn send(&self, mut req: Request<Body>) -> Reply {
+        if !req.headers().contains_key(header::HOST) {
+            req.headers_mut()
+                .insert(header::HOST, "127.0.0.1:8080".parse().expect("host"));
+        }
+        self.send_as_is(req).await
+    }
+
+    async fn send_as_is(&self, req: Request<Body>) -> Reply {
         let resp = self.router.clone().oneshot(req).await.expect("response");
         let status = resp.status();
         let headers = resp.headers().clone();
