@@ -12,8 +12,8 @@
 //! one of its own names.
 //!
 //! Allowed: `localhost`, `127.0.0.1` and `[::1]`, and the listen address's
-//! IP, each with the port the server listens on (the configured one and,
-//! when port 0 was asked, the one it got); any IP address with that port
+//! IP, each with the port the server listens on (the one it got when port
+//! 0 was asked); any IP address with that port
 //! when the server listens on all interfaces (`0.0.0.0` or `[::]`: an IP
 //! literal is never a rebinding, whose whole point is a name); and the
 //! names of `[serve] allowed_hosts`: `name` for any port, `name:port` for
@@ -123,8 +123,9 @@ pub struct HostCheck {
 }
 
 impl HostCheck {
-    /// The names of a server listening on `listen` (the configured address
-    /// and, once bound, the bound one), plus the configured ones.
+    /// The names of a server listening on `listen` (the bound address, or
+    /// the configured one before the server binds), plus the configured
+    /// ones.
     pub fn new(listen: &[SocketAddr], configured: &[AllowedHost]) -> HostCheck {
         let mut ports: Vec<u16> = listen.iter().map(SocketAddr::port).collect();
         ports.retain(|p| *p != 0);

@@ -12,14 +12,14 @@ use crate::error::ApiError;
 /// ids than that holds is better said with a filter or a fingerprint.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// Largest query string (after `?`, percent-encoded): 64 KiB, a `414`
+/// Largest query string (after `?`, percent-encoded): 32 KiB, a `414`
 /// beyond. It holds a filter of [`MAX_FILTER_BYTES`] even when every byte
 /// of it is percent-encoded.
-pub const MAX_QUERY_BYTES: usize = 64 * 1024;
+pub const MAX_QUERY_BYTES: usize = 32 * 1024;
 
-/// Longest filter (`filter` in a query string or a body): 16 KiB, a `400`
+/// Longest filter (`filter` in a query string or a body): 8 KiB, a `400`
 /// beyond.
-pub const MAX_FILTER_BYTES: usize = 16 * 1024;
+pub const MAX_FILTER_BYTES: usize = 8 * 1024;
 
 /// Longest jq fix: 16 KiB, a `400` beyond.
 pub const MAX_FIX_BYTES: usize = 16 * 1024;

@@ -202,8 +202,8 @@ impl<S: ServeStore> Server<S> {
     ) -> std::io::Result<()> {
         let app = self.app.clone();
         let every = self.app.config.sample_interval;
-        // With port 0, the names carry the port actually bound.
-        let router = self.router_for(&[self.app.config.listen, listener.local_addr()?]);
+        // The names carry the port actually bound (port 0 asks for any).
+        let router = self.router_for(&[listener.local_addr()?]);
         let sampler = tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
