@@ -260,15 +260,28 @@ fn serve_needs_tokens_and_serves_metrics_for_both_dlqs() {
     assert!(addr.starts_with("127.0.0.1:"));
     let (status, _) = http(&addr, "/metrics", None);
     assert!(status.contains(" 401 "), "{status}");
-    let (status, body) = http(&addr, "/metrics", Some(VIEWER));
-    assert!(status.contains(" 200 "), "{status}");
-    for dlq in ["dlq.rss.events", "dlq.polymarket.price_hourly"] {
-        assert!(
-            body.contains(&format!("dlq_pending_records{{dlq=\"{dlq}\"}}")),
-            "{body}"
-        );
-        assert!(body.contains(&format!("dlq_oldest_pending_age_seconds{{dlq=\"{dlq}\"}}")));
-    }
+    // The monitor's first tick may not have run yet: scrape until one has,
+    // and check that every scrape shows whole samples (a DLQ's pending
+    // count never without its age), never a tick half published.
+    let dlqs = ["dlq.rss.events", "dlq.polymarket.price_hourly"];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let (status, body) = http(&addr, "/metrics", Some(VIEWER));
+        assert!(status.contains(" 200 "), "{status}");
+        let complete = dlqs.map(|dlq| {
+            let pending = body.contains(&format!("dlq_pending_records{{dlq=\"{dlq}\"}} "));
+            let age = body.contains(&format!("dlq_oldest_pending_age_seconds{{dlq=\"{dlq}\"}} "));
+            assert_eq!(pending, age, "half a sample of {dlq}:\n{body}");
+            pending
+        });
+        assert_eq!(complete[0], complete[1], "half a tick:\n{body}");
+        if complete[0] {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "no sample in /metrics:\n{body}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(body.contains("dlq_monitor_samples_total"), "{body}");
     let (status, _) = http(&addr, "/api/audit", Some(VIEWER));
     assert!(status.contains(" 403 "), "{status}");
     assert!(
