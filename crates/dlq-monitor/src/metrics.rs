@@ -326,7 +326,7 @@ mod tests {
                 while !stop.load(Ordering::Relaxed) {
                     let samples: Vec<Sample> = dlqs.iter().map(|d| sample(d, n)).collect();
                     let state = AlertState {
-                        firing: n % 2 == 0,
+                        firing: n.is_multiple_of(2),
                         ..AlertState::default()
                     };
                     publish_tick(&samples, [(&key, &state)]);
@@ -363,7 +363,11 @@ mod tests {
                 .map(|(_, v)| v);
             assert_eq!(
                 firing,
-                Some(if seen[0] as u64 % 2 == 0 { 1.0 } else { 0.0 })
+                Some(if (seen[0] as u64).is_multiple_of(2) {
+                    1.0
+                } else {
+                    0.0
+                })
             );
             checked += 1;
         }

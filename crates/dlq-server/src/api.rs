@@ -932,6 +932,7 @@ pub async fn start_replay<S: ServeStore>(
         id: &job.id,
         why: "not started: the request was cancelled before the job started",
         armed: true,
+        audit_end: true,
     };
     record_audit(
         &app,
@@ -950,7 +951,11 @@ pub async fn start_replay<S: ServeStore>(
         }),
     )
     .await
-    .inspect_err(|_| unstarted.why = "not started: the audit log cannot be written")?;
+    .inspect_err(|_| {
+        unstarted.why = "not started: the audit log cannot be written";
+        // Its start is not in the log: neither is its end.
+        unstarted.audit_end = false;
+    })?;
     unstarted.disarm();
     let id = job.id.clone();
     let worker = app.clone();
@@ -986,6 +991,9 @@ struct Unstarted<'a, S: ServeStore> {
     id: &'a str,
     why: &'static str,
     armed: bool,
+    /// Whether to audit the end (the start entry was, or may have been,
+    /// written: a cancelled request's blocking write still completes).
+    audit_end: bool,
 }
 
 impl<S: ServeStore> Unstarted<'_, S> {
@@ -1000,7 +1008,8 @@ impl<S: ServeStore> Drop for Unstarted<'_, S> {
         if !self.armed {
             return;
         }
-        if let Some(job) = self.app.jobs.finish(self.id, Err(self.why.to_owned())) {
+        let job = self.app.jobs.finish(self.id, Err(self.why.to_owned()));
+        if let Some(job) = job.filter(|_| self.audit_end) {
             audit_finished(self.app, &job);
         }
     }
