@@ -337,8 +337,13 @@ pub async fn history<S: ServeStore>(
                 ))
             })?,
     };
+    // A monitor reads its history from SQLite (and may wait for a tick):
+    // off the async workers.
     let (source, points) = match app.monitor() {
-        Some(m) => ("monitor", m.size_history(&dlq, since)),
+        Some(m) => {
+            let d = dlq.clone();
+            ("monitor", app.cpu(move || m.size_history(&d, since)).await?)
+        }
         None => ("builtin", app.sampler.history(&dlq, since)),
     };
     Ok(Json(serde_json::json!({ "dlq": dlq, "source": source, "points": points })).into_response())
@@ -354,7 +359,8 @@ pub async fn alerts<S: ServeStore>(State(app): AppState<S>) -> ApiResult<Respons
 
 pub async fn metrics<S: ServeStore>(State(app): AppState<S>) -> ApiResult<Response> {
     let text = match app.monitor() {
-        Some(m) => m.metrics_text(),
+        // Rendering waits for a tick being published: off the async workers.
+        Some(m) => app.cpu(move || m.metrics_text()).await?,
         None => {
             let stats = app.blocking(|s| s.stats()).await??;
             crate::monitor::render_metrics(&stats, Utc::now())

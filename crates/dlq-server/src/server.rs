@@ -314,20 +314,23 @@ async fn check_host(State(hosts): State<Arc<HostCheck>>, req: Request, next: Nex
             .ok_or(Refusal::Missing),
         (Some(_), Some(_)) => Err(Refusal::Malformed),
     };
-    let refusal = match host.and_then(|h| hosts.check(Some(h)).map(|()| h)) {
-        Ok(_) => return next.run(req).await,
+    let shown: String = match &host {
+        Ok(h) => h.chars().take(100).collect(),
+        Err(_) => req
+            .headers()
+            .get(header::HOST)
+            .map(|h| {
+                String::from_utf8_lossy(h.as_bytes())
+                    .chars()
+                    .take(100)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    let refusal = match host.and_then(|h| hosts.check(Some(h))) {
+        Ok(()) => return next.run(req).await,
         Err(r) => r,
     };
-    let shown: String = req
-        .headers()
-        .get(header::HOST)
-        .map(|h| {
-            String::from_utf8_lossy(h.as_bytes())
-                .chars()
-                .take(100)
-                .collect()
-        })
-        .unwrap_or_default();
     match refusal {
         Refusal::Missing => ApiError::bad_request(
             "the request has no Host header (HTTP/1.1 requires one)",
