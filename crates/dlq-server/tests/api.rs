@@ -1059,14 +1059,20 @@ async fn a_rate_outside_its_range_is_a_400_before_any_job_starts() {
         "no job started"
     );
     assert!(f.audit_entries().is_empty());
-    // A rate in range replays (slowly enough to see it paced: 2 records at
-    // 20 a second take at least 50 ms).
+    // A rate in range replays, paced: 2 records at 20 a second take at
+    // least 50 ms.
     let id = start(
         &f,
         json!({"dlq": PRICES, "target": "out", "limit": 2, "rate": 20}),
     )
     .await;
-    assert_eq!(f.wait_for_job(&id).await["replayed"], 2);
+    let job = f.wait_for_job(&id).await;
+    assert_eq!(job["replayed"], 2, "{job}");
+    let at = |k: &str| {
+        chrono::DateTime::parse_from_rfc3339(job[k].as_str().expect("instant")).expect("rfc 3339")
+    };
+    let took = at("finished_at") - at("started_at");
+    assert!(took >= chrono::Duration::milliseconds(45), "{took}");
 }
 
 #[tokio::test]
