@@ -1285,6 +1285,13 @@ async fn a_request_by_a_foreign_host_name_is_refused_on_every_route() {
     assert!(msg.contains("no Host header"), "{msg}");
     let reply = f.send(rebinding(Method::Get, "/", None, "a b:8080")).await;
     reply.error(StatusCode::BAD_REQUEST);
+    // Two Hosts: which one would a proxy have routed by? Refused.
+    let two = Request::get("/")
+        .header(header::HOST, "127.0.0.1:8080")
+        .header(header::HOST, "attacker.example:8080")
+        .body(Body::empty())
+        .expect("request");
+    f.send_as_is(two).await.error(StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
