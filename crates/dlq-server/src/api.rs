@@ -969,21 +969,25 @@ pub async fn start_replay<S: ServeStore>(
     tokio::task::spawn_blocking(move || {
         let app = worker;
         // Ends the job whatever the runner does (a result, an error or a
-        // panic), so the slot is freed and the end is audited.
-        let finished = app.jobs.run(&id, |progress| {
-            app.runner
-                .run(&app.store, &planned.spec, &dlq, &planned.options, progress)
-        });
-        if let Some(job) = finished {
-            if let Some(e) = &job.error {
-                tracing::warn!(job = %job.id, dlq = %dlq, error = %e, "replay failed");
-            }
-            audit_finished(&app, &job);
-        }
-        match app.store.stats() {
-            Ok(stats) => app.sampler.record(&stats, Utc::now()),
-            Err(e) => tracing::warn!("sampling DLQ sizes after a replay: {e}"),
-        }
+        // panic), so the slot is freed; its end is audited and the sizes
+        // sampled before the job shows as done.
+        app.jobs.run(
+            &id,
+            |progress| {
+                app.runner
+                    .run(&app.store, &planned.spec, &dlq, &planned.options, progress)
+            },
+            |job| {
+                if let Some(e) = &job.error {
+                    tracing::warn!(job = %job.id, dlq = %dlq, error = %e, "replay failed");
+                }
+                audit_finished(&app, job);
+                match app.store.stats() {
+                    Ok(stats) => app.sampler.record(&stats, Utc::now()),
+                    Err(e) => tracing::warn!("sampling DLQ sizes after a replay: {e}"),
+                }
+            },
+        );
     });
     Ok(json_response(
         StatusCode::ACCEPTED,
