@@ -260,15 +260,28 @@ fn serve_needs_tokens_and_serves_metrics_for_both_dlqs() {
     assert!(addr.starts_with("127.0.0.1:"));
     let (status, _) = http(&addr, "/metrics", None);
     assert!(status.contains(" 401 "), "{status}");
-    let (status, body) = http(&addr, "/metrics", Some(VIEWER));
-    assert!(status.contains(" 200 "), "{status}");
-    for dlq in ["dlq.rss.events", "dlq.polymarket.price_hourly"] {
-        assert!(
-            body.contains(&format!("dlq_pending_records{{dlq=\"{dlq}\"}}")),
-            "{body}"
-        );
-        assert!(body.contains(&format!("dlq_oldest_pending_age_seconds{{dlq=\"{dlq}\"}}")));
-    }
+    // The monitor's first tick may not have run yet: scrape until one has,
+    // and check that every scrape shows whole samples (a DLQ's pending
+    // count never without its age), never a tick half published.
+    let dlqs = ["dlq.rss.events", "dlq.polymarket.price_hourly"];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let (status, body) = http(&addr, "/metrics", Some(VIEWER));
+        assert!(status.contains(" 200 "), "{status}");
+        let complete = dlqs.map(|dlq| {
+            let pending = body.contains(&format!("dlq_pending_records{{dlq=\"{dlq}\"}} "));
+            let age = body.contains(&format!("dlq_oldest_pending_age_seconds{{dlq=\"{dlq}\"}} "));
+            assert_eq!(pending, age, "half a sample of {dlq}:\n{body}");
+            pending
+        });
+        assert_eq!(complete[0], complete[1], "half a tick:\n{body}");
+        if complete[0] {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "no sample in /metrics:\n{body}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(body.contains("dlq_monitor_samples_total"), "{body}");
     let (status, _) = http(&addr, "/api/audit", Some(VIEWER));
     assert!(status.contains(" 403 "), "{status}");
     assert!(
@@ -418,4 +431,345 @@ fn analyze_html_report_renders_its_charts_in_chromium() {
     );
     let size = std::fs::metadata(&shot).expect("screenshot").len();
     assert!(size > 20_000, "a screenshot with content: {size} bytes");
+}
+
+/// One HTTP/1.1 request with a deadline; the status code and the body, or
+/// why there is none (the server closed the connection, died, or did not
+/// answer in time).
+fn call(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<&serde_json::Value>,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    use std::io::Read as _;
+    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let post = if method == "POST" {
+        format!(
+            "Content-Type: application/json\r\nX-DLQ-CSRF: 1\r\nContent-Length: {}\r\n",
+            body.len()
+        )
+    } else {
+        String::new()
+    };
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n{post}\
+         Connection: close\r\n\r\n{body}"
+    )
+    .map_err(|e| format!("write: {e}"))?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("no answer within {timeout:?}: {e}"))?;
+    let text = String::from_utf8_lossy(&raw);
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no HTTP answer: {text:?}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// Checks an answer to a hostile filter: a 400 naming the filter.
+fn filter_refused(answer: (u16, String)) -> Result<(), String> {
+    let (code, body) = answer;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    if code == 400
+        && v["error"]["code"] == "invalid_filter"
+        && v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("filter: "))
+    {
+        Ok(())
+    } else {
+        Err(format!("expected a 400 invalid_filter, got {code}: {body}"))
+    }
+}
+
+/// Checks an answer to a hostile fix: a 400 naming the fix (refused when
+/// compiled), or a preview whose every sample failed with its error (a
+/// budget ran out while it ran).
+fn fix_refused(answer: (u16, String)) -> Result<(), String> {
+    let (code, body) = answer;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let compiled_out = code == 400 && v["error"]["code"] == "invalid_fix";
+    let samples = v["samples"].as_array().cloned().unwrap_or_default();
+    let every_sample_failed = code == 200
+        && !samples.is_empty()
+        && samples
+            .iter()
+            .all(|s| s["fix_error"].as_str().is_some_and(|e| !e.is_empty()));
+    if compiled_out || every_sample_failed {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected a 400 invalid_fix or samples that failed, got {code}: {body}"
+        ))
+    }
+}
+
+/// The hostile inputs of issue #10 against the real `dlq serve`: deep
+/// filters from a viewer, fixes that recurse, loop or allocate without
+/// end, a rate of 1e-300. Each gets an error; after each, the server is
+/// still running and answers the next request, and a slow fix does not
+/// keep other requests waiting. Every case runs (a dead server is
+/// restarted), and the failures are listed together.
+#[test]
+fn hostile_filters_fixes_and_rates_get_an_error_and_the_server_answers_the_next_request() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let store = demo(dir, 200);
+    let config = dir.join("dlq.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[serve]\naudit_log = \"audit.jsonl\"\n[serve.replay_targets]\nout = \"file:{}\"\n",
+            dir.join("replayed.ndjson").display()
+        ),
+    )
+    .expect("config");
+    let serve = || {
+        // Under an address-space limit where prlimit exists: a fix that
+        // allocates without bound then fails at 4 GiB instead of taking
+        // the machine's memory (the budgets should stop it far earlier).
+        let mut command = if Path::new("/usr/bin/prlimit").exists() {
+            let mut c = Command::new("/usr/bin/prlimit");
+            c.args(["--as=4294967296", "--"])
+                .arg(env!("CARGO_BIN_EXE_dlq"))
+                .args(["--store", &store, "--no-progress"])
+                .current_dir(dir)
+                .env_remove("DLQ_STORE");
+            c
+        } else {
+            dlq(&store, dir)
+        };
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .env("DLQ_OPERATOR_TOKEN", OPERATOR)
+            .env("DLQ_VIEWER_TOKEN", VIEWER);
+        start_serve(command)
+    };
+    const DLQ: &str = "dlq.polymarket.price_hourly";
+    let short = Duration::from_secs(5);
+    // Budgets bound a fix's time: a preview of one sample answers well
+    // within this.
+    let slow = Duration::from_secs(60);
+    let deep_filter = format!("{}retryable{}", "(".repeat(2000), ")".repeat(2000));
+    let nots = format!("{}retryable", "!".repeat(5000));
+    let records = |f: &str| format!("/api/dlqs/{DLQ}/records?filter={}", encode(f));
+    let preview =
+        |fix: &str| serde_json::json!({"dlq": DLQ, "target": "out", "fix": fix, "samples": 1});
+    type Case = Box<dyn Fn(&str) -> Result<(), String>>;
+    let cases: Vec<(&str, Case)> = vec![
+        (
+            "a viewer's 2,000-deep filter on records",
+            Box::new(move |a| {
+                filter_refused(call(a, "GET", &records(&deep_filter), VIEWER, None, short)?)
+            }),
+        ),
+        (
+            "a viewer's 5,000 nested `!` on groups",
+            Box::new(move |a| {
+                let path = format!("/api/dlqs/{DLQ}/groups?filter={}", encode(&nots));
+                filter_refused(call(a, "GET", &path, VIEWER, None, short)?)
+            }),
+        ),
+        (
+            "'! ' 60,000 times (a URL longer than the server takes)",
+            Box::new(move |a| {
+                let path = format!("/api/dlqs/{DLQ}/records?filter={}", "!%20".repeat(60_000));
+                match call(a, "GET", &path, VIEWER, None, short)? {
+                    (414 | 431 | 400, _) => Ok(()),
+                    (code, body) => Err(format!("expected a 414, got {code}: {body}")),
+                }
+            }),
+        ),
+        (
+            "fix `def f: [f]; f` (unbounded recursion)",
+            Box::new(move |a| {
+                fix_refused(call(
+                    a,
+                    "POST",
+                    "/api/replays/preview",
+                    OPERATOR,
+                    Some(&preview("def f: [f]; f")),
+                    slow,
+                )?)
+            }),
+        ),
+        (
+            "a fix of 5,000 nested parentheses",
+            Box::new(move |a| {
+                let fix = format!("{}.{}", "(".repeat(5000), ")".repeat(5000));
+                fix_refused(call(
+                    a,
+                    "POST",
+                    "/api/replays/preview",
+                    OPERATOR,
+                    Some(&preview(&fix)),
+                    slow,
+                )?)
+            }),
+        ),
+        (
+            "fix `def f: f; f` (never ends), while other requests are answered",
+            Box::new(move |a| {
+                let addr = a.to_owned();
+                let body = preview("def f: f; f");
+                let running = std::thread::spawn(move || {
+                    call(
+                        &addr,
+                        "POST",
+                        "/api/replays/preview",
+                        OPERATOR,
+                        Some(&body),
+                        slow,
+                    )
+                });
+                std::thread::sleep(Duration::from_millis(300));
+                let started = Instant::now();
+                let (code, _) = call(a, "GET", "/api/health", VIEWER, None, short)?;
+                if code != 200 || started.elapsed() > Duration::from_secs(2) {
+                    return Err(format!(
+                        "health answered {code} after {:?} while the fix ran",
+                        started.elapsed()
+                    ));
+                }
+                fix_refused(running.join().map_err(|_| "the client thread panicked")??)
+            }),
+        ),
+        (
+            "fix `last(range(1e18))` (never ends)",
+            Box::new(move |a| {
+                fix_refused(call(
+                    a,
+                    "POST",
+                    "/api/replays/preview",
+                    OPERATOR,
+                    Some(&preview("last(range(1e18))")),
+                    slow,
+                )?)
+            }),
+        ),
+        (
+            "fix `[range(1e9)]|length` (allocates without end)",
+            Box::new(move |a| {
+                fix_refused(call(
+                    a,
+                    "POST",
+                    "/api/replays/preview",
+                    OPERATOR,
+                    Some(&preview("[range(1e9)]|length")),
+                    slow,
+                )?)
+            }),
+        ),
+        (
+            "a replay at rate 1e-300, then a replay that runs",
+            Box::new(move |a| {
+                let body =
+                    serde_json::json!({"dlq": DLQ, "target": "out", "rate": 1e-300, "limit": 2});
+                let (code, text) = call(a, "POST", "/api/replays", OPERATOR, Some(&body), short)?;
+                let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                if code != 400 || v["error"]["code"] != "invalid_rate" {
+                    return Err(format!(
+                        "rate 1e-300: expected a 400 invalid_rate, got {code}: {text}"
+                    ));
+                }
+                let body = serde_json::json!({"dlq": DLQ, "target": "out", "limit": 2});
+                let (code, text) = call(a, "POST", "/api/replays", OPERATOR, Some(&body), short)?;
+                if code != 202 {
+                    return Err(format!("the next replay: expected 202, got {code}: {text}"));
+                }
+                let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                let job = v["job"]["id"].as_str().unwrap_or_default().to_owned();
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    let (_, text) = call(
+                        a,
+                        "GET",
+                        &format!("/api/replays/{job}"),
+                        VIEWER,
+                        None,
+                        short,
+                    )?;
+                    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                    if v["job"]["status"] == "done" {
+                        return Ok(());
+                    }
+                    if v["job"]["done"] == true || Instant::now() > deadline {
+                        return Err(format!("the next replay did not finish: {text}"));
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }),
+        ),
+    ];
+
+    let (mut server, mut url) = serve();
+    let mut failures = Vec::new();
+    for (name, case) in &cases {
+        let addr = url.trim_start_matches("http://").to_owned();
+        let outcome = case(&addr);
+        let next = call(&addr, "GET", "/api/health", VIEWER, None, short);
+        // A server that aborts may take a moment to be gone.
+        let mut died = None;
+        for _ in 0..20 {
+            died = server
+                .0
+                .try_wait()
+                .expect("try_wait")
+                .map(|s| s.to_string());
+            if died.is_some() || matches!(next, Ok((200, _))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        match (outcome, died, next) {
+            (Ok(()), None, Ok((200, _))) => continue,
+            (outcome, died, next) => failures.push(format!(
+                "{name}: {}; server {}; next request: {}",
+                outcome
+                    .err()
+                    .unwrap_or_else(|| "answered as expected".into()),
+                died.map_or("still running".to_owned(), |s| format!("DIED ({s})")),
+                match next {
+                    Ok((code, _)) => format!("{code}"),
+                    Err(e) => e,
+                }
+            )),
+        }
+        // A fresh server for the next case, whatever this one left behind.
+        drop(server);
+        (server, url) = serve();
+    }
+    assert!(
+        failures.is_empty(),
+        "hostile input broke dlq serve:\n  - {}",
+        failures.join("\n  - ")
+    );
+}
+
+/// Percent-encodes a query parameter value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -9,6 +9,12 @@
 //! Labels have bounded cardinality: DLQ names, rule names, sink names and
 //! topics, never record ids, keys or error messages.
 //!
+//! A scrape sees whole ticks: a tick publishes the gauges of all its
+//! samples and alert states while holding [`PUBLISHING`] for writing, and
+//! [`MetricsHandle::render`] holds it for reading, so a scrape shows the
+//! previous tick or the next one, never a DLQ whose pending count is new and
+//! whose age is not yet.
+//!
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `dlq_pending_records` | gauge | `dlq` |
@@ -23,18 +29,22 @@
 //! | `dlq_monitor_notifications_total` | counter | `sink`, `result` (`delivered`, `failed`) |
 //! | `dlq_processor_*_total` | counters of the processors (see `dlq_core::process`) | `topic` |
 
+use crate::alert::{AlertKey, AlertState};
 use crate::history::Sample;
 use crate::{Error, Result};
 use metrics::{counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::thread::JoinHandle;
 
 /// The exposition text's media type.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Written while a tick publishes its gauges, read while a scrape renders.
+static PUBLISHING: RwLock<()> = RwLock::new(());
 
 /// A handle on the installed Prometheus recorder.
 #[derive(Clone)]
@@ -49,8 +59,10 @@ impl std::fmt::Debug for MetricsHandle {
 }
 
 impl MetricsHandle {
-    /// Every metric in the Prometheus text exposition format.
+    /// Every metric in the Prometheus text exposition format, with the
+    /// gauges of whole monitor ticks only.
     pub fn render(&self) -> String {
+        let _whole_ticks = PUBLISHING.read().unwrap_or_else(|p| p.into_inner());
         self.inner.render()
     }
 }
@@ -148,8 +160,23 @@ fn describe() {
     );
 }
 
+/// Publishes a tick: the per-DLQ metrics of its samples and the alert
+/// states, all at once for scrapes (see the module's doc).
+pub(crate) fn publish_tick<'a>(
+    samples: &[Sample],
+    alerts: impl IntoIterator<Item = (&'a AlertKey, &'a AlertState)>,
+) {
+    let _tick = PUBLISHING.write().unwrap_or_else(|p| p.into_inner());
+    for s in samples {
+        record_sample(s);
+    }
+    for (k, s) in alerts {
+        record_alert(&k.rule, &k.dlq, s.firing);
+    }
+}
+
 /// Updates the per-DLQ metrics from a sample.
-pub(crate) fn record_sample(s: &Sample) {
+fn record_sample(s: &Sample) {
     let dlq = s.dlq.clone();
     gauge!("dlq_pending_records", "dlq" => dlq.clone()).set(s.pending as f64);
     gauge!("dlq_oldest_pending_age_seconds", "dlq" => dlq.clone())
@@ -167,7 +194,7 @@ pub(crate) fn record_sample(s: &Sample) {
 }
 
 /// Sets whether an alert fires.
-pub(crate) fn record_alert(rule: &str, dlq: &str, firing: bool) {
+fn record_alert(rule: &str, dlq: &str, firing: bool) {
     gauge!("dlq_alerts_firing", "rule" => rule.to_owned(), "dlq" => dlq.to_owned())
         .set(if firing { 1.0 } else { 0.0 });
 }
@@ -247,4 +274,108 @@ pub fn serve(addr: SocketAddr, handle: MetricsHandle) -> Result<MetricsServer> {
         addr: bound,
         thread: Some(thread),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    fn sample(dlq: &str, n: u64) -> Sample {
+        Sample {
+            dlq: dlq.to_owned(),
+            at: chrono::Utc::now(),
+            pending: n,
+            parked: n,
+            replayed: n,
+            discarded: n,
+            total: n,
+            inflow_per_minute: Some(n as f64),
+            oldest_pending_at: None,
+            oldest_pending_age_seconds: Some(n as i64),
+            expiry_risk: Some(n),
+            retention_ms: None,
+        }
+    }
+
+    /// The values of every series of `dlq` in a scrape.
+    fn values_of(text: &str, dlq: &str) -> Vec<(String, f64)> {
+        let label = format!("dlq=\"{dlq}\"");
+        text.lines()
+            .filter(|l| !l.starts_with('#') && l.contains(&label))
+            .map(|l| {
+                let (series, value) = l.rsplit_once(' ').expect("a sample line");
+                (series.to_owned(), value.parse().expect("a number"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_scrape_never_sees_half_of_a_tick() {
+        let handle = install().expect("recorder");
+        let dlqs = ["dlq.whole.tick.a", "dlq.whole.tick.b", "dlq.whole.tick.c"];
+        let stop = Arc::new(AtomicBool::new(false));
+        let publisher = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let key = AlertKey {
+                    rule: "whole-tick".into(),
+                    dlq: dlqs[0].into(),
+                };
+                let mut n = 1u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let samples: Vec<Sample> = dlqs.iter().map(|d| sample(d, n)).collect();
+                    let state = AlertState {
+                        firing: n.is_multiple_of(2),
+                        ..AlertState::default()
+                    };
+                    publish_tick(&samples, [(&key, &state)]);
+                    n += 1;
+                }
+                n
+            })
+        };
+        let mut checked = 0;
+        for _ in 0..3000 {
+            let text = handle.render();
+            // Every series of every DLQ of a tick carries that tick's n
+            // (the alert gauge is 1 on even ticks).
+            let mut seen: Vec<f64> = Vec::new();
+            for dlq in dlqs {
+                for (series, v) in values_of(&text, dlq) {
+                    if series.starts_with("dlq_alerts_firing") {
+                        continue;
+                    }
+                    seen.push(v);
+                }
+            }
+            if seen.is_empty() {
+                continue;
+            }
+            assert_eq!(seen.len(), 3 * 7, "every series of the tick:\n{text}");
+            assert!(
+                seen.iter().all(|v| *v == seen[0]),
+                "a scrape mixes two ticks: {seen:?}"
+            );
+            let firing = values_of(&text, dlqs[0])
+                .into_iter()
+                .find(|(s, _)| s.starts_with("dlq_alerts_firing"))
+                .map(|(_, v)| v);
+            assert_eq!(
+                firing,
+                Some(if (seen[0] as u64).is_multiple_of(2) {
+                    1.0
+                } else {
+                    0.0
+                })
+            );
+            checked += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let ticks = publisher.join().expect("publisher");
+        assert!(
+            checked > 100 && ticks > 100,
+            "{checked} scrapes of {ticks} ticks"
+        );
+    }
 }

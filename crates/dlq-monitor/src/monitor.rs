@@ -130,9 +130,7 @@ impl Monitor {
         if !removed.is_empty() {
             history.commit_tick(&[], &[], &removed, &[], Utc::now())?;
         }
-        for (k, s) in &alerts {
-            metrics::record_alert(&k.rule, &k.dlq, s.firing);
-        }
+        metrics::publish_tick(&[], &alerts);
         Ok(Monitor {
             sinks: Sinks::new(&config.sinks),
             config,
@@ -240,12 +238,12 @@ impl Monitor {
 
         self.history
             .commit_tick(&samples, &states, &[], &outbox, now)?;
+        // The whole tick at once: a scrape sees it all or none of it.
+        metrics::publish_tick(&samples, states.iter().map(|(k, s)| (k, s)));
         for s in &samples {
-            metrics::record_sample(s);
             self.previous.insert(s.dlq.clone(), s.clone());
         }
         for (k, s) in states {
-            metrics::record_alert(&k.rule, &k.dlq, s.firing);
             self.alerts.insert(k, s);
         }
 

@@ -5,6 +5,7 @@ use crate::audit::{Action, AuditEntry};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, Json, json_response};
 use crate::jobs::Job;
+use crate::limits::{MAX_FILTER_BYTES, MAX_FIX_BYTES, check_len, check_rate};
 use crate::server::{App, ServeStore};
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
@@ -70,7 +71,13 @@ fn parse_body<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> ApiResul
 }
 
 fn parse_filter(text: &str) -> ApiResult<Filter> {
-    Filter::parse(text).map_err(|e| ApiError::bad_request(format!("filter: {e}")))
+    Filter::parse(text).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_filter",
+            format!("filter: {e}"),
+        )
+    })
 }
 
 fn parse_statuses(text: Option<&String>, include_parked: bool) -> ApiResult<Vec<Status>> {
@@ -116,8 +123,25 @@ fn with_grouper(filter: Option<Filter>, grouper: &Arc<Grouper>) -> Option<Filter
     filter.map(|f| f.with_grouper(grouper.clone()))
 }
 
+/// The filter selecting a group and/or a filter, compiled off the async
+/// workers (a parser's work grows with its input; the async workers must
+/// stay free for other requests).
+async fn selection_filter<S: ServeStore>(
+    app: &App<S>,
+    fingerprint: Option<&str>,
+    filter: Option<&str>,
+) -> ApiResult<Option<Filter>> {
+    if let Some(f) = filter {
+        check_len("invalid_filter", "filter", f, MAX_FILTER_BYTES)?;
+    }
+    let fingerprint = fingerprint.map(str::to_owned);
+    let filter = filter.map(str::to_owned);
+    app.cpu(move || compile_selection(fingerprint.as_deref(), filter.as_deref()))
+        .await?
+}
+
 /// The filter text selecting a group and/or a filter, checked.
-fn selection_filter(fingerprint: Option<&str>, filter: Option<&str>) -> ApiResult<Option<Filter>> {
+fn compile_selection(fingerprint: Option<&str>, filter: Option<&str>) -> ApiResult<Option<Filter>> {
     let mut parts = Vec::new();
     if let Some(fp) = fingerprint.filter(|f| !f.is_empty()) {
         if !is_fingerprint(fp) {
@@ -152,21 +176,24 @@ async fn ensure_dlq<S: ServeStore>(app: &App<S>, dlq: &str) -> ApiResult<()> {
     }
 }
 
-fn record_audit<S: ServeStore>(
-    app: &App<S>,
+/// Appends an audit entry (and syncs it to disk, off the async workers).
+async fn record_audit<S: ServeStore>(
+    app: &Arc<App<S>>,
     who: &Principal,
     action: Action,
     dlq: &str,
     details: serde_json::Value,
 ) -> ApiResult<()> {
-    app.audit
-        .append(&AuditEntry {
-            at: Utc::now(),
-            actor: who.clone(),
-            action,
-            dlq: dlq.to_owned(),
-            details,
-        })
+    let entry = AuditEntry {
+        at: Utc::now(),
+        actor: who.clone(),
+        action,
+        dlq: dlq.to_owned(),
+        details,
+    };
+    let writer = app.clone();
+    app.cpu(move || writer.audit.append(&entry))
+        .await?
         .map_err(|e| {
             tracing::error!("audit log {}: {e}", app.audit.path().display());
             ApiError::internal("the audit log cannot be written, so the action was not carried out")
@@ -257,11 +284,7 @@ pub async fn groups<S: ServeStore>(
     let selection = Selection {
         dlq: Some(dlq.clone()),
         statuses: parse_statuses(params.get("status"), false)?,
-        filter: params
-            .get("filter")
-            .filter(|f| !f.trim().is_empty())
-            .map(|f| parse_filter(f))
-            .transpose()?,
+        filter: selection_filter(&app, None, params.get("filter").map(String::as_str)).await?,
     };
     let top = params
         .get("top")
@@ -314,8 +337,13 @@ pub async fn history<S: ServeStore>(
                 ))
             })?,
     };
+    // A monitor reads its history from SQLite (and may wait for a tick):
+    // off the async workers.
     let (source, points) = match app.monitor() {
-        Some(m) => ("monitor", m.size_history(&dlq, since)),
+        Some(m) => {
+            let d = dlq.clone();
+            ("monitor", app.cpu(move || m.size_history(&d, since)).await?)
+        }
         None => ("builtin", app.sampler.history(&dlq, since)),
     };
     Ok(Json(serde_json::json!({ "dlq": dlq, "source": source, "points": points })).into_response())
@@ -331,7 +359,8 @@ pub async fn alerts<S: ServeStore>(State(app): AppState<S>) -> ApiResult<Respons
 
 pub async fn metrics<S: ServeStore>(State(app): AppState<S>) -> ApiResult<Response> {
     let text = match app.monitor() {
-        Some(m) => m.metrics_text(),
+        // Rendering waits for a tick being published: off the async workers.
+        Some(m) => app.cpu(move || m.metrics_text()).await?,
         None => {
             let stats = app.blocking(|s| s.stats()).await??;
             crate::monitor::render_metrics(&stats, Utc::now())
@@ -469,9 +498,11 @@ pub async fn records<S: ServeStore>(
         statuses: parse_statuses(params.get("status"), false)?,
         filter: with_grouper(
             selection_filter(
+                &app,
                 params.get("fingerprint").map(String::as_str),
                 params.get("filter").map(String::as_str),
-            )?,
+            )
+            .await?,
             &grouper,
         ),
     };
@@ -479,17 +510,24 @@ pub async fn records<S: ServeStore>(
         .get("cursor")
         .filter(|c| !c.is_empty())
         .map(|c| Cursor(c.clone()));
-    let page = app
-        .blocking(move |s| s.scan(&selection, cursor.as_ref(), limit))
+    // The filter runs in the scan and each view computes a fingerprint:
+    // both off the async workers.
+    let (records, next) = app
+        .blocking(
+            move |s| -> dlq_core::store::Result<(Vec<RecordView>, Option<Cursor>)> {
+                let page = s.scan(&selection, cursor.as_ref(), limit)?;
+                let views = page
+                    .records
+                    .iter()
+                    .map(|r| RecordView::new(r, &grouper))
+                    .collect();
+                Ok((views, page.next))
+            },
+        )
         .await??;
-    let records: Vec<RecordView> = page
-        .records
-        .iter()
-        .map(|r| RecordView::new(r, &grouper))
-        .collect();
     Ok(Json(serde_json::json!({
         "records": records,
-        "next_cursor": page.next.map(|c| c.0),
+        "next_cursor": next.map(|c| c.0),
     }))
     .into_response())
 }
@@ -507,7 +545,8 @@ pub async fn record<S: ServeStore>(
 ) -> ApiResult<Response> {
     let r = load_record(&app, &dlq, &id).await?;
     let grouper = grouper(&app).await?;
-    Ok(Json(serde_json::json!({ "record": RecordView::new(&r, &grouper) })).into_response())
+    let view = app.cpu(move || RecordView::new(&r, &grouper)).await?;
+    Ok(Json(serde_json::json!({ "record": view })).into_response())
 }
 
 pub async fn reveal<S: ServeStore>(
@@ -524,7 +563,8 @@ pub async fn reveal<S: ServeStore>(
         Action::Reveal,
         &dlq,
         serde_json::json!({ "id": id, "bytes": payload.len(), "sha256": digest }),
-    )?;
+    )
+    .await?;
     let body = match std::str::from_utf8(payload) {
         Ok(text) => serde_json::json!({ "encoding": "text", "text": text }),
         Err(_) => serde_json::json!({
@@ -564,7 +604,7 @@ pub async fn discard<S: ServeStore>(
     let req: DiscardRequest = parse_body(&headers, &body)?;
     ensure_dlq(&app, &dlq).await?;
     let filter = with_grouper(
-        selection_filter(req.fingerprint.as_deref(), req.filter.as_deref())?,
+        selection_filter(&app, req.fingerprint.as_deref(), req.filter.as_deref()).await?,
         &grouper(&app).await?,
     );
     if req.ids.is_empty() && filter.is_none() {
@@ -572,7 +612,15 @@ pub async fn discard<S: ServeStore>(
             "say what to discard: ids, a fingerprint or a filter",
         ));
     }
-    let limit = req.limit.unwrap_or(MAX_DISCARD).min(MAX_DISCARD);
+    let limit = match req.limit {
+        None => MAX_DISCARD,
+        Some(l) if l <= MAX_DISCARD => l,
+        Some(_) => {
+            return Err(ApiError::bad_request(format!(
+                "limit: expected 0 to {MAX_DISCARD} records per discard"
+            )));
+        }
+    };
     let statuses = if req.include_parked {
         vec![Status::Pending, Status::Parked]
     } else {
@@ -630,7 +678,8 @@ pub async fn discard<S: ServeStore>(
             "ids": chosen.iter().take(AUDIT_IDS).collect::<Vec<_>>(),
             "ids_truncated": chosen.len() > AUDIT_IDS,
         }),
-    )?;
+    )
+    .await?;
     let d = dlq.clone();
     let selected = chosen.len();
     let settled = app
@@ -709,7 +758,7 @@ async fn plan<S: ServeStore>(app: &App<S>, req: &ReplayRequest) -> ApiResult<Pla
     };
     ensure_dlq(app, &req.dlq).await?;
     let filter = with_grouper(
-        selection_filter(req.fingerprint.as_deref(), req.filter.as_deref())?,
+        selection_filter(app, req.fingerprint.as_deref(), req.filter.as_deref()).await?,
         &grouper(app).await?,
     );
     let mut options = ReplayOptions::for_dlq(&req.dlq);
@@ -717,20 +766,24 @@ async fn plan<S: ServeStore>(app: &App<S>, req: &ReplayRequest) -> ApiResult<Pla
     if req.include_parked {
         options.selection.statuses = vec![Status::Pending, Status::Parked];
     }
-    options.fix = req
+    if let Some(fix) = req.fix.as_deref() {
+        check_len("invalid_fix", "fix", fix, MAX_FIX_BYTES)?;
+    }
+    let fix = req
         .fix
         .as_deref()
         .map(str::trim)
         .filter(|f| !f.is_empty())
-        .map(Fix::compile)
-        .transpose()
-        .map_err(|e| ApiError::bad_request(format!("fix: {e}")))?;
-    if let Some(rate) = req.rate
-        && !(rate > 0.0 && rate.is_finite())
-    {
-        return Err(ApiError::bad_request(
-            "rate: expected a positive number of records per second",
-        ));
+        .map(str::to_owned);
+    // Compiled off the async workers, as filters are.
+    options.fix = app
+        .cpu(move || fix.as_deref().map(Fix::compile).transpose())
+        .await?
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_fix", format!("fix: {e}")))?;
+    // Checked here, before a job starts: a rate the pacing cannot use
+    // would only fail (or sleep for ever) inside the job.
+    if let Some(rate) = req.rate {
+        check_rate(rate)?;
     }
     options.rate = req.rate;
     options.limit = req.limit;
@@ -780,7 +833,15 @@ pub async fn preview<S: ServeStore>(
 ) -> ApiResult<Response> {
     let req: ReplayRequest = parse_body(&headers, &body)?;
     let mut planned = plan(&app, &req).await?;
-    let samples = req.samples.unwrap_or(5).min(MAX_SAMPLES);
+    let samples = match req.samples {
+        None => 5,
+        Some(n) if n <= MAX_SAMPLES => n,
+        Some(_) => {
+            return Err(ApiError::bad_request(format!(
+                "samples: expected 0 to {MAX_SAMPLES}"
+            )));
+        }
+    };
     planned.options.dry_run = true;
     let options = planned.options;
     // The engine's dry-run step on the first records; a count of them all.
@@ -818,7 +879,8 @@ pub async fn preview<S: ServeStore>(
             "matched": matched,
             "sample_ids": sample_ids,
         }),
-    )?;
+    )
+    .await?;
     let fix_failed = report.previews.iter().filter(|p| p.after.is_err()).count();
     let changed = report.previews.iter().filter(|p| p.changed).count();
     let samples: Vec<SampleView> = report.previews.into_iter().map(SampleView::from).collect();
@@ -867,7 +929,18 @@ pub async fn start_replay<S: ServeStore>(
             format!("replay {running} is still running; one replay runs at a time"),
         )
     })?;
-    if let Err(e) = record_audit(
+    // Until its thread owns it, the job is ended by this guard if the
+    // request stops here (an audit log that cannot be written, or a client
+    // that went away while the entry was written): the slot is never left
+    // taken by a job that will not run.
+    let mut unstarted = Unstarted {
+        app: &app,
+        id: &job.id,
+        why: "not started: the request was cancelled before the job started",
+        armed: true,
+        audit_end: true,
+    };
+    record_audit(
         &app,
         &who,
         Action::Replay,
@@ -882,57 +955,99 @@ pub async fn start_replay<S: ServeStore>(
             "rate": req.rate,
             "max_replays": planned.options.max_replays,
         }),
-    ) {
-        app.jobs.finish(
-            &job.id,
-            Err("not started: the audit log cannot be written".into()),
-        );
-        return Err(e);
-    }
+    )
+    .await
+    .inspect_err(|_| {
+        unstarted.why = "not started: the audit log cannot be written";
+        // Its start is not in the log: neither is its end.
+        unstarted.audit_end = false;
+    })?;
+    unstarted.disarm();
     let id = job.id.clone();
     let worker = app.clone();
     let dlq = req.dlq.clone();
     tokio::task::spawn_blocking(move || {
         let app = worker;
-        let mut progress = |r: &ReplayReport| app.jobs.progress(&id, r);
-        let result = app.runner.run(
-            &app.store,
-            &planned.spec,
-            &dlq,
-            &planned.options,
-            &mut progress,
+        // Ends the job whatever the runner does (a result, an error or a
+        // panic), so the slot is freed; its end is audited and the sizes
+        // sampled before the job shows as done.
+        app.jobs.run(
+            &id,
+            |progress| {
+                app.runner
+                    .run(&app.store, &planned.spec, &dlq, &planned.options, progress)
+            },
+            |job| {
+                if let Some(e) = &job.error {
+                    tracing::warn!(job = %job.id, dlq = %dlq, error = %e, "replay failed");
+                }
+                audit_finished(&app, job);
+                match app.store.stats() {
+                    Ok(stats) => app.sampler.record(&stats, Utc::now()),
+                    Err(e) => tracing::warn!("sampling DLQ sizes after a replay: {e}"),
+                }
+            },
         );
-        let finished = app.jobs.finish(&id, result.as_ref().map_err(Clone::clone));
-        if let Some(job) = finished {
-            let entry = AuditEntry {
-                at: Utc::now(),
-                actor: job.started_by.clone(),
-                action: Action::ReplayFinished,
-                dlq: dlq.clone(),
-                details: serde_json::json!({
-                    "job": job.id,
-                    "status": job.status,
-                    "selected": job.selected,
-                    "replayed": job.replayed,
-                    "failed": job.failed,
-                    "parked": job.parked,
-                    "fix_failed": job.fix_failed,
-                    "error": job.error,
-                }),
-            };
-            if let Err(e) = app.audit.append(&entry) {
-                tracing::error!("audit log: recording the end of replay {}: {e}", job.id);
-            }
-        }
-        match app.store.stats() {
-            Ok(stats) => app.sampler.record(&stats, Utc::now()),
-            Err(e) => tracing::warn!("sampling DLQ sizes after a replay: {e}"),
-        }
     });
     Ok(json_response(
         StatusCode::ACCEPTED,
         &serde_json::json!({ "job": job }),
     ))
+}
+
+/// Ends a registered job as failed when dropped (see `start_replay`).
+struct Unstarted<'a, S: ServeStore> {
+    app: &'a App<S>,
+    id: &'a str,
+    why: &'static str,
+    armed: bool,
+    /// Whether to audit the end (the start entry was, or may have been,
+    /// written: a cancelled request's blocking write still completes).
+    audit_end: bool,
+}
+
+impl<S: ServeStore> Unstarted<'_, S> {
+    /// The job's thread owns it now.
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl<S: ServeStore> Drop for Unstarted<'_, S> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let job = self.app.jobs.finish(self.id, Err(self.why.to_owned()));
+        if let Some(job) = job.filter(|_| self.audit_end) {
+            audit_finished(self.app, &job);
+        }
+    }
+}
+
+/// Records the end of a replay job (blocking: call it off the async
+/// workers, or on a path as rare as a cancelled request). A log that
+/// cannot be written is logged: the job is over either way.
+fn audit_finished<S: ServeStore>(app: &App<S>, job: &Job) {
+    let entry = AuditEntry {
+        at: Utc::now(),
+        actor: job.started_by.clone(),
+        action: Action::ReplayFinished,
+        dlq: job.dlq.clone(),
+        details: serde_json::json!({
+            "job": job.id,
+            "status": job.status,
+            "selected": job.selected,
+            "replayed": job.replayed,
+            "failed": job.failed,
+            "parked": job.parked,
+            "fix_failed": job.fix_failed,
+            "error": job.error,
+        }),
+    };
+    if let Err(e) = app.audit.append(&entry) {
+        tracing::error!("audit log: recording the end of replay {}: {e}", job.id);
+    }
 }
 
 pub async fn list_replays<S: ServeStore>(State(app): AppState<S>) -> ApiResult<Response> {
@@ -965,9 +1080,10 @@ pub async fn audit_log<S: ServeStore>(
             .filter(|n| (1..=10_000).contains(n))
             .ok_or_else(|| ApiError::bad_request("limit: expected 1 to 10000"))?,
     };
+    let reader = app.clone();
     let entries = app
-        .audit
-        .tail(limit)
+        .cpu(move || reader.audit.tail(limit))
+        .await?
         .map_err(|e| ApiError::internal(format!("reading the audit log: {e}")))?;
     Ok(Json(serde_json::json!({ "entries": entries })).into_response())
 }

@@ -8,6 +8,7 @@
 //! viewer_tokens = [{ label = "grafana", token = "…" }]
 //! sample_interval_secs = 15          # built-in size history
 //! history_points = 5760              # per DLQ (a day at 15 s)
+//! allowed_hosts = ["dlq.example.com"] # names besides localhost (DNS rebinding)
 //!
 //! [serve.replay_targets]             # the only targets a request can name
 //! rss = "pipeline:out/rss.events.ndjson"
@@ -22,6 +23,7 @@
 //! environment variables `DLQ_VIEWER_TOKEN` and `DLQ_OPERATOR_TOKEN`.
 
 use crate::auth::{Role, Secret, Tokens};
+use crate::hosts::AllowedHost;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -66,6 +68,11 @@ pub struct ServeConfig {
     pub sample_interval: Duration,
     /// Points of size history kept per DLQ by the built-in sampler.
     pub history_points: usize,
+    /// Names the server may be called by besides `localhost`,
+    /// `127.0.0.1`, `[::1]` and the listen address (a proxy's name, the
+    /// machine's name): `name` for any port, `name:port` for one. Any other
+    /// `Host` is refused, whatever the request (see [`crate::hosts`]).
+    pub allowed_hosts: Vec<AllowedHost>,
 }
 
 impl Default for ServeConfig {
@@ -76,6 +83,7 @@ impl Default for ServeConfig {
             replay_targets: BTreeMap::new(),
             sample_interval: Duration::from_secs(default_sample_interval_secs()),
             history_points: default_history_points(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -241,10 +249,26 @@ pub fn load_str(
                     config.history_points = n as usize;
                 }
             }
+            "allowed_hosts" => match value {
+                Value::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        let p = format!("{path}[{i}]");
+                        if let Some(s) = string(&p, item, &mut problems) {
+                            match AllowedHost::parse(s) {
+                                Ok(h) => config.allowed_hosts.push(h),
+                                Err(e) => problems.push(format!("{p}: {e}")),
+                            }
+                        }
+                    }
+                }
+                _ => problems.push(format!(
+                    "{path}: expected an array of host names, such as [\"dlq.example.com\"]"
+                )),
+            },
             _ => problems.push(format!(
                 "{path}: unknown key (known: listen, audit_log, viewer_tokens, operator_tokens, \
                  viewer_tokens_file, operator_tokens_file, replay_targets, sample_interval_secs, \
-                 history_points)"
+                 history_points, allowed_hosts)"
             )),
         }
     }
@@ -456,6 +480,7 @@ mod tests {
             viewer_tokens = [{ label = "grafana", token = "viewer-token-0123456789" }]
             sample_interval_secs = 5
             history_points = 100
+            allowed_hosts = ["dlq.example.com", "proxy.internal:8443"]
             [serve.replay_targets]
             rss = "pipeline:out/rss.ndjson"
             [monitor]
@@ -467,6 +492,8 @@ mod tests {
         assert_eq!(c.audit_log, dir.path().join("audit.jsonl"));
         assert_eq!(c.sample_interval, Duration::from_secs(5));
         assert_eq!(c.history_points, 100);
+        let hosts: Vec<String> = c.allowed_hosts.iter().map(ToString::to_string).collect();
+        assert_eq!(hosts, ["dlq.example.com", "proxy.internal:8443"]);
         assert_eq!(c.replay_targets["rss"], "pipeline:out/rss.ndjson");
         assert_eq!(
             loaded.tokens.authenticate(OP).map(|p| (p.role, p.label)),
@@ -490,6 +517,7 @@ mod tests {
             history_points = 0
             operator_tokens = [{ label = "short", token = "tiny-secret" }, { token = "x" }]
             operator_tokens_file = "/nonexistent/tokens"
+            allowed_hosts = ["*.example.com", 7, "ok.example.com", "x:y"]
             [serve.replay_targets]
             "bad name!" = "file:/tmp/x"
             k = "kafka:t"
@@ -505,6 +533,9 @@ mod tests {
             "serve.operator_tokens_file: cannot read /nonexistent/tokens",
             "serve.replay_targets.bad name!:",
             "serve.replay_targets.k: unsupported target",
+            "serve.allowed_hosts[0]: \"*.example.com\": wildcards are not accepted",
+            "serve.allowed_hosts[1]: expected a string",
+            "serve.allowed_hosts[3]: \"x:y\": expected a host name",
         ] {
             assert!(all.contains(needle), "{needle:?} missing from:\n{all}");
         }

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use dlq_core::replay::ReplayReport;
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
 
 /// How many finished jobs are remembered.
@@ -97,6 +98,23 @@ impl Job {
         }
     }
 
+    /// Ends the job with its final report, or an error (keeping the
+    /// progress made before it).
+    fn end(&mut self, result: Result<&ReplayReport, String>) {
+        match result {
+            Ok(r) => {
+                self.update(r);
+                self.status = JobStatus::Done;
+            }
+            Err(e) => {
+                self.status = JobStatus::Failed;
+                self.error = Some(e);
+            }
+        }
+        self.done = true;
+        self.finished_at = Some(Utc::now());
+    }
+
     fn update(&mut self, r: &ReplayReport) {
         self.selected = r.selected;
         self.replayed = r.replayed;
@@ -168,19 +186,48 @@ impl Jobs {
             inner.running = None;
         }
         let job = inner.jobs.get_mut(id)?;
-        match result {
-            Ok(r) => {
-                job.update(r);
-                job.status = JobStatus::Done;
-            }
-            Err(e) => {
-                job.status = JobStatus::Failed;
-                job.error = Some(e);
-            }
-        }
-        job.done = true;
-        job.finished_at = Some(Utc::now());
+        job.end(result);
         Some(job.clone())
+    }
+
+    /// Runs the work of the running job `id` and ends the job with its
+    /// result: its report, its error, or — when `work` panics — the panic's
+    /// message as the error. The job never stays `running` after this
+    /// returns, so the one-replay slot is free again whatever happened.
+    /// `work` gets a progress callback that updates the job.
+    ///
+    /// `on_end` gets the ended job *before* anyone can see it ended (its
+    /// audit entry, a sample of the DLQ sizes): a client that sees the job
+    /// `done` finds its end in the audit log. Returns the ended job (`None`
+    /// if `id` is unknown).
+    pub fn run(
+        &self,
+        id: &str,
+        work: impl FnOnce(&mut dyn FnMut(&ReplayReport)) -> Result<ReplayReport, String>,
+        on_end: impl FnOnce(&Job),
+    ) -> Option<Job> {
+        let mut progress = |r: &ReplayReport| self.progress(id, r);
+        // The work runs the store and the target: a panic there is a bug,
+        // but it must end this job as failed, not leave it running (and
+        // every later replay refused) until a restart. The shared store's
+        // lock recovers from poisoning, and what was committed stays so.
+        let result = catch_unwind(AssertUnwindSafe(|| work(&mut progress)))
+            .unwrap_or_else(|panic| Err(panic_message(panic.as_ref())));
+        let Some(mut ended) = self.get(id) else {
+            return self.finish(id, result.as_ref().map_err(Clone::clone));
+        };
+        ended.end(result.as_ref().map_err(Clone::clone));
+        if catch_unwind(AssertUnwindSafe(|| on_end(&ended))).is_err() {
+            tracing::error!(job = %id, "recording the end of a replay job panicked");
+        }
+        let mut inner = self.lock();
+        if inner.running.as_deref() == Some(id) {
+            inner.running = None;
+        }
+        if let Some(job) = inner.jobs.get_mut(id) {
+            *job = ended.clone();
+        }
+        Some(ended)
     }
 
     /// One job.
@@ -198,6 +245,19 @@ impl Jobs {
             .filter_map(|id| inner.jobs.get(id).cloned())
             .collect()
     }
+}
+
+/// The error a job ends with when its work panicked.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned());
+    format!(
+        "the replay stopped on an internal error (a bug; the server log has details): {what}; \
+         records settled before it stay settled, the others stay pending"
+    )
 }
 
 #[cfg(test)]
@@ -238,5 +298,63 @@ mod tests {
         let listed = jobs.list();
         assert_eq!(listed[0].id, b.id);
         assert_eq!(listed[0].status, JobStatus::Failed);
+    }
+
+    #[test]
+    fn a_job_whose_work_panics_ends_failed_with_the_message_and_frees_the_slot() {
+        let jobs = Jobs::new();
+        let a = jobs.start(job()).expect("first");
+        let mut seen_at_end = None;
+        let ended = jobs
+            .run(
+                &a.id,
+                |progress| {
+                    progress(&ReplayReport {
+                        selected: 3,
+                        replayed: 2,
+                        ..ReplayReport::default()
+                    });
+                    panic!("cannot convert float seconds to Duration");
+                },
+                |job| {
+                    // Still running for everyone else while its end is recorded.
+                    seen_at_end = Some((job.clone(), jobs.get(&job.id).map(|j| j.status)));
+                },
+            )
+            .expect("ended");
+        let (at_end, others_saw) = seen_at_end.expect("on_end ran");
+        assert_eq!(at_end, ended, "on_end gets the ended job");
+        assert_eq!(others_saw, Some(JobStatus::Running));
+        assert_eq!(ended.status, JobStatus::Failed);
+        assert!(ended.done && ended.finished_at.is_some());
+        let error = ended.error.as_deref().expect("an error");
+        assert!(
+            error.contains("internal error") && error.contains("cannot convert float seconds"),
+            "{error}"
+        );
+        assert_eq!((ended.selected, ended.replayed), (3, 2), "progress is kept");
+        assert_eq!(jobs.get(&a.id).expect("kept").status, JobStatus::Failed);
+        let b = jobs.start(job()).expect("the slot is free again");
+        let done = jobs
+            .run(&b.id, |_| Ok(ReplayReport::default()), |_| {})
+            .expect("ended");
+        assert_eq!(done.status, JobStatus::Done);
+    }
+
+    #[test]
+    fn a_job_whose_work_fails_ends_failed_with_the_error() {
+        let jobs = Jobs::new();
+        let a = jobs.start(job()).expect("first");
+        let ended = jobs
+            .run(
+                &a.id,
+                |_| Err("target out: disk full".to_owned()),
+                |_| panic!("a bug while recording the end"),
+            )
+            .expect("ended");
+        assert_eq!(ended.status, JobStatus::Failed);
+        assert_eq!(ended.error.as_deref(), Some("target out: disk full"));
+        assert_eq!(jobs.get(&a.id).expect("kept").status, JobStatus::Failed);
+        assert!(jobs.start(job()).is_ok(), "the slot is free, even so");
     }
 }

@@ -12,6 +12,11 @@
 //! # Security model
 //!
 //! * It binds `127.0.0.1:8080` unless told otherwise.
+//! * It answers only requests that call it by one of its own names
+//!   (`localhost`, its addresses, `[serve] allowed_hosts`): a DNS-rebinding
+//!   page cannot reach it under its own name ([`hosts`]).
+//! * Bodies, query strings, filters and fixes have size limits, and filter
+//!   scans, previews and analyses run on the blocking pool ([`limits`]).
 //! * Every API route and `/metrics` needs `Authorization: Bearer <token>`.
 //!   Tokens come from the config file or the environment, never from the
 //!   command line; they are compared in constant time, and only their role
@@ -33,6 +38,7 @@
 //! # Layout
 //!
 //! * [`config`]: the `[serve]` section of `dlq.toml` and the tokens.
+//! * [`hosts`]: the `Host` allow-list; [`limits`]: what a request may ask.
 //! * [`auth`]: roles, token checks, the CSRF rule.
 //! * [`routes`]: the one route table ([`routes::ROUTES`]) the router, the
 //!   access checks and the OpenAPI test all read.
@@ -66,7 +72,9 @@ pub mod audit;
 pub mod auth;
 pub mod config;
 mod error;
+pub mod hosts;
 pub mod jobs;
+pub mod limits;
 pub mod monitor;
 pub mod routes;
 mod server;

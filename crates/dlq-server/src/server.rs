@@ -6,19 +6,23 @@ use crate::audit::AuditLog;
 use crate::auth::{Role, Tokens, check_csrf};
 use crate::config::ServeConfig;
 use crate::error::{ApiError, ApiResult};
+use crate::hosts::{HostCheck, Refusal};
 use crate::jobs::Jobs;
+use crate::limits::{MAX_BODY_BYTES, MAX_QUERY_BYTES};
 use crate::monitor::{MonitorView, Sampler};
 use crate::routes::{Access, Endpoint, Method, ROUTES};
 use crate::shared::SharedStore;
 use crate::web;
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::{MethodRouter, get, post};
 use dlq_core::replay::{ReplayOptions, ReplayReport};
 use dlq_core::store::DlqStore;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
 /// Runs replays to allow-listed targets. The binary implements it with its
@@ -70,6 +74,19 @@ impl<S: ServeStore> App<S> {
         tokio::task::spawn_blocking(move || f(&mut store))
             .await
             .map_err(|e| ApiError::internal(format!("a store task failed: {e}")))
+    }
+
+    /// Runs CPU-bound work (compiling a filter or a fix, building views)
+    /// on the blocking pool, so that the async workers keep answering
+    /// other requests. A panic in `f` is a `500`, not a dead server.
+    pub async fn cpu<R, F>(&self, f: F) -> ApiResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce() -> R + Send + 'static,
+    {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| ApiError::internal(format!("a task failed: {e}")))
     }
 
     /// The plugged-in monitor, if any.
@@ -145,9 +162,17 @@ impl<S: ServeStore> Server<S> {
         self.app.sample().await;
     }
 
-    /// The router: every route of [`ROUTES`] with its access check, and
-    /// the security headers on every response.
+    /// The router: every route of [`ROUTES`] with its access check, the
+    /// `Host` check and the size limits of every request, and the security
+    /// headers on every response. It answers to the names of the
+    /// configured listen address ([`crate::hosts`]).
     pub fn router(&self) -> Router {
+        self.router_for(&[self.app.config.listen])
+    }
+
+    /// The router of a server listening on `listen`.
+    fn router_for(&self, listen: &[SocketAddr]) -> Router {
+        let hosts = Arc::new(HostCheck::new(listen, &self.app.config.allowed_hosts));
         let mut router: Router<Arc<App<S>>> = Router::new();
         for r in ROUTES {
             let guard = Guard {
@@ -160,6 +185,9 @@ impl<S: ServeStore> Server<S> {
         }
         router
             .fallback(|| async { ApiError::not_found("no such route").into_response() })
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(middleware::from_fn(check_query))
+            .layer(middleware::from_fn_with_state(hosts, check_host))
             .layer(middleware::map_response(web::json_errors))
             .layer(middleware::map_response(web::security_headers))
             .with_state(self.app.clone())
@@ -174,6 +202,8 @@ impl<S: ServeStore> Server<S> {
     ) -> std::io::Result<()> {
         let app = self.app.clone();
         let every = self.app.config.sample_interval;
+        // The names carry the port actually bound (port 0 asks for any).
+        let router = self.router_for(&[listener.local_addr()?]);
         let sampler = tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -182,7 +212,7 @@ impl<S: ServeStore> Server<S> {
                 app.sample().await;
             }
         });
-        let result = axum::serve(listener, self.router())
+        let result = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
             .await;
         sampler.abort();
@@ -268,4 +298,76 @@ async fn check_access<S: ServeStore>(
     }
     req.extensions_mut().insert(principal);
     next.run(req).await
+}
+
+/// Refuses a request that does not call the server by one of its names
+/// (DNS rebinding; see [`crate::hosts`]). Runs before anything else, for
+/// every route.
+async fn check_host(State(hosts): State<Arc<HostCheck>>, req: Request, next: Next) -> Response {
+    let mut given = req.headers().get_all(header::HOST).iter();
+    let host = match (given.next(), given.next()) {
+        (Some(h), None) => h.to_str().ok().ok_or(Refusal::Malformed),
+        (None, _) => req
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .ok_or(Refusal::Missing),
+        (Some(_), Some(_)) => Err(Refusal::Malformed),
+    };
+    let shown: String = match &host {
+        Ok(h) => h.chars().take(100).collect(),
+        Err(_) => req
+            .headers()
+            .get(header::HOST)
+            .map(|h| {
+                String::from_utf8_lossy(h.as_bytes())
+                    .chars()
+                    .take(100)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    let refusal = match host.and_then(|h| hosts.check(Some(h))) {
+        Ok(()) => return next.run(req).await,
+        Err(r) => r,
+    };
+    match refusal {
+        Refusal::Missing => ApiError::bad_request(
+            "the request has no Host header (HTTP/1.1 requires one)",
+        ),
+        Refusal::Malformed => ApiError::bad_request(format!(
+            "the Host header {shown:?} is not one HOST[:PORT]"
+        )),
+        Refusal::NotAllowed => {
+            tracing::info!(host = ?shown, "refused a request by a name this server does not answer to");
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "host_not_allowed",
+                format!(
+                    "this server does not answer to the name {shown:?} (it answers to {}); \
+                     requests by other names are refused against DNS rebinding. To reach it \
+                     by this name, add it to allowed_hosts in the [serve] section of dlq.toml",
+                    hosts.describe()
+                ),
+            )
+        }
+    }
+    .into_response()
+}
+
+/// Refuses a query string longer than [`MAX_QUERY_BYTES`] before any of it
+/// is parsed.
+async fn check_query(req: Request, next: Next) -> Response {
+    match req.uri().query() {
+        Some(q) if q.len() > MAX_QUERY_BYTES => ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!(
+                "the query string is {} bytes, more than the {MAX_QUERY_BYTES} this server accepts",
+                q.len()
+            ),
+        )
+        .into_response(),
+        _ => next.run(req).await,
+    }
 }

@@ -80,6 +80,11 @@ pub async fn json_errors(resp: Response) -> Response {
         return resp;
     }
     let text = match axum::body::to_bytes(resp.into_body(), 64 * 1024).await {
+        // axum's own text ("length limit exceeded") does not say the limit.
+        _ if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE => format!(
+            "the request body is larger than the {} bytes this server accepts",
+            crate::limits::MAX_BODY_BYTES
+        ),
         Ok(b) if !b.is_empty() => String::from_utf8_lossy(&b).into_owned(),
         _ => status
             .canonical_reason()

@@ -39,11 +39,15 @@ impl Handler for Validate {
     }
 }
 
-/// Replays to `file:PATH` targets, as the CLI does.
+/// Replays to `file:PATH` targets, as the CLI does; `panic:` stands for a
+/// replay that hits a bug (it panics after its first progress report).
 struct FileRunner;
 
 impl ReplayRunner<SqliteStore> for FileRunner {
     fn check_target(&self, spec: &str) -> Result<(), String> {
+        if spec == "panic:" {
+            return Ok(());
+        }
         spec.strip_prefix("file:")
             .map(|_| ())
             .ok_or_else(|| format!("unsupported target {spec:?}"))
@@ -57,6 +61,13 @@ impl ReplayRunner<SqliteStore> for FileRunner {
         options: &ReplayOptions,
         progress: &mut dyn FnMut(&ReplayReport),
     ) -> Result<ReplayReport, String> {
+        if spec == "panic:" {
+            progress(&ReplayReport {
+                selected: 1,
+                ..ReplayReport::default()
+            });
+            panic!("cannot convert float seconds to Duration: value is either too big or NaN");
+        }
         let path = spec.strip_prefix("file:").ok_or("not a file target")?;
         let mut store = store.clone();
         let mut target = FileTarget::open(Path::new(path), FileFormat::Payload, &mut store)
@@ -73,6 +84,11 @@ struct Fixture {
 
 impl Fixture {
     async fn new() -> Fixture {
+        Fixture::with_serve_config("").await
+    }
+
+    /// A fixture whose `[serve]` section also has `extra` (TOML lines).
+    async fn with_serve_config(extra: &str) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut store =
             SqliteStore::open(dir.path().join("dlq.db"), SqliteOptions::default()).expect("store");
@@ -111,8 +127,10 @@ impl Fixture {
             }])
             .expect("append");
         let text = format!(
-            "[serve]\naudit_log = \"audit.jsonl\"\n[serve.replay_targets]\nout = \"file:{}\"\n",
-            dir.path().join("replayed.ndjson").display()
+            "[serve]\naudit_log = \"audit.jsonl\"\n{extra}\n[serve.replay_targets]\n\
+             out = \"file:{}\"\nboom = \"panic:\"\nbroken = \"file:{}\"\n",
+            dir.path().join("replayed.ndjson").display(),
+            dir.path().join("no-such-dir/replayed.ndjson").display()
         );
         let env = |name: &str| match name {
             config::VIEWER_TOKEN_ENV => Some(VIEWER.to_owned()),
@@ -136,7 +154,18 @@ impl Fixture {
         self.dir.path().join(name)
     }
 
-    async fn send(&self, req: Request<Body>) -> Reply {
+    /// Sends `req`, as a browser on the server's own page would: with
+    /// `Host: 127.0.0.1:8080` (the default listen address) unless it has
+    /// a Host.
+    async fn send(&self, mut req: Request<Body>) -> Reply {
+        if !req.headers().contains_key(header::HOST) {
+            req.headers_mut()
+                .insert(header::HOST, "127.0.0.1:8080".parse().expect("host"));
+        }
+        self.send_as_is(req).await
+    }
+
+    async fn send_as_is(&self, req: Request<Body>) -> Reply {
         let resp = self.router.clone().oneshot(req).await.expect("response");
         let status = resp.status();
         let headers = resp.headers().clone();
@@ -765,7 +794,10 @@ async fn a_group_is_previewed_replayed_in_the_background_and_audited() {
     let id = again.json()["job"]["id"].as_str().expect("id").to_owned();
     assert_eq!(f.wait_for_job(&id).await["selected"].as_u64(), Some(0));
     let targets = f.get("/api/replay-targets", Some(VIEWER)).await.ok();
-    assert_eq!(targets, json!({"targets": [{"name": "out"}]}));
+    assert_eq!(
+        targets,
+        json!({"targets": [{"name": "boom"}, {"name": "broken"}, {"name": "out"}]})
+    );
 }
 
 #[tokio::test]
@@ -932,6 +964,404 @@ async fn serves_over_tcp_on_loopback() {
     stream.read_to_string(&mut text).await.expect("read");
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("\"status\":\"ok\""));
+    let _ = stop.send(());
+    task.await.expect("join").expect("serve");
+}
+
+/// Starts a replay and returns its job id.
+async fn start(f: &Fixture, body: Value) -> String {
+    let started = f.post("/api/replays", Some(OPERATOR), body).await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    started.json()["job"]["id"]
+        .as_str()
+        .expect("job id")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_replay_that_panics_or_fails_ends_failed_is_audited_and_frees_the_slot() {
+    let f = Fixture::new().await;
+    let before = f.pending(PRICES).await;
+    // A bug in the replay (a panic in its thread).
+    let id = start(&f, json!({"dlq": PRICES, "target": "boom", "limit": 3})).await;
+    let job = f.wait_for_job(&id).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    let error = job["error"].as_str().expect("an error");
+    assert!(
+        error.contains("internal error") && error.contains("cannot convert float seconds"),
+        "{error}"
+    );
+    assert_eq!(job["selected"], 1, "the progress made is kept: {job}");
+    assert_eq!(f.pending(PRICES).await, before, "nothing was settled");
+    // A target that fails (its folder does not exist).
+    let id = start(&f, json!({"dlq": PRICES, "target": "broken", "limit": 3})).await;
+    let job = f.wait_for_job(&id).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert!(
+        job["error"]
+            .as_str()
+            .expect("error")
+            .contains("No such file"),
+        "{job}"
+    );
+    // The slot is free: the next replay runs.
+    let id = start(&f, json!({"dlq": PRICES, "target": "out", "limit": 2})).await;
+    let job = f.wait_for_job(&id).await;
+    assert_eq!(
+        (job["status"].as_str(), job["replayed"].as_u64()),
+        (Some("done"), Some(2))
+    );
+    let finished: Vec<Value> = f
+        .audit_entries()
+        .into_iter()
+        .filter(|e| e["action"] == "replay_finished")
+        .collect();
+    assert_eq!(finished.len(), 3, "every end is audited: {finished:?}");
+    assert_eq!(finished[0]["details"]["status"], "failed");
+    assert!(
+        finished[0]["details"]["error"]
+            .as_str()
+            .expect("error")
+            .contains("cannot convert float seconds")
+    );
+    assert_eq!(finished[1]["details"]["status"], "failed");
+    assert_eq!(finished[2]["details"]["status"], "done");
+}
+
+#[tokio::test]
+async fn a_rate_outside_its_range_is_a_400_before_any_job_starts() {
+    let f = Fixture::new().await;
+    for rate in [
+        json!(1e-300),
+        json!(1e-10),
+        json!(0),
+        json!(-1),
+        json!(1e12),
+    ] {
+        for path in ["/api/replays", "/api/replays/preview"] {
+            let reply = f
+                .post(
+                    path,
+                    Some(OPERATOR),
+                    json!({"dlq": PRICES, "target": "out", "rate": rate}),
+                )
+                .await;
+            let msg = reply.error(StatusCode::BAD_REQUEST);
+            assert_eq!(reply.json()["error"]["code"], "invalid_rate", "{rate}");
+            assert!(msg.starts_with("rate: expected"), "{msg}");
+        }
+    }
+    assert!(
+        f.get("/api/replays", Some(VIEWER)).await.ok()["jobs"]
+            .as_array()
+            .expect("jobs")
+            .is_empty(),
+        "no job started"
+    );
+    assert!(f.audit_entries().is_empty());
+    // A rate in range replays, paced: 2 records at 20 a second take at
+    // least 50 ms.
+    let id = start(
+        &f,
+        json!({"dlq": PRICES, "target": "out", "limit": 2, "rate": 20}),
+    )
+    .await;
+    let job = f.wait_for_job(&id).await;
+    assert_eq!(job["replayed"], 2, "{job}");
+    let at = |k: &str| {
+        chrono::DateTime::parse_from_rfc3339(job[k].as_str().expect("instant")).expect("rfc 3339")
+    };
+    let took = at("finished_at") - at("started_at");
+    assert!(took >= chrono::Duration::milliseconds(45), "{took}");
+}
+
+#[tokio::test]
+async fn filter_fix_and_rate_errors_are_400s_naming_the_problem_on_every_route() {
+    let f = Fixture::new().await;
+    let bad_filter = "error_class ==";
+    let encoded = urlencode(bad_filter);
+    for path in [
+        format!("/api/dlqs/{RSS}/records?filter={encoded}"),
+        format!("/api/dlqs/{RSS}/groups?filter={encoded}"),
+    ] {
+        let reply = f.get(&path, Some(VIEWER)).await;
+        let msg = reply.error(StatusCode::BAD_REQUEST);
+        assert_eq!(reply.json()["error"]["code"], "invalid_filter", "{path}");
+        assert!(
+            msg.starts_with("filter: invalid filter at character"),
+            "{msg}"
+        );
+    }
+    for (path, body) in [
+        (
+            format!("/api/dlqs/{RSS}/records/discard"),
+            json!({"filter": bad_filter}),
+        ),
+        (
+            "/api/replays/preview".to_owned(),
+            json!({"dlq": RSS, "target": "out", "filter": bad_filter}),
+        ),
+        (
+            "/api/replays".to_owned(),
+            json!({"dlq": RSS, "target": "out", "filter": bad_filter}),
+        ),
+    ] {
+        let reply = f.post(&path, Some(OPERATOR), body).await;
+        let msg = reply.error(StatusCode::BAD_REQUEST);
+        assert_eq!(reply.json()["error"]["code"], "invalid_filter", "{path}");
+        assert!(msg.starts_with("filter: "), "{msg}");
+    }
+    for path in ["/api/replays/preview", "/api/replays"] {
+        let reply = f
+            .post(
+                path,
+                Some(OPERATOR),
+                json!({"dlq": RSS, "target": "out", "fix": ".price |="}),
+            )
+            .await;
+        let msg = reply.error(StatusCode::BAD_REQUEST);
+        assert_eq!(reply.json()["error"]["code"], "invalid_fix", "{path}");
+        assert!(msg.starts_with("fix: "), "{msg}");
+    }
+    // Numbers beyond what the server does are refused, not silently cut.
+    let reply = f
+        .post(
+            "/api/replays/preview",
+            Some(OPERATOR),
+            json!({"dlq": RSS, "target": "out", "samples": 51}),
+        )
+        .await;
+    assert!(reply.error(StatusCode::BAD_REQUEST).starts_with("samples:"));
+    let reply = f
+        .post(
+            &format!("/api/dlqs/{RSS}/records/discard"),
+            Some(OPERATOR),
+            json!({"filter": "retryable", "limit": 100_001}),
+        )
+        .await;
+    assert!(reply.error(StatusCode::BAD_REQUEST).starts_with("limit:"));
+    assert!(f.audit_entries().is_empty(), "nothing was done");
+}
+
+#[tokio::test]
+async fn oversized_bodies_query_strings_filters_and_fixes_are_refused_before_any_work() {
+    use dlq_server::limits::{MAX_BODY_BYTES, MAX_FILTER_BYTES, MAX_FIX_BYTES, MAX_QUERY_BYTES};
+    let f = Fixture::new().await;
+    // A body over the limit: 413, in the API's JSON shape, with the limit.
+    let big = json!({"ids": vec!["x".repeat(1000); MAX_BODY_BYTES / 1000 + 1]});
+    let reply = f
+        .post(
+            &format!("/api/dlqs/{RSS}/records/discard"),
+            Some(OPERATOR),
+            big,
+        )
+        .await;
+    let msg = reply.error(StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reply.json()["error"]["code"], "payload_too_large");
+    assert!(msg.contains(&MAX_BODY_BYTES.to_string()), "{msg}");
+    // A query string over the limit: 414.
+    let long = "a".repeat(MAX_QUERY_BYTES + 1);
+    let reply = f
+        .get(
+            &format!("/api/dlqs/{RSS}/records?filter={long}"),
+            Some(VIEWER),
+        )
+        .await;
+    let msg = reply.error(StatusCode::URI_TOO_LONG);
+    assert!(msg.contains(&MAX_QUERY_BYTES.to_string()), "{msg}");
+    // A filter or a fix over its limit (in a query string that is not):
+    // 400, naming which and the limit.
+    let filter = format!("id == \"{}\"", "x".repeat(MAX_FILTER_BYTES));
+    let reply = f
+        .get(
+            &format!("/api/dlqs/{RSS}/records?filter={}", urlencode(&filter)),
+            Some(VIEWER),
+        )
+        .await;
+    let msg = reply.error(StatusCode::BAD_REQUEST);
+    assert_eq!(reply.json()["error"]["code"], "invalid_filter");
+    assert!(
+        msg.starts_with("filter: ") && msg.contains(&MAX_FILTER_BYTES.to_string()),
+        "{msg}"
+    );
+    let fix = format!(".a = \"{}\"", "x".repeat(MAX_FIX_BYTES));
+    let reply = f
+        .post(
+            "/api/replays/preview",
+            Some(OPERATOR),
+            json!({"dlq": RSS, "target": "out", "fix": fix}),
+        )
+        .await;
+    let msg = reply.error(StatusCode::BAD_REQUEST);
+    assert_eq!(reply.json()["error"]["code"], "invalid_fix");
+    assert!(
+        msg.starts_with("fix: ") && msg.contains(&MAX_FIX_BYTES.to_string()),
+        "{msg}"
+    );
+    // Just under the limits is fine.
+    let filter = format!("id == \"{}\"", "x".repeat(MAX_FILTER_BYTES - 10));
+    f.get(
+        &format!("/api/dlqs/{RSS}/records?filter={}", urlencode(&filter)),
+        Some(VIEWER),
+    )
+    .await
+    .ok();
+    assert!(f.audit_entries().is_empty());
+}
+
+/// A request as a DNS-rebinding page sends it: its own name in `Host` and
+/// in `Origin`, which agree.
+fn rebinding(method: Method, path: &str, token: Option<&str>, host: &str) -> Request<Body> {
+    let mut req = match method {
+        Method::Get => Request::get(path),
+        Method::Post => Request::post(path)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("x-dlq-csrf", "1"),
+    }
+    .header(header::HOST, host)
+    .header(header::ORIGIN, format!("http://{host}"));
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let body = match method {
+        Method::Get => Body::empty(),
+        Method::Post => Body::from(post_body(path).to_string()),
+    };
+    req.body(body).expect("request")
+}
+
+#[tokio::test]
+async fn a_request_by_a_foreign_host_name_is_refused_on_every_route() {
+    let f = Fixture::new().await;
+    for r in ROUTES {
+        let path = concrete(r.path);
+        let token = match r.access {
+            Access::Public => None,
+            _ => Some(OPERATOR),
+        };
+        let reply = f
+            .send(rebinding(r.method, &path, token, "attacker.example:8080"))
+            .await;
+        let msg = reply.error(StatusCode::FORBIDDEN);
+        assert_eq!(reply.json()["error"]["code"], "host_not_allowed", "{r:?}");
+        assert!(
+            msg.contains("\"attacker.example:8080\"")
+                && msg.contains("localhost:8080")
+                && msg.contains("allowed_hosts"),
+            "{msg}"
+        );
+        assert!(
+            reply.headers.contains_key(header::CONTENT_SECURITY_POLICY),
+            "security headers on refusals too"
+        );
+    }
+    assert!(
+        f.audit_entries().is_empty(),
+        "no reveal, replay or discard ran"
+    );
+    // The server's own names pass, with the listen port only.
+    for host in ["127.0.0.1:8080", "localhost:8080", "[::1]:8080"] {
+        let reply = f
+            .send(rebinding(Method::Get, "/api/dlqs", Some(VIEWER), host))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{host}: {}", reply.body);
+    }
+    for host in [
+        "localhost:9999",
+        "localhost",
+        "127.0.0.1.attacker.example:8080",
+    ] {
+        let reply = f
+            .send(rebinding(Method::Get, "/api/dlqs", Some(VIEWER), host))
+            .await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{host}");
+    }
+    // No Host, or one that is not a host: 400.
+    let none = Request::get("/api/dlqs")
+        .header(header::AUTHORIZATION, format!("Bearer {VIEWER}"))
+        .body(Body::empty())
+        .expect("request");
+    let msg = f.send_as_is(none).await.error(StatusCode::BAD_REQUEST);
+    assert!(msg.contains("no Host header"), "{msg}");
+    let reply = f.send(rebinding(Method::Get, "/", None, "a b:8080")).await;
+    reply.error(StatusCode::BAD_REQUEST);
+    // Two Hosts: which one would a proxy have routed by? Refused.
+    let two = Request::get("/")
+        .header(header::HOST, "127.0.0.1:8080")
+        .header(header::HOST, "attacker.example:8080")
+        .body(Body::empty())
+        .expect("request");
+    f.send_as_is(two).await.error(StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn names_in_allowed_hosts_are_answered_and_only_those() {
+    let f = Fixture::with_serve_config(
+        "allowed_hosts = [\"dlq.example.com\", \"proxy.internal:8443\"]",
+    )
+    .await;
+    for host in [
+        "dlq.example.com",
+        "dlq.example.com:443",
+        "proxy.internal:8443",
+        "localhost:8080",
+    ] {
+        let reply = f
+            .send(rebinding(Method::Get, "/api/dlqs", Some(VIEWER), host))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{host}: {}", reply.body);
+    }
+    // A POST by a configured name passes the Host and the CSRF rule.
+    let reply = f
+        .send(rebinding(
+            Method::Post,
+            &format!("/api/dlqs/{RSS}/records/{HTML_ID}/reveal"),
+            Some(OPERATOR),
+            "dlq.example.com",
+        ))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    for host in ["proxy.internal:8080", "sub.dlq.example.com", "example.com"] {
+        let reply = f
+            .send(rebinding(Method::Get, "/api/dlqs", Some(VIEWER), host))
+            .await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{host}");
+    }
+}
+
+#[tokio::test]
+async fn over_tcp_the_bound_port_is_one_of_the_servers_names() {
+    let f = Fixture::new().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(f.server.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let port = addr.port();
+    for (host, status) in [
+        (format!("localhost:{port}"), "200"),
+        (format!("[::1]:{port}"), "200"),
+        (format!("rebound.attacker.example:{port}"), "403"),
+        ("localhost:8080".to_owned(), "403"),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        stream
+            .write_all(
+                format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .expect("write");
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await.expect("read");
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status}")),
+            "{host}: {text}"
+        );
+    }
     let _ = stop.send(());
     task.await.expect("join").expect("serve");
 }

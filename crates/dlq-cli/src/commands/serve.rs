@@ -127,6 +127,11 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<Outcome> {
              audit log {}",
             server.config().audit_log.display()
         );
+        // Requests by any other name are refused (DNS rebinding): say which.
+        eprintln!(
+            "dlq serve: answers to {} (more names: allowed_hosts in [serve])",
+            dlq_server::hosts::HostCheck::new(&[addr], &server.config().allowed_hosts).describe()
+        );
         // The first line of stdout, for scripts and tests that asked for port 0.
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on http://{addr}")?;
