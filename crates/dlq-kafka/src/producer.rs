@@ -343,17 +343,19 @@ impl Summary {
             .collect::<Vec<_>>()
             .join(",");
         let secs = since.elapsed().as_secs_f64();
+        let spooled = if s.spooled > 0 {
+            format!(
+                "; {} dead letters spooled ({} failed attempts to write {dlq}, last: {})",
+                s.spooled,
+                s.dlq_failures,
+                s.last_dlq_error.as_deref().unwrap_or("-")
+            )
+        } else {
+            String::new()
+        };
         tracing::warn!(
-            topic,
-            dlq,
-            not_delivered,
-            classes = %classes,
-            spooled = s.spooled,
-            dlq_write_failures = s.dlq_failures,
-            last_dlq_error = s.last_dlq_error.as_deref().unwrap_or(""),
-            "in the last {secs:.0}s: {not_delivered} records not delivered (dead-lettered), \
-             {} dead letters spooled",
-            s.spooled
+            "in the last {secs:.0}s: {not_delivered} records not delivered to {topic} \
+             ({classes}), dead-lettered{spooled}"
         );
     }
 }
@@ -852,6 +854,9 @@ impl<S: DlqStore> GuardedProducer<S> {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "the DLQ store cannot be opened (is Kafka down?)");
+                    self.summary.started();
+                    self.summary.dlq_failures += 1;
+                    self.summary.last_dlq_error = Some(e.to_string());
                     self.store_failed();
                     return None;
                 }

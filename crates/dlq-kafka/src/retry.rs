@@ -229,7 +229,9 @@ impl Health {
             tracing::debug!(error = %error, reason, "librdkafka: access denied");
             return;
         }
-        if is_retryable(error) {
+        // The end of a partition is news for consumers (they get it from
+        // poll), not an error.
+        if is_retryable(error) || code == Some(RDKafkaErrorCode::PartitionEOF) {
             tracing::debug!(error = %error, reason, "librdkafka error");
             return;
         }
