@@ -2005,6 +2005,55 @@ mod tests {
         assert_eq!(st.commit_point(), 15);
     }
 
+    fn lags(owned: &[i32], lag: &[i64]) -> (BTreeSet<i32>, Vec<PartitionLag>) {
+        let owned: BTreeSet<i32> = owned.iter().copied().collect();
+        let lags = lag
+            .iter()
+            .enumerate()
+            .map(|(p, &lag)| PartitionLag {
+                partition: p as i32,
+                lag,
+                owned: owned.contains(&(p as i32)),
+            })
+            .collect();
+        (owned, lags)
+    }
+
+    #[test]
+    fn a_drain_watch_stops_drained_only_after_the_source_stayed_caught_up() {
+        let after = Duration::from_millis(600);
+        let mut w = DrainWatch::new(Some(after));
+        assert_eq!(w.check(|| Ok(lags(&[0, 1], &[0, 0]))), None);
+        std::thread::sleep(MEASURE_EVERY + Duration::from_millis(150));
+        assert_eq!(w.check(|| Ok(lags(&[0, 1], &[0, 0]))), Some(Stop::Drained));
+        // A record in between starts the wait over.
+        let mut w = DrainWatch::new(Some(after));
+        assert_eq!(w.check(|| Ok(lags(&[0], &[0]))), None);
+        w.working();
+        w.next_check = Instant::now();
+        assert_eq!(w.check(|| Ok(lags(&[0], &[0]))), None);
+    }
+
+    #[test]
+    fn a_drain_watch_stops_stalled_when_lag_is_left_and_does_not_shrink() {
+        let after = Duration::from_millis(600);
+        let mut w = DrainWatch::new(Some(after));
+        let wait = || std::thread::sleep(MEASURE_EVERY + Duration::from_millis(150));
+        // Partition 1 is held by another member: its lag stays.
+        assert_eq!(w.check(|| Ok(lags(&[0], &[0, 5]))), None);
+        wait();
+        assert_eq!(w.check(|| Ok(lags(&[0], &[0, 5]))), Some(Stop::Stalled));
+        // A lag that shrinks is progress.
+        let mut w = DrainWatch::new(Some(after));
+        for left in [9, 7, 5] {
+            assert_eq!(w.check(|| Ok(lags(&[0], &[left]))), None);
+            wait();
+        }
+        // Owning nothing is never drained, even with no lag.
+        let mut w = DrainWatch::new(Some(Duration::from_millis(1)));
+        assert_eq!(w.check(|| Ok(lags(&[], &[0]))), None, "join allowance");
+    }
+
     #[test]
     fn in_flight_slab_hands_out_tokens_in_order_and_forgets_removed_ones() {
         let rec = |o| Record {

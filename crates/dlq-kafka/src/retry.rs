@@ -178,6 +178,22 @@ impl Access {
 /// How often the same librdkafka global error is logged at WARN.
 const WARN_EVERY: Duration = Duration::from_secs(30);
 
+/// How long transient errors (the cluster unreachable) must go on before
+/// a long-running client says so at WARN (then at most once a minute); a
+/// one-shot command fails with its own error well before.
+const OUTAGE_WARN_AFTER: Duration = Duration::from_secs(60);
+
+/// A gap without transient errors this long ends an outage.
+const OUTAGE_GAP: Duration = Duration::from_secs(30);
+
+/// An ongoing run of transient errors.
+#[derive(Clone, Copy)]
+struct Outage {
+    first: Instant,
+    last: Instant,
+    warned: Option<Instant>,
+}
+
 /// What the contexts of a set of clients report, shared with their owner:
 /// the first authentication or authorization failure, which makes every
 /// later call fail at once with it. Cloning shares it.
@@ -192,6 +208,7 @@ struct HealthInner {
     redactor: Redactor,
     /// Per error code: when it was last logged at WARN.
     warned: Mutex<HashMap<i32, Instant>>,
+    outage: Mutex<Option<Outage>>,
 }
 
 impl Health {
@@ -231,8 +248,16 @@ impl Health {
         }
         // The end of a partition is news for consumers (they get it from
         // poll), not an error.
-        if is_retryable(error) || code == Some(RDKafkaErrorCode::PartitionEOF) {
+        if code == Some(RDKafkaErrorCode::PartitionEOF) {
             tracing::debug!(error = %error, reason, "librdkafka error");
+            return;
+        }
+        if is_retryable(error) {
+            if self.outage_warning_due() {
+                tracing::warn!(error = %error, reason, "the cluster has been unreachable for over a minute; still retrying");
+            } else {
+                tracing::debug!(error = %error, reason, "librdkafka error");
+            }
             return;
         }
         let key = code.map_or(i32::MIN, |c| c as i32);
@@ -256,6 +281,34 @@ impl Health {
         } else {
             tracing::debug!(error = %error, reason, "kafka client error");
         }
+    }
+
+    /// Notes a transient error; true when an outage has gone on long
+    /// enough for a warning (and none was given in the last minute).
+    fn outage_warning_due(&self) -> bool {
+        let now = Instant::now();
+        let mut outage = self
+            .inner
+            .outage
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let o = match *outage {
+            Some(o) if now.duration_since(o.last) < OUTAGE_GAP => {
+                outage.insert(Outage { last: now, ..o })
+            }
+            _ => outage.insert(Outage {
+                first: now,
+                last: now,
+                warned: None,
+            }),
+        };
+        let due = now.duration_since(o.first) >= OUTAGE_WARN_AFTER
+            && o.warned
+                .is_none_or(|w| now.duration_since(w) >= OUTAGE_WARN_AFTER);
+        if due {
+            o.warned = Some(now);
+        }
+        due
     }
 
     /// A librdkafka log line: debug level (`DLQ_LOG=debug` shows them);
