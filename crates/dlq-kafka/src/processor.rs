@@ -29,6 +29,24 @@
 //! lacks KIP-890, drops the producer and creates a new one), and the consumer
 //! rewinds to the batch start and processes it again.
 //!
+//! # Stopping
+//!
+//! Both loops run until `stop` is set (a caller's signal handler sets it)
+//! or, with [`ProcessorConfig::stop_when_idle`], until the source is
+//! drained — measured: every partition caught up to its end — or the run
+//! stalls with lag left. A stop finishes what is in flight (at-least-once:
+//! outputs awaiting their acknowledgement and dead letters awaiting their
+//! store write, for at most 60 s; exactly-once: the batch whose transaction
+//! is open), commits, and returns `Ok`; a record waiting for a retry is not
+//! committed and is processed again by the next run.
+//! [`ProcessorStats::stop`], [`ProcessorStats::caught_up`] and
+//! [`ProcessorStats::lag`] say how the run ended.
+//!
+//! With [`ProcessorConfig::group_instance_id`] (static membership), an
+//! instance restarted after a crash takes its partitions back at once: the
+//! broker replaces the old member with the same instance id instead of
+//! waiting out its session.
+//!
 //! # Ordering and retries
 //!
 //! Order is kept per partition: while a record of a partition waits for a

@@ -121,7 +121,22 @@ pub(crate) fn backend(
     let message = match err.rdkafka_error_code().and_then(Access::of) {
         Some(access) => access.message(&format!("{op}{topic}: {err}")),
         None => {
-            let hint = if retryable { " (transient; retry)" } else { "" };
+            let unreachable = matches!(
+                err.rdkafka_error_code(),
+                Some(
+                    RDKafkaErrorCode::BrokerTransportFailure
+                        | RDKafkaErrorCode::AllBrokersDown
+                        | RDKafkaErrorCode::Resolve
+                )
+            );
+            let hint = match (retryable, unreachable) {
+                (_, true) => {
+                    " (the brokers cannot be reached: check the bootstrap servers, that they \
+                     run, and security.protocol; transient, retry)"
+                }
+                (true, false) => " (transient; retry)",
+                (false, false) => "",
+            };
             format!("{op}{topic}: {err}{hint}")
         }
     };
