@@ -244,9 +244,23 @@ fn a_processor_restarted_after_sigkill_takes_its_partitions_over_at_once_and_dra
 
     // At once, with a short idle time: it must get the partitions, drain
     // them and say so, long before the dead member's session (45 s) ends.
+    let at_kill = kafka::size(&bootstrap, &run.output);
     let restarted = Instant::now();
-    let out = run.spawn("5").wait_with_output().expect("resume");
+    let child = run.spawn("5");
+    while kafka::size(&bootstrap, &run.output) <= at_kill {
+        assert!(restarted.elapsed() < Duration::from_secs(60), "no output");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let first_output = restarted.elapsed();
+    let out = child.wait_with_output().expect("resume");
     let took = restarted.elapsed();
+    eprintln!(
+        "restarted run: first output after {first_output:?}, done after {took:?}, backlog {backlog}"
+    );
+    assert!(
+        first_output < Duration::from_secs(10),
+        "took its partitions over after {first_output:?}, not at once"
+    );
     let (code, stats) = exit_code_and_json(&out);
     assert_eq!(code, Some(0), "{stats}");
     assert!(

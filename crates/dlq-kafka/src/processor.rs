@@ -1434,12 +1434,10 @@ fn measure_lag(
     let mut lags = Vec::with_capacity(parts.len());
     for p in parts {
         let end = ends.get(&p).copied().unwrap_or(0);
-        // Without a committed offset the group starts at the beginning
-        // (auto.offset.reset=earliest).
-        let group = committed
-            .get(&p)
-            .copied()
-            .unwrap_or_else(|| starts.get(&p).copied().unwrap_or(0));
+        // Without a committed offset, or one that retention deleted, the
+        // group starts at the beginning (auto.offset.reset=earliest).
+        let start = starts.get(&p).copied().unwrap_or(0);
+        let group = committed.get(&p).copied().unwrap_or(start).max(start);
         let is_owned = owned.contains(&p);
         let lag = match local(p).filter(|_| is_owned) {
             Some(Local { at_end: true, .. }) => 0,
