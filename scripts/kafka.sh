@@ -8,6 +8,9 @@
 #                                 deletes its log storage
 #   scripts/kafka.sh status       exit 0 and print the address when it answers
 #   scripts/kafka.sh bootstrap    print the address
+#   scripts/kafka.sh sasl-bootstrap  print the SASL_PLAINTEXT listener's address
+#                                 (mechanism PLAIN, user dlqtest, password
+#                                 dlqtest-secret: test credentials)
 #
 # Only the address goes to stdout; everything else goes to stderr.
 #
@@ -16,6 +19,7 @@
 #   DLQ_KAFKA_LIBS             jars dir (default <repo>/.kafka/libs)
 #   DLQ_KAFKA_PORT             broker port (default 19092)
 #   DLQ_KAFKA_CONTROLLER_PORT  controller port (default 19093)
+#   DLQ_KAFKA_SASL_PORT        SASL_PLAINTEXT listener port (default 19094)
 #   DLQ_KAFKA_START_TIMEOUT    seconds to wait for the broker (default 90)
 #   DLQ_KAFKA_STOP_TIMEOUT     seconds before SIGKILL (default 30)
 #   DLQ_KAFKA_WIPE=1           same as stop --wipe
@@ -31,10 +35,12 @@ kafka_dir="${DLQ_KAFKA_DIR:-$repo_root/.kafka}"
 libs_dir="${DLQ_KAFKA_LIBS:-$repo_root/.kafka/libs}"
 port="${DLQ_KAFKA_PORT:-19092}"
 controller_port="${DLQ_KAFKA_CONTROLLER_PORT:-19093}"
+sasl_port="${DLQ_KAFKA_SASL_PORT:-19094}"
 start_timeout="${DLQ_KAFKA_START_TIMEOUT:-90}"
 stop_timeout="${DLQ_KAFKA_STOP_TIMEOUT:-30}"
 host=127.0.0.1
 address="$host:$port"
+sasl_address="$host:$sasl_port"
 
 data_dir="$kafka_dir/data"
 logs_dir="$kafka_dir/logs"
@@ -52,7 +58,7 @@ die() { log "$*"; exit 1; }
 
 usage() {
   cat >&2 <<'EOF'
-usage: scripts/kafka.sh start|stop [--wipe]|status|bootstrap
+usage: scripts/kafka.sh start|stop [--wipe]|status|bootstrap|sasl-bootstrap
 EOF
   exit 2
 }
@@ -156,6 +162,7 @@ render_props() {
   tpl="$(<"$tools_dir/server.properties.template")"
   tpl="${tpl//@PORT@/"$port"}"
   tpl="${tpl//@CONTROLLER_PORT@/"$controller_port"}"
+  tpl="${tpl//@SASL_PORT@/"$sasl_port"}"
   tpl="${tpl//@DATA_DIR@/"$kafka_dir"}"
   printf '%s\n' "$tpl"
 }
@@ -229,6 +236,9 @@ cmd_start() {
   fi
   if port_open "$controller_port"; then
     die "port $host:$controller_port is in use by another process (set DLQ_KAFKA_CONTROLLER_PORT)"
+  fi
+  if port_open "$sasl_port"; then
+    die "port $sasl_address is in use by another process (set DLQ_KAFKA_SASL_PORT)"
   fi
 
   command -v "$java" >/dev/null 2>&1 || die "java not found: install Java 17+ or set JAVA_HOME"
@@ -319,5 +329,6 @@ case "${1:-}" in
   stop) [[ $# -le 2 ]] || usage; shift; cmd_stop "$@" ;;
   status) [[ $# -eq 1 ]] || usage; cmd_status ;;
   bootstrap) [[ $# -eq 1 ]] || usage; echo "$address" ;;
+  sasl-bootstrap) [[ $# -eq 1 ]] || usage; echo "$sasl_address" ;;
   *) usage ;;
 esac

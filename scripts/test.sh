@@ -44,8 +44,11 @@ echo "== starting the Kafka broker"
 scripts/kafka.sh stop --wipe >/dev/null 2>&1 || true
 DLQ_KAFKA_BOOTSTRAP="$(scripts/kafka.sh start)"
 export DLQ_KAFKA_BOOTSTRAP
+# The broker's SASL_PLAINTEXT listener (PLAIN, a test user): authentication tests.
+DLQ_KAFKA_SASL_BOOTSTRAP="$(scripts/kafka.sh sasl-bootstrap)"
+export DLQ_KAFKA_SASL_BOOTSTRAP
 trap 'echo "== stopping the Kafka broker"; scripts/kafka.sh stop --wipe >/dev/null 2>&1 || true' EXIT
-echo "broker at $DLQ_KAFKA_BOOTSTRAP"
+echo "broker at $DLQ_KAFKA_BOOTSTRAP (SASL_PLAINTEXT at $DLQ_KAFKA_SASL_BOOTSTRAP)"
 
 echo "== cargo test"
 cargo test --workspace --locked "$@"

@@ -262,12 +262,15 @@ pub struct ProcessArgs {
     /// (Kafka source).
     #[arg(long, requires = "source")]
     pub exactly_once: bool,
-    /// Stop after this many seconds without a record (Kafka source; default: run until Ctrl-C).
+    /// Stop once every partition of the source has been caught up (lag 0)
+    /// for this many seconds; exit 2 naming the lag when no progress is
+    /// made for this long (Kafka source; default: run until Ctrl-C).
     #[arg(long, requires = "source")]
     pub stop_when_idle: Option<f64>,
-    /// Name of this instance, for a stable transactional id: a restarted
-    /// instance fences its crashed predecessor's open transaction at once.
-    /// Give each instance that runs at the same time its own name.
+    /// Name of this instance, for a stable transactional id and static
+    /// group membership: a restarted instance fences its crashed
+    /// predecessor and gets its partitions back at once. Give each
+    /// instance that runs at the same time its own name.
     #[arg(long, default_value = "0", requires = "source")]
     pub instance: String,
     /// DLQ name (default: dlq.<topic>).

@@ -1,12 +1,19 @@
 //! The Kafka processor on the real broker, killed with SIGKILL mid-run and
 //! restarted: at-least-once loses nothing; exactly-once also duplicates
-//! nothing for read_committed readers.
+//! nothing for read_committed readers; a restarted instance takes its
+//! partitions over at once; `--stop-when-idle` exits 0 only once the source
+//! is drained, else 2 naming the lag.
 
 mod common;
 
 use common::kafka;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const PARTITIONS: i32 = 4;
@@ -35,11 +42,20 @@ struct Run {
     output: String,
     group: String,
     exactly_once: bool,
+    /// `None`: the client's default session timeout (45 s).
+    session_timeout_ms: Option<u32>,
 }
 
 impl Run {
     fn spawn(&self, stop_when_idle: &str) -> Child {
-        let store = format!("kafka://{}?session.timeout.ms=6000", self.bootstrap);
+        self.spawn_with(stop_when_idle, Stdio::inherit())
+    }
+
+    fn spawn_with(&self, stop_when_idle: &str, stderr: Stdio) -> Child {
+        let store = match self.session_timeout_ms {
+            Some(ms) => format!("kafka://{}?session.timeout.ms={ms}", self.bootstrap),
+            None => format!("kafka://{}", self.bootstrap),
+        };
         let mut c = Command::new(env!("CARGO_BIN_EXE_dlq"));
         c.args([
             "--store",
@@ -55,7 +71,7 @@ impl Run {
         .args(["--stop-when-idle", stop_when_idle])
         .args(["--simulate-transient", "0.01", "--initial-backoff-ms", "20"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .env_remove("DLQ_STORE");
         if self.exactly_once {
             c.arg("--exactly-once");
@@ -93,6 +109,7 @@ fn kill_and_resume(exactly_once: bool) {
         group: kafka::topic("group"),
         bootstrap: bootstrap.clone(),
         exactly_once,
+        session_timeout_ms: Some(6000),
     };
     kafka::create_topics(&bootstrap, &[&run.source, &run.output], PARTITIONS);
     kafka::produce(&bootstrap, &run.source, PARTITIONS, &input);
@@ -153,4 +170,202 @@ fn at_least_once_processor_killed_and_restarted_loses_nothing() {
 #[test]
 fn exactly_once_processor_killed_and_restarted_writes_each_record_once() {
     kill_and_resume(true);
+}
+
+/// The group's lag per partition: end offset minus committed offset (or
+/// the whole partition when nothing is committed), measured independently
+/// of dlq.
+fn group_lag(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    (0..partitions)
+        .map(|p| {
+            let (lo, hi) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks");
+            let at = match committed.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => lo,
+            };
+            hi - at
+        })
+        .collect()
+}
+
+fn exit_code_and_json(out: &std::process::Output) -> (Option<i32>, serde_json::Value) {
+    let stats = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.code(), stats)
+}
+
+#[test]
+fn a_processor_restarted_after_sigkill_takes_its_partitions_over_at_once_and_drains_the_backlog() {
+    let Some(bootstrap) = kafka::bootstrap() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let input = generate(dir.path());
+    // The client's default session timeout (45 s): without static
+    // membership the crashed member would hold the partitions that long.
+    let run = Run {
+        source: kafka::topic("src"),
+        output: kafka::topic("out"),
+        group: kafka::topic("group"),
+        bootstrap: bootstrap.clone(),
+        exactly_once: false,
+        session_timeout_ms: None,
+    };
+    kafka::create_topics(&bootstrap, &[&run.source, &run.output], PARTITIONS);
+    kafka::produce(&bootstrap, &run.source, PARTITIONS, &input);
+
+    let mut child = run.spawn("60");
+    let started = Instant::now();
+    while kafka::size(&bootstrap, &run.output) < (RECORDS / 4) as i64 {
+        assert!(started.elapsed() < Duration::from_secs(180), "no progress");
+        assert!(child.try_wait().expect("wait").is_none(), "exited early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let backlog: i64 = group_lag(&bootstrap, &run.group, &run.source, PARTITIONS)
+        .iter()
+        .sum();
+    assert!(backlog > 0, "killed with a backlog");
+
+    // At once, with a short idle time: it must get the partitions, drain
+    // them and say so, long before the dead member's session (45 s) ends.
+    let at_kill = kafka::size(&bootstrap, &run.output);
+    let restarted = Instant::now();
+    let child = run.spawn("5");
+    while kafka::size(&bootstrap, &run.output) <= at_kill {
+        assert!(restarted.elapsed() < Duration::from_secs(60), "no output");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let first_output = restarted.elapsed();
+    let out = child.wait_with_output().expect("resume");
+    let took = restarted.elapsed();
+    eprintln!(
+        "restarted run: first output after {first_output:?}, done after {took:?}, backlog {backlog}"
+    );
+    assert!(
+        first_output < Duration::from_secs(10),
+        "took its partitions over after {first_output:?}, not at once"
+    );
+    let (code, stats) = exit_code_and_json(&out);
+    assert_eq!(code, Some(0), "{stats}");
+    assert!(
+        stats["consumed"].as_u64().expect("consumed") as i64 >= backlog,
+        "consumed the backlog of {backlog}: {stats}"
+    );
+    assert_eq!(stats["caught_up"], true, "{stats}");
+    assert_eq!(stats["stop"], "drained", "{stats}");
+    assert_eq!(stats["lag"], serde_json::json!([]), "{stats}");
+    assert!(
+        took < Duration::from_secs(35),
+        "took {took:?}: waited for the session timeout"
+    );
+    assert_eq!(
+        group_lag(&bootstrap, &run.group, &run.source, PARTITIONS),
+        vec![0; PARTITIONS as usize],
+        "every partition committed to its end"
+    );
+    let outputs: Vec<Vec<u8>> = kafka::read_all(&bootstrap, &run.output, true)
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
+    let dead = kafka::dead_letter_payloads(&bootstrap, &format!("dlq.{}", run.source));
+    assert_eq!(tally(&input, &outputs, &dead).0, 0, "records lost");
+}
+
+#[test]
+fn a_processor_that_cannot_drain_the_source_exits_2_naming_the_partitions_and_their_lag() {
+    let Some(bootstrap) = kafka::bootstrap() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let input = generate(dir.path());
+    let run = Run {
+        source: kafka::topic("src"),
+        output: kafka::topic("out"),
+        group: kafka::topic("group"),
+        bootstrap: bootstrap.clone(),
+        exactly_once: false,
+        session_timeout_ms: Some(6000),
+    };
+    kafka::create_topics(&bootstrap, &[&run.source, &run.output], PARTITIONS);
+    kafka::produce(&bootstrap, &run.source, PARTITIONS, &input);
+
+    // A live member of the same group that holds its partitions and never
+    // consumes them.
+    let holder: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", &run.group)
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .expect("holder");
+    holder.subscribe(&[&run.source]).expect("subscribe");
+    let done = Arc::new(AtomicBool::new(false));
+    let held = std::thread::scope(|scope| {
+        let keep_alive = scope.spawn(|| {
+            let mut held = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                // Polls keep it in the group; its records are not
+                // processed and nothing is committed.
+                let _ = holder.poll(Duration::from_millis(50));
+                if let Ok(a) = holder.assignment() {
+                    let now: Vec<i32> = a.elements().iter().map(|e| e.partition()).collect();
+                    if !now.is_empty() {
+                        held = now;
+                    }
+                }
+            }
+            held
+        });
+        // Let it join first, so that the processor finds a live member.
+        let t = Instant::now();
+        while holder.assignment().map_or(true, |a| a.count() == 0) {
+            assert!(t.elapsed() < Duration::from_secs(30), "holder never joined");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = run
+            .spawn_with("3", Stdio::piped())
+            .wait_with_output()
+            .expect("processor");
+        done.store(true, Ordering::Relaxed);
+        let held = keep_alive.join().expect("holder thread");
+        let (code, stats) = exit_code_and_json(&out);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(code, Some(2), "{stats} {stderr}");
+        assert_eq!(stats["caught_up"], false, "{stats}");
+        assert_eq!(stats["stop"], "stalled", "{stats}");
+        assert!(!held.is_empty());
+        for p in &held {
+            assert!(
+                stderr.contains(&format!("partition {p}: "))
+                    && stderr.contains("not assigned to this instance"),
+                "names held partition {p}: {stderr}"
+            );
+        }
+        held
+    });
+    // What the processor owned it drained; what the holder held is left.
+    let lag = group_lag(&bootstrap, &run.group, &run.source, PARTITIONS);
+    for p in 0..PARTITIONS {
+        if held.contains(&p) {
+            assert!(lag[p as usize] > 0, "{lag:?}");
+        } else {
+            assert_eq!(lag[p as usize], 0, "{lag:?}");
+        }
+    }
 }

@@ -7,13 +7,13 @@
 //! here derives `Debug`: the `ClientConfig`s hold credentials.
 
 use crate::config::KafkaConfig;
-use crate::retry::{Redactor, backend, failure, is_retryable};
+use crate::retry::{Health, Redactor, Watched, backend, failure, is_retryable, watcher};
 use chrono::{DateTime, Utc};
 use dlq_core::envelope::Header;
 use dlq_core::store::{Result, StoreError};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
@@ -28,6 +28,11 @@ use std::time::{Duration, Instant};
 
 /// Bytes a produce request may carry beyond the largest record (framing).
 const REQUEST_SLACK: usize = 64 * 1024;
+
+/// Longest wait of one metadata request: a request waits for a broker
+/// connection, and one that fails authentication never comes; between
+/// attempts the store checks what its watcher saw.
+const METADATA_ATTEMPT: Duration = Duration::from_secs(1);
 
 /// Offsets further apart than this are read with a new fetch position
 /// rather than by reading (and dropping) everything in between.
@@ -122,10 +127,10 @@ struct DeliveryState {
 /// polling thread, so the writer sleeps on a condition variable instead
 /// of polling (rdkafka 0.39's `poll` spins out the last fraction of each
 /// millisecond of its timeout).
-#[derive(Default)]
 struct Deliveries {
     state: Mutex<DeliveryState>,
     reported: Condvar,
+    health: Health,
 }
 
 impl Deliveries {
@@ -147,7 +152,15 @@ impl Deliveries {
     }
 }
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.health.on_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.health.on_error(&error, reason);
+    }
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = Box<Tag>;
@@ -233,15 +246,20 @@ pub(crate) type TxnOffsets<'a> = (
 );
 
 /// The reader's context: the end of a partition is how the reader knows it
-/// has read everything (`enable.partition.eof`), not an error worth logging.
-pub(crate) struct ReaderContext;
+/// has read everything (`enable.partition.eof`), not an error worth logging;
+/// other errors go to the store's [`Health`].
+pub(crate) struct ReaderContext(Health);
 
 impl ClientContext for ReaderContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.0.on_log(level, fac, log_message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         let eof = matches!(error, KafkaError::PartitionEOF(_))
             || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
         if !eof {
-            tracing::error!(error = %error, reason, "librdkafka error");
+            self.0.on_error(&error, reason);
         }
     }
 }
@@ -253,10 +271,14 @@ pub(crate) struct Client {
     /// Common settings (with the password): for the producer, which is
     /// recreated after a fatal error.
     base: ClientConfig,
-    admin: AdminClient<DefaultClientContext>,
+    admin: AdminClient<Watched>,
     consumer: BaseConsumer<ReaderContext>,
     producer: Option<TxProducer>,
     redactor: Redactor,
+    /// What the clients' contexts saw: an access failure ends every call.
+    health: Health,
+    /// Serves the error callbacks that fill `health` (see [`watcher`]).
+    _watcher: Option<ThreadedProducer<Watched>>,
     timeout: Duration,
     transactions: bool,
     transactional_id: String,
@@ -271,13 +293,7 @@ pub(crate) struct Client {
 /// none is started, so the store also works inside one, from
 /// `spawn_blocking`).
 pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Arc::new(Unpark(std::thread::current())).into();
+    let waker = thread_waker();
     let mut cx = Context::from_waker(&waker);
     let mut fut = std::pin::pin!(fut);
     loop {
@@ -288,16 +304,45 @@ pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
     }
 }
 
+/// [`block_on`], giving up (`None`) as soon as `give_up` says so, checked
+/// at least every 50 ms: an admin request waits for a connection that an
+/// authentication failure never lets come.
+pub(crate) fn block_on_unless<F: Future>(fut: F, give_up: impl Fn() -> bool) -> Option<F::Output> {
+    let waker = thread_waker();
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(v) => return Some(v),
+            Poll::Pending if give_up() => return None,
+            Poll::Pending => std::thread::park_timeout(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// A waker that unparks the current thread.
+fn thread_waker() -> std::task::Waker {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    Arc::new(Unpark(std::thread::current())).into()
+}
+
 impl Client {
     /// Creates the admin client and the consumer (the producer is created
     /// on first use). librdkafka connects lazily: this fails only on bad
     /// configuration.
     pub fn new(config: &KafkaConfig) -> Result<Client> {
         let redactor = Redactor::new(config.secret_values());
+        let health = Health::new(redactor.clone());
         let base = base_config(config);
+        let watcher = watcher(&base, &health);
 
-        let admin: AdminClient<DefaultClientContext> = base
-            .create()
+        let admin: AdminClient<Watched> = base
+            .create_with_context(Watched(health.clone()))
             .map_err(|e| backend(&redactor, "creating the admin client", None, &e))?;
         let mut consumer_config = base.clone();
         consumer_config
@@ -315,7 +360,7 @@ impl Client {
             .set("allow.auto.create.topics", "false")
             .set("fetch.wait.max.ms", "5");
         let consumer: BaseConsumer<ReaderContext> = consumer_config
-            .create_with_context(ReaderContext)
+            .create_with_context(ReaderContext(health.clone()))
             .map_err(|e| backend(&redactor, "creating the consumer", None, &e))?;
         let transactional_id = config
             .transactional_id
@@ -327,6 +372,8 @@ impl Client {
             consumer,
             producer: None,
             redactor,
+            health,
+            _watcher: watcher,
             timeout: config.timeout(),
             transactions: config.transactions,
             transactional_id,
@@ -336,8 +383,13 @@ impl Client {
         })
     }
 
+    /// The error of a failed call; once a client was denied access, that
+    /// denial (the transport error librdkafka returns says nothing about it).
     fn err(&self, op: &str, topic: Option<&str>, e: &KafkaError) -> StoreError {
-        backend(&self.redactor, op, topic, e)
+        match self.health.denied() {
+            Some(denied) => failure(format!("{op}: {denied}"), false),
+            None => backend(&self.redactor, op, topic, e),
+        }
     }
 
     // ---------------------------------------------------------------- metadata
@@ -350,7 +402,7 @@ impl Client {
     fn topics_once(&self) -> Result<BTreeMap<String, i32>> {
         let md = self
             .consumer
-            .fetch_metadata(None, self.timeout)
+            .fetch_metadata(None, self.timeout.min(METADATA_ATTEMPT))
             .map_err(|e| self.err("listing topics", None, &e))?;
         Ok(md
             .topics()
@@ -368,7 +420,7 @@ impl Client {
     fn partitions_once(&self, topic: &str) -> Result<Option<i32>> {
         let md = self
             .consumer
-            .fetch_metadata(Some(topic), self.timeout)
+            .fetch_metadata(Some(topic), self.timeout.min(METADATA_ATTEMPT))
             .map_err(|e| self.err("reading metadata", Some(topic), &e))?;
         let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
             return Ok(None);
@@ -457,7 +509,15 @@ impl Client {
         let deadline = Instant::now() + self.timeout;
         let mut pause = Duration::from_millis(10);
         loop {
-            match f() {
+            let result = f();
+            // An access failure is reported by a context, while the call
+            // itself fails as a transport error: never retried.
+            if result.is_err()
+                && let Some(denied) = self.health.denied_error()
+            {
+                return Err(denied);
+            }
+            match result {
                 Err(e) if e.is_retriable() && Instant::now() + pause < deadline => {
                     tracing::debug!(error = %e, "retrying");
                     std::thread::sleep(pause);
@@ -690,7 +750,11 @@ impl Client {
                     .set("transaction.timeout.ms", txn_timeout.to_string());
             }
             let inner: ThreadedProducer<Deliveries> = c
-                .create_with_context(Deliveries::default())
+                .create_with_context(Deliveries {
+                    state: Mutex::default(),
+                    reported: Condvar::new(),
+                    health: self.health.clone(),
+                })
                 .map_err(|e| backend(&self.redactor, "creating the producer", None, &e))?;
             self.producer = Some(TxProducer {
                 inner,

@@ -29,6 +29,24 @@
 //! lacks KIP-890, drops the producer and creates a new one), and the consumer
 //! rewinds to the batch start and processes it again.
 //!
+//! # Stopping
+//!
+//! Both loops run until `stop` is set (a caller's signal handler sets it)
+//! or, with [`ProcessorConfig::stop_when_idle`], until the source is
+//! drained — measured: every partition caught up to its end — or the run
+//! stalls with lag left. A stop finishes what is in flight (at-least-once:
+//! outputs awaiting their acknowledgement and dead letters awaiting their
+//! store write, for at most 60 s; exactly-once: the batch whose transaction
+//! is open), commits, and returns `Ok`; a record waiting for a retry is not
+//! committed and is processed again by the next run.
+//! [`ProcessorStats::stop`], [`ProcessorStats::caught_up`] and
+//! [`ProcessorStats::lag`] say how the run ended.
+//!
+//! With [`ProcessorConfig::group_instance_id`] (static membership), an
+//! instance restarted after a crash takes its partitions back at once: the
+//! broker replaces the old member with the same instance id instead of
+//! waiting out its session.
+//!
 //! # Ordering and retries
 //!
 //! Order is kept per partition: while a record of a partition waits for a
@@ -39,6 +57,7 @@
 
 use crate::KafkaStore;
 use crate::client::Outgoing;
+use crate::retry::{Access, Health, Redactor};
 use dlq_core::envelope::{DeadLetter, Header, Source};
 use dlq_core::process::{Handler, ProcessorCounters};
 use dlq_core::retry::{Decision, RetryPolicy, RetryState};
@@ -47,13 +66,14 @@ use dlq_core::{Failure, Status};
 use rdkafka::ClientConfig;
 use rdkafka::Message as _;
 use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -79,10 +99,20 @@ pub struct ProcessorConfig {
     pub batch_timeout: Duration,
     /// Exactly-once: the transactional id (stable per processor instance).
     pub transactional_id: String,
-    /// Stop after this long without a record (for batch jobs and tests).
-    /// Before the first record, the wait is at least 30 s, so that joining
-    /// the group (which waits out a crashed member's session) is not idleness.
+    /// Stop once the source is drained (for batch jobs and tests): every
+    /// partition of the source caught up to its end (measured: end offsets
+    /// against this instance's positions and the group's committed offsets)
+    /// with nothing in flight, for this long. A run that makes no progress
+    /// for this long (no record, no lag that shrinks; before the first
+    /// assignment at least [`JOIN_ALLOWANCE`]) while lag is left stops too,
+    /// and says so: [`ProcessorStats::stop`] is [`Stop::Stalled`] and
+    /// [`ProcessorStats::lag`] names the partitions.
     pub stop_when_idle: Option<Duration>,
+    /// Static group membership (`group.instance.id`, KIP-345): an instance
+    /// restarted with the same id gets its partitions back at once, without
+    /// waiting for its crashed predecessor's session to time out. `None`:
+    /// dynamic membership.
+    pub group_instance_id: Option<String>,
     /// Most records waiting behind a retry per partition before the
     /// partition is paused.
     pub max_backlog: usize,
@@ -106,6 +136,7 @@ impl ProcessorConfig {
             batch_timeout: Duration::from_millis(100),
             transactional_id: format!("dlq-processor-{group_id}-{source_topic}"),
             stop_when_idle: None,
+            group_instance_id: None,
             max_backlog: 10_000,
             dlq_batch: 500,
             dlq_linger: Duration::from_millis(100),
@@ -136,6 +167,55 @@ pub struct ProcessorStats {
     pub aborts: u64,
     /// Dead letters per error class.
     pub by_error_class: BTreeMap<String, u64>,
+    /// Why the run ended.
+    pub stop: Stop,
+    /// Whether every partition of the source was caught up when the run
+    /// ended (measured after the last commit).
+    pub caught_up: bool,
+    /// The partitions with records left when the run ended (empty when
+    /// caught up, or when the lag could not be measured).
+    pub lag: Vec<PartitionLag>,
+}
+
+/// Why a processor run ended.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stop {
+    /// The stop flag was set (a signal).
+    #[default]
+    Requested,
+    /// `stop_when_idle`: the source was drained.
+    Drained,
+    /// `stop_when_idle`: no progress while lag was left (a partition held
+    /// by another member, a partition not assigned, a stuck record).
+    Stalled,
+}
+
+/// The records left on one partition of the source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionLag {
+    /// The partition.
+    pub partition: i32,
+    /// Records between this group's position and the end of the partition.
+    pub lag: i64,
+    /// Whether this instance owned the partition (else another member of
+    /// the group, or none, held it).
+    pub owned: bool,
+}
+
+impl std::fmt::Display for PartitionLag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let whose = if self.owned {
+            "owned by this instance"
+        } else {
+            "not assigned to this instance"
+        };
+        write!(
+            f,
+            "partition {}: {} records ({whose})",
+            self.partition, self.lag
+        )
+    }
 }
 
 /// A processor failed; it can be restarted (nothing committed is lost).
@@ -156,6 +236,10 @@ pub enum ProcessorError {
     /// The setup is wrong (e.g. the output topic does not exist).
     #[error("{0}")]
     Config(String),
+    /// The cluster refused the credentials or the operation
+    /// (authentication or authorization): no retry helps.
+    #[error("{0}")]
+    Denied(String),
 }
 
 fn kafka(operation: &'static str) -> impl FnOnce(KafkaError) -> ProcessorError {
@@ -297,12 +381,29 @@ pub(crate) fn owned_headers(headers: &[Header]) -> Option<OwnedHeaders> {
 }
 
 /// Deliveries reported by librdkafka, picked up by the processor loop.
-#[derive(Default)]
 pub(crate) struct AckContext {
     pub(crate) acks: Mutex<Vec<(usize, Result<(), KafkaError>)>>,
+    health: Health,
 }
 
-impl ClientContext for AckContext {}
+impl AckContext {
+    pub(crate) fn new(health: Health) -> AckContext {
+        AckContext {
+            acks: Mutex::default(),
+            health,
+        }
+    }
+}
+
+impl ClientContext for AckContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.health.on_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.health.on_error(&error, reason);
+    }
+}
 
 impl ProducerContext for AckContext {
     type DeliveryOpaque = usize;
@@ -318,13 +419,23 @@ impl ProducerContext for AckContext {
     }
 }
 
-/// Partitions revoked by a rebalance, picked up by the processor loop.
-#[derive(Default)]
+/// Partitions revoked and assigned by a rebalance, picked up by the
+/// processor loop.
 struct GroupContext {
     revoked: Mutex<Vec<i32>>,
+    assigned: Mutex<Vec<i32>>,
+    health: Health,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.health.on_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.health.on_error(&error, reason);
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -334,16 +445,44 @@ impl ConsumerContext for GroupContext {
             revoked.extend(tpl.elements().iter().map(|e| e.partition()));
         }
     }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance
+            && let Ok(mut assigned) = self.assigned.lock()
+        {
+            assigned.extend(tpl.elements().iter().map(|e| e.partition()));
+        }
+    }
+}
+
+impl GroupContext {
+    fn take_revoked(&self) -> Vec<i32> {
+        self.revoked
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default()
+    }
+
+    fn take_assigned(&self) -> Vec<i32> {
+        self.assigned
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default()
+    }
 }
 
 fn consumer(
     base: &ClientConfig,
     cfg: &ProcessorConfig,
     exactly_once: bool,
+    health: &Health,
 ) -> Result<BaseConsumer<GroupContext>, ProcessorError> {
     let mut c = base.clone();
     c.set("group.id", &cfg.group_id)
-        .set("enable.partition.eof", "false")
+        // The end of a partition is how the idle check knows it is caught
+        // up also when the log ends with a transaction marker (which no
+        // consumed record's offset + 1 reaches).
+        .set("enable.partition.eof", "true")
         .set_if_unset("auto.offset.reset", "earliest")
         .set("enable.auto.offset.store", "false")
         .set("isolation.level", "read_committed");
@@ -353,8 +492,15 @@ fn consumer(
         c.set("enable.auto.commit", "true")
             .set_if_unset("auto.commit.interval.ms", "1000");
     }
+    if let Some(id) = &cfg.group_instance_id {
+        c.set("group.instance.id", id);
+    }
     let consumer: BaseConsumer<GroupContext> = c
-        .create_with_context(GroupContext::default())
+        .create_with_context(GroupContext {
+            revoked: Mutex::default(),
+            assigned: Mutex::default(),
+            health: health.clone(),
+        })
         .map_err(kafka("creating the consumer"))?;
     consumer
         .subscribe(&[cfg.source_topic.as_str()])
@@ -636,6 +782,9 @@ struct AtLeastOnce<'a, H> {
     writer: DlqWriter,
     stats: ProcessorStats,
     counters: ProcessorCounters,
+    /// Partitions whose end the consumer reached (no record since).
+    eof: HashSet<i32>,
+    redactor: Redactor,
 }
 
 fn check_topics(store: &mut KafkaStore, cfg: &ProcessorConfig) -> Result<(), ProcessorError> {
@@ -664,15 +813,17 @@ pub fn run_at_least_once<H: Handler>(
 ) -> Result<ProcessorStats, ProcessorError> {
     check_topics(store, cfg)?;
     let base = crate::client::base_config(store.config());
+    let redactor = Redactor::new(store.config().secret_values());
+    let health = Health::new(redactor.clone());
     let mut producer_config = base.clone();
     producer_config
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set_if_unset("linger.ms", "5");
     let producer: BaseProducer<AckContext> = producer_config
-        .create_with_context(AckContext::default())
+        .create_with_context(AckContext::new(health.clone()))
         .map_err(kafka("creating the producer"))?;
-    let consumer = consumer(&base, cfg, false)?;
+    let consumer = consumer(&base, cfg, false, &health)?;
     let (jobs_tx, jobs_rx) = mpsc::channel::<DlqJob>();
     let (done_tx, done_rx) = mpsc::channel::<DlqDone>();
     let give_up_flag = AtomicBool::new(false);
@@ -708,6 +859,8 @@ pub fn run_at_least_once<H: Handler>(
             },
             stats: ProcessorStats::default(),
             counters: ProcessorCounters::new(&cfg.source_topic),
+            eof: HashSet::new(),
+            redactor,
         };
         let result = p.run(stop, give_up);
         // Whatever happened, the writer stops: no more jobs, and no more
@@ -721,9 +874,17 @@ pub fn run_at_least_once<H: Handler>(
 
 impl<H: Handler> AtLeastOnce<'_, H> {
     fn run(&mut self, stop: &AtomicBool, give_up: &AtomicBool) -> Result<(), ProcessorError> {
-        let idle = Idle::new(self.cfg.stop_when_idle);
-        let mut last_record: Option<Instant> = None;
-        while !stop.load(Ordering::Relaxed) {
+        let mut watch = DrainWatch::new(self.cfg.stop_when_idle);
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                self.stats.stop = Stop::Requested;
+                break;
+            }
+            if let Some(e) = consumer_failed(&self.consumer, &self.redactor) {
+                // Nothing more can be committed: what is not is processed
+                // again after a restart.
+                return Err(e);
+            }
             self.housekeeping();
             let mut wait = self.poll_wait();
             let mut got = 0;
@@ -733,23 +894,56 @@ impl<H: Handler> AtLeastOnce<'_, H> {
                         got += 1;
                         let rec = Record::from_message(&m);
                         drop(m);
+                        self.eof.remove(&rec.partition);
                         self.accept(rec);
                         wait = Duration::ZERO;
                     }
+                    Some(Err(KafkaError::PartitionEOF(p))) => {
+                        self.eof.insert(p);
+                        wait = Duration::ZERO;
+                    }
                     Some(Err(e)) => {
-                        tracing::warn!(error = %e, "consumer error");
+                        consumer_error(&e, &mut self.eof)?;
                         break;
                     }
                     None => break,
                 }
             }
-            if got > 0 {
-                last_record = Some(Instant::now());
-            } else if !self.busy() && idle.reached(last_record) {
-                break;
+            if got > 0 || self.busy() {
+                watch.working();
+            } else {
+                let me = &*self;
+                let measure =
+                    || measure_lag(&me.consumer, &me.cfg.source_topic, |p| Some(me.local(p)));
+                if let Some(why) = watch.check(measure) {
+                    self.stats.stop = why;
+                    break;
+                }
             }
         }
-        self.shutdown(give_up)
+        self.shutdown(give_up)?;
+        let mut stats = std::mem::take(&mut self.stats);
+        let me = &*self;
+        final_lag(&mut stats, &me.consumer, &me.cfg.source_topic, |p| {
+            Some(me.local(p))
+        });
+        self.stats = stats;
+        Ok(())
+    }
+
+    /// What this instance knows of a partition it owns.
+    fn local(&self, p: i32) -> Local {
+        let at_end = self.eof.contains(&p);
+        match self.partitions.get(&p) {
+            Some(st) => Local {
+                position: Some(st.commit_point()),
+                at_end: at_end && st.commit_point() == st.next,
+            },
+            None => Local {
+                position: None,
+                at_end,
+            },
+        }
     }
 
     /// Everything the loop does besides consuming, once per round.
@@ -1117,11 +1311,17 @@ impl<H: Handler> AtLeastOnce<'_, H> {
     }
 
     fn forget_revoked(&mut self) {
-        let revoked = match self.consumer.context().revoked.lock() {
-            Ok(mut r) if !r.is_empty() => std::mem::take(&mut *r),
-            _ => return,
-        };
+        // A partition paused behind a retry and revoked must not come back
+        // paused: this instance forgot why it paused it, and would never
+        // resume it (the partition would stall with its lag).
+        for p in self.consumer.context().take_assigned() {
+            if !self.partitions.get(&p).is_some_and(|st| st.paused) {
+                self.pause(p, false);
+            }
+        }
+        let revoked = self.consumer.context().take_revoked();
         for p in revoked {
+            self.eof.remove(&p);
             // Uncommitted work of a revoked partition is redone by its new
             // owner (at-least-once). Dead letters already handed to the
             // writer are still written (a duplicate at worst, which the
@@ -1165,29 +1365,237 @@ impl<H: Handler> AtLeastOnce<'_, H> {
     }
 }
 
-/// When a processor with `stop_when_idle` stops.
-struct Idle {
-    after: Option<Duration>,
-    started: Instant,
+/// Longest wait for the first assignment before a run with
+/// `stop_when_idle` counts as stalled: joining a group takes the
+/// coordinator's initial rebalance delay (3 s by default) and a rebalance.
+pub const JOIN_ALLOWANCE: Duration = Duration::from_secs(10);
+
+/// How often the lag is measured while no record arrives.
+const MEASURE_EVERY: Duration = Duration::from_millis(500);
+
+/// Timeout of each request of a lag measurement.
+const MEASURE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What this instance knows of a partition it owns.
+struct Local {
+    /// The first offset not done (`None`: nothing consumed since it was
+    /// assigned; the group's committed offset tells).
+    position: Option<i64>,
+    /// The consumer reached the end of the partition, and everything
+    /// consumed is done.
+    at_end: bool,
 }
 
-impl Idle {
+/// Measures the lag of every partition of the source: its end offset
+/// against this instance's position (partitions it owns) or the group's
+/// committed offset (the others). Returns the partitions this instance
+/// owns, and every partition's lag.
+fn measure_lag(
+    consumer: &BaseConsumer<GroupContext>,
+    topic: &str,
+    local: impl Fn(i32) -> Option<Local>,
+) -> Result<(BTreeSet<i32>, Vec<PartitionLag>), KafkaError> {
+    let md = consumer.fetch_metadata(Some(topic), MEASURE_TIMEOUT)?;
+    let parts: Vec<i32> = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    let owned: BTreeSet<i32> = consumer
+        .assignment()?
+        .elements_for_topic(topic)
+        .iter()
+        .map(|e| e.partition())
+        .collect();
+    let committed = list_offsets(consumer, topic, &parts, None)?;
+    let ends = list_offsets(consumer, topic, &parts, Some(Offset::End))?;
+    let starts = list_offsets(consumer, topic, &parts, Some(Offset::Beginning))?;
+    let mut lags = Vec::with_capacity(parts.len());
+    for p in parts {
+        let end = ends.get(&p).copied().unwrap_or(0);
+        // Without a committed offset, or one that retention deleted, the
+        // group starts at the beginning (auto.offset.reset=earliest).
+        let start = starts.get(&p).copied().unwrap_or(0);
+        let group = committed.get(&p).copied().unwrap_or(start).max(start);
+        let is_owned = owned.contains(&p);
+        let lag = match local(p).filter(|_| is_owned) {
+            Some(Local { at_end: true, .. }) => 0,
+            Some(Local {
+                position: Some(pos),
+                ..
+            }) => end - pos,
+            _ => end - group,
+        };
+        lags.push(PartitionLag {
+            partition: p,
+            lag: lag.max(0),
+            owned: is_owned,
+        });
+    }
+    Ok((owned, lags))
+}
+
+/// The group's committed offsets (`which` = `None`) or the partitions'
+/// end or start offsets, by partition; partitions without one are left out.
+fn list_offsets(
+    consumer: &BaseConsumer<GroupContext>,
+    topic: &str,
+    parts: &[i32],
+    which: Option<Offset>,
+) -> Result<HashMap<i32, i64>, KafkaError> {
+    let mut tpl = TopicPartitionList::with_capacity(parts.len());
+    for &p in parts {
+        tpl.add_partition_offset(topic, p, which.unwrap_or(Offset::Invalid))?;
+    }
+    let answer = match which {
+        None => consumer.committed_offsets(tpl, MEASURE_TIMEOUT)?,
+        Some(_) => consumer.offsets_for_times(tpl, MEASURE_TIMEOUT)?,
+    };
+    let mut out = HashMap::with_capacity(parts.len());
+    for el in answer.elements() {
+        el.error()?;
+        if let Offset::Offset(o) = el.offset() {
+            out.insert(el.partition(), o);
+        }
+    }
+    Ok(out)
+}
+
+/// When a processor with `stop_when_idle` stops: drained (caught up on
+/// every partition, this instance owning some, for the idle time), or
+/// stalled (lag left and no progress for the idle time).
+struct DrainWatch {
+    after: Option<Duration>,
+    /// The last sign of progress: a record, pending work, a lag that
+    /// shrank, an assignment that changed (or the start).
+    progress: Instant,
+    next_check: Instant,
+    last_total: Option<i64>,
+    last_owned: BTreeSet<i32>,
+    caught_up_since: Option<Instant>,
+    joined: bool,
+}
+
+impl DrainWatch {
     fn new(after: Option<Duration>) -> Self {
-        Idle {
+        let now = Instant::now();
+        DrainWatch {
             after,
-            started: Instant::now(),
+            progress: now,
+            next_check: now,
+            last_total: None,
+            last_owned: BTreeSet::new(),
+            caught_up_since: None,
+            joined: false,
         }
     }
 
-    fn reached(&self, last_record: Option<Instant>) -> bool {
-        let Some(after) = self.after else {
-            return false;
+    /// A record arrived or work is pending: not idle.
+    fn working(&mut self) {
+        self.progress = Instant::now();
+        self.caught_up_since = None;
+    }
+
+    /// Whether to stop now; measures the lag at most every
+    /// [`MEASURE_EVERY`].
+    fn check(
+        &mut self,
+        measure: impl FnOnce() -> Result<(BTreeSet<i32>, Vec<PartitionLag>), KafkaError>,
+    ) -> Option<Stop> {
+        let after = self.after?;
+        let now = Instant::now();
+        if now < self.next_check {
+            return None;
+        }
+        self.next_check = now + MEASURE_EVERY;
+        match measure() {
+            Ok((owned, lags)) => {
+                let total: i64 = lags.iter().map(|l| l.lag).sum();
+                if !owned.is_empty() {
+                    self.joined = true;
+                }
+                if owned != self.last_owned || self.last_total.is_some_and(|t| total < t) {
+                    self.progress = now;
+                }
+                self.last_owned = owned;
+                self.last_total = Some(total);
+                if total == 0 && !self.last_owned.is_empty() {
+                    let since = *self.caught_up_since.get_or_insert(now);
+                    return (now.duration_since(since) >= after).then_some(Stop::Drained);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "measuring the lag failed"),
+        }
+        self.caught_up_since = None;
+        let limit = if self.joined {
+            after
+        } else {
+            after.max(JOIN_ALLOWANCE)
         };
-        match last_record {
-            Some(t) => t.elapsed() >= after,
-            None => self.started.elapsed() >= after.max(Duration::from_secs(30)),
+        (now.duration_since(self.progress) >= limit).then_some(Stop::Stalled)
+    }
+}
+
+/// The lag when the run ends (after the last commit), into the stats.
+fn final_lag(
+    stats: &mut ProcessorStats,
+    consumer: &BaseConsumer<GroupContext>,
+    topic: &str,
+    local: impl Fn(i32) -> Option<Local>,
+) {
+    match measure_lag(consumer, topic, local) {
+        Ok((owned, lags)) => {
+            stats.caught_up = !owned.is_empty() && lags.iter().all(|l| l.lag == 0);
+            stats.lag = lags.into_iter().filter(|l| l.lag > 0).collect();
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the lag left could not be measured");
+            stats.caught_up = false;
         }
     }
+}
+
+/// A consumer that cannot go on: a fatal error (another process took over
+/// its `group.instance.id`), or an access failure.
+fn consumer_failed(
+    consumer: &BaseConsumer<GroupContext>,
+    redactor: &Redactor,
+) -> Option<ProcessorError> {
+    let health = &consumer.context().health;
+    if let Some(denied) = health.denied() {
+        return Some(ProcessorError::Denied(denied.to_owned()));
+    }
+    let (code, reason) = consumer.client().fatal_error()?;
+    let hint = if code == RDKafkaErrorCode::FencedInstanceId {
+        " (another process runs with the same --instance / group.instance.id)"
+    } else {
+        ""
+    };
+    Some(ProcessorError::Config(format!(
+        "the consumer stopped: {}{hint}",
+        redactor.clean(reason)
+    )))
+}
+
+/// A consumer error from `poll`: the end of a partition (noted), an access
+/// failure (fatal), or a transient one (logged).
+fn consumer_error(e: &KafkaError, eof: &mut HashSet<i32>) -> Result<(), ProcessorError> {
+    if let KafkaError::PartitionEOF(p) = e {
+        eof.insert(*p);
+        return Ok(());
+    }
+    if let Some(access) = e.rdkafka_error_code().and_then(Access::of) {
+        return Err(ProcessorError::Denied(
+            access.message(&format!("consuming: {e}")),
+        ));
+    }
+    if crate::retry::is_retryable(e) {
+        tracing::debug!(error = %e, "consumer error");
+    } else {
+        tracing::warn!(error = %e, "consumer error");
+    }
+    Ok(())
 }
 
 /// The headers an output carries, built straight from the source record's
@@ -1227,13 +1635,36 @@ pub fn run_exactly_once<H: Handler>(
         .unwrap_or(1)
         .max(1);
     let base = crate::client::base_config(store.config());
-    let consumer = consumer(&base, cfg, true)?;
+    let redactor = Redactor::new(store.config().secret_values());
+    let health = Health::new(redactor.clone());
+    let consumer = consumer(&base, cfg, true, &health)?;
     let mut stats = ProcessorStats::default();
     let counters = ProcessorCounters::new(&cfg.source_topic);
-    let idle = Idle::new(cfg.stop_when_idle);
-    let mut last_record: Option<Instant> = None;
+    let mut watch = DrainWatch::new(cfg.stop_when_idle);
+    // Per partition: the next offset committed by this instance's last
+    // transaction, and whether the consumer reached the end after it.
+    let mut committed_next: HashMap<i32, i64> = HashMap::new();
+    let mut eof: HashSet<i32> = HashSet::new();
     let mut failures = 0u32;
-    while !stop.load(Ordering::Relaxed) {
+    let local = |committed_next: &HashMap<i32, i64>, eof: &HashSet<i32>, p: i32| {
+        Some(Local {
+            position: committed_next.get(&p).copied(),
+            at_end: eof.contains(&p),
+        })
+    };
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            stats.stop = Stop::Requested;
+            break;
+        }
+        if let Some(e) = consumer_failed(&consumer, &redactor) {
+            return Err(e);
+        }
+        for p in consumer.context().take_revoked() {
+            committed_next.remove(&p);
+            eof.remove(&p);
+        }
+        consumer.context().take_assigned();
         let mut batch: Vec<Record> = Vec::new();
         let deadline = Instant::now() + cfg.batch_timeout;
         while batch.len() < cfg.batch_size {
@@ -1243,8 +1674,11 @@ pub fn run_exactly_once<H: Handler>(
                 deadline.saturating_duration_since(Instant::now())
             };
             match consumer.poll(wait) {
-                Some(Ok(m)) => batch.push(Record::from_message(&m)),
-                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+                Some(Ok(m)) => {
+                    eof.remove(&m.partition());
+                    batch.push(Record::from_message(&m));
+                }
+                Some(Err(e)) => consumer_error(&e, &mut eof)?,
                 None => break,
             }
             if Instant::now() >= deadline && !batch.is_empty() {
@@ -1252,12 +1686,18 @@ pub fn run_exactly_once<H: Handler>(
             }
         }
         if batch.is_empty() {
-            if idle.reached(last_record) {
+            let measure = || {
+                measure_lag(&consumer, &cfg.source_topic, |p| {
+                    local(&committed_next, &eof, p)
+                })
+            };
+            if let Some(why) = watch.check(measure) {
+                stats.stop = why;
                 break;
             }
             continue;
         }
-        last_record = Some(Instant::now());
+        watch.working();
         stats.consumed += batch.len() as u64;
         let mut starts: BTreeMap<i32, i64> = BTreeMap::new();
         let mut next = TopicPartitionList::new();
@@ -1290,6 +1730,7 @@ pub fn run_exactly_once<H: Handler>(
             Ok(_) => {
                 failures = 0;
                 stats.transactions += 1;
+                committed_next.extend(next_by.iter().map(|(&p, &o)| (p, o)));
                 // Counted once committed: an aborted batch is processed again.
                 counters.processed.increment(batch.len() as u64);
                 counters.delivered.increment(batch_stats.delivered);
@@ -1303,11 +1744,17 @@ pub fn run_exactly_once<H: Handler>(
                 failures += 1;
                 stats.aborts += 1;
                 tracing::warn!(error = %e, "transaction failed; processing the batch again");
+                for p in starts.keys() {
+                    eof.remove(p);
+                }
                 rewind(&consumer, cfg, &starts);
                 std::thread::sleep(Duration::from_millis(100 * u64::from(failures.min(50))));
             }
         }
     }
+    final_lag(&mut stats, &consumer, &cfg.source_topic, |p| {
+        local(&committed_next, &eof, p)
+    });
     Ok(stats)
 }
 
@@ -1540,6 +1987,55 @@ mod tests {
         assert_eq!(st.commit_point(), 11);
         st.outstanding.release(11); // the DLQ write acknowledged
         assert_eq!(st.commit_point(), 15);
+    }
+
+    fn lags(owned: &[i32], lag: &[i64]) -> (BTreeSet<i32>, Vec<PartitionLag>) {
+        let owned: BTreeSet<i32> = owned.iter().copied().collect();
+        let lags = lag
+            .iter()
+            .enumerate()
+            .map(|(p, &lag)| PartitionLag {
+                partition: p as i32,
+                lag,
+                owned: owned.contains(&(p as i32)),
+            })
+            .collect();
+        (owned, lags)
+    }
+
+    #[test]
+    fn a_drain_watch_stops_drained_only_after_the_source_stayed_caught_up() {
+        let after = Duration::from_millis(600);
+        let mut w = DrainWatch::new(Some(after));
+        assert_eq!(w.check(|| Ok(lags(&[0, 1], &[0, 0]))), None);
+        std::thread::sleep(MEASURE_EVERY + Duration::from_millis(150));
+        assert_eq!(w.check(|| Ok(lags(&[0, 1], &[0, 0]))), Some(Stop::Drained));
+        // A record in between starts the wait over.
+        let mut w = DrainWatch::new(Some(after));
+        assert_eq!(w.check(|| Ok(lags(&[0], &[0]))), None);
+        w.working();
+        w.next_check = Instant::now();
+        assert_eq!(w.check(|| Ok(lags(&[0], &[0]))), None);
+    }
+
+    #[test]
+    fn a_drain_watch_stops_stalled_when_lag_is_left_and_does_not_shrink() {
+        let after = Duration::from_millis(600);
+        let mut w = DrainWatch::new(Some(after));
+        let wait = || std::thread::sleep(MEASURE_EVERY + Duration::from_millis(150));
+        // Partition 1 is held by another member: its lag stays.
+        assert_eq!(w.check(|| Ok(lags(&[0], &[0, 5]))), None);
+        wait();
+        assert_eq!(w.check(|| Ok(lags(&[0], &[0, 5]))), Some(Stop::Stalled));
+        // A lag that shrinks is progress.
+        let mut w = DrainWatch::new(Some(after));
+        for left in [9, 7, 5] {
+            assert_eq!(w.check(|| Ok(lags(&[0], &[left]))), None);
+            wait();
+        }
+        // Owning nothing is never drained, even with no lag.
+        let mut w = DrainWatch::new(Some(Duration::from_millis(1)));
+        assert_eq!(w.check(|| Ok(lags(&[], &[0]))), None, "join allowance");
     }
 
     #[test]

@@ -65,10 +65,10 @@
 
 use crate::KafkaStore;
 use crate::client::base_config;
-use crate::client::block_on;
+use crate::client::block_on_unless;
 use crate::config::{KafkaConfig, valid_topic};
 use crate::processor::{AckContext, owned_headers, produce_failure};
-use crate::retry::{Redactor, is_retryable};
+use crate::retry::{Health, Redactor, Watched, is_retryable};
 use chrono::{DateTime, Utc};
 use dlq_core::Failure;
 use dlq_core::envelope::{DeadLetter, Header, Source};
@@ -77,7 +77,6 @@ use dlq_core::store::{DlqStore, Entry, Selection, Status, StoreError};
 use dlq_sqlite::SqliteStore;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use serde::Serialize;
@@ -106,6 +105,11 @@ const BATCH_FRAMING: usize = 512;
 
 /// Bytes a produce request may carry beyond its largest record.
 const REQUEST_SLACK: usize = 64 * 1024;
+
+/// How often records that were not delivered (or spooled) are summed up
+/// in one warning: an outage fails thousands of records, and a line per
+/// record would bury the one line that matters.
+const SUMMARY_EVERY: Duration = Duration::from_secs(5);
 
 /// How a [`GuardedProducer`] sends, retries and dead-letters.
 #[derive(Debug, Clone, PartialEq)]
@@ -292,6 +296,68 @@ pub enum ProducerError {
     /// The spool could not be read.
     #[error("reading the spool: {0}")]
     Spool(#[source] StoreError),
+    /// The cluster refused the credentials or an operation (authentication
+    /// or authorization), or the DLQ store cannot work with this
+    /// configuration: no retry helps. Records not acknowledged yet are
+    /// neither delivered nor stored: produce them again once it is fixed.
+    #[error("{message}")]
+    Denied {
+        /// What failed and what to check (never a secret).
+        message: String,
+    },
+}
+
+/// The warnings of many records, summed up (see [`SUMMARY_EVERY`]).
+#[derive(Default)]
+struct Summary {
+    /// Records given up on (dead-lettered), per error class.
+    not_delivered: BTreeMap<String, u64>,
+    /// Dead letters written to the spool.
+    spooled: u64,
+    /// Failed DLQ writes (their dead letters were spooled), and the last error.
+    dlq_failures: u64,
+    last_dlq_error: Option<String>,
+    /// When the first event of this summary happened.
+    since: Option<Instant>,
+}
+
+impl Summary {
+    fn started(&mut self) {
+        self.since.get_or_insert_with(Instant::now);
+    }
+
+    /// Logs and resets the summary when it is old enough (or with `now`).
+    fn emit(&mut self, topic: &str, dlq: &str, now: bool) {
+        let Some(since) = self.since else {
+            return;
+        };
+        if !now && since.elapsed() < SUMMARY_EVERY {
+            return;
+        }
+        let s = std::mem::take(self);
+        let not_delivered: u64 = s.not_delivered.values().sum();
+        let classes = s
+            .not_delivered
+            .iter()
+            .map(|(c, n)| format!("{c}={n}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let secs = since.elapsed().as_secs_f64();
+        let spooled = if s.spooled > 0 {
+            format!(
+                "; {} dead letters spooled ({} failed attempts to write {dlq}, last: {})",
+                s.spooled,
+                s.dlq_failures,
+                s.last_dlq_error.as_deref().unwrap_or("-")
+            )
+        } else {
+            String::new()
+        };
+        tracing::warn!(
+            "in the last {secs:.0}s: {not_delivered} records not delivered to {topic} \
+             ({classes}), dead-lettered{spooled}"
+        );
+    }
 }
 
 /// A record the producer holds until it is delivered or stored elsewhere.
@@ -341,6 +407,11 @@ pub struct GuardedProducer<S: DlqStore = SqliteStore> {
     /// A delivery failed with a retryable error since the last success.
     kafka_trouble: bool,
     report: ProduceReport,
+    /// What the clients' contexts saw (an access failure is fatal).
+    health: Health,
+    /// A failure no retry fixes (the DLQ store refused this configuration).
+    fatal: Option<String>,
+    summary: Summary,
 }
 
 impl<S: DlqStore> std::fmt::Debug for GuardedProducer<S> {
@@ -389,10 +460,16 @@ impl<S: DlqStore> GuardedProducer<S> {
             return Err(ProducerError::Config { problems });
         }
         let redactor = Redactor::new(kafka.secret_values());
+        let health = Health::new(redactor.clone());
         let dlq = config.dlq_name(&kafka);
         let probe = config.delivery_timeout.min(kafka.timeout());
-        let topic_limit = topic_limit(&base_config(&kafka), &config.topic, probe);
-        let producer = create_producer(&kafka, &config, topic_limit, &redactor)?;
+        let topic_limit = topic_limit(&base_config(&kafka), &config.topic, probe, &health);
+        if let Some(denied) = health.denied() {
+            return Err(ProducerError::Denied {
+                message: denied.to_owned(),
+            });
+        }
+        let producer = create_producer(&kafka, &config, topic_limit, &redactor, &health)?;
         let pending: u64 = spool
             .stats()
             .map_err(ProducerError::Spool)?
@@ -420,6 +497,9 @@ impl<S: DlqStore> GuardedProducer<S> {
             spool_dirty: pending > 0,
             kafka_trouble: false,
             report: ProduceReport::default(),
+            health,
+            fatal: None,
+            summary: Summary::default(),
         };
         if me.spool_dirty {
             tracing::info!(
@@ -496,11 +576,26 @@ impl<S: DlqStore> GuardedProducer<S> {
     /// Serves delivery reports (waiting up to `timeout` for one), sends the
     /// retries that are due and writes dead letters whose batch is due.
     pub fn poll(&mut self, timeout: Duration) -> Result<(), ProducerError> {
+        self.check_denied()?;
         self.producer.poll(timeout);
         self.drain_acks();
+        self.check_denied()?;
         self.recover_fatal()?;
         self.send_due();
-        self.write_dead_letters(false)
+        let written = self.write_dead_letters(false);
+        self.summary.emit(&self.config.topic, &self.dlq, false);
+        written
+    }
+
+    /// An authentication or authorization failure (seen by a client's
+    /// context) or a store that refuses this configuration ends the run.
+    fn check_denied(&self) -> Result<(), ProducerError> {
+        match self.health.denied().or(self.fatal.as_deref()) {
+            Some(m) => Err(ProducerError::Denied {
+                message: m.to_owned(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Waits until every record accepted so far is delivered, dead-lettered
@@ -517,6 +612,7 @@ impl<S: DlqStore> GuardedProducer<S> {
             self.poll(wait)?;
         }
         self.write_dead_letters(true)?;
+        self.summary.emit(&self.config.topic, &self.dlq, true);
         if self.spool_dirty && !self.kafka_trouble {
             // Kafka answers: a last chance to move what was spooled, even
             // if the store failed a moment ago.
@@ -607,7 +703,13 @@ impl<S: DlqStore> GuardedProducer<S> {
                 self.due.push(Reverse((Instant::now() + delay, token)));
             }
             Decision::GiveUp(why) => {
-                tracing::warn!(error = %failure.message, ?why, dlq = %self.dlq, "record not delivered; dead-lettering it");
+                tracing::debug!(error = %failure.message, ?why, dlq = %self.dlq, "record not delivered; dead-lettering it");
+                self.summary.started();
+                *self
+                    .summary
+                    .not_delivered
+                    .entry(failure.error_class.clone())
+                    .or_default() += 1;
                 self.dead_letter(f, &failure);
             }
         }
@@ -622,7 +724,13 @@ impl<S: DlqStore> GuardedProducer<S> {
             return Ok(());
         };
         tracing::error!(?code, reason = %self.redactor.clean(reason), "fatal producer error; recreating the producer");
-        let new = create_producer(&self.kafka, &self.config, self.topic_limit, &self.redactor)?;
+        let new = create_producer(
+            &self.kafka,
+            &self.config,
+            self.topic_limit,
+            &self.redactor,
+            &self.health,
+        )?;
         // Dropping the old producer purges it; its reports are not needed.
         drop(std::mem::replace(&mut self.producer, new));
         let now = Instant::now();
@@ -693,7 +801,10 @@ impl<S: DlqStore> GuardedProducer<S> {
                 return Ok(());
             }
             Some(Err(e)) => {
-                tracing::warn!(error = %e, dlq = %self.dlq, records = n, "writing to the DLQ failed; spooling");
+                tracing::debug!(error = %e, dlq = %self.dlq, records = n, "writing to the DLQ failed; spooling");
+                self.summary.started();
+                self.summary.dlq_failures += 1;
+                self.summary.last_dlq_error = Some(e.to_string());
                 self.store_failed();
             }
             None => {}
@@ -705,7 +816,9 @@ impl<S: DlqStore> GuardedProducer<S> {
                 self.report.spooled += n;
                 self.spool_dirty = true;
                 self.dead_since = None;
-                tracing::warn!(records = n, dlq = %self.dlq, "dead letters spooled; they move to the DLQ once Kafka is back");
+                tracing::debug!(records = n, dlq = %self.dlq, "dead letters spooled; they move to the DLQ once Kafka is back");
+                self.summary.started();
+                self.summary.spooled += n;
                 Ok(())
             }
             Err(e) => {
@@ -733,8 +846,17 @@ impl<S: DlqStore> GuardedProducer<S> {
         if self.store.is_none() {
             match KafkaStore::open(self.kafka.clone()) {
                 Ok(s) => self.store = Some(s),
+                Err(e) if !e.is_retriable() => {
+                    // Credentials, permissions, configuration: spooling
+                    // would hide what a person must fix.
+                    self.fatal = Some(format!("opening the DLQ store: {e}"));
+                    return None;
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "the DLQ store cannot be opened (is Kafka down?)");
+                    tracing::debug!(error = %e, "the DLQ store cannot be opened (is Kafka down?)");
+                    self.summary.started();
+                    self.summary.dlq_failures += 1;
+                    self.summary.last_dlq_error = Some(e.to_string());
                     self.store_failed();
                     return None;
                 }
@@ -793,7 +915,8 @@ impl<S: DlqStore> GuardedProducer<S> {
 
 impl<S: DlqStore> Drop for GuardedProducer<S> {
     fn drop(&mut self) {
-        if self.outstanding() == 0 {
+        // Denied: nothing can be delivered or stored; the error said so.
+        if self.outstanding() == 0 || self.check_denied().is_err() {
             return;
         }
         tracing::warn!(
@@ -885,6 +1008,7 @@ fn create_producer(
     config: &ProducerConfig,
     topic_limit: Option<usize>,
     redactor: &Redactor,
+    health: &Health,
 ) -> Result<BaseProducer<AckContext>, ProducerError> {
     let mut c = base_config(kafka);
     let timeout_ms = config.delivery_timeout.as_millis();
@@ -913,7 +1037,7 @@ fn create_producer(
             (limit + REQUEST_SLACK).max(1_000_000).to_string(),
         );
     }
-    c.create_with_context(AckContext::default())
+    c.create_with_context(AckContext::new(health.clone()))
         .map_err(|e| ProducerError::Client {
             message: redactor.clean(e.to_string()),
         })
@@ -927,11 +1051,20 @@ fn set_if_unset(c: &mut ClientConfig, key: &str, value: &str) {
 
 /// The topic's `max.message.bytes`, or `None` when it cannot be read in
 /// `timeout` (no cluster, no such topic, not authorized).
-fn topic_limit(base: &ClientConfig, topic: &str, timeout: Duration) -> Option<usize> {
-    let admin: AdminClient<DefaultClientContext> = base.create().ok()?;
+fn topic_limit(
+    base: &ClientConfig,
+    topic: &str,
+    timeout: Duration,
+    health: &Health,
+) -> Option<usize> {
+    let admin: AdminClient<Watched> = base.create_with_context(Watched(health.clone())).ok()?;
+    let _watcher = crate::retry::watcher(base, health);
     let opts = AdminOptions::new().request_timeout(Some(timeout));
     let resources = [ResourceSpecifier::Topic(topic)];
-    let results = block_on(admin.describe_configs(&resources, &opts)).ok()?;
+    let results = block_on_unless(admin.describe_configs(&resources, &opts), || {
+        health.denied().is_some()
+    })?
+    .ok()?;
     let limit = results
         .into_iter()
         .next()?

@@ -8,7 +8,7 @@ use crate::shutdown::StopFlag;
 use anyhow::Context as _;
 use dlq_core::RetryPolicy;
 use dlq_core::process::{self, Input, ProcessConfig, ProcessSummary};
-use dlq_kafka::processor::{self, ProcessorConfig};
+use dlq_kafka::processor::{self, ProcessorConfig, Stop};
 use dlq_kafka::{KafkaConfig, KafkaStore};
 use dlq_marketlag::{Limits, Pipeline, SimulatedDownstream};
 use std::path::PathBuf;
@@ -125,7 +125,19 @@ fn run_kafka(cli: &Cli, args: &ProcessArgs) -> anyhow::Result<Outcome> {
     if let Some(dlq) = &args.dlq {
         cfg.dlq_topic = dlq.clone();
     }
-    cfg.stop_when_idle = args.stop_when_idle.map(Duration::from_secs_f64);
+    cfg.stop_when_idle = args
+        .stop_when_idle
+        .map(|secs| {
+            Duration::try_from_secs_f64(secs)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| anyhow::anyhow!("--stop-when-idle {secs}: expected seconds > 0"))
+        })
+        .transpose()?;
+    // Static membership: a restarted instance (same group, source and
+    // --instance) takes its partitions back at once instead of waiting
+    // for its crashed predecessor's session to time out.
+    cfg.group_instance_id = Some(format!("dlq-process-{group}-{topic}-{}", args.instance));
     let mut handler = handler(args)?;
     let stop = StopFlag::install()?;
     let stats = if args.exactly_once {
@@ -153,9 +165,34 @@ fn run_kafka(cli: &Cli, args: &ProcessArgs) -> anyhow::Result<Outcome> {
                 ]);
                 rows.push(vec!["aborts".to_owned(), stats.aborts.to_string()]);
             }
+            for l in &stats.lag {
+                rows.push(vec![
+                    format!("lag partition {}", l.partition),
+                    l.lag.to_string(),
+                ]);
+            }
             output::table(&mut out, &["", "records"], &rows)?;
         }
         _ => output::json(&mut out, cli.format, &stats)?,
+    }
+    drop(out);
+    // A batch run (--stop-when-idle) that ends with records left did not
+    // do its job: say where they are, exit 2. A stop requested by a signal
+    // is a clean stop; its lag is in the stats.
+    if stats.stop != Stop::Requested && !stats.caught_up {
+        let lag: Vec<String> = stats.lag.iter().map(ToString::to_string).collect();
+        let detail = match (lag.is_empty(), stats.stop) {
+            (false, _) => format!("lag left on {}", lag.join(", ")),
+            (true, Stop::Stalled) => "this instance was assigned no partition of the source".into(),
+            (true, _) => "the lag could not be measured".into(),
+        };
+        anyhow::bail!(
+            "stopped before {topic} was drained ({}): {detail}",
+            match stats.stop {
+                Stop::Stalled => "no progress for --stop-when-idle",
+                _ => "idle",
+            }
+        );
     }
     Ok(Outcome::Ok)
 }
