@@ -720,3 +720,24 @@ fn analyze_after_demo_groups_each_injected_failure_with_verdicts_fields_and_filt
     ]);
     assert_eq!(later.status.code(), Some(1));
 }
+
+// Issue #10, item 1 (h-fix): hostile filters, fixes and rates.
+
+#[test]
+fn a_filter_nested_too_deep_exits_2_naming_the_position() {
+    let env = Env::new();
+    let parens = format!("{}retryable{}", "(".repeat(10_000), ")".repeat(10_000));
+    let nots = "! ".repeat(60_000) + "retryable";
+    for (filter, position) in [(parens, 64), (nots, 128)] {
+        let r = env.run(&["inspect", "--filter", &filter]);
+        let stderr = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!("invalid filter at character {position}"))
+                && stderr.contains("nests deeper than 64 levels"),
+            "{}",
+            &stderr[..stderr.len().min(300)]
+        );
+        assert!(!stderr.contains("overflow"), "no stack overflow");
+    }
+}
