@@ -436,7 +436,8 @@ pub struct ReplayArgs {
     /// A jq expression applied to each payload first (run in-process by jaq).
     #[arg(long)]
     pub fix: Option<String>,
-    /// At most this many records per second.
+    /// At most this many records per second, from 0.001 to 1e9 (a dry run
+    /// is not paced).
     #[arg(long)]
     pub rate: Option<f64>,
     /// At most this many records.

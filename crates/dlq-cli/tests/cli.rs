@@ -741,3 +741,64 @@ fn a_filter_nested_too_deep_exits_2_naming_the_position() {
         assert!(!stderr.contains("overflow"), "no stack overflow");
     }
 }
+
+/// Three string-priced records in `dlq.polymarket.price_hourly`.
+fn three_string_prices(env: &Env) {
+    let bad: Vec<Vec<u8>> = (0..3)
+        .map(|i| {
+            GOOD_PRICE
+                .replace("0.42", "\"0.42\"")
+                .replace("evt-1", &format!("evt-{i}"))
+                .into_bytes()
+        })
+        .collect();
+    write_lines(&env.path("in.ndjson"), &bad);
+    env.ok(&[
+        "process",
+        "--pipeline",
+        "polymarket",
+        "--input",
+        "in.ndjson",
+        "--output",
+        "out.ndjson",
+    ]);
+}
+
+#[test]
+fn a_rate_outside_the_range_exits_2_and_a_dry_run_is_never_paced() {
+    let env = Env::new();
+    three_string_prices(&env);
+    let replay = ["replay", "--dlq", "dlq.polymarket.price_hourly"];
+    for rate in ["1e-300", "1e-10", "0", "-1", "2e9", "NaN", "inf"] {
+        let rate_arg = format!("--rate={rate}");
+        let r = env.run(&[&replay[..], &["--to", "file:r.ndjson", &rate_arg]].concat());
+        let stderr = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(2), "--rate {rate}: {stderr}");
+        assert!(
+            stderr.contains("between 0.001 and 1000000000 records per second"),
+            "--rate {rate}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let r = env.run(
+        &[
+            &replay[..],
+            &["--to", "file:r.ndjson", "--dry-run", "--rate", "1e-10"],
+        ]
+        .concat(),
+    );
+    assert_eq!(r.status.code(), Some(2), "validated in a dry run too");
+    // Paced at the slowest rate, three records would take 2,000 s.
+    let started = Instant::now();
+    let dry = env.json(
+        &[
+            &replay[..],
+            &["--to", "file:r.ndjson", "--dry-run", "--rate", "0.001"],
+        ]
+        .concat(),
+    );
+    assert_eq!(dry["previews"].as_array().map(Vec::len), Some(3));
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let stats = env.json(&["stats"]);
+    assert_eq!(stats["dlqs"][0]["pending"], 3);
+}

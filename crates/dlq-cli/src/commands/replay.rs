@@ -112,11 +112,7 @@ pub fn run(cli: &Cli, args: &ReplayArgs) -> anyhow::Result<Outcome> {
     options.dry_run = args.dry_run;
     options.max_replays = args.max_replays;
     options.batch_size = args.batch_size.max(1);
-    if let Some(rate) = args.rate
-        && !(rate > 0.0 && rate.is_finite())
-    {
-        anyhow::bail!("--rate must be a positive number of records per second, got {rate}");
-    }
+    options.validate().context("--rate")?;
     let format = match args.to_format {
         ToFormat::Payload => FileFormat::Payload,
         ToFormat::Envelope => FileFormat::Envelope,
