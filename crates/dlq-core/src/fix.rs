@@ -28,9 +28,35 @@
 //!   nesting depth is bounded before jaq's recursive JSON reader sees a
 //!   payload (or a string passed to `fromjson`/`tonumber`), and evaluation runs
 //!   under [`std::panic::catch_unwind`] as a last line of defence.
-//!   A fix can still be written to loop forever or allocate without bound
-//!   (`repeat(.)`, `range(1e15)`); fixes are written by operators, not by
-//!   the producers of payloads.
+//!
+//! # Limits: a fix cannot hang or crash the process
+//!
+//! A fix may come from anyone allowed to preview a replay, so every fix runs
+//! under a budget, and a fix that exceeds it fails for that record (which
+//! stays pending) with a precise [`FixError`]:
+//!
+//! * **At compile time**: the text is at most [`MAX_FIX_LEN`] bytes, and its
+//!   brackets, strings and the tree jaq parses from it nest at most
+//!   [`MAX_FIX_DEPTH`] levels ([`FixError::TooLong`], [`FixError::TooDeep`]).
+//!   jaq's parser, compiler and evaluator recurse along that tree; parsing
+//!   and compiling run on a thread of their own with a large stack.
+//! * **At run time, per record** ([`FixLimits`]): a time budget
+//!   ([`DEFAULT_FIX_TIMEOUT`], [`FixError::TimedOut`]), a step budget
+//!   ([`MAX_FIX_STEPS`], [`FixError::BudgetExceeded`]) where a step is one
+//!   call of a definition, one round of `reduce`/`foreach` or one output of
+//!   `range`, a recursion bound (the thread's remaining stack,
+//!   [`FixError::RecursionTooDeep`]), and a size limit on the output and on
+//!   strings and arrays built by `+` and `*`
+//!   ([`DEFAULT_FIX_MAX_OUTPUT_BYTES`], [`FixError::OutputTooLarge`]).
+//!   So `def f: f; f`, `last(range(1e18))`, `def f: [f]; f`,
+//!   `[range(1e9)] | length` and `"x" * 1e12` all fail fast instead of
+//!   hanging or aborting. Once a budget is exhausted, the fix's own `try`,
+//!   `?` and `//` cannot catch it: every later step fails again.
+//!
+//! What the budget does not bound: the time of a single native filter on a
+//! large value (`sort`, `test` on a long string, `tojson`), which is bounded
+//! by the size of the payload; and, while stepping, values nested deeper
+//! than the payload itself, which jaq drops recursively.
 //!
 //! # Payload semantics
 //!
@@ -55,17 +81,25 @@
 use std::fmt::Write as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use std::time::Duration;
+
 use jaq_core::box_iter::box_once;
 use jaq_core::compile::Undefined;
-use jaq_core::data::JustLut;
-use jaq_core::load::{self, Arena, File, Loader};
+use jaq_core::load::lex::Token;
+use jaq_core::load::{self, Arena, File, Lexer, Loader, Parser};
 use jaq_core::native::{Fun, v};
 use jaq_core::{Compiler, Ctx, Exn, Vars};
 use jaq_json::{Num, Val};
 use serde_json::value::RawValue;
 
-/// The jaq data kind used by fixes: plain JSON values, no custom global data.
-type Data = JustLut<Val>;
+mod budget;
+mod rewrite;
+
+use budget::{Budget, Env, Exhausted};
+
+/// The jaq data kind used by fixes: JSON values, and the budget of the
+/// application in the global data.
+type Data = budget::FixData;
 
 /// jaq errors carrying jaq-json values.
 type JaqError = jaq_core::Error<Val>;
@@ -84,12 +118,99 @@ pub const MAX_MESSAGE_CHARS: usize = 1000;
 /// more than one; [`FixError::MultipleOutputs::count`] never exceeds it.
 pub const MAX_COUNTED_OUTPUTS: usize = 1000;
 
+/// Longest fix text accepted, in bytes.
+pub const MAX_FIX_LEN: usize = 64 * 1024;
+
+/// How deep a fix may nest: brackets, strings and interpolations in its
+/// text, and the tree jaq parses from it (where `a | b | c` and `.a.b.c`
+/// count one level per step, as jaq evaluates them).
+///
+/// Real fixes nest a dozen levels; the bound keeps jaq's recursive
+/// evaluation well inside [`budget::STACK_RESERVE`].
+pub const MAX_FIX_DEPTH: usize = 256;
+
+/// Default time budget of a fix, per record.
+pub const DEFAULT_FIX_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// Longest time budget [`FixLimits::validate`] accepts.
+pub const MAX_FIX_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default limit on the size of a fix's output, and of the strings and
+/// arrays it builds with `+` and `*` (bytes, or elements for arrays).
+pub const DEFAULT_FIX_MAX_OUTPUT_BYTES: usize = 16 * 1024 * 1024;
+
+/// Largest output limit [`FixLimits::validate`] accepts.
+pub const MAX_FIX_OUTPUT_BYTES: usize = 1024 * 1024 * 1024;
+
+/// Default step budget of a fix, per record: calls of definitions, rounds
+/// of `reduce`/`foreach` and outputs of `range`. Fixing a payload of a few
+/// thousand values takes a few thousand steps.
+pub const MAX_FIX_STEPS: u64 = 2_000_000;
+
+/// Stack of the thread that parses and compiles a fix: jaq's parser
+/// recurses once per prefix operator or `|`, and a fix of [`MAX_FIX_LEN`]
+/// bytes can hold tens of thousands of them before the depth is measured.
+const COMPILE_STACK: usize = 256 * 1024 * 1024;
+
 /// Native filters removed from the standard library.
 ///
 /// * `env` would expose the process environment (secrets).
 /// * `localtime` and `strflocaltime` read `TZ` and `/etc/localtime`.
 /// * `fromjson` is replaced by a depth-checked version (see [`fromjson`]).
-const REMOVED_FILTERS: &[&str] = &["env", "localtime", "strflocaltime", "fromjson"];
+/// * `range/3` is replaced by one that charges the budget.
+const REMOVED_FILTERS: &[&str] = &["env", "localtime", "strflocaltime", "fromjson", "range"];
+
+/// What a fix may spend on one record; see the [module
+/// documentation](self#limits-a-fix-cannot-hang-or-crash-the-process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FixLimits {
+    /// Time budget per record.
+    pub timeout: Duration,
+    /// Largest output, in bytes; also the longest string (bytes) or array
+    /// (elements) `+` and `*` may build.
+    pub max_output_bytes: usize,
+    /// Step budget per record.
+    pub max_steps: u64,
+}
+
+impl Default for FixLimits {
+    fn default() -> Self {
+        FixLimits {
+            timeout: DEFAULT_FIX_TIMEOUT,
+            max_output_bytes: DEFAULT_FIX_MAX_OUTPUT_BYTES,
+            max_steps: MAX_FIX_STEPS,
+        }
+    }
+}
+
+impl FixLimits {
+    /// Checks limits given by a user.
+    ///
+    /// # Errors
+    ///
+    /// [`FixError::InvalidLimits`] for a timeout of 0 or above
+    /// [`MAX_FIX_TIMEOUT`], an output limit of 0 or above
+    /// [`MAX_FIX_OUTPUT_BYTES`], or a step budget of 0.
+    pub fn validate(&self) -> Result<(), FixError> {
+        let reason = if self.timeout.is_zero() || self.timeout > MAX_FIX_TIMEOUT {
+            format!(
+                "the fix timeout must be from 1 to {} ms, got {} ms",
+                MAX_FIX_TIMEOUT.as_millis(),
+                self.timeout.as_millis()
+            )
+        } else if self.max_output_bytes == 0 || self.max_output_bytes > MAX_FIX_OUTPUT_BYTES {
+            format!(
+                "the fix output limit must be from 1 to {MAX_FIX_OUTPUT_BYTES} bytes, got {}",
+                self.max_output_bytes
+            )
+        } else if self.max_steps == 0 {
+            "the fix step budget must be at least 1".to_owned()
+        } else {
+            return Ok(());
+        };
+        Err(FixError::InvalidLimits { reason })
+    }
+}
 
 /// A compiled jq expression that repairs a dead-lettered payload.
 ///
@@ -101,6 +222,8 @@ pub struct Fix {
     filter: jaq_core::Filter<Data>,
     /// The source text, as given to [`Fix::compile`].
     expr: String,
+    /// The budget of each application.
+    limits: FixLimits,
 }
 
 // The replayer shares fixes across threads; fail the build if jaq ever stops
@@ -115,6 +238,7 @@ impl std::fmt::Debug for Fix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Fix")
             .field("expr", &self.expr)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -160,6 +284,50 @@ pub enum FixError {
         /// The nesting limit, [`MAX_JSON_DEPTH`].
         limit: usize,
     },
+    /// The expression is longer than [`MAX_FIX_LEN`] bytes.
+    #[error("fix is {len} bytes long; the limit is {limit}")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// [`MAX_FIX_LEN`].
+        limit: usize,
+    },
+    /// The expression nests deeper than [`MAX_FIX_DEPTH`] levels.
+    #[error("fix nests deeper than {limit} levels{}", at.as_deref().map(|at| format!(" (at {at})")).unwrap_or_default())]
+    TooDeep {
+        /// [`MAX_FIX_DEPTH`].
+        limit: usize,
+        /// `line:column` where the text crosses the limit, when known.
+        at: Option<String>,
+    },
+    /// The fix recursed deeper than the stack allows (`def f: [f]; f`).
+    #[error("fix recursed too deep (the stack is nearly exhausted)")]
+    RecursionTooDeep,
+    /// The fix took more steps than its budget (`def f: f; f`).
+    #[error("fix exceeded its budget of {steps} steps")]
+    BudgetExceeded {
+        /// The step budget, [`FixLimits::max_steps`].
+        steps: u64,
+    },
+    /// The fix ran longer than its time budget.
+    #[error("fix timed out after {timeout_ms} ms")]
+    TimedOut {
+        /// The time budget, [`FixLimits::timeout`], in milliseconds.
+        timeout_ms: u128,
+    },
+    /// The output, or a string or array built by the fix, is larger than
+    /// [`FixLimits::max_output_bytes`].
+    #[error("fix output is larger than {limit} bytes")]
+    OutputTooLarge {
+        /// The limit, [`FixLimits::max_output_bytes`].
+        limit: usize,
+    },
+    /// [`FixLimits`] out of range.
+    #[error("{reason}")]
+    InvalidLimits {
+        /// What is wrong.
+        reason: String,
+    },
     /// The output cannot be written as JSON (a byte string made by
     /// `tobytes`, or an object key that is not a string).
     #[error("fix output is not representable as JSON: {reason}")]
@@ -170,67 +338,59 @@ pub enum FixError {
 }
 
 impl Fix {
-    /// Parses and compiles a jq expression.
+    /// Parses and compiles a jq expression, with the default [`FixLimits`].
     ///
     /// # Errors
     ///
-    /// [`FixError::Compile`] with every lex, parse and compile error jaq
-    /// reports (syntax errors, undefined filters or variables, module or
-    /// data imports, `$ENV`/`env`).
+    /// [`FixError::TooLong`] or [`FixError::TooDeep`] for an expression
+    /// beyond [`MAX_FIX_LEN`] or [`MAX_FIX_DEPTH`]; [`FixError::Compile`]
+    /// with every lex, parse and compile error jaq reports (syntax errors,
+    /// undefined filters or variables, module or data imports,
+    /// `$ENV`/`env`).
     pub fn compile(expr: &str) -> Result<Fix, FixError> {
-        let compile_error = |errors: Vec<String>| FixError::Compile {
-            expr: expr.to_owned(),
-            errors: errors.join("\n"),
-        };
-
-        let defs = jaq_core::defs()
-            .chain(jaq_std::defs())
-            .chain(jaq_json::defs());
-        let loader = Loader::new(defs);
-        let arena = Arena::default();
-        let program = File {
-            code: expr,
-            path: (),
-        };
-        let modules = loader.load(&arena, program).map_err(|errs| {
-            let msgs = errs
-                .iter()
-                .flat_map(|(file, err)| load_error_messages(file.code, err));
-            compile_error(msgs.collect())
-        })?;
-        // `import "f" as $x;` binds a data file to a global variable. The
-        // loader only records such imports; refuse them, as fixes get no
-        // files (and running with the variable unbound would panic in jaq).
-        load::import(&modules, |_| {
-            Err("data files are not available to fixes".into())
+        if expr.len() > MAX_FIX_LEN {
+            return Err(FixError::TooLong {
+                len: expr.len(),
+                limit: MAX_FIX_LEN,
+            });
+        }
+        if let Some(offset) = rewrite::nesting_exceeds(expr, MAX_FIX_DEPTH) {
+            return Err(FixError::TooDeep {
+                limit: MAX_FIX_DEPTH,
+                at: Some(line_column(expr, offset)),
+            });
+        }
+        // jaq's parser and compiler recurse; give them a stack of their own
+        // that no text of MAX_FIX_LEN bytes can exhaust.
+        std::thread::scope(|scope| {
+            let compiler = std::thread::Builder::new()
+                .name("dlq-fix-compile".to_owned())
+                .stack_size(COMPILE_STACK)
+                .spawn_scoped(scope, || compile_on_this_thread(expr));
+            let internal = |what: String| FixError::Compile {
+                expr: expr.to_owned(),
+                errors: what,
+            };
+            match compiler {
+                Ok(handle) => handle
+                    .join()
+                    .unwrap_or_else(|_| Err(internal("internal error in the jq compiler".into()))),
+                Err(e) => Err(internal(format!("cannot start the jq compiler: {e}"))),
+            }
         })
-        .map_err(|errs| {
-            let msgs = errs
-                .iter()
-                .flat_map(|(file, err)| load_error_messages(file.code, err));
-            compile_error(msgs.collect())
-        })?;
+    }
 
-        let filter = Compiler::default()
-            .with_funs(funs())
-            .compile(modules)
-            .map_err(|errs| {
-                let msgs = errs.iter().flat_map(|(file, errs)| {
-                    errs.iter().map(|(name, undefined)| {
-                        let what = match undefined {
-                            Undefined::Filter(arity) => format!("filter `{name}/{arity}`"),
-                            other => format!("{} `{name}`", other.as_str()),
-                        };
-                        at(file.code, name, &format!("undefined {what}"))
-                    })
-                });
-                compile_error(msgs.collect())
-            })?;
+    /// The same fix with other limits.
+    #[must_use]
+    pub fn with_limits(mut self, limits: FixLimits) -> Fix {
+        self.limits = limits;
+        self
+    }
 
-        Ok(Fix {
-            filter,
-            expr: expr.to_owned(),
-        })
+    /// The limits each application runs under.
+    #[must_use]
+    pub fn limits(&self) -> &FixLimits {
+        &self.limits
     }
 
     /// The jq expression this fix was compiled from.
@@ -242,7 +402,7 @@ impl Fix {
     /// Runs the fix on one payload and returns the new payload.
     ///
     /// See the [module documentation](self) for how payloads are read and
-    /// written.
+    /// written, and for the budget each application runs under.
     ///
     /// # Errors
     ///
@@ -250,7 +410,9 @@ impl Fix {
     /// that cannot be read; [`FixError::Runtime`] if the fix raises an error;
     /// [`FixError::NoOutput`] or [`FixError::MultipleOutputs`] unless it
     /// yields exactly one value; [`FixError::OutputNotJson`] if that value
-    /// has no JSON form.
+    /// has no JSON form; [`FixError::TimedOut`],
+    /// [`FixError::BudgetExceeded`], [`FixError::RecursionTooDeep`] or
+    /// [`FixError::OutputTooLarge`] if it exceeds its budget.
     pub fn apply(&self, payload: &[u8]) -> Result<Vec<u8>, FixError> {
         catch_unwind(AssertUnwindSafe(|| self.apply_inner(payload))).unwrap_or_else(|panic| {
             let detail = panic
@@ -268,21 +430,58 @@ impl Fix {
     }
 
     fn apply_inner(&self, payload: &[u8]) -> Result<Vec<u8>, FixError> {
-        let (input, is_text) = read_payload(payload)?;
-        let output = self.run(input)?;
-        match output {
-            Val::TStr(s) | Val::BStr(s) if is_text => Ok(s.to_vec()),
-            value => {
-                let mut out = String::new();
-                write_json(&value, &mut out)?;
-                Ok(out.into_bytes())
-            }
+        let limits = &self.limits;
+        let budget = Budget::new(limits.max_steps, limits.timeout, limits.max_output_bytes);
+        let result = self.apply_budgeted(payload, &budget);
+        // Whatever the fix made of a budget error (caught it, turned it
+        // into an output), the record failed for the budget.
+        match budget.exhausted() {
+            None => result,
+            Some(Exhausted::Steps) => Err(FixError::BudgetExceeded {
+                steps: limits.max_steps,
+            }),
+            Some(Exhausted::Time) => Err(FixError::TimedOut {
+                timeout_ms: limits.timeout.as_millis(),
+            }),
+            Some(Exhausted::Stack) => Err(FixError::RecursionTooDeep),
+            Some(Exhausted::Output) => Err(FixError::OutputTooLarge {
+                limit: limits.max_output_bytes,
+            }),
         }
     }
 
+    fn apply_budgeted(&self, payload: &[u8], budget: &Budget) -> Result<Vec<u8>, FixError> {
+        let limit = self.limits.max_output_bytes;
+        let too_large = || {
+            budget.output_too_large();
+            FixError::OutputTooLarge { limit }
+        };
+        let (input, is_text) = read_payload(payload)?;
+        let output = self.run(input, budget)?;
+        let bytes = match output {
+            Val::TStr(s) | Val::BStr(s) if is_text => s.to_vec(),
+            value => {
+                let mut out = String::new();
+                write_json(&value, &mut out, limit).map_err(|e| match e {
+                    FixError::OutputTooLarge { .. } => too_large(),
+                    e => e,
+                })?;
+                out.into_bytes()
+            }
+        };
+        if bytes.len() > limit {
+            return Err(too_large());
+        }
+        Ok(bytes)
+    }
+
     /// Runs the filter and insists on exactly one output.
-    fn run(&self, input: Val) -> Result<Val, FixError> {
-        let ctx = Ctx::<Data>::new(&self.filter.lut, Vars::new([]));
+    fn run(&self, input: Val, budget: &Budget) -> Result<Val, FixError> {
+        let env = Env {
+            lut: &self.filter.lut,
+            budget,
+        };
+        let ctx = Ctx::<Data>::new(env, Vars::new([]));
         let mut outputs = self.filter.id.run((ctx, input));
         let first = match outputs.next() {
             None => return Err(FixError::NoOutput),
@@ -304,6 +503,120 @@ impl Fix {
     }
 }
 
+/// Compiles a fix whose length and bracket nesting have been checked, on a
+/// thread with a large stack.
+fn compile_on_this_thread(expr: &str) -> Result<Fix, FixError> {
+    let compile_error = |errors: Vec<String>| FixError::Compile {
+        expr: expr.to_owned(),
+        errors: errors.join("\n"),
+    };
+    let std_defs = || {
+        jaq_core::defs()
+            .chain(jaq_std::defs())
+            .chain(jaq_json::defs())
+    };
+
+    // jaq's own loading, for its error messages, and to refuse modules.
+    {
+        let arena = Arena::default();
+        let program = File {
+            code: expr,
+            path: (),
+        };
+        let modules = Loader::new(std_defs())
+            .load(&arena, program)
+            .map_err(|errs| {
+                let msgs = errs
+                    .iter()
+                    .flat_map(|(file, err)| load_error_messages(file.code, err));
+                compile_error(msgs.collect())
+            })?;
+        // `import "f" as $x;` binds a data file to a global variable. The
+        // loader only records such imports; refuse them, as fixes get no
+        // files (and running with the variable unbound would panic in jaq).
+        load::import(&modules, |_| {
+            Err("data files are not available to fixes".into())
+        })
+        .map_err(|errs| {
+            let msgs = errs
+                .iter()
+                .flat_map(|(file, err)| load_error_messages(file.code, err));
+            compile_error(msgs.collect())
+        })?;
+    }
+
+    // The term again, to measure it and put the budget into it.
+    let tokens = Lexer::new(expr)
+        .lex()
+        .map_err(|_| compile_error(vec!["the fix does not lex".to_owned()]))?;
+    let term = Parser::new(&tokens).parse(|p| p.term()).map_err(|errs| {
+        let msgs = errs.iter().map(|(expect, found)| {
+            let found = Token::opt_as_str(*found, expr);
+            let msg = format!("expected {}, {}", expect.as_str(), found_text(found));
+            at(expr, found, &msg)
+        });
+        compile_error(msgs.collect())
+    })?;
+    if rewrite::depth(&term) > MAX_FIX_DEPTH {
+        return Err(FixError::TooDeep {
+            limit: MAX_FIX_DEPTH,
+            at: None,
+        });
+    }
+
+    // The program: the standard library and the user's term, each
+    // definition under the budget; the main module just calls the term.
+    let prelude = std_defs()
+        .map(|def| rewrite::budget_def(rewrite::shorten(def)))
+        .chain([rewrite::main_def(term)]);
+    let arena = Arena::default();
+    let program = File {
+        code: rewrite::MAIN,
+        path: (),
+    };
+    let modules = Loader::new(prelude).load(&arena, program).map_err(|errs| {
+        let msgs = errs
+            .iter()
+            .flat_map(|(_, err)| load_error_messages(expr, err));
+        compile_error(msgs.collect())
+    })?;
+    let filter = Compiler::default()
+        .with_funs(funs())
+        .compile(modules)
+        .map_err(|errs| {
+            let msgs = errs.iter().flat_map(|(_, errs)| {
+                errs.iter().map(|(name, undefined)| {
+                    let what = match undefined {
+                        Undefined::Filter(arity) => format!("filter `{name}/{arity}`"),
+                        other => format!("{} `{name}`", other.as_str()),
+                    };
+                    // Names point into the user's text (or the library's).
+                    at(expr, name, &format!("undefined {what}"))
+                })
+            });
+            compile_error(msgs.collect())
+        })?;
+
+    Ok(Fix {
+        filter,
+        expr: expr.to_owned(),
+        limits: FixLimits::default(),
+    })
+}
+
+/// `line:column` (1-based) of a byte offset.
+fn line_column(code: &str, offset: usize) -> String {
+    let offset = (0..=offset.min(code.len()))
+        .rev()
+        .find(|&i| code.is_char_boundary(i))
+        .unwrap_or(0);
+    let before = &code[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    format!("{line}:{column}")
+}
+
 /// The native filters available to fixes.
 fn funs() -> impl Iterator<Item = Fun<Data>> {
     jaq_core::funs::<Data>()
@@ -313,6 +626,7 @@ fn funs() -> impl Iterator<Item = Fun<Data>> {
         .chain([jaq_core::native::run::<Data>(("fromjson", v(0), |cv| {
             fromjson(cv.1)
         }))])
+        .chain(budget::natives())
 }
 
 /// `fromjson` (also used by `tonumber`), refusing too deeply nested text.
@@ -437,8 +751,14 @@ fn shorten(mut text: String, max_chars: usize) -> String {
     text
 }
 
-/// Writes a jq value as compact JSON, like `serde_json::to_vec`.
-fn write_json(value: &Val, out: &mut String) -> Result<(), FixError> {
+/// Writes a jq value as compact JSON, like `serde_json::to_vec`, failing
+/// with [`FixError::OutputTooLarge`] past `limit` bytes.
+fn write_json(value: &Val, out: &mut String, limit: usize) -> Result<(), FixError> {
+    // Values share their parts, so a small value can print huge: stop at
+    // the limit instead of exhausting memory.
+    if out.len() > limit {
+        return Err(FixError::OutputTooLarge { limit });
+    }
     match value {
         Val::Null => out.push_str("null"),
         Val::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -455,7 +775,7 @@ fn write_json(value: &Val, out: &mut String) -> Result<(), FixError> {
                 if i > 0 {
                     out.push(',');
                 }
-                write_json(item, out)?;
+                write_json(item, out, limit)?;
             }
             out.push(']');
         }
@@ -474,7 +794,7 @@ fn write_json(value: &Val, out: &mut String) -> Result<(), FixError> {
                     }
                 }
                 out.push(':');
-                write_json(item, out)?;
+                write_json(item, out, limit)?;
             }
             out.push('}');
         }
@@ -982,15 +1302,26 @@ mod tests {
     }
 
     #[test]
-    fn panics_inside_jaq_become_runtime_errors() {
+    fn repeating_a_string_past_the_limit_is_output_too_large() {
         // jaq 3.1 panics with "capacity overflow" when repeating a string a
-        // huge number of times; `apply` must turn that into an error.
-        match apply(r#""ab" * .n"#, r#"{"n":12345678901234567890}"#) {
-            Err(FixError::Runtime { message }) => {
-                assert!(message.contains("internal error"), "{message}");
-            }
-            other => panic!("unexpected {other:?}"),
+        // huge number of times, and aborts when the allocation fails.
+        for (expr, payload) in [
+            (r#""ab" * .n"#, r#"{"n":12345678901234567890}"#),
+            (r#""x" * 1000000000000"#, "{}"),
+            (r#".n * "x""#, r#"{"n":17000000}"#),
+        ] {
+            assert!(
+                matches!(
+                    apply(expr, payload),
+                    Err(FixError::OutputTooLarge {
+                        limit: DEFAULT_FIX_MAX_OUTPUT_BYTES
+                    })
+                ),
+                "{expr}"
+            );
         }
+        assert_eq!(apply(r#""ab" * 3"#, "{}").unwrap(), r#""ababab""#);
+        assert_eq!(apply(r#""ab" * 0"#, "{}").unwrap(), "null");
     }
 
     mod never_panics {

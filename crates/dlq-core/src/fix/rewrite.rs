@@ -1,0 +1,355 @@
+//! What a fix's text goes through before jaq compiles it: a nesting scan of
+//! the text, a depth measure of the parsed term, and the rewriting that puts
+//! the budget into the program (see [`super::budget`]).
+//!
+//! jaq's lexer, parser and compiler are recursive, and its evaluation
+//! recurses along the term tree, so the text is refused before jaq sees it
+//! when its brackets nest too deep, and the term after parsing when its tree
+//! is too deep.
+
+use jaq_core::load::lex::StrPart;
+use jaq_core::load::parse::{BinaryOp, Def, Pattern, Term};
+use jaq_core::ops::Math;
+use jaq_core::path::Part;
+
+/// The native filter that charges one step of the budget (identity).
+pub(super) const TICK: &str = "__dlq_tick";
+/// The native `+` that refuses results larger than the output limit.
+pub(super) const ADD: &str = "__dlq_add";
+/// The native `*` that refuses results larger than the output limit.
+pub(super) const MUL: &str = "__dlq_mul";
+/// The definition that holds the user's (rewritten) expression.
+pub(super) const MAIN: &str = "__dlq_fix";
+/// The variable `l += r` binds `r` to once rewritten as `r as $v | l |= . + $v`.
+const UPDATE_VAR: &str = "$__dlq_update";
+
+/// Where the text nests brackets, strings and string interpolations deeper
+/// than `limit`: the byte offset of the opening that crosses it.
+///
+/// This follows jaq's lexer, whose recursion it bounds: `(`, `[`, `{` and
+/// `"` open a level, and so does `\(` inside a string; `#` starts a
+/// comment. On malformed text it may misjudge, but only where the lexer
+/// fails anyway.
+pub(super) fn nesting_exceeds(code: &str, limit: usize) -> Option<usize> {
+    #[derive(PartialEq)]
+    enum Level {
+        Code,
+        Str,
+    }
+    let bytes = code.as_bytes();
+    let mut stack: Vec<Level> = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let in_str = stack.last() == Some(&Level::Str);
+        let opened = match (in_str, bytes[i]) {
+            (false, b'(' | b'[' | b'{') => Some(Level::Code),
+            (false, b'"') => Some(Level::Str),
+            (false, b')' | b']' | b'}') => {
+                stack.pop();
+                None
+            }
+            (false, b'#') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                None
+            }
+            (true, b'\\') if bytes.get(i + 1) == Some(&b'(') => {
+                i += 1;
+                Some(Level::Code)
+            }
+            (true, b'\\') => {
+                i += 1;
+                None
+            }
+            (true, b'"') => {
+                stack.pop();
+                None
+            }
+            _ => None,
+        };
+        if let Some(level) = opened {
+            stack.push(level);
+            if stack.len() > limit {
+                return Some(i);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The depth of a parsed term: one level per term, per path part and per
+/// pattern, so that it bounds the recursion of compiling and running it
+/// (`a | b | c` is three deep, as jaq nests it; so is `.a.b.c`).
+///
+/// Iterative, so that measuring a term can never be what overflows.
+pub(super) fn depth(term: &Term<&str>) -> usize {
+    enum Node<'t, 's> {
+        Term(&'t Term<&'s str>),
+        Pattern(&'t Pattern<&'s str>),
+    }
+    let mut max = 0;
+    let mut todo = vec![(Node::Term(term), 1)];
+    while let Some((node, level)) = todo.pop() {
+        max = max.max(level);
+        let next = level + 1;
+        let mut push = |t| todo.push((Node::Term(t), next));
+        match node {
+            Node::Pattern(p) => match p {
+                Pattern::Var(_) => {}
+                Pattern::Arr(ps) => {
+                    todo.extend(ps.iter().map(|p| (Node::Pattern(p), next)));
+                }
+                Pattern::Obj(kps) => {
+                    for (k, p) in kps {
+                        todo.push((Node::Term(k), next));
+                        todo.push((Node::Pattern(p), next));
+                    }
+                }
+            },
+            Node::Term(t) => match t {
+                Term::Id | Term::Recurse | Term::Num(_) | Term::Break(_) | Term::Var(_) => {}
+                Term::Str(_, parts) => {
+                    for part in parts {
+                        if let StrPart::Term(t) = part {
+                            push(t);
+                        }
+                    }
+                }
+                Term::Arr(t) => t.iter().for_each(|t| push(t)),
+                Term::Obj(kvs) => {
+                    for (k, v) in kvs {
+                        push(k);
+                        if let Some(v) = v {
+                            push(v);
+                        }
+                    }
+                }
+                Term::Neg(t) | Term::Label(_, t) => push(t),
+                Term::BinOp(l, op, r) => {
+                    push(l);
+                    push(r);
+                    if let BinaryOp::Pipe(Some(p)) = op {
+                        todo.push((Node::Pattern(p), next));
+                    }
+                }
+                Term::Fold(_, xs, p, args) => {
+                    push(xs);
+                    args.iter().for_each(&mut push);
+                    todo.push((Node::Pattern(p), next));
+                }
+                Term::TryCatch(t, c) => {
+                    push(t);
+                    c.iter().for_each(|c| push(c));
+                }
+                Term::IfThenElse(ifs, els) => {
+                    for (i, t) in ifs {
+                        push(i);
+                        push(t);
+                    }
+                    els.iter().for_each(|e| push(e));
+                }
+                Term::Def(defs, t) => {
+                    defs.iter().for_each(|d| push(&d.body));
+                    push(t);
+                }
+                Term::Call(_, args) => args.iter().for_each(push),
+                Term::Path(t, path) => {
+                    push(t);
+                    // Each part of `.a.b.c` is one more level when updated.
+                    for (i, (part, _)) in path.0.iter().enumerate() {
+                        let at = next + i;
+                        match part {
+                            Part::Index(t) => todo.push((Node::Term(t), at + 1)),
+                            Part::Range(from, to) => {
+                                for t in from.iter().chain(to) {
+                                    todo.push((Node::Term(t), at + 1));
+                                }
+                            }
+                        }
+                        max = max.max(at);
+                    }
+                }
+            },
+        }
+    }
+    max
+}
+
+/// A library definition, seen with the lifetime of the user's text.
+pub(super) fn shorten<'s>(def: Def<&'static str>) -> Def<&'s str> {
+    def
+}
+
+/// `TICK | body`.
+fn ticked<'s>(body: Term<&'s str>) -> Term<&'s str> {
+    Term::BinOp(
+        Box::new(Term::Call(TICK, Vec::new())),
+        BinaryOp::Pipe(None),
+        Box::new(body),
+    )
+}
+
+/// A definition whose body (and every term inside) charges the budget.
+pub(super) fn budget_def<'s>(mut def: Def<&'s str>) -> Def<&'s str> {
+    budget_term(&mut def.body);
+    def.body = ticked(std::mem::take(&mut def.body));
+    def
+}
+
+/// The definition [`MAIN`] that runs the user's term under the budget.
+pub(super) fn main_def(term: Term<&str>) -> Def<&str> {
+    budget_def(Def {
+        name: MAIN,
+        args: Vec::new(),
+        body: term,
+    })
+}
+
+/// Rewrites a term in place so that every way it can loop or grow charges
+/// the budget:
+///
+/// * every definition body starts with a tick: recursion, tail-recursive
+///   loops and the standard library's generators (`repeat`, `recurse`,
+///   `while`, `until`, `limit`'s argument...) all go through definitions;
+/// * the update of `reduce`/`foreach` starts with a tick;
+/// * `l + r` and `l * r` (and `+=`, `*=`) go through natives that refuse
+///   results larger than the output limit, so that doubling a string or
+///   repeating it (`"x" * 1e12`) fails instead of exhausting memory.
+///
+/// Recursive, but only over terms whose [`depth`] has been checked (or
+/// jaq's own standard library).
+fn budget_term(t: &mut Term<&str>) {
+    match t {
+        Term::Id | Term::Recurse | Term::Num(_) | Term::Break(_) | Term::Var(_) => {}
+        Term::Str(_, parts) => {
+            for part in parts {
+                if let StrPart::Term(t) = part {
+                    budget_term(t);
+                }
+            }
+        }
+        Term::Arr(t) => t.iter_mut().for_each(|t| budget_term(t)),
+        Term::Obj(kvs) => {
+            for (k, v) in kvs {
+                budget_term(k);
+                v.iter_mut().for_each(budget_term);
+            }
+        }
+        Term::Neg(t) | Term::Label(_, t) => budget_term(t),
+        Term::BinOp(l, op, r) => {
+            budget_term(l);
+            budget_term(r);
+            budget_pattern(op);
+            let guard = match op {
+                BinaryOp::Math(Math::Add) => Some((ADD, false)),
+                BinaryOp::Math(Math::Mul) => Some((MUL, false)),
+                BinaryOp::UpdateMath(Math::Add) => Some((ADD, true)),
+                BinaryOp::UpdateMath(Math::Mul) => Some((MUL, true)),
+                _ => None,
+            };
+            if let Some((native, update)) = guard {
+                let l = std::mem::take(&mut **l);
+                let r = std::mem::take(&mut **r);
+                *t = if update {
+                    // jq defines `l += r` as `r as $v | l |= . + $v`.
+                    let add = Term::Call(native, vec![Term::Id, Term::Var(UPDATE_VAR)]);
+                    let update = Term::BinOp(Box::new(l), BinaryOp::Update, Box::new(add));
+                    Term::BinOp(
+                        Box::new(r),
+                        BinaryOp::Pipe(Some(Pattern::Var(UPDATE_VAR))),
+                        Box::new(update),
+                    )
+                } else {
+                    Term::Call(native, vec![l, r])
+                };
+            }
+        }
+        Term::Fold(_, xs, _, args) => {
+            budget_term(xs);
+            args.iter_mut().for_each(budget_term);
+            if let Some(update) = args.get_mut(1) {
+                *update = ticked(std::mem::take(update));
+            }
+        }
+        Term::TryCatch(t, c) => {
+            budget_term(t);
+            c.iter_mut().for_each(|c| budget_term(c));
+        }
+        Term::IfThenElse(ifs, els) => {
+            for (i, t) in ifs {
+                budget_term(i);
+                budget_term(t);
+            }
+            els.iter_mut().for_each(|e| budget_term(e));
+        }
+        Term::Def(defs, t) => {
+            for def in defs.iter_mut() {
+                budget_term(&mut def.body);
+                def.body = ticked(std::mem::take(&mut def.body));
+            }
+            budget_term(t);
+        }
+        Term::Call(_, args) => args.iter_mut().for_each(budget_term),
+        Term::Path(t, path) => {
+            budget_term(t);
+            for (part, _) in &mut path.0 {
+                match part {
+                    Part::Index(t) => budget_term(t),
+                    Part::Range(from, to) => {
+                        from.iter_mut().chain(to.iter_mut()).for_each(budget_term);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Terms inside an `as` pattern (`. as {(f): $x} | ...`).
+fn budget_pattern(op: &mut BinaryOp<&str>) {
+    fn walk(p: &mut Pattern<&str>) {
+        match p {
+            Pattern::Var(_) => {}
+            Pattern::Arr(ps) => ps.iter_mut().for_each(walk),
+            Pattern::Obj(kps) => {
+                for (k, p) in kps {
+                    budget_term(k);
+                    walk(p);
+                }
+            }
+        }
+    }
+    if let BinaryOp::Pipe(Some(p)) = op {
+        walk(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(code: &str) -> Term<&str> {
+        jaq_core::load::parse(code, |p| p.term()).expect("parses")
+    }
+
+    #[test]
+    fn nesting_scan_follows_brackets_strings_and_interpolations() {
+        assert_eq!(nesting_exceeds("(((.)))", 2), Some(2));
+        assert_eq!(nesting_exceeds("((.))", 2), None);
+        assert_eq!(nesting_exceeds(r#""((((((""#, 1), None, "inside a string");
+        assert_eq!(nesting_exceeds(r#""\("\(1)")""#, 3), Some(5));
+        assert_eq!(nesting_exceeds("# ((((((\n.", 1), None, "comment");
+        assert_eq!(nesting_exceeds(&"[".repeat(100_000), 128), Some(128));
+    }
+
+    #[test]
+    fn depth_counts_chains_paths_and_nesting() {
+        assert_eq!(depth(&parse(".")), 1);
+        assert_eq!(depth(&parse("1 | 2 | 3")), 3);
+        assert_eq!(depth(&parse("[1, 2, 3]")), 4);
+        assert_eq!(depth(&parse(".a.b.c")), 5);
+        assert_eq!(depth(&parse("-(-(-1))")), 4);
+        assert_eq!(depth(&parse("def f: [f]; f")), 3);
+    }
+}
