@@ -129,6 +129,13 @@ pub const MAX_FIX_LEN: usize = 64 * 1024;
 /// evaluation well inside [`budget::STACK_RESERVE`].
 pub const MAX_FIX_DEPTH: usize = 256;
 
+/// Most tokens (operators, names, literals...) a fix may have.
+///
+/// jaq's parser recurses on each prefix operator and keyword, and on each
+/// `|` of a chain, before the depth of the result can be measured; this
+/// bounds that recursion. Real fixes have a few dozen tokens.
+pub const MAX_FIX_TOKENS: usize = 8192;
+
 /// Default time budget of a fix, per record.
 pub const DEFAULT_FIX_TIMEOUT: Duration = Duration::from_millis(1000);
 
@@ -148,8 +155,10 @@ pub const MAX_FIX_OUTPUT_BYTES: usize = 1024 * 1024 * 1024;
 pub const MAX_FIX_STEPS: u64 = 2_000_000;
 
 /// Stack of the thread that parses and compiles a fix: jaq's parser
-/// recurses once per prefix operator or `|`, and a fix of [`MAX_FIX_LEN`]
-/// bytes can hold tens of thousands of them before the depth is measured.
+/// recurses once per prefix operator, keyword or `|`, and a fix of
+/// [`MAX_FIX_TOKENS`] tokens takes about 70 MiB of it in a debug build
+/// before its depth can be measured (far less optimised). Only the pages
+/// touched are used.
 const COMPILE_STACK: usize = 256 * 1024 * 1024;
 
 /// Native filters removed from the standard library.
@@ -299,6 +308,14 @@ pub enum FixError {
         limit: usize,
         /// `line:column` where the text crosses the limit, when known.
         at: Option<String>,
+    },
+    /// The expression has more than [`MAX_FIX_TOKENS`] tokens.
+    #[error("fix has {tokens} tokens; the limit is {limit}")]
+    TooManyTokens {
+        /// How many it has.
+        tokens: usize,
+        /// [`MAX_FIX_TOKENS`].
+        limit: usize,
     },
     /// The fix recursed deeper than the stack allows (`def f: [f]; f`).
     #[error("fix recursed too deep (the stack is nearly exhausted)")]
@@ -515,6 +532,18 @@ fn compile_on_this_thread(expr: &str) -> Result<Fix, FixError> {
             .chain(jaq_std::defs())
             .chain(jaq_json::defs())
     };
+
+    // Before anything parses: lexing recurses only along the brackets,
+    // which the caller checked; parsing recurses along tokens.
+    if let Ok(tokens) = Lexer::new(expr).lex() {
+        let count = rewrite::token_count(&tokens);
+        if count > MAX_FIX_TOKENS {
+            return Err(FixError::TooManyTokens {
+                tokens: count,
+                limit: MAX_FIX_TOKENS,
+            });
+        }
+    }
 
     // jaq's own loading, for its error messages, and to refuse modules.
     {
@@ -1322,6 +1351,258 @@ mod tests {
         }
         assert_eq!(apply(r#""ab" * 3"#, "{}").unwrap(), r#""ababab""#);
         assert_eq!(apply(r#""ab" * 0"#, "{}").unwrap(), "null");
+    }
+
+    fn limits(max_steps: u64, timeout_ms: u64) -> FixLimits {
+        FixLimits {
+            max_steps,
+            timeout: Duration::from_millis(timeout_ms),
+            ..FixLimits::default()
+        }
+    }
+
+    fn apply_with(limits: FixLimits, expr: &str, payload: &str) -> Result<String, FixError> {
+        let fix = Fix::compile(expr)
+            .expect("fix compiles")
+            .with_limits(limits);
+        fix.apply(payload.as_bytes())
+            .map(|out| String::from_utf8(out).expect("UTF-8 output"))
+    }
+
+    #[test]
+    fn unbounded_recursion_fails_as_too_deep_instead_of_overflowing() {
+        // The test thread has a 2 MiB stack, like tokio's workers.
+        for expr in [
+            "def f: [f]; f",
+            "def f: 1 + f; f",
+            "def f: try [f] catch [f]; f",
+            // The fix's own `try` cannot catch it.
+            "def f: try f catch f; f",
+        ] {
+            assert!(
+                matches!(apply(expr, "{}"), Err(FixError::RecursionTooDeep)),
+                "{expr}: {:?}",
+                apply(expr, "{}")
+            );
+        }
+    }
+
+    #[test]
+    fn endless_loops_exhaust_the_step_budget() {
+        for expr in [
+            "def f: f; f",
+            "last(range(1e18))",
+            "[range(1e9)] | length",
+            "until(false; .)",
+            "[repeat(1)] | length",
+            "reduce range(1e18) as $i (0; $i)",
+        ] {
+            assert!(
+                matches!(
+                    apply_with(limits(100_000, 600_000), expr, "0"),
+                    Err(FixError::BudgetExceeded { steps: 100_000 })
+                ),
+                "{expr}"
+            );
+        }
+    }
+
+    #[test]
+    fn endless_loops_time_out() {
+        for expr in ["def f: f; f", "last(range(1e18))"] {
+            assert!(
+                matches!(
+                    apply_with(limits(u64::MAX, 50), expr, "0"),
+                    Err(FixError::TimedOut { timeout_ms: 50 })
+                ),
+                "{expr}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_default_budget_stops_an_endless_loop() {
+        assert!(matches!(
+            apply("def f: f; f", "0"),
+            Err(FixError::BudgetExceeded { .. } | FixError::TimedOut { .. })
+        ));
+    }
+
+    #[test]
+    fn an_exhausted_budget_cannot_be_caught_by_the_fix() {
+        for expr in [
+            r#"try (def f: f; f) catch "caught""#,
+            r#"(def f: f; f)? // "alternative""#,
+            r#"[.[]? | try (def f: f; f) catch empty] | length"#,
+        ] {
+            assert!(
+                matches!(
+                    apply_with(limits(10_000, 600_000), expr, "[1]"),
+                    Err(FixError::BudgetExceeded { steps: 10_000 })
+                ),
+                "{expr}"
+            );
+        }
+    }
+
+    #[test]
+    fn values_growing_past_the_output_limit_fail() {
+        let small = FixLimits {
+            max_output_bytes: 1000,
+            ..FixLimits::default()
+        };
+        for expr in [
+            r#"reduce range(40) as $i ("x"; . + .)"#,
+            r#"reduce range(40) as $i ("x"; . += .)"#,
+            "reduce range(40) as $i ([1]; . + .)",
+            // Shared parts: 2^30 leaves in 30 steps.
+            "reduce range(30) as $i (1; [., .])",
+            r#""x" * 1001"#,
+            r#"[range(1001)] | map(0)"#,
+        ] {
+            assert!(
+                matches!(
+                    apply_with(small, expr, "{}"),
+                    Err(FixError::OutputTooLarge { limit: 1000 })
+                ),
+                "{expr}: {:?}",
+                apply_with(small, expr, "{}")
+            );
+        }
+        let text = "x".repeat(2000);
+        assert!(matches!(
+            apply_with(small, ".", &text),
+            Err(FixError::OutputTooLarge { limit: 1000 })
+        ));
+    }
+
+    #[test]
+    fn deep_or_long_expressions_are_refused_at_compile_time() {
+        let parens = "(".repeat(5000) + "." + &")".repeat(5000);
+        match Fix::compile(&parens) {
+            Err(FixError::TooDeep { limit, at }) => {
+                assert_eq!(limit, MAX_FIX_DEPTH);
+                assert_eq!(at.as_deref(), Some("1:257"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let strings = r#""\("#.repeat(3000) + "." + &r#")""#.repeat(3000);
+        assert!(matches!(
+            Fix::compile(&strings),
+            Err(FixError::TooDeep { at: Some(_), .. })
+        ));
+        // Deep without brackets: jaq's parser recurses on each of these,
+        // up to the token limit (and refuses them past it).
+        let n = |tokens_per_round: usize| MAX_FIX_TOKENS / tokens_per_round - 2;
+        for deep in [
+            "- ".repeat(n(1)) + "1",
+            ".|".repeat(n(2)) + ".",
+            "try ".repeat(n(1)) + ".",
+            ". as $x | ".repeat(n(4)) + ".",
+            "def f: ".repeat(n(5)) + "." + &"; f".repeat(n(5)),
+            ".a".repeat(n(1)),
+            "1,".repeat(n(2)) + "1",
+            "label $x | ".repeat(n(3)) + ".",
+            "if . then ".repeat(n(4)) + "." + &" end".repeat(n(4)),
+            "reduce ".repeat(n(9)) + "." + &" as $x (.; .)".repeat(n(9)),
+            "1 + ".repeat(n(2)) + "1",
+            ". // ".repeat(n(2)) + ".",
+            ".a = ".repeat(n(2)) + ".",
+        ] {
+            assert!(
+                matches!(Fix::compile(&deep), Err(FixError::TooDeep { at: None, .. })),
+                "{}…: {:?}",
+                &deep[..20],
+                Fix::compile(&deep).err()
+            );
+            let more = deep.clone() + &" | .".repeat(MAX_FIX_TOKENS);
+            assert!(matches!(
+                Fix::compile(&more),
+                Err(FixError::TooManyTokens {
+                    limit: MAX_FIX_TOKENS,
+                    ..
+                })
+            ));
+        }
+        let long = " ".repeat(MAX_FIX_LEN) + ".";
+        assert!(matches!(
+            Fix::compile(&long),
+            Err(FixError::TooLong {
+                limit: MAX_FIX_LEN,
+                ..
+            })
+        ));
+        // Up to the limit is fine, and runs on a 2 MiB stack.
+        let chain = vec![".n += 1"; MAX_FIX_DEPTH / 2].join(" | ");
+        assert_eq!(apply(&chain, r#"{"n":0}"#).unwrap(), r#"{"n":128}"#);
+        let list = format!("[{}] | length", vec!["1"; MAX_FIX_DEPTH - 10].join(","));
+        assert_eq!(
+            apply(&list, "null").unwrap(),
+            (MAX_FIX_DEPTH - 10).to_string()
+        );
+    }
+
+    #[test]
+    fn legitimate_fixes_give_the_same_output_under_the_budget() {
+        let payload = r#"{"id":"0xAB","price":"0.42","tags":["A","b"],"n":{"x":[1,2]}}"#;
+        for (expr, out) in [
+            (
+                ".price |= tonumber",
+                r#"{"id":"0xAB","price":0.42,"tags":["A","b"],"n":{"x":[1,2]}}"#,
+            ),
+            (
+                "walk(if type == \"string\" then ascii_downcase else . end)",
+                r#"{"id":"0xab","price":"0.42","tags":["a","b"],"n":{"x":[1,2]}}"#,
+            ),
+            ("[range(10)]", "[0,1,2,3,4,5,6,7,8,9]"),
+            ("[range(0; 10; 3)], [range(5; 0; -2)] | tostring", "x"),
+            ("reduce range(1000) as $i (0; . + $i)", "499500"),
+            ("[foreach range(5) as $i (0; . + $i)]", "[0,1,3,6,10]"),
+            (".n.x[] += 1 | .n", r#"{"x":[2,3]}"#),
+            (".n.x |= map(. * 2) | .n", r#"{"x":[2,4]}"#),
+            (".id + \"-\" + (.tags | join(\",\"))", r#""0xAB-A,b""#),
+            ("[paths] | length", "9"),
+            ("setpath([\"n\",\"x\",0]; 9) | .n", r#"{"x":[9,2]}"#),
+            (
+                "del(.tags, .n) | to_entries | from_entries",
+                r#"{"id":"0xAB","price":"0.42"}"#,
+            ),
+            ("with_entries(select(.key == \"id\"))", r#"{"id":"0xAB"}"#),
+            ("[limit(3; repeat(1))]", "[1,1,1]"),
+            (".tags | (.[0] * 2) + (.[1] * 0 // \"z\")", r#""AAz""#),
+            ("[.. | numbers]", "[1,2]"),
+            ("{a: 1} * {a: {b: 2}}", r#"{"a":{"b":2}}"#),
+            ("try error(\"x\") catch .", r#""x""#),
+        ] {
+            if out == "x" {
+                // Two outputs: checked by value below.
+                continue;
+            }
+            assert_eq!(apply(expr, payload).unwrap(), out, "{expr}");
+        }
+        assert_eq!(
+            apply("[[range(0; 10; 3)], [range(5; 0; -2)]]", "null").unwrap(),
+            "[[0,3,6,9],[5,3,1]]"
+        );
+    }
+
+    #[test]
+    fn limits_out_of_range_are_refused() {
+        assert_eq!(FixLimits::default().validate().ok(), Some(()));
+        for bad in [
+            limits(1, 0),
+            limits(1, 60_001),
+            limits(0, 1000),
+            FixLimits {
+                max_output_bytes: 0,
+                ..FixLimits::default()
+            },
+        ] {
+            assert!(
+                matches!(bad.validate(), Err(FixError::InvalidLimits { .. })),
+                "{bad:?}"
+            );
+        }
     }
 
     mod never_panics {

@@ -7,7 +7,7 @@
 //! when its brackets nest too deep, and the term after parsing when its tree
 //! is too deep.
 
-use jaq_core::load::lex::StrPart;
+use jaq_core::load::lex::{StrPart, Tok, Token};
 use jaq_core::load::parse::{BinaryOp, Def, Pattern, Term};
 use jaq_core::ops::Math;
 use jaq_core::path::Part;
@@ -77,6 +77,30 @@ pub(super) fn nesting_exceeds(code: &str, limit: usize) -> Option<usize> {
         i += 1;
     }
     None
+}
+
+/// How many tokens the lexed text has, counting into blocks and string
+/// interpolations; iterative.
+pub(super) fn token_count(tokens: &[Token<&str>]) -> usize {
+    let mut count = 0;
+    let mut todo = vec![tokens];
+    while let Some(tokens) = todo.pop() {
+        count += tokens.len();
+        for Token(_, tok) in tokens {
+            match tok {
+                Tok::Block(inner) => todo.push(inner),
+                Tok::Str(parts) => {
+                    for part in parts {
+                        if let StrPart::Term(Token(_, Tok::Block(inner))) = part {
+                            todo.push(inner);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    count
 }
 
 /// The depth of a parsed term: one level per term, per path part and per
@@ -183,7 +207,7 @@ pub(super) fn shorten<'s>(def: Def<&'static str>) -> Def<&'s str> {
 }
 
 /// `TICK | body`.
-fn ticked<'s>(body: Term<&'s str>) -> Term<&'s str> {
+fn ticked(body: Term<&str>) -> Term<&str> {
     Term::BinOp(
         Box::new(Term::Call(TICK, Vec::new())),
         BinaryOp::Pipe(None),
@@ -192,7 +216,7 @@ fn ticked<'s>(body: Term<&'s str>) -> Term<&'s str> {
 }
 
 /// A definition whose body (and every term inside) charges the budget.
-pub(super) fn budget_def<'s>(mut def: Def<&'s str>) -> Def<&'s str> {
+pub(super) fn budget_def(mut def: Def<&str>) -> Def<&str> {
     budget_term(&mut def.body);
     def.body = ticked(std::mem::take(&mut def.body));
     def
