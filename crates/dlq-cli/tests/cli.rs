@@ -802,3 +802,95 @@ fn a_rate_outside_the_range_exits_2_and_a_dry_run_is_never_paced() {
     let stats = env.json(&["stats"]);
     assert_eq!(stats["dlqs"][0]["pending"], 3);
 }
+
+#[test]
+fn a_fix_over_its_budget_fails_per_record_and_leaves_the_records_pending() {
+    let env = Env::new();
+    three_string_prices(&env);
+    let replay = [
+        "replay",
+        "--dlq",
+        "dlq.polymarket.price_hourly",
+        "--to",
+        "file:r.ndjson",
+    ];
+    // Recursion without end: the stack is guarded, the process survives.
+    let r = env.json(&[&replay[..], &["--fix", "def f: [f]; f"]].concat());
+    assert_eq!(
+        (r["selected"].as_u64(), r["replayed"].as_u64()),
+        (Some(3), Some(0))
+    );
+    assert_eq!(r["fix_failed"], 3, "{r:#}");
+    assert_eq!(
+        r["fix_errors"]["fix recursed too deep (the stack is nearly exhausted)"], 3,
+        "{r:#}"
+    );
+    // A loop without end: the time budget ends it.
+    let started = Instant::now();
+    let r = env.json(
+        &[
+            &replay[..],
+            &["--fix", "def f: f; f", "--fix-timeout-ms", "50"],
+        ]
+        .concat(),
+    );
+    assert_eq!(r["fix_failed"], 3, "{r:#}");
+    let errors = r["fix_errors"].as_object().expect("fix_errors");
+    assert!(
+        errors.keys().all(
+            |e| e == "fix timed out after 50 ms" || e.starts_with("fix exceeded its budget of")
+        ),
+        "{r:#}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // Output larger than allowed.
+    let r = env.json(
+        &[
+            &replay[..],
+            &[
+                "--fix",
+                r#".market_id * 1000"#,
+                "--fix-max-output-bytes",
+                "100",
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        r["fix_errors"]["fix output is larger than 100 bytes"], 3,
+        "{r:#}"
+    );
+    // Nothing was replayed; the records are still pending.
+    let stats = env.json(&["stats"]);
+    assert_eq!(stats["dlqs"][0]["pending"], 3, "{stats:#}");
+    assert_eq!(stats["dlqs"][0]["replayed"], 0, "{stats:#}");
+    let pending = env.json(&["inspect", "--status", "pending"]);
+    assert_eq!(pending["records"].as_array().map(Vec::len), Some(3), "{pending:#}");
+    assert!(lines(&env.path("r.ndjson")).is_empty());
+    // A fix nested too deep is refused before anything runs.
+    let deep = "(".repeat(5000) + "." + &")".repeat(5000);
+    let r = env.run(&[&replay[..], &["--fix", &deep]].concat());
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("fix nests deeper than 256 levels (at 1:257)"),
+        "{stderr}"
+    );
+    // Limits out of range are refused.
+    let r = env.run(&[&replay[..], &["--fix", ".", "--fix-timeout-ms", "0"]].concat());
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the fix timeout must be from 1 to 60000 ms"),
+        "{stderr}"
+    );
+    // A fix that works still does, with the same output.
+    env.ok(&[&replay[..], &["--fix", ".price |= tonumber"]].concat());
+    let replayed = lines(&env.path("r.ndjson"));
+    assert_eq!(replayed.len(), 3);
+    assert!(
+        replayed
+            .iter()
+            .all(|l| l.windows(12).any(|w| w == br#""price":0.42"#))
+    );
+}

@@ -66,6 +66,13 @@ pub enum ReplayOptionsError {
     /// `batch_size` is 0.
     #[error("batch size must be at least 1 record")]
     BatchSize,
+    /// The fix's limits are out of range (see
+    /// [`crate::fix::FixLimits::validate`]).
+    #[error("{reason}")]
+    FixLimits {
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// How a replay runs.
@@ -110,7 +117,8 @@ impl ReplayOptions {
     ///
     /// [`ReplayOptionsError::Rate`] for a rate that is not a finite number
     /// in [`MIN_RATE`]..=[`MAX_RATE`]; [`ReplayOptionsError::BatchSize`]
-    /// for a batch size of 0.
+    /// for a batch size of 0; [`ReplayOptionsError::FixLimits`] for a fix
+    /// whose limits are out of range.
     pub fn validate(&self) -> Result<(), ReplayOptionsError> {
         if let Some(rate) = self.rate
             && !(MIN_RATE..=MAX_RATE).contains(&rate)
@@ -119,6 +127,13 @@ impl ReplayOptions {
         }
         if self.batch_size == 0 {
             return Err(ReplayOptionsError::BatchSize);
+        }
+        if let Some(fix) = &self.fix {
+            fix.limits()
+                .validate()
+                .map_err(|e| ReplayOptionsError::FixLimits {
+                    reason: e.to_string(),
+                })?;
         }
         Ok(())
     }
@@ -614,6 +629,24 @@ mod tests {
     }
 
     #[test]
+    fn a_fix_over_its_budget_leaves_the_records_pending() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut store = MemoryStore::new();
+        seed(&mut store, 2);
+        let mut opts = ReplayOptions::for_dlq("dlq.p");
+        opts.fix = Some(Fix::compile("def f: [f]; f").expect("fix"));
+        let mut t =
+            FileTarget::open(&dir.path().join("o"), FileFormat::Payload, &mut store).expect("open");
+        let r = run(&mut store, &mut t, &opts, None).expect("replay");
+        assert_eq!((r.replayed, r.fix_failed), (0, 2));
+        assert_eq!(
+            r.fix_errors.keys().collect::<Vec<_>>(),
+            ["fix recursed too deep (the stack is nearly exhausted)"]
+        );
+        assert_eq!(pending(&store), 2);
+    }
+
+    #[test]
     fn rejected_records_return_with_lineage_and_park_past_the_limit() {
         let dir = tempfile::tempdir().expect("dir");
         let out = dir.path().join("out.ndjson");
@@ -689,6 +722,16 @@ mod tests {
         opts.rate = None;
         opts.batch_size = 0;
         assert_eq!(opts.validate(), Err(ReplayOptionsError::BatchSize));
+        opts.batch_size = 1;
+        let no_time = crate::fix::FixLimits {
+            timeout: Duration::ZERO,
+            ..crate::fix::FixLimits::default()
+        };
+        opts.fix = Some(Fix::compile(".").expect("fix").with_limits(no_time));
+        assert!(matches!(
+            opts.validate(),
+            Err(ReplayOptionsError::FixLimits { .. })
+        ));
     }
 
     #[test]
