@@ -865,7 +865,11 @@ fn a_fix_over_its_budget_fails_per_record_and_leaves_the_records_pending() {
     assert_eq!(stats["dlqs"][0]["pending"], 3, "{stats:#}");
     assert_eq!(stats["dlqs"][0]["replayed"], 0, "{stats:#}");
     let pending = env.json(&["inspect", "--status", "pending"]);
-    assert_eq!(pending["records"].as_array().map(Vec::len), Some(3), "{pending:#}");
+    assert_eq!(
+        pending["records"].as_array().map(Vec::len),
+        Some(3),
+        "{pending:#}"
+    );
     assert!(lines(&env.path("r.ndjson")).is_empty());
     // A fix nested too deep is refused before anything runs.
     let deep = "(".repeat(5000) + "." + &")".repeat(5000);

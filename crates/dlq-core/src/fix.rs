@@ -35,11 +35,13 @@
 //! under a budget, and a fix that exceeds it fails for that record (which
 //! stays pending) with a precise [`FixError`]:
 //!
-//! * **At compile time**: the text is at most [`MAX_FIX_LEN`] bytes, and its
-//!   brackets, strings and the tree jaq parses from it nest at most
-//!   [`MAX_FIX_DEPTH`] levels ([`FixError::TooLong`], [`FixError::TooDeep`]).
-//!   jaq's parser, compiler and evaluator recurse along that tree; parsing
-//!   and compiling run on a thread of their own with a large stack.
+//! * **At compile time**: the text is at most [`MAX_FIX_LEN`] bytes and
+//!   [`MAX_FIX_TOKENS`] tokens, and its brackets, strings and the tree jaq
+//!   parses from it nest at most [`MAX_FIX_DEPTH`] levels
+//!   ([`FixError::TooLong`], [`FixError::TooManyTokens`],
+//!   [`FixError::TooDeep`]). jaq's parser, compiler and evaluator recurse
+//!   along that tree; parsing and compiling run on a thread of their own
+//!   with a large stack.
 //! * **At run time, per record** ([`FixLimits`]): a time budget
 //!   ([`DEFAULT_FIX_TIMEOUT`], [`FixError::TimedOut`]), a step budget
 //!   ([`MAX_FIX_STEPS`], [`FixError::BudgetExceeded`]) where a step is one
@@ -126,7 +128,7 @@ pub const MAX_FIX_LEN: usize = 64 * 1024;
 /// count one level per step, as jaq evaluates them).
 ///
 /// Real fixes nest a dozen levels; the bound keeps jaq's recursive
-/// evaluation well inside [`budget::STACK_RESERVE`].
+/// evaluation well inside the 512 KiB of stack a tick keeps free.
 pub const MAX_FIX_DEPTH: usize = 256;
 
 /// Most tokens (operators, names, literals...) a fix may have.
