@@ -49,16 +49,25 @@
 //!   `range`, a recursion bound (the thread's remaining stack,
 //!   [`FixError::RecursionTooDeep`]), and a size limit on the output and on
 //!   strings and arrays built by `+` and `*`
-//!   ([`DEFAULT_FIX_MAX_OUTPUT_BYTES`], [`FixError::OutputTooLarge`]).
+//!   ([`DEFAULT_FIX_MAX_OUTPUT_BYTES`], [`FixError::OutputTooLarge`]),
+//!   which also bounds the text of values printed by `tojson`, `tostring`
+//!   and string interpolation (values share their parts: `[., .]` in a loop
+//!   of 60 rounds prints as 2^60 numbers), and a nesting bound on the
+//!   values it builds ([`MAX_VALUE_DEPTH`], [`FixError::ValueTooDeep`]):
+//!   jaq drops values recursively.
 //!   So `def f: f; f`, `last(range(1e18))`, `def f: [f]; f`,
 //!   `[range(1e9)] | length` and `"x" * 1e12` all fail fast instead of
 //!   hanging or aborting. Once a budget is exhausted, the fix's own `try`,
 //!   `?` and `//` cannot catch it: every later step fails again.
+//! * `debug` and `stderr` print nothing.
 //!
 //! What the budget does not bound: the time of a single native filter on a
-//! large value (`sort`, `test` on a long string, `tojson`), which is bounded
-//! by the size of the payload; and, while stepping, values nested deeper
-//! than the payload itself, which jaq drops recursively.
+//! large value (`sort`, `test` on a long string, printing a value up to the
+//! output limit), so a record can overrun its time budget by that much; and
+//! comparisons of values that share their parts, which take time
+//! exponential in the rounds that built them. After assignments, the
+//! nesting of a value is measured once every few steps, so a value can
+//! overshoot [`MAX_VALUE_DEPTH`] by what those steps add before it fails.
 //!
 //! # Payload semantics
 //!
@@ -137,6 +146,12 @@ pub const MAX_FIX_DEPTH: usize = 256;
 /// `|` of a chain, before the depth of the result can be measured; this
 /// bounds that recursion. Real fixes have a few dozen tokens.
 pub const MAX_FIX_TOKENS: usize = 8192;
+
+/// How deep a value built by a fix may nest (arrays and objects).
+///
+/// jaq drops, prints and compares values recursively, so a deeper value
+/// could overflow the stack; payloads nest at most [`MAX_JSON_DEPTH`].
+pub const MAX_VALUE_DEPTH: usize = 512;
 
 /// Default time budget of a fix, per record.
 pub const DEFAULT_FIX_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -341,6 +356,12 @@ pub enum FixError {
         /// The limit, [`FixLimits::max_output_bytes`].
         limit: usize,
     },
+    /// The fix built a value nested deeper than [`MAX_VALUE_DEPTH`].
+    #[error("fix built a value nested deeper than {limit} levels")]
+    ValueTooDeep {
+        /// [`MAX_VALUE_DEPTH`].
+        limit: usize,
+    },
     /// [`FixLimits`] out of range.
     #[error("{reason}")]
     InvalidLimits {
@@ -465,6 +486,9 @@ impl Fix {
             Some(Exhausted::Stack) => Err(FixError::RecursionTooDeep),
             Some(Exhausted::Output) => Err(FixError::OutputTooLarge {
                 limit: limits.max_output_bytes,
+            }),
+            Some(Exhausted::Depth) => Err(FixError::ValueTooDeep {
+                limit: MAX_VALUE_DEPTH,
             }),
         }
     }
@@ -760,8 +784,12 @@ fn runtime_error(exn: Exn<'_, Val>) -> FixError {
     // Never use `jaq_core::unwrap_valr`: it exits the process on `halt`.
     let message = match exn.get_err() {
         Ok(err) => match err.into_val() {
-            Val::TStr(s) => String::from_utf8_lossy(&s).into_owned(),
-            other => other.to_string(),
+            Val::TStr(s) => {
+                String::from_utf8_lossy(&s[..s.len().min(4 * MAX_MESSAGE_CHARS)]).into_owned()
+            }
+            // Printed up to a bound: a value can share its parts and print
+            // as terabytes.
+            other => bounded_text(&other, 4 * MAX_MESSAGE_CHARS),
         },
         Err(exn) => match exn.get_halt() {
             Ok(code) => format!("halt with exit code {code}"),
@@ -771,6 +799,28 @@ fn runtime_error(exn: Exn<'_, Val>) -> FixError {
     FixError::Runtime {
         message: shorten(message, MAX_MESSAGE_CHARS),
     }
+}
+
+/// The text of a value, cut after about `max_bytes` bytes.
+fn bounded_text(v: &Val, max_bytes: usize) -> String {
+    struct Capped(String, usize);
+    impl std::fmt::Write for Capped {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let room = self.1.saturating_sub(self.0.len());
+            let cut = (0..=room.min(s.len()))
+                .rev()
+                .find(|&i| s.is_char_boundary(i))
+                .unwrap_or(0);
+            self.0.push_str(&s[..cut]);
+            if cut < s.len() {
+                return Err(std::fmt::Error);
+            }
+            Ok(())
+        }
+    }
+    let mut out = Capped(String::new(), max_bytes);
+    let _ = std::fmt::Write::write_fmt(&mut out, format_args!("{v}"));
+    out.0
 }
 
 /// Cuts `text` to `max_chars` characters, marking the cut with `…`.
@@ -1476,6 +1526,79 @@ mod tests {
             apply_with(small, ".", &text),
             Err(FixError::OutputTooLarge { limit: 1000 })
         ));
+    }
+
+    #[test]
+    fn values_nested_past_the_limit_fail_instead_of_overflowing_when_dropped() {
+        // Each of these builds a value 100,000 levels deep in as many
+        // steps; jaq would overflow the stack dropping it.
+        for expr in [
+            "reduce range(100000) as $i (.; [.]) | length",
+            "reduce range(100000) as $i (.; {a: .}) | length",
+            "def f($n; $a): if $n == 0 then $a else f($n - 1; [$a]) end; f(100000; 1) | length",
+            "reduce range(100000) as $i (1; . as $x | {} | .a = $x) | length",
+            "[1] | until(false; group_by(.))",
+        ] {
+            assert!(
+                matches!(
+                    apply(expr, "1"),
+                    Err(FixError::ValueTooDeep {
+                        limit: MAX_VALUE_DEPTH
+                    })
+                ),
+                "{expr}: {:?}",
+                apply(expr, "1")
+            );
+        }
+        let deep = format!(
+            "{}1{}",
+            "[".repeat(MAX_JSON_DEPTH),
+            "]".repeat(MAX_JSON_DEPTH)
+        );
+        assert_eq!(apply("[[.]] | .[0][0]", &deep).unwrap(), deep);
+    }
+
+    #[test]
+    fn values_sharing_their_parts_cannot_print_as_terabytes() {
+        // 2^60 leaves in 60 steps.
+        let dag = "reduce range(60) as $i (1; [., .])";
+        for expr in [
+            format!("{dag} | tojson | length"),
+            format!("{dag} | tostring | length"),
+            format!("{dag} | \"\\(.)\" | length"),
+            dag.to_string(),
+        ] {
+            assert!(
+                matches!(
+                    apply_with(limits(MAX_FIX_STEPS, 600_000), &expr, "null"),
+                    Err(FixError::OutputTooLarge { .. })
+                ),
+                "{expr}"
+            );
+        }
+        assert!(matches!(
+            apply_with(
+                limits(100_000, 600_000),
+                &format!("{dag} | [..] | length"),
+                "null"
+            ),
+            Err(FixError::BudgetExceeded { steps: 100_000 })
+        ));
+        match apply(&format!("error({dag})"), "null") {
+            Err(FixError::Runtime { message }) => {
+                assert!(message.starts_with("[[[[[[[["), "{message}");
+                assert_eq!(message.chars().count(), MAX_MESSAGE_CHARS + 1);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn debug_and_stderr_print_nothing() {
+        assert_eq!(
+            apply("debug | stderr | debug(\"x\") | .a", r#"{"a":1}"#).unwrap(),
+            "1"
+        );
     }
 
     #[test]

@@ -22,10 +22,13 @@ use jaq_core::native::{Fun, v};
 use jaq_core::{Cv, Exn, Native, ValXs};
 use jaq_json::{Num, Val};
 
-use super::rewrite::{ADD, MUL, TICK};
+use super::rewrite::{DEPTH, DEPTH_SOMETIMES, LEN, MUL, SIZED, TICK};
 
 /// Steps between two reads of the clock.
 pub(super) const CLOCK_EVERY: u64 = 256;
+
+/// Steps between two depth measures after assignments and updates.
+const DEPTH_EVERY: u64 = 16;
 
 /// Stack that must remain free when a tick runs. Between two ticks, jaq
 /// recurses at most along one definition body, whose depth is bounded by
@@ -44,6 +47,8 @@ pub(super) enum Exhausted {
     Stack,
     /// A value would have been larger than the output limit.
     Output,
+    /// A value would have nested deeper than [`super::MAX_VALUE_DEPTH`].
+    Depth,
 }
 
 /// One application's budget.
@@ -54,6 +59,8 @@ pub(super) struct Budget {
     deadline: Instant,
     max_bytes: usize,
     exhausted: Cell<Option<Exhausted>>,
+    /// The step of the last measure by [`DEPTH_SOMETIMES`].
+    measured_at: Cell<u64>,
 }
 
 impl Budget {
@@ -68,6 +75,7 @@ impl Budget {
                 .unwrap_or(now + Duration::from_secs(3600)),
             max_bytes,
             exhausted: Cell::new(None),
+            measured_at: Cell::new(0),
         }
     }
 
@@ -85,6 +93,7 @@ impl Budget {
             Exhausted::Time => "fix budget exceeded: time is up",
             Exhausted::Stack => "fix budget exceeded: recursion too deep",
             Exhausted::Output => "fix budget exceeded: value too large",
+            Exhausted::Depth => "fix budget exceeded: value nested too deep",
         };
         Exn::from(jaq_core::Error::str(message))
     }
@@ -117,6 +126,53 @@ impl Budget {
         }
     }
 
+    /// Refuses a value whose text would be longer than the output limit.
+    ///
+    /// Values share their parts, so a value built in a few steps can have
+    /// a text of terabytes; this counts at most `max_bytes` bytes of it.
+    fn text_size(&self, v: &Val) -> Result<(), Exn<'static, Val>> {
+        struct Count {
+            left: usize,
+        }
+        impl std::fmt::Write for Count {
+            fn write_str(&mut self, s: &str) -> std::fmt::Result {
+                self.left = self.left.checked_sub(s.len()).ok_or(std::fmt::Error)?;
+                Ok(())
+            }
+        }
+        let mut count = Count {
+            left: self.max_bytes,
+        };
+        match std::fmt::Write::write_fmt(&mut count, format_args!("{v}")) {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.fail(Exhausted::Output)),
+        }
+    }
+
+    /// Refuses a value nested deeper than [`super::MAX_VALUE_DEPTH`]: jaq
+    /// drops (and prints, and compares) values recursively, so a value
+    /// nested a million levels deep, which a loop builds in a million
+    /// steps, would overflow the stack when it is dropped.
+    fn depth(&self, v: &Val) -> Result<(), Exn<'static, Val>> {
+        let mut memo = std::collections::HashMap::new();
+        match height(v, super::MAX_VALUE_DEPTH, &mut memo) {
+            Some(_) => Ok(()),
+            None => Err(self.fail(Exhausted::Depth)),
+        }
+    }
+
+    /// [`Budget::depth`], at most once every [`DEPTH_EVERY`] steps: a loop
+    /// deepens a value by a bounded amount per round, so sampling bounds
+    /// the depth too, without measuring a large value on every round.
+    fn depth_sometimes(&self, v: &Val) -> Result<(), Exn<'static, Val>> {
+        let now = self.steps.get();
+        if now.saturating_sub(self.measured_at.get()) < DEPTH_EVERY && now > 0 {
+            return Ok(());
+        }
+        self.measured_at.set(now);
+        self.depth(v)
+    }
+
     /// Marks the output as too large (it is checked outside of jaq).
     pub(super) fn output_too_large(&self) {
         let _ = self.fail(Exhausted::Output);
@@ -142,6 +198,42 @@ impl<'a> HasLut<'a, FixData> for Env<'a> {
     fn lut(&self) -> &'a jaq_core::Lut<FixData> {
         self.lut
     }
+}
+
+/// How deep `v` nests (a scalar is 0), or `None` past `limit`.
+///
+/// Parts shared by several containers are measured once (`memo`, keyed by
+/// their address, alive for the whole measure), so this is linear in the
+/// distinct containers, not in the size of the value's text. Recursion is
+/// bounded by `limit`.
+fn height(
+    v: &Val,
+    limit: usize,
+    memo: &mut std::collections::HashMap<usize, usize>,
+) -> Option<usize> {
+    let (at, children): (usize, Box<dyn Iterator<Item = &Val>>) = match v {
+        Val::Arr(a) => (
+            std::rc::Rc::as_ptr(a).cast::<()>() as usize,
+            Box::new(a.iter()),
+        ),
+        Val::Obj(o) => (
+            std::rc::Rc::as_ptr(o).cast::<()>() as usize,
+            Box::new(o.iter().flat_map(|(k, v)| [k, v])),
+        ),
+        _ => return Some(0),
+    };
+    if limit == 0 {
+        return None;
+    }
+    if let Some(&h) = memo.get(&at) {
+        return Some(h);
+    }
+    let mut h = 0;
+    for child in children {
+        h = h.max(height(child, limit - 1, memo)?);
+    }
+    memo.insert(at, h + 1);
+    Some(h + 1)
 }
 
 fn budget<'a>(cv: &Cv<'a, FixData>) -> &'a Budget {
@@ -170,11 +262,10 @@ pub(super) fn natives() -> impl Iterator<Item = Fun<FixData>> {
         let from = cv.0.pop_var();
         range(b, from, to, by)
     });
-    let add = Native::new(|mut cv| {
+    let len = Native::new(|cv| {
         let b = budget(&cv);
-        let r = cv.0.pop_var();
-        let l = cv.0.pop_var();
-        box_once(add(b, l, r))
+        let size = len(&cv.1).map_or(Ok(()), |n| b.size(n as u128));
+        box_once(size.map(|()| cv.1))
     });
     let mul = Native::new(|mut cv| {
         let b = budget(&cv);
@@ -182,11 +273,31 @@ pub(super) fn natives() -> impl Iterator<Item = Fun<FixData>> {
         let l = cv.0.pop_var();
         box_once(mul(b, l, r))
     });
+    let depth = Native::new(|cv| {
+        let b = budget(&cv);
+        box_once(b.depth(&cv.1).map(|()| cv.1))
+    });
+    let depth_sometimes = Native::new(|cv| {
+        let b = budget(&cv);
+        box_once(b.depth_sometimes(&cv.1).map(|()| cv.1))
+    });
+    let sized = Native::new(|cv| {
+        let b = budget(&cv);
+        box_once(b.text_size(&cv.1).map(|()| cv.1))
+    });
+    // `debug` and `stderr` would write payloads (and whatever a fix makes
+    // of them) to dlq's stderr or log: they print nothing.
+    let silent = || Native::new(|_| Box::new(std::iter::empty()));
     [
         (TICK, v(0), tick),
         ("range", v(3), range),
-        (ADD, v(2), add),
+        (LEN, v(0), len),
         (MUL, v(2), mul),
+        (DEPTH, v(0), depth),
+        (DEPTH_SOMETIMES, v(0), depth_sometimes),
+        (SIZED, v(0), sized),
+        ("debug_empty", v(0), silent()),
+        ("stderr_empty", v(0), silent()),
     ]
     .into_iter()
 }
@@ -225,14 +336,6 @@ fn len(v: &Val) -> Option<usize> {
         Val::Arr(a) => Some(a.len()),
         _ => None,
     }
-}
-
-/// `l + r`, refusing a string or array longer than the output limit.
-fn add(b: &Budget, l: Val, r: Val) -> Result<Val, Exn<'static, Val>> {
-    if let (Some(x), Some(y)) = (len(&l), len(&r)) {
-        b.size(x as u128 + y as u128)?;
-    }
-    (l + r).map_err(Exn::from)
 }
 
 /// `l * r`, refusing a repeated string longer than the output limit.

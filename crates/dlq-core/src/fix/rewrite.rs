@@ -14,10 +14,20 @@ use jaq_core::path::Part;
 
 /// The native filter that charges one step of the budget (identity).
 pub(super) const TICK: &str = "__dlq_tick";
-/// The native `+` that refuses results larger than the output limit.
-pub(super) const ADD: &str = "__dlq_add";
+/// The native (identity) that refuses a string or array longer than the
+/// output limit; it follows every `+`.
+pub(super) const LEN: &str = "__dlq_len";
 /// The native `*` that refuses results larger than the output limit.
 pub(super) const MUL: &str = "__dlq_mul";
+/// The native (identity) that refuses values nested too deep.
+pub(super) const DEPTH: &str = "__dlq_depth";
+/// [`DEPTH`], measuring at most once every few steps: assignments in a
+/// loop would otherwise measure the whole value on every round.
+pub(super) const DEPTH_SOMETIMES: &str = "__dlq_depth_sometimes";
+/// The native (identity) that refuses values whose text is too large.
+pub(super) const SIZED: &str = "__dlq_sized";
+/// Natives whose output nests one level deeper than their input.
+const DEEPENING: &[&str] = &["group_by", "key_values", "path_value"];
 /// The definition that holds the user's (rewritten) expression.
 pub(super) const MAIN: &str = "__dlq_fix";
 /// The variable `l += r` binds `r` to once rewritten as `r as $v | l |= . + $v`.
@@ -206,6 +216,15 @@ pub(super) fn shorten<'s>(def: Def<&'static str>) -> Def<&'s str> {
     def
 }
 
+/// `t | native`.
+fn then<'s>(t: Term<&'s str>, native: &'static str) -> Term<&'s str> {
+    Term::BinOp(
+        Box::new(t),
+        BinaryOp::Pipe(None),
+        Box::new(Term::Call(native, Vec::new())),
+    )
+}
+
 /// `TICK | body`.
 fn ticked(body: Term<&str>) -> Term<&str> {
     Term::BinOp(
@@ -240,25 +259,41 @@ pub(super) fn main_def(term: Term<&str>) -> Def<&str> {
 /// * the update of `reduce`/`foreach` starts with a tick;
 /// * `l + r` and `l * r` (and `+=`, `*=`) go through natives that refuse
 ///   results larger than the output limit, so that doubling a string or
-///   repeating it (`"x" * 1e12`) fails instead of exhausting memory.
+///   repeating it (`"x" * 1e12`) fails instead of exhausting memory;
+/// * `..` charges a step per value it visits;
+/// * what may nest a value deeper (array and object construction,
+///   assignments and updates, `group_by`...) is followed by [`DEPTH`], and
+///   what prints a value (string interpolation, `tojson`) is preceded by
+///   [`SIZED`]: values share their parts, so a few steps can build a value
+///   whose text is larger than memory.
 ///
 /// Recursive, but only over terms whose [`depth`] has been checked (or
 /// jaq's own standard library).
 fn budget_term(t: &mut Term<&str>) {
     match t {
-        Term::Id | Term::Recurse | Term::Num(_) | Term::Break(_) | Term::Var(_) => {}
+        Term::Id | Term::Num(_) | Term::Break(_) | Term::Var(_) => {}
+        Term::Recurse => *t = then(Term::Recurse, TICK),
         Term::Str(_, parts) => {
             for part in parts {
                 if let StrPart::Term(t) = part {
                     budget_term(t);
+                    *t = then(std::mem::take(t), SIZED);
                 }
             }
         }
-        Term::Arr(t) => t.iter_mut().for_each(|t| budget_term(t)),
+        Term::Arr(inner) => {
+            inner.iter_mut().for_each(|t| budget_term(t));
+            if inner.is_some() {
+                *t = then(std::mem::take(t), DEPTH);
+            }
+        }
         Term::Obj(kvs) => {
-            for (k, v) in kvs {
+            for (k, v) in kvs.iter_mut() {
                 budget_term(k);
                 v.iter_mut().for_each(budget_term);
+            }
+            if !kvs.is_empty() {
+                *t = then(std::mem::take(t), DEPTH);
             }
         }
         Term::Neg(t) | Term::Label(_, t) => budget_term(t),
@@ -266,28 +301,43 @@ fn budget_term(t: &mut Term<&str>) {
             budget_term(l);
             budget_term(r);
             budget_pattern(op);
-            let guard = match op {
-                BinaryOp::Math(Math::Add) => Some((ADD, false)),
-                BinaryOp::Math(Math::Mul) => Some((MUL, false)),
-                BinaryOp::UpdateMath(Math::Add) => Some((ADD, true)),
-                BinaryOp::UpdateMath(Math::Mul) => Some((MUL, true)),
-                _ => None,
-            };
-            if let Some((native, update)) = guard {
-                let l = std::mem::take(&mut **l);
-                let r = std::mem::take(&mut **r);
-                *t = if update {
-                    // jq defines `l += r` as `r as $v | l |= . + $v`.
-                    let add = Term::Call(native, vec![Term::Id, Term::Var(UPDATE_VAR)]);
-                    let update = Term::BinOp(Box::new(l), BinaryOp::Update, Box::new(add));
-                    Term::BinOp(
+            let deepens = matches!(
+                op,
+                BinaryOp::Assign | BinaryOp::Update | BinaryOp::UpdateMath(_) | BinaryOp::UpdateAlt
+            );
+            match op {
+                // jaq's own `+` (it appends in place to a value it owns),
+                // then a length check: a doubling overshoots the limit at
+                // most twofold before it fails.
+                BinaryOp::Math(Math::Add) => *t = then(std::mem::take(t), LEN),
+                // Repeating a string must be refused before it allocates.
+                BinaryOp::Math(Math::Mul) => {
+                    let l = std::mem::take(&mut **l);
+                    let r = std::mem::take(&mut **r);
+                    *t = Term::Call(MUL, vec![l, r]);
+                }
+                // jq defines `l op= r` as `r as $v | l |= . op $v`.
+                BinaryOp::UpdateMath(math @ (Math::Add | Math::Mul)) => {
+                    let math = *math;
+                    let l = std::mem::take(&mut **l);
+                    let r = std::mem::take(&mut **r);
+                    let mut op = Term::BinOp(
+                        Box::new(Term::Id),
+                        BinaryOp::Math(math),
+                        Box::new(Term::Var(UPDATE_VAR)),
+                    );
+                    budget_term(&mut op);
+                    let update = Term::BinOp(Box::new(l), BinaryOp::Update, Box::new(op));
+                    *t = Term::BinOp(
                         Box::new(r),
                         BinaryOp::Pipe(Some(Pattern::Var(UPDATE_VAR))),
                         Box::new(update),
-                    )
-                } else {
-                    Term::Call(native, vec![l, r])
-                };
+                    );
+                }
+                _ => {}
+            }
+            if deepens {
+                *t = then(std::mem::take(t), DEPTH_SOMETIMES);
             }
         }
         Term::Fold(_, xs, _, args) => {
@@ -315,7 +365,18 @@ fn budget_term(t: &mut Term<&str>) {
             }
             budget_term(t);
         }
-        Term::Call(_, args) => args.iter_mut().for_each(budget_term),
+        Term::Call(name, args) => {
+            args.iter_mut().for_each(budget_term);
+            if *name == "tojson" && args.is_empty() {
+                *t = Term::BinOp(
+                    Box::new(Term::Call(SIZED, Vec::new())),
+                    BinaryOp::Pipe(None),
+                    Box::new(std::mem::take(t)),
+                );
+            } else if DEEPENING.contains(name) {
+                *t = then(std::mem::take(t), DEPTH);
+            }
+        }
         Term::Path(t, path) => {
             budget_term(t);
             for (part, _) in &mut path.0 {
