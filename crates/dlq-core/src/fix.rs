@@ -1430,7 +1430,17 @@ mod tests {
             "def f: try [f] catch [f]; f",
             // The fix's own `try` cannot catch it.
             "def f: try f catch f; f",
-        ] {
+        ]
+        .map(str::to_owned)
+        .into_iter()
+        // Found by `never_panics`: deep constructions (which call no
+        // definition) before the recursion starts.
+        .chain([format!(
+            "{}[(def f: [f]; f) + (def f: f; f)]{}",
+            "{a: ".repeat(213),
+            "}".repeat(213)
+        )]) {
+            let expr = expr.as_str();
             assert!(
                 matches!(apply(expr, "{}"), Err(FixError::RecursionTooDeep)),
                 "{expr}: {:?}",
@@ -1757,6 +1767,67 @@ mod tests {
 
         // `apply_inner` is `apply` without its `catch_unwind` safety net, so
         // a panic anywhere in reading, evaluation or writing fails the test.
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(48))]
+
+            // Hostile shapes: whatever compiles runs within its budget, and
+            // nothing panics or overflows.
+            #[test]
+            fn on_nested_and_recursive_fixes(
+                term in nested_term(),
+                wrap in prop_oneof![
+                    Just(("(", ")")), Just(("[", "]")), Just(("try ", "")), Just(("- ", "")),
+                    Just((". | ", "")), Just(("def g: ", "; g")), Just(("\"\\(", ")\"")),
+                    Just(("reduce range(2) as $x (.; ", ")")), Just(("{a: ", "}")),
+                ],
+                repeat in 0usize..400,
+            ) {
+                let text = wrap.0.repeat(repeat) + &term + &wrap.1.repeat(repeat);
+                if let Ok(fix) = Fix::compile(&text) {
+                    let small = super::super::FixLimits {
+                        max_steps: 20_000,
+                        max_output_bytes: 10_000,
+                        ..super::super::FixLimits::default()
+                    };
+                    let _ = fix.with_limits(small).apply_inner(br#"{"a":[1,{"b":2}]}"#);
+                }
+            }
+        }
+
+        /// Well-formed jq terms built from recursive and growing shapes.
+        fn nested_term() -> impl Strategy<Value = String> {
+            let leaf = prop_oneof![
+                Just(".".to_owned()),
+                Just("1".to_owned()),
+                Just(".a".to_owned()),
+                Just("..".to_owned()),
+                Just("\"s\"".to_owned()),
+                Just("def f: [f]; f".to_owned()),
+                Just("def f: f; f".to_owned()),
+                Just("last(range(1e18))".to_owned()),
+            ];
+            leaf.prop_recursive(6, 48, 2, |inner| {
+                prop_oneof![
+                    inner.clone().prop_map(|x| format!("[{x}]")),
+                    inner.clone().prop_map(|x| format!("{{a: {x}}}")),
+                    inner.clone().prop_map(|x| format!("try ({x})")),
+                    inner.clone().prop_map(|x| format!("\"\\({x})\"")),
+                    inner
+                        .clone()
+                        .prop_map(|x| format!("reduce range(30) as $i (.; {x})")),
+                    inner.clone().prop_map(|x| format!("def g: {x} | g; g")),
+                    inner
+                        .clone()
+                        .prop_map(|x| format!("[limit(3; repeat({x}))]")),
+                    inner.clone().prop_map(|x| format!("({x}) * 1000")),
+                    inner.clone().prop_map(|x| format!("tojson | {x}")),
+                    (inner.clone(), inner.clone()).prop_map(|(x, y)| format!("({x}) | ({y})")),
+                    (inner.clone(), inner.clone()).prop_map(|(x, y)| format!("[{x}, {y}]")),
+                    (inner.clone(), inner).prop_map(|(x, y)| format!("({x}) + ({y})")),
+                ]
+            })
+        }
+
         proptest! {
             #[test]
             fn on_arbitrary_bytes(payload in proptest::collection::vec(any::<u8>(), 0..256)) {

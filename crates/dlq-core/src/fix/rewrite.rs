@@ -236,7 +236,7 @@ fn ticked(body: Term<&str>) -> Term<&str> {
 
 /// A definition whose body (and every term inside) charges the budget.
 pub(super) fn budget_def(mut def: Def<&str>) -> Def<&str> {
-    budget_term(&mut def.body);
+    budget_term(&mut def.body, 0);
     def.body = ticked(std::mem::take(&mut def.body));
     def
 }
@@ -269,37 +269,56 @@ pub(super) fn main_def(term: Term<&str>) -> Def<&str> {
 ///
 /// Recursive, but only over terms whose [`depth`] has been checked (or
 /// jaq's own standard library).
-fn budget_term(t: &mut Term<&str>) {
+fn budget_term(t: &mut Term<&str>, level: usize) {
+    budget_node(t, level);
+    // A stack check every few levels of the tree: jaq recurses along it,
+    // with large frames in a debug build, and a deep tree of constructions
+    // (`{a: {a: ...}}`) calls no definition that would tick.
+    if level % STACK_CHECK_EVERY == STACK_CHECK_EVERY - 1 {
+        *t = ticked(std::mem::take(t));
+    }
+}
+
+/// Levels of the tree between two stack checks.
+const STACK_CHECK_EVERY: usize = 4;
+
+/// The level object keys are rewritten at: never one that gets a tick,
+/// since `{a}` is shorthand that only a plain key allows.
+const KEY_LEVEL: usize = 1;
+
+/// [`budget_term`] of one node.
+fn budget_node(t: &mut Term<&str>, level: usize) {
+    let next = level + 1;
     match t {
         Term::Id | Term::Num(_) | Term::Break(_) | Term::Var(_) => {}
         Term::Recurse => *t = then(Term::Recurse, TICK),
         Term::Str(_, parts) => {
             for part in parts {
                 if let StrPart::Term(t) = part {
-                    budget_term(t);
+                    budget_term(t, next);
                     *t = then(std::mem::take(t), SIZED);
                 }
             }
         }
         Term::Arr(inner) => {
-            inner.iter_mut().for_each(|t| budget_term(t));
+            inner.iter_mut().for_each(|t| budget_term(t, next));
             if inner.is_some() {
                 *t = then(std::mem::take(t), DEPTH);
             }
         }
         Term::Obj(kvs) => {
             for (k, v) in kvs.iter_mut() {
-                budget_term(k);
-                v.iter_mut().for_each(budget_term);
+                budget_term(k, KEY_LEVEL);
+                v.iter_mut().for_each(|t| budget_term(t, next));
             }
             if !kvs.is_empty() {
                 *t = then(std::mem::take(t), DEPTH);
             }
         }
-        Term::Neg(t) | Term::Label(_, t) => budget_term(t),
+        Term::Neg(t) | Term::Label(_, t) => budget_term(t, next),
         Term::BinOp(l, op, r) => {
-            budget_term(l);
-            budget_term(r);
+            budget_term(l, next);
+            budget_term(r, next);
             budget_pattern(op);
             let deepens = matches!(
                 op,
@@ -326,7 +345,7 @@ fn budget_term(t: &mut Term<&str>) {
                         BinaryOp::Math(math),
                         Box::new(Term::Var(UPDATE_VAR)),
                     );
-                    budget_term(&mut op);
+                    budget_term(&mut op, next);
                     let update = Term::BinOp(Box::new(l), BinaryOp::Update, Box::new(op));
                     *t = Term::BinOp(
                         Box::new(r),
@@ -341,32 +360,32 @@ fn budget_term(t: &mut Term<&str>) {
             }
         }
         Term::Fold(_, xs, _, args) => {
-            budget_term(xs);
-            args.iter_mut().for_each(budget_term);
+            budget_term(xs, next);
+            args.iter_mut().for_each(|t| budget_term(t, next));
             if let Some(update) = args.get_mut(1) {
                 *update = ticked(std::mem::take(update));
             }
         }
         Term::TryCatch(t, c) => {
-            budget_term(t);
-            c.iter_mut().for_each(|c| budget_term(c));
+            budget_term(t, next);
+            c.iter_mut().for_each(|c| budget_term(c, next));
         }
         Term::IfThenElse(ifs, els) => {
             for (i, t) in ifs {
-                budget_term(i);
-                budget_term(t);
+                budget_term(i, next);
+                budget_term(t, next);
             }
-            els.iter_mut().for_each(|e| budget_term(e));
+            els.iter_mut().for_each(|e| budget_term(e, next));
         }
         Term::Def(defs, t) => {
             for def in defs.iter_mut() {
-                budget_term(&mut def.body);
+                budget_term(&mut def.body, 0);
                 def.body = ticked(std::mem::take(&mut def.body));
             }
-            budget_term(t);
+            budget_term(t, next);
         }
         Term::Call(name, args) => {
-            args.iter_mut().for_each(budget_term);
+            args.iter_mut().for_each(|t| budget_term(t, next));
             if *name == "tojson" && args.is_empty() {
                 *t = Term::BinOp(
                     Box::new(Term::Call(SIZED, Vec::new())),
@@ -378,12 +397,14 @@ fn budget_term(t: &mut Term<&str>) {
             }
         }
         Term::Path(t, path) => {
-            budget_term(t);
+            budget_term(t, next);
             for (part, _) in &mut path.0 {
                 match part {
-                    Part::Index(t) => budget_term(t),
+                    Part::Index(t) => budget_term(t, next),
                     Part::Range(from, to) => {
-                        from.iter_mut().chain(to.iter_mut()).for_each(budget_term);
+                        from.iter_mut()
+                            .chain(to.iter_mut())
+                            .for_each(|t| budget_term(t, next));
                     }
                 }
             }
@@ -399,7 +420,7 @@ fn budget_pattern(op: &mut BinaryOp<&str>) {
             Pattern::Arr(ps) => ps.iter_mut().for_each(walk),
             Pattern::Obj(kps) => {
                 for (k, p) in kps {
-                    budget_term(k);
+                    budget_term(k, KEY_LEVEL);
                     walk(p);
                 }
             }
