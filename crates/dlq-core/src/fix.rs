@@ -45,8 +45,8 @@
 //! * **At run time, per record** ([`FixLimits`]): a time budget
 //!   ([`DEFAULT_FIX_TIMEOUT`], [`FixError::TimedOut`]), a step budget
 //!   ([`MAX_FIX_STEPS`], [`FixError::BudgetExceeded`]) where a step is one
-//!   call of a definition, one round of `reduce`/`foreach` or one output of
-//!   `range`, a recursion bound (the thread's remaining stack,
+//!   call of a definition, one round of `reduce`/`foreach`, one output of
+//!   `range` or one value visited by `..`, a recursion bound (the thread's remaining stack,
 //!   [`FixError::RecursionTooDeep`]), and a size limit on the output and on
 //!   strings and arrays built by `+` and `*`
 //!   ([`DEFAULT_FIX_MAX_OUTPUT_BYTES`], [`FixError::OutputTooLarge`]),
