@@ -241,7 +241,9 @@ fn budget<'a>(cv: &Cv<'a, FixData>) -> &'a Budget {
 }
 
 /// The natives of the budget: the tick, a `range/3` that charges a step per
-/// output, and `+`/`*` that refuse oversized results.
+/// output, a `*` that refuses oversized strings before it builds them, the
+/// checks put after `+`, constructions and assignments and before printing
+/// (see [`super::rewrite`]), and silent `debug`/`stderr`.
 pub(super) fn natives() -> impl Iterator<Item = Fun<FixData>> {
     let tick = Native::new(|cv| {
         let b = budget(&cv);
