@@ -439,7 +439,16 @@ pub struct ReplayArgs {
     /// A jq expression applied to each payload first (run in-process by jaq).
     #[arg(long)]
     pub fix: Option<String>,
-    /// At most this many records per second.
+    /// Time budget of the fix per record, in milliseconds (1 to 60000): a
+    /// record whose fix runs longer fails and stays pending.
+    #[arg(long, default_value_t = dlq_core::fix::DEFAULT_FIX_TIMEOUT.as_millis() as u64)]
+    pub fix_timeout_ms: u64,
+    /// Largest payload the fix may produce, in bytes (also the longest
+    /// string, or array in elements, it may build with + and *).
+    #[arg(long, default_value_t = dlq_core::fix::DEFAULT_FIX_MAX_OUTPUT_BYTES)]
+    pub fix_max_output_bytes: usize,
+    /// At most this many records per second, from 0.001 to 1e9 (a dry run
+    /// is not paced).
     #[arg(long)]
     pub rate: Option<f64>,
     /// At most this many records.

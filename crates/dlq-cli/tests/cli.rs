@@ -721,3 +721,181 @@ fn analyze_after_demo_groups_each_injected_failure_with_verdicts_fields_and_filt
     ]);
     assert_eq!(later.status.code(), Some(1));
 }
+
+// Issue #10, item 1 (h-fix): hostile filters, fixes and rates.
+
+#[test]
+fn a_filter_nested_too_deep_exits_2_naming_the_position() {
+    let env = Env::new();
+    let parens = format!("{}retryable{}", "(".repeat(10_000), ")".repeat(10_000));
+    let nots = "! ".repeat(60_000) + "retryable";
+    for (filter, position) in [(parens, 64), (nots, 128)] {
+        let r = env.run(&["inspect", "--filter", &filter]);
+        let stderr = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!("invalid filter at character {position}"))
+                && stderr.contains("nests deeper than 64 levels"),
+            "{}",
+            &stderr[..stderr.len().min(300)]
+        );
+        assert!(!stderr.contains("overflow"), "no stack overflow");
+    }
+}
+
+/// Three string-priced records in `dlq.polymarket.price_hourly`.
+fn three_string_prices(env: &Env) {
+    let bad: Vec<Vec<u8>> = (0..3)
+        .map(|i| {
+            GOOD_PRICE
+                .replace("0.42", "\"0.42\"")
+                .replace("evt-1", &format!("evt-{i}"))
+                .into_bytes()
+        })
+        .collect();
+    write_lines(&env.path("in.ndjson"), &bad);
+    env.ok(&[
+        "process",
+        "--pipeline",
+        "polymarket",
+        "--input",
+        "in.ndjson",
+        "--output",
+        "out.ndjson",
+    ]);
+}
+
+#[test]
+fn a_rate_outside_the_range_exits_2_and_a_dry_run_is_never_paced() {
+    let env = Env::new();
+    three_string_prices(&env);
+    let replay = ["replay", "--dlq", "dlq.polymarket.price_hourly"];
+    for rate in ["1e-300", "1e-10", "0", "-1", "2e9", "NaN", "inf"] {
+        let rate_arg = format!("--rate={rate}");
+        let r = env.run(&[&replay[..], &["--to", "file:r.ndjson", &rate_arg]].concat());
+        let stderr = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(2), "--rate {rate}: {stderr}");
+        assert!(
+            stderr.contains("between 0.001 and 1000000000 records per second"),
+            "--rate {rate}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let r = env.run(
+        &[
+            &replay[..],
+            &["--to", "file:r.ndjson", "--dry-run", "--rate", "1e-10"],
+        ]
+        .concat(),
+    );
+    assert_eq!(r.status.code(), Some(2), "validated in a dry run too");
+    // Paced at the slowest rate, three records would take 2,000 s.
+    let started = Instant::now();
+    let dry = env.json(
+        &[
+            &replay[..],
+            &["--to", "file:r.ndjson", "--dry-run", "--rate", "0.001"],
+        ]
+        .concat(),
+    );
+    assert_eq!(dry["previews"].as_array().map(Vec::len), Some(3));
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let stats = env.json(&["stats"]);
+    assert_eq!(stats["dlqs"][0]["pending"], 3);
+}
+
+#[test]
+fn a_fix_over_its_budget_fails_per_record_and_leaves_the_records_pending() {
+    let env = Env::new();
+    three_string_prices(&env);
+    let replay = [
+        "replay",
+        "--dlq",
+        "dlq.polymarket.price_hourly",
+        "--to",
+        "file:r.ndjson",
+    ];
+    // Recursion without end: the stack is guarded, the process survives.
+    let r = env.json(&[&replay[..], &["--fix", "def f: [f]; f"]].concat());
+    assert_eq!(
+        (r["selected"].as_u64(), r["replayed"].as_u64()),
+        (Some(3), Some(0))
+    );
+    assert_eq!(r["fix_failed"], 3, "{r:#}");
+    assert_eq!(
+        r["fix_errors"]["fix recursed too deep (the stack is nearly exhausted)"], 3,
+        "{r:#}"
+    );
+    // A loop without end: the time budget ends it.
+    let started = Instant::now();
+    let r = env.json(
+        &[
+            &replay[..],
+            &["--fix", "def f: f; f", "--fix-timeout-ms", "50"],
+        ]
+        .concat(),
+    );
+    assert_eq!(r["fix_failed"], 3, "{r:#}");
+    let errors = r["fix_errors"].as_object().expect("fix_errors");
+    assert!(
+        errors.keys().all(
+            |e| e == "fix timed out after 50 ms" || e.starts_with("fix exceeded its budget of")
+        ),
+        "{r:#}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // Output larger than allowed.
+    let r = env.json(
+        &[
+            &replay[..],
+            &[
+                "--fix",
+                r#".market_id * 1000"#,
+                "--fix-max-output-bytes",
+                "100",
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        r["fix_errors"]["fix output is larger than 100 bytes"], 3,
+        "{r:#}"
+    );
+    // Nothing was replayed; the records are still pending.
+    let stats = env.json(&["stats"]);
+    assert_eq!(stats["dlqs"][0]["pending"], 3, "{stats:#}");
+    assert_eq!(stats["dlqs"][0]["replayed"], 0, "{stats:#}");
+    let pending = env.json(&["inspect", "--status", "pending"]);
+    assert_eq!(
+        pending["records"].as_array().map(Vec::len),
+        Some(3),
+        "{pending:#}"
+    );
+    assert!(lines(&env.path("r.ndjson")).is_empty());
+    // A fix nested too deep is refused before anything runs.
+    let deep = "(".repeat(5000) + "." + &")".repeat(5000);
+    let r = env.run(&[&replay[..], &["--fix", &deep]].concat());
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("fix nests deeper than 256 levels (at 1:257)"),
+        "{stderr}"
+    );
+    // Limits out of range are refused.
+    let r = env.run(&[&replay[..], &["--fix", ".", "--fix-timeout-ms", "0"]].concat());
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the fix timeout must be from 1 to 60000 ms"),
+        "{stderr}"
+    );
+    // A fix that works still does, with the same output.
+    env.ok(&[&replay[..], &["--fix", ".price |= tonumber"]].concat());
+    let replayed = lines(&env.path("r.ndjson"));
+    assert_eq!(replayed.len(), 3);
+    assert!(
+        replayed
+            .iter()
+            .all(|l| l.windows(12).any(|w| w == br#""price":0.42"#))
+    );
+}

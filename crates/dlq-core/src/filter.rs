@@ -24,11 +24,24 @@
 //!
 //! Comparing values of different types is false (and `!=` true); a missing
 //! field equals only `null`. Timestamps compare as instants.
+//!
+//! Parentheses and `not`/`!` nest at most [`MAX_FILTER_DEPTH`] levels deep;
+//! a deeper filter is refused with an error naming the position where the
+//! limit is crossed. `and`/`or` chains of any length are flat lists, so
+//! neither parsing, evaluation nor dropping a filter recurses per operand:
+//! no filter text can exhaust the stack.
 
 use crate::envelope::parse_timestamp;
 use crate::store::StoredRecord;
 use chrono::{DateTime, Utc};
 use std::cmp::Ordering;
+
+/// How deep parentheses and `not`/`!` may nest in a filter.
+///
+/// Hand-written filters nest a few levels; the limit keeps the recursive
+/// parser (and the evaluation of the tree it builds) far from the end of the
+/// smallest thread stack a filter runs on (2 MiB, tokio's workers).
+pub const MAX_FILTER_DEPTH: usize = 64;
 
 /// A compiled filter.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,8 +87,10 @@ pub struct FilterError {
 
 #[derive(Debug, Clone, PartialEq)]
 enum Expr {
-    And(Box<Expr>, Box<Expr>),
-    Or(Box<Expr>, Box<Expr>),
+    /// Two or more operands: a chain of `and` is one flat list.
+    And(Vec<Expr>),
+    /// Two or more operands: a chain of `or` is one flat list.
+    Or(Vec<Expr>),
     Not(Box<Expr>),
     Cmp(Field, Op, Lit),
     In(Field, Vec<Lit>),
@@ -169,6 +184,7 @@ impl Filter {
             text,
             tokens,
             pos: 0,
+            depth: 0,
         };
         let expr = p.expr()?;
         if p.pos < p.tokens.len() {
@@ -186,7 +202,7 @@ impl Filter {
     pub fn uses_fingerprint(&self) -> bool {
         fn uses(e: &Expr) -> bool {
             match e {
-                Expr::And(a, b) | Expr::Or(a, b) => uses(a) || uses(b),
+                Expr::And(all) | Expr::Or(all) => all.iter().any(uses),
                 Expr::Not(a) => uses(a),
                 Expr::Cmp(f, _, _) | Expr::In(f, _) | Expr::Exists(f) | Expr::Truthy(f) => {
                     matches!(f, Field::Fingerprint)
@@ -344,6 +360,8 @@ struct Parser<'t> {
     text: &'t str,
     tokens: Vec<(usize, Tok)>,
     pos: usize,
+    /// Open parentheses and `not`s around the current token.
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -362,27 +380,50 @@ impl Parser<'_> {
     }
 
     fn expr(&mut self) -> Result<Expr, FilterError> {
-        let mut left = self.and()?;
+        let mut all = vec![self.and()?];
         while self.peek() == Some(&Tok::Or) {
             self.pos += 1;
-            left = Expr::Or(Box::new(left), Box::new(self.and()?));
+            all.push(self.and()?);
         }
-        Ok(left)
+        Ok(if all.len() == 1 {
+            all.remove(0)
+        } else {
+            Expr::Or(all)
+        })
     }
 
     fn and(&mut self) -> Result<Expr, FilterError> {
-        let mut left = self.not()?;
+        let mut all = vec![self.not()?];
         while self.peek() == Some(&Tok::And) {
             self.pos += 1;
-            left = Expr::And(Box::new(left), Box::new(self.not()?));
+            all.push(self.not()?);
         }
-        Ok(left)
+        Ok(if all.len() == 1 {
+            all.remove(0)
+        } else {
+            Expr::And(all)
+        })
+    }
+
+    /// Enters one level of nesting (`(` or `not`) at the current token,
+    /// refusing to go deeper than [`MAX_FILTER_DEPTH`].
+    fn enter(&mut self) -> Result<(), FilterError> {
+        if self.depth >= MAX_FILTER_DEPTH {
+            return Err(self.error_here(&format!(
+                "the filter nests deeper than {MAX_FILTER_DEPTH} levels of parentheses and `not`"
+            )));
+        }
+        self.depth += 1;
+        self.pos += 1;
+        Ok(())
     }
 
     fn not(&mut self) -> Result<Expr, FilterError> {
         if self.peek() == Some(&Tok::Not) {
-            self.pos += 1;
-            return Ok(Expr::Not(Box::new(self.not()?)));
+            self.enter()?;
+            let e = Expr::Not(Box::new(self.not()?));
+            self.depth -= 1;
+            return Ok(e);
         }
         self.atom()
     }
@@ -390,12 +431,13 @@ impl Parser<'_> {
     fn atom(&mut self) -> Result<Expr, FilterError> {
         match self.peek().cloned() {
             Some(Tok::LParen) => {
-                self.pos += 1;
+                self.enter()?;
                 let e = self.expr()?;
                 if self.peek() != Some(&Tok::RParen) {
                     return Err(self.error_here("expected `)`"));
                 }
                 self.pos += 1;
+                self.depth -= 1;
                 Ok(e)
             }
             Some(Tok::Ident(name)) => {
@@ -647,8 +689,8 @@ fn cmp(v: &Val, op: Op, lit: &Lit) -> bool {
 
 fn eval(expr: &Expr, ctx: &mut Ctx<'_>) -> bool {
     match expr {
-        Expr::And(a, b) => eval(a, ctx) && eval(b, ctx),
-        Expr::Or(a, b) => eval(a, ctx) || eval(b, ctx),
+        Expr::And(all) => all.iter().all(|e| eval(e, ctx)),
+        Expr::Or(all) => all.iter().any(|e| eval(e, ctx)),
         Expr::Not(e) => !eval(e, ctx),
         Expr::Cmp(f, op, lit) => cmp(&value(f, ctx), *op, lit),
         Expr::In(f, list) => {
@@ -752,6 +794,71 @@ mod tests {
         let e = Filter::parse(r#"stage == "a" extra"#).expect_err("trailing");
         assert_eq!(e.position, 13);
         assert!(Filter::parse(r#"error == "unterminated"#).is_err());
+    }
+
+    #[test]
+    fn nesting_past_the_limit_is_an_error_naming_the_position() {
+        let deep = format!("{}retryable{}", "(".repeat(10_000), ")".repeat(10_000));
+        let e = Filter::parse(&deep).expect_err("too deep");
+        assert_eq!(e.position, MAX_FILTER_DEPTH, "{}", e.message);
+        assert!(e.message.contains("nests deeper than 64"), "{}", e.message);
+
+        let nots = "! ".repeat(60_000) + "retryable";
+        let e = Filter::parse(&nots).expect_err("too deep");
+        assert_eq!(e.position, 2 * MAX_FILTER_DEPTH);
+        let e = Filter::parse(&"not (".repeat(50_000)).expect_err("too deep");
+        assert_eq!(e.position, 5 * (MAX_FILTER_DEPTH / 2));
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_is_accepted() {
+        let r = record("{}", "c", 0);
+        let half = MAX_FILTER_DEPTH / 2;
+        let text = format!("{}retryable{}", "not (".repeat(half), ")".repeat(half));
+        // An even number of `not`s.
+        assert!(m(&text, &r));
+        let parens = format!(
+            "{}retryable{}",
+            "(".repeat(MAX_FILTER_DEPTH),
+            ")".repeat(MAX_FILTER_DEPTH)
+        );
+        assert!(m(&parens, &r));
+    }
+
+    #[test]
+    fn long_flat_chains_neither_recurse_nor_overflow() {
+        let r = record("{}", "c", 3);
+        let ors = vec!["replays == 0"; 100_000].join(" or ") + " or replays == 3";
+        let f = Filter::parse(&ors).expect("flat or");
+        assert!(f.matches(&r));
+        assert!(!f.uses_fingerprint());
+        let ands = vec!["retryable"; 100_000].join(" && ") + " && replays == 2";
+        let f = Filter::parse(&ands).expect("flat and");
+        assert!(!f.matches(&r));
+        let mixed = vec!["(retryable or replays > 9) and not replays == 1"; 30_000].join(" or ");
+        let f = Filter::parse(&mixed).expect("mixed");
+        assert!(f.clone().matches(&r));
+        drop(f);
+    }
+
+    proptest! {
+        #[test]
+        fn nested_filters_never_panic_nor_overflow(
+            parts in proptest::collection::vec(
+                prop_oneof![
+                    Just("("), Just(")"), Just("not "), Just("! "), Just("retryable"),
+                    Just(" and "), Just(" or "), Just("replays == 1"), Just("["), Just("]"),
+                ],
+                0..400,
+            ),
+            repeat in 1usize..200,
+        ) {
+            let text = parts.concat().repeat(repeat);
+            if let Ok(f) = Filter::parse(&text) {
+                let r = record("{}", "c", 1);
+                let _ = f.matches(&r);
+            }
+        }
     }
 
     proptest! {

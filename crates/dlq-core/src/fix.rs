@@ -28,9 +28,46 @@
 //!   nesting depth is bounded before jaq's recursive JSON reader sees a
 //!   payload (or a string passed to `fromjson`/`tonumber`), and evaluation runs
 //!   under [`std::panic::catch_unwind`] as a last line of defence.
-//!   A fix can still be written to loop forever or allocate without bound
-//!   (`repeat(.)`, `range(1e15)`); fixes are written by operators, not by
-//!   the producers of payloads.
+//!
+//! # Limits: a fix cannot hang or crash the process
+//!
+//! A fix may come from anyone allowed to preview a replay, so every fix runs
+//! under a budget, and a fix that exceeds it fails for that record (which
+//! stays pending) with a precise [`FixError`]:
+//!
+//! * **At compile time**: the text is at most [`MAX_FIX_LEN`] bytes and
+//!   [`MAX_FIX_TOKENS`] tokens, and its brackets, strings and the tree jaq
+//!   parses from it nest at most [`MAX_FIX_DEPTH`] levels
+//!   ([`FixError::TooLong`], [`FixError::TooManyTokens`],
+//!   [`FixError::TooDeep`]). jaq's parser, compiler and evaluator recurse
+//!   along that tree; parsing and compiling run on a thread of their own
+//!   with a large stack.
+//! * **At run time, per record** ([`FixLimits`]): a time budget
+//!   ([`DEFAULT_FIX_TIMEOUT`], [`FixError::TimedOut`]), a step budget
+//!   ([`MAX_FIX_STEPS`], [`FixError::BudgetExceeded`]) where a step is one
+//!   call of a definition, one round of `reduce`/`foreach`, one output of
+//!   `range` or one value visited by `..`, a recursion bound (the thread's remaining stack,
+//!   [`FixError::RecursionTooDeep`]), and a size limit on the output and on
+//!   strings and arrays built by `+` and `*`
+//!   ([`DEFAULT_FIX_MAX_OUTPUT_BYTES`], [`FixError::OutputTooLarge`]),
+//!   which also bounds the text of values printed by `tojson`, `tostring`
+//!   and string interpolation (values share their parts: `[., .]` in a loop
+//!   of 60 rounds prints as 2^60 numbers), and a nesting bound on the
+//!   values it builds ([`MAX_VALUE_DEPTH`], [`FixError::ValueTooDeep`]):
+//!   jaq drops values recursively.
+//!   So `def f: f; f`, `last(range(1e18))`, `def f: [f]; f`,
+//!   `[range(1e9)] | length` and `"x" * 1e12` all fail fast instead of
+//!   hanging or aborting. Once a budget is exhausted, the fix's own `try`,
+//!   `?` and `//` cannot catch it: every later step fails again.
+//! * `debug` and `stderr` print nothing.
+//!
+//! What the budget does not bound: the time of a single native filter on a
+//! large value (`sort`, `test` on a long string, printing a value up to the
+//! output limit), so a record can overrun its time budget by that much; and
+//! comparisons of values that share their parts, which take time
+//! exponential in the rounds that built them. After assignments, the
+//! nesting of a value is measured once every few steps, so a value can
+//! overshoot [`MAX_VALUE_DEPTH`] by what those steps add before it fails.
 //!
 //! # Payload semantics
 //!
@@ -55,17 +92,25 @@
 use std::fmt::Write as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use std::time::Duration;
+
 use jaq_core::box_iter::box_once;
 use jaq_core::compile::Undefined;
-use jaq_core::data::JustLut;
-use jaq_core::load::{self, Arena, File, Loader};
+use jaq_core::load::lex::Token;
+use jaq_core::load::{self, Arena, File, Lexer, Loader, Parser};
 use jaq_core::native::{Fun, v};
 use jaq_core::{Compiler, Ctx, Exn, Vars};
 use jaq_json::{Num, Val};
 use serde_json::value::RawValue;
 
-/// The jaq data kind used by fixes: plain JSON values, no custom global data.
-type Data = JustLut<Val>;
+mod budget;
+mod rewrite;
+
+use budget::{Budget, Env, Exhausted};
+
+/// The jaq data kind used by fixes: JSON values, and the budget of the
+/// application in the global data.
+type Data = budget::FixData;
 
 /// jaq errors carrying jaq-json values.
 type JaqError = jaq_core::Error<Val>;
@@ -84,12 +129,114 @@ pub const MAX_MESSAGE_CHARS: usize = 1000;
 /// more than one; [`FixError::MultipleOutputs::count`] never exceeds it.
 pub const MAX_COUNTED_OUTPUTS: usize = 1000;
 
+/// Longest fix text accepted, in bytes.
+pub const MAX_FIX_LEN: usize = 64 * 1024;
+
+/// How deep a fix may nest: brackets, strings and interpolations in its
+/// text, and the tree jaq parses from it (where `a | b | c` and `.a.b.c`
+/// count one level per step, as jaq evaluates them).
+///
+/// Real fixes nest a dozen levels; the bound keeps jaq's recursive
+/// evaluation well inside the 512 KiB of stack a tick keeps free.
+pub const MAX_FIX_DEPTH: usize = 256;
+
+/// Most tokens (operators, names, literals...) a fix may have.
+///
+/// jaq's parser recurses on each prefix operator and keyword, and on each
+/// `|` of a chain, before the depth of the result can be measured; this
+/// bounds that recursion. Real fixes have a few dozen tokens.
+pub const MAX_FIX_TOKENS: usize = 8192;
+
+/// How deep a value built by a fix may nest (arrays and objects).
+///
+/// jaq drops, prints and compares values recursively, so a deeper value
+/// could overflow the stack; payloads nest at most [`MAX_JSON_DEPTH`].
+pub const MAX_VALUE_DEPTH: usize = 512;
+
+/// Default time budget of a fix, per record.
+pub const DEFAULT_FIX_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// Longest time budget [`FixLimits::validate`] accepts.
+pub const MAX_FIX_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default limit on the size of a fix's output, and of the strings and
+/// arrays it builds with `+` and `*` (bytes, or elements for arrays).
+pub const DEFAULT_FIX_MAX_OUTPUT_BYTES: usize = 16 * 1024 * 1024;
+
+/// Largest output limit [`FixLimits::validate`] accepts.
+pub const MAX_FIX_OUTPUT_BYTES: usize = 1024 * 1024 * 1024;
+
+/// Default step budget of a fix, per record: calls of definitions, rounds
+/// of `reduce`/`foreach` and outputs of `range`. Fixing a payload of a few
+/// thousand values takes a few thousand steps.
+pub const MAX_FIX_STEPS: u64 = 2_000_000;
+
+/// Stack of the thread that parses and compiles a fix: jaq's parser
+/// recurses once per prefix operator, keyword or `|`, and a fix of
+/// [`MAX_FIX_TOKENS`] tokens takes about 70 MiB of it in a debug build
+/// before its depth can be measured (far less optimised). Only the pages
+/// touched are used.
+const COMPILE_STACK: usize = 256 * 1024 * 1024;
+
 /// Native filters removed from the standard library.
 ///
 /// * `env` would expose the process environment (secrets).
 /// * `localtime` and `strflocaltime` read `TZ` and `/etc/localtime`.
 /// * `fromjson` is replaced by a depth-checked version (see [`fromjson`]).
-const REMOVED_FILTERS: &[&str] = &["env", "localtime", "strflocaltime", "fromjson"];
+/// * `range/3` is replaced by one that charges the budget.
+const REMOVED_FILTERS: &[&str] = &["env", "localtime", "strflocaltime", "fromjson", "range"];
+
+/// What a fix may spend on one record; see the [module
+/// documentation](self#limits-a-fix-cannot-hang-or-crash-the-process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FixLimits {
+    /// Time budget per record.
+    pub timeout: Duration,
+    /// Largest output, in bytes; also the longest string (bytes) or array
+    /// (elements) `+` and `*` may build.
+    pub max_output_bytes: usize,
+    /// Step budget per record.
+    pub max_steps: u64,
+}
+
+impl Default for FixLimits {
+    fn default() -> Self {
+        FixLimits {
+            timeout: DEFAULT_FIX_TIMEOUT,
+            max_output_bytes: DEFAULT_FIX_MAX_OUTPUT_BYTES,
+            max_steps: MAX_FIX_STEPS,
+        }
+    }
+}
+
+impl FixLimits {
+    /// Checks limits given by a user.
+    ///
+    /// # Errors
+    ///
+    /// [`FixError::InvalidLimits`] for a timeout of 0 or above
+    /// [`MAX_FIX_TIMEOUT`], an output limit of 0 or above
+    /// [`MAX_FIX_OUTPUT_BYTES`], or a step budget of 0.
+    pub fn validate(&self) -> Result<(), FixError> {
+        let reason = if self.timeout.is_zero() || self.timeout > MAX_FIX_TIMEOUT {
+            format!(
+                "the fix timeout must be from 1 to {} ms, got {} ms",
+                MAX_FIX_TIMEOUT.as_millis(),
+                self.timeout.as_millis()
+            )
+        } else if self.max_output_bytes == 0 || self.max_output_bytes > MAX_FIX_OUTPUT_BYTES {
+            format!(
+                "the fix output limit must be from 1 to {MAX_FIX_OUTPUT_BYTES} bytes, got {}",
+                self.max_output_bytes
+            )
+        } else if self.max_steps == 0 {
+            "the fix step budget must be at least 1".to_owned()
+        } else {
+            return Ok(());
+        };
+        Err(FixError::InvalidLimits { reason })
+    }
+}
 
 /// A compiled jq expression that repairs a dead-lettered payload.
 ///
@@ -101,6 +248,8 @@ pub struct Fix {
     filter: jaq_core::Filter<Data>,
     /// The source text, as given to [`Fix::compile`].
     expr: String,
+    /// The budget of each application.
+    limits: FixLimits,
 }
 
 // The replayer shares fixes across threads; fail the build if jaq ever stops
@@ -115,6 +264,7 @@ impl std::fmt::Debug for Fix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Fix")
             .field("expr", &self.expr)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -160,6 +310,64 @@ pub enum FixError {
         /// The nesting limit, [`MAX_JSON_DEPTH`].
         limit: usize,
     },
+    /// The expression is longer than [`MAX_FIX_LEN`] bytes.
+    #[error("fix is {len} bytes long; the limit is {limit}")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// [`MAX_FIX_LEN`].
+        limit: usize,
+    },
+    /// The expression nests deeper than [`MAX_FIX_DEPTH`] levels.
+    #[error("fix nests deeper than {limit} levels{}", at.as_deref().map(|at| format!(" (at {at})")).unwrap_or_default())]
+    TooDeep {
+        /// [`MAX_FIX_DEPTH`].
+        limit: usize,
+        /// `line:column` where the text crosses the limit, when known.
+        at: Option<String>,
+    },
+    /// The expression has more than [`MAX_FIX_TOKENS`] tokens.
+    #[error("fix has {tokens} tokens; the limit is {limit}")]
+    TooManyTokens {
+        /// How many it has.
+        tokens: usize,
+        /// [`MAX_FIX_TOKENS`].
+        limit: usize,
+    },
+    /// The fix recursed deeper than the stack allows (`def f: [f]; f`).
+    #[error("fix recursed too deep (the stack is nearly exhausted)")]
+    RecursionTooDeep,
+    /// The fix took more steps than its budget (`def f: f; f`).
+    #[error("fix exceeded its budget of {steps} steps")]
+    BudgetExceeded {
+        /// The step budget, [`FixLimits::max_steps`].
+        steps: u64,
+    },
+    /// The fix ran longer than its time budget.
+    #[error("fix timed out after {timeout_ms} ms")]
+    TimedOut {
+        /// The time budget, [`FixLimits::timeout`], in milliseconds.
+        timeout_ms: u128,
+    },
+    /// The output, or a string or array built by the fix, is larger than
+    /// [`FixLimits::max_output_bytes`].
+    #[error("fix output is larger than {limit} bytes")]
+    OutputTooLarge {
+        /// The limit, [`FixLimits::max_output_bytes`].
+        limit: usize,
+    },
+    /// The fix built a value nested deeper than [`MAX_VALUE_DEPTH`].
+    #[error("fix built a value nested deeper than {limit} levels")]
+    ValueTooDeep {
+        /// [`MAX_VALUE_DEPTH`].
+        limit: usize,
+    },
+    /// [`FixLimits`] out of range.
+    #[error("{reason}")]
+    InvalidLimits {
+        /// What is wrong.
+        reason: String,
+    },
     /// The output cannot be written as JSON (a byte string made by
     /// `tobytes`, or an object key that is not a string).
     #[error("fix output is not representable as JSON: {reason}")]
@@ -170,67 +378,59 @@ pub enum FixError {
 }
 
 impl Fix {
-    /// Parses and compiles a jq expression.
+    /// Parses and compiles a jq expression, with the default [`FixLimits`].
     ///
     /// # Errors
     ///
-    /// [`FixError::Compile`] with every lex, parse and compile error jaq
-    /// reports (syntax errors, undefined filters or variables, module or
-    /// data imports, `$ENV`/`env`).
+    /// [`FixError::TooLong`] or [`FixError::TooDeep`] for an expression
+    /// beyond [`MAX_FIX_LEN`] or [`MAX_FIX_DEPTH`]; [`FixError::Compile`]
+    /// with every lex, parse and compile error jaq reports (syntax errors,
+    /// undefined filters or variables, module or data imports,
+    /// `$ENV`/`env`).
     pub fn compile(expr: &str) -> Result<Fix, FixError> {
-        let compile_error = |errors: Vec<String>| FixError::Compile {
-            expr: expr.to_owned(),
-            errors: errors.join("\n"),
-        };
-
-        let defs = jaq_core::defs()
-            .chain(jaq_std::defs())
-            .chain(jaq_json::defs());
-        let loader = Loader::new(defs);
-        let arena = Arena::default();
-        let program = File {
-            code: expr,
-            path: (),
-        };
-        let modules = loader.load(&arena, program).map_err(|errs| {
-            let msgs = errs
-                .iter()
-                .flat_map(|(file, err)| load_error_messages(file.code, err));
-            compile_error(msgs.collect())
-        })?;
-        // `import "f" as $x;` binds a data file to a global variable. The
-        // loader only records such imports; refuse them, as fixes get no
-        // files (and running with the variable unbound would panic in jaq).
-        load::import(&modules, |_| {
-            Err("data files are not available to fixes".into())
+        if expr.len() > MAX_FIX_LEN {
+            return Err(FixError::TooLong {
+                len: expr.len(),
+                limit: MAX_FIX_LEN,
+            });
+        }
+        if let Some(offset) = rewrite::nesting_exceeds(expr, MAX_FIX_DEPTH) {
+            return Err(FixError::TooDeep {
+                limit: MAX_FIX_DEPTH,
+                at: Some(line_column(expr, offset)),
+            });
+        }
+        // jaq's parser and compiler recurse; give them a stack of their own
+        // that no text of MAX_FIX_LEN bytes can exhaust.
+        std::thread::scope(|scope| {
+            let compiler = std::thread::Builder::new()
+                .name("dlq-fix-compile".to_owned())
+                .stack_size(COMPILE_STACK)
+                .spawn_scoped(scope, || compile_on_this_thread(expr));
+            let internal = |what: String| FixError::Compile {
+                expr: expr.to_owned(),
+                errors: what,
+            };
+            match compiler {
+                Ok(handle) => handle
+                    .join()
+                    .unwrap_or_else(|_| Err(internal("internal error in the jq compiler".into()))),
+                Err(e) => Err(internal(format!("cannot start the jq compiler: {e}"))),
+            }
         })
-        .map_err(|errs| {
-            let msgs = errs
-                .iter()
-                .flat_map(|(file, err)| load_error_messages(file.code, err));
-            compile_error(msgs.collect())
-        })?;
+    }
 
-        let filter = Compiler::default()
-            .with_funs(funs())
-            .compile(modules)
-            .map_err(|errs| {
-                let msgs = errs.iter().flat_map(|(file, errs)| {
-                    errs.iter().map(|(name, undefined)| {
-                        let what = match undefined {
-                            Undefined::Filter(arity) => format!("filter `{name}/{arity}`"),
-                            other => format!("{} `{name}`", other.as_str()),
-                        };
-                        at(file.code, name, &format!("undefined {what}"))
-                    })
-                });
-                compile_error(msgs.collect())
-            })?;
+    /// The same fix with other limits.
+    #[must_use]
+    pub fn with_limits(mut self, limits: FixLimits) -> Fix {
+        self.limits = limits;
+        self
+    }
 
-        Ok(Fix {
-            filter,
-            expr: expr.to_owned(),
-        })
+    /// The limits each application runs under.
+    #[must_use]
+    pub fn limits(&self) -> &FixLimits {
+        &self.limits
     }
 
     /// The jq expression this fix was compiled from.
@@ -242,7 +442,7 @@ impl Fix {
     /// Runs the fix on one payload and returns the new payload.
     ///
     /// See the [module documentation](self) for how payloads are read and
-    /// written.
+    /// written, and for the budget each application runs under.
     ///
     /// # Errors
     ///
@@ -250,7 +450,9 @@ impl Fix {
     /// that cannot be read; [`FixError::Runtime`] if the fix raises an error;
     /// [`FixError::NoOutput`] or [`FixError::MultipleOutputs`] unless it
     /// yields exactly one value; [`FixError::OutputNotJson`] if that value
-    /// has no JSON form.
+    /// has no JSON form; [`FixError::TimedOut`],
+    /// [`FixError::BudgetExceeded`], [`FixError::RecursionTooDeep`] or
+    /// [`FixError::OutputTooLarge`] if it exceeds its budget.
     pub fn apply(&self, payload: &[u8]) -> Result<Vec<u8>, FixError> {
         catch_unwind(AssertUnwindSafe(|| self.apply_inner(payload))).unwrap_or_else(|panic| {
             let detail = panic
@@ -268,21 +470,61 @@ impl Fix {
     }
 
     fn apply_inner(&self, payload: &[u8]) -> Result<Vec<u8>, FixError> {
-        let (input, is_text) = read_payload(payload)?;
-        let output = self.run(input)?;
-        match output {
-            Val::TStr(s) | Val::BStr(s) if is_text => Ok(s.to_vec()),
-            value => {
-                let mut out = String::new();
-                write_json(&value, &mut out)?;
-                Ok(out.into_bytes())
-            }
+        let limits = &self.limits;
+        let budget = Budget::new(limits.max_steps, limits.timeout, limits.max_output_bytes);
+        let result = self.apply_budgeted(payload, &budget);
+        // Whatever the fix made of a budget error (caught it, turned it
+        // into an output), the record failed for the budget.
+        match budget.exhausted() {
+            None => result,
+            Some(Exhausted::Steps) => Err(FixError::BudgetExceeded {
+                steps: limits.max_steps,
+            }),
+            Some(Exhausted::Time) => Err(FixError::TimedOut {
+                timeout_ms: limits.timeout.as_millis(),
+            }),
+            Some(Exhausted::Stack) => Err(FixError::RecursionTooDeep),
+            Some(Exhausted::Output) => Err(FixError::OutputTooLarge {
+                limit: limits.max_output_bytes,
+            }),
+            Some(Exhausted::Depth) => Err(FixError::ValueTooDeep {
+                limit: MAX_VALUE_DEPTH,
+            }),
         }
     }
 
+    fn apply_budgeted(&self, payload: &[u8], budget: &Budget) -> Result<Vec<u8>, FixError> {
+        let limit = self.limits.max_output_bytes;
+        let too_large = || {
+            budget.output_too_large();
+            FixError::OutputTooLarge { limit }
+        };
+        let (input, is_text) = read_payload(payload)?;
+        let output = self.run(input, budget)?;
+        let bytes = match output {
+            Val::TStr(s) | Val::BStr(s) if is_text => s.to_vec(),
+            value => {
+                let mut out = String::new();
+                write_json(&value, &mut out, limit).map_err(|e| match e {
+                    FixError::OutputTooLarge { .. } => too_large(),
+                    e => e,
+                })?;
+                out.into_bytes()
+            }
+        };
+        if bytes.len() > limit {
+            return Err(too_large());
+        }
+        Ok(bytes)
+    }
+
     /// Runs the filter and insists on exactly one output.
-    fn run(&self, input: Val) -> Result<Val, FixError> {
-        let ctx = Ctx::<Data>::new(&self.filter.lut, Vars::new([]));
+    fn run(&self, input: Val, budget: &Budget) -> Result<Val, FixError> {
+        let env = Env {
+            lut: &self.filter.lut,
+            budget,
+        };
+        let ctx = Ctx::<Data>::new(env, Vars::new([]));
         let mut outputs = self.filter.id.run((ctx, input));
         let first = match outputs.next() {
             None => return Err(FixError::NoOutput),
@@ -304,6 +546,132 @@ impl Fix {
     }
 }
 
+/// Compiles a fix whose length and bracket nesting have been checked, on a
+/// thread with a large stack.
+fn compile_on_this_thread(expr: &str) -> Result<Fix, FixError> {
+    let compile_error = |errors: Vec<String>| FixError::Compile {
+        expr: expr.to_owned(),
+        errors: errors.join("\n"),
+    };
+    let std_defs = || {
+        jaq_core::defs()
+            .chain(jaq_std::defs())
+            .chain(jaq_json::defs())
+    };
+
+    // Before anything parses: lexing recurses only along the brackets,
+    // which the caller checked; parsing recurses along tokens.
+    if let Ok(tokens) = Lexer::new(expr).lex() {
+        let count = rewrite::token_count(&tokens);
+        if count > MAX_FIX_TOKENS {
+            return Err(FixError::TooManyTokens {
+                tokens: count,
+                limit: MAX_FIX_TOKENS,
+            });
+        }
+    }
+
+    // jaq's own loading, for its error messages, and to refuse modules.
+    {
+        let arena = Arena::default();
+        let program = File {
+            code: expr,
+            path: (),
+        };
+        let modules = Loader::new(std_defs())
+            .load(&arena, program)
+            .map_err(|errs| {
+                let msgs = errs
+                    .iter()
+                    .flat_map(|(file, err)| load_error_messages(file.code, err));
+                compile_error(msgs.collect())
+            })?;
+        // `import "f" as $x;` binds a data file to a global variable. The
+        // loader only records such imports; refuse them, as fixes get no
+        // files (and running with the variable unbound would panic in jaq).
+        load::import(&modules, |_| {
+            Err("data files are not available to fixes".into())
+        })
+        .map_err(|errs| {
+            let msgs = errs
+                .iter()
+                .flat_map(|(file, err)| load_error_messages(file.code, err));
+            compile_error(msgs.collect())
+        })?;
+    }
+
+    // The term again, to measure it and put the budget into it.
+    let tokens = Lexer::new(expr)
+        .lex()
+        .map_err(|_| compile_error(vec!["the fix does not lex".to_owned()]))?;
+    let term = Parser::new(&tokens).parse(|p| p.term()).map_err(|errs| {
+        let msgs = errs.iter().map(|(expect, found)| {
+            let found = Token::opt_as_str(*found, expr);
+            let msg = format!("expected {}, {}", expect.as_str(), found_text(found));
+            at(expr, found, &msg)
+        });
+        compile_error(msgs.collect())
+    })?;
+    if rewrite::depth(&term) > MAX_FIX_DEPTH {
+        return Err(FixError::TooDeep {
+            limit: MAX_FIX_DEPTH,
+            at: None,
+        });
+    }
+
+    // The program: the standard library and the user's term, each
+    // definition under the budget; the main module just calls the term.
+    let prelude = std_defs()
+        .map(|def| rewrite::budget_def(rewrite::shorten(def)))
+        .chain([rewrite::main_def(term)]);
+    let arena = Arena::default();
+    let program = File {
+        code: rewrite::MAIN,
+        path: (),
+    };
+    let modules = Loader::new(prelude).load(&arena, program).map_err(|errs| {
+        let msgs = errs
+            .iter()
+            .flat_map(|(_, err)| load_error_messages(expr, err));
+        compile_error(msgs.collect())
+    })?;
+    let filter = Compiler::default()
+        .with_funs(funs())
+        .compile(modules)
+        .map_err(|errs| {
+            let msgs = errs.iter().flat_map(|(_, errs)| {
+                errs.iter().map(|(name, undefined)| {
+                    let what = match undefined {
+                        Undefined::Filter(arity) => format!("filter `{name}/{arity}`"),
+                        other => format!("{} `{name}`", other.as_str()),
+                    };
+                    // Names point into the user's text (or the library's).
+                    at(expr, name, &format!("undefined {what}"))
+                })
+            });
+            compile_error(msgs.collect())
+        })?;
+
+    Ok(Fix {
+        filter,
+        expr: expr.to_owned(),
+        limits: FixLimits::default(),
+    })
+}
+
+/// `line:column` (1-based) of a byte offset.
+fn line_column(code: &str, offset: usize) -> String {
+    let offset = (0..=offset.min(code.len()))
+        .rev()
+        .find(|&i| code.is_char_boundary(i))
+        .unwrap_or(0);
+    let before = &code[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    format!("{line}:{column}")
+}
+
 /// The native filters available to fixes.
 fn funs() -> impl Iterator<Item = Fun<Data>> {
     jaq_core::funs::<Data>()
@@ -313,6 +681,7 @@ fn funs() -> impl Iterator<Item = Fun<Data>> {
         .chain([jaq_core::native::run::<Data>(("fromjson", v(0), |cv| {
             fromjson(cv.1)
         }))])
+        .chain(budget::natives())
 }
 
 /// `fromjson` (also used by `tonumber`), refusing too deeply nested text.
@@ -415,8 +784,12 @@ fn runtime_error(exn: Exn<'_, Val>) -> FixError {
     // Never use `jaq_core::unwrap_valr`: it exits the process on `halt`.
     let message = match exn.get_err() {
         Ok(err) => match err.into_val() {
-            Val::TStr(s) => String::from_utf8_lossy(&s).into_owned(),
-            other => other.to_string(),
+            Val::TStr(s) => {
+                String::from_utf8_lossy(&s[..s.len().min(4 * MAX_MESSAGE_CHARS)]).into_owned()
+            }
+            // Printed up to a bound: a value can share its parts and print
+            // as terabytes.
+            other => bounded_text(&other, 4 * MAX_MESSAGE_CHARS),
         },
         Err(exn) => match exn.get_halt() {
             Ok(code) => format!("halt with exit code {code}"),
@@ -428,6 +801,28 @@ fn runtime_error(exn: Exn<'_, Val>) -> FixError {
     }
 }
 
+/// The text of a value, cut after about `max_bytes` bytes.
+fn bounded_text(v: &Val, max_bytes: usize) -> String {
+    struct Capped(String, usize);
+    impl std::fmt::Write for Capped {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let room = self.1.saturating_sub(self.0.len());
+            let cut = (0..=room.min(s.len()))
+                .rev()
+                .find(|&i| s.is_char_boundary(i))
+                .unwrap_or(0);
+            self.0.push_str(&s[..cut]);
+            if cut < s.len() {
+                return Err(std::fmt::Error);
+            }
+            Ok(())
+        }
+    }
+    let mut out = Capped(String::new(), max_bytes);
+    let _ = std::fmt::Write::write_fmt(&mut out, format_args!("{v}"));
+    out.0
+}
+
 /// Cuts `text` to `max_chars` characters, marking the cut with `…`.
 fn shorten(mut text: String, max_chars: usize) -> String {
     if let Some((cut, _)) = text.char_indices().nth(max_chars) {
@@ -437,8 +832,14 @@ fn shorten(mut text: String, max_chars: usize) -> String {
     text
 }
 
-/// Writes a jq value as compact JSON, like `serde_json::to_vec`.
-fn write_json(value: &Val, out: &mut String) -> Result<(), FixError> {
+/// Writes a jq value as compact JSON, like `serde_json::to_vec`, failing
+/// with [`FixError::OutputTooLarge`] past `limit` bytes.
+fn write_json(value: &Val, out: &mut String, limit: usize) -> Result<(), FixError> {
+    // Values share their parts, so a small value can print huge: stop at
+    // the limit instead of exhausting memory.
+    if out.len() > limit {
+        return Err(FixError::OutputTooLarge { limit });
+    }
     match value {
         Val::Null => out.push_str("null"),
         Val::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -455,7 +856,7 @@ fn write_json(value: &Val, out: &mut String) -> Result<(), FixError> {
                 if i > 0 {
                     out.push(',');
                 }
-                write_json(item, out)?;
+                write_json(item, out, limit)?;
             }
             out.push(']');
         }
@@ -474,7 +875,7 @@ fn write_json(value: &Val, out: &mut String) -> Result<(), FixError> {
                     }
                 }
                 out.push(':');
-                write_json(item, out)?;
+                write_json(item, out, limit)?;
             }
             out.push('}');
         }
@@ -982,14 +1383,360 @@ mod tests {
     }
 
     #[test]
-    fn panics_inside_jaq_become_runtime_errors() {
+    fn repeating_a_string_past_the_limit_is_output_too_large() {
         // jaq 3.1 panics with "capacity overflow" when repeating a string a
-        // huge number of times; `apply` must turn that into an error.
-        match apply(r#""ab" * .n"#, r#"{"n":12345678901234567890}"#) {
+        // huge number of times, and aborts when the allocation fails.
+        for (expr, payload) in [
+            (r#""ab" * .n"#, r#"{"n":12345678901234567890}"#),
+            (r#""x" * 1000000000000"#, "{}"),
+            (r#".n * "x""#, r#"{"n":17000000}"#),
+        ] {
+            assert!(
+                matches!(
+                    apply(expr, payload),
+                    Err(FixError::OutputTooLarge {
+                        limit: DEFAULT_FIX_MAX_OUTPUT_BYTES
+                    })
+                ),
+                "{expr}"
+            );
+        }
+        assert_eq!(apply(r#""ab" * 3"#, "{}").unwrap(), r#""ababab""#);
+        assert_eq!(apply(r#""ab" * 0"#, "{}").unwrap(), "null");
+    }
+
+    fn limits(max_steps: u64, timeout_ms: u64) -> FixLimits {
+        FixLimits {
+            max_steps,
+            timeout: Duration::from_millis(timeout_ms),
+            ..FixLimits::default()
+        }
+    }
+
+    fn apply_with(limits: FixLimits, expr: &str, payload: &str) -> Result<String, FixError> {
+        let fix = Fix::compile(expr)
+            .expect("fix compiles")
+            .with_limits(limits);
+        fix.apply(payload.as_bytes())
+            .map(|out| String::from_utf8(out).expect("UTF-8 output"))
+    }
+
+    #[test]
+    fn unbounded_recursion_fails_as_too_deep_instead_of_overflowing() {
+        // The test thread has a 2 MiB stack, like tokio's workers.
+        for expr in [
+            "def f: [f]; f",
+            "def f: 1 + f; f",
+            "def f: try [f] catch [f]; f",
+            // The fix's own `try` cannot catch it.
+            "def f: try f catch f; f",
+        ]
+        .map(str::to_owned)
+        .into_iter()
+        // Found by `never_panics`: deep constructions (which call no
+        // definition) before the recursion starts.
+        .chain([format!(
+            "{}[(def f: [f]; f) + (def f: f; f)]{}",
+            "{a: ".repeat(213),
+            "}".repeat(213)
+        )]) {
+            let expr = expr.as_str();
+            assert!(
+                matches!(apply(expr, "{}"), Err(FixError::RecursionTooDeep)),
+                "{expr}: {:?}",
+                apply(expr, "{}")
+            );
+        }
+    }
+
+    #[test]
+    fn endless_loops_exhaust_the_step_budget() {
+        for expr in [
+            "def f: f; f",
+            "last(range(1e18))",
+            "[range(1e9)] | length",
+            "until(false; .)",
+            "[repeat(1)] | length",
+            "reduce range(1e18) as $i (0; $i)",
+        ] {
+            assert!(
+                matches!(
+                    apply_with(limits(100_000, 600_000), expr, "0"),
+                    Err(FixError::BudgetExceeded { steps: 100_000 })
+                ),
+                "{expr}"
+            );
+        }
+    }
+
+    #[test]
+    fn endless_loops_time_out() {
+        for expr in ["def f: f; f", "last(range(1e18))"] {
+            assert!(
+                matches!(
+                    apply_with(limits(u64::MAX, 50), expr, "0"),
+                    Err(FixError::TimedOut { timeout_ms: 50 })
+                ),
+                "{expr}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_default_budget_stops_an_endless_loop() {
+        assert!(matches!(
+            apply("def f: f; f", "0"),
+            Err(FixError::BudgetExceeded { .. } | FixError::TimedOut { .. })
+        ));
+    }
+
+    #[test]
+    fn an_exhausted_budget_cannot_be_caught_by_the_fix() {
+        for expr in [
+            r#"try (def f: f; f) catch "caught""#,
+            r#"(def f: f; f)? // "alternative""#,
+            r#"[.[]? | try (def f: f; f) catch empty] | length"#,
+        ] {
+            assert!(
+                matches!(
+                    apply_with(limits(10_000, 600_000), expr, "[1]"),
+                    Err(FixError::BudgetExceeded { steps: 10_000 })
+                ),
+                "{expr}"
+            );
+        }
+    }
+
+    #[test]
+    fn values_growing_past_the_output_limit_fail() {
+        let small = FixLimits {
+            max_output_bytes: 1000,
+            ..FixLimits::default()
+        };
+        for expr in [
+            r#"reduce range(40) as $i ("x"; . + .)"#,
+            r#"reduce range(40) as $i ("x"; . += .)"#,
+            "reduce range(40) as $i ([1]; . + .)",
+            // Shared parts: 2^30 leaves in 30 steps.
+            "reduce range(30) as $i (1; [., .])",
+            r#""x" * 1001"#,
+            r#"[range(1001)] | map(0)"#,
+        ] {
+            assert!(
+                matches!(
+                    apply_with(small, expr, "{}"),
+                    Err(FixError::OutputTooLarge { limit: 1000 })
+                ),
+                "{expr}: {:?}",
+                apply_with(small, expr, "{}")
+            );
+        }
+        let text = "x".repeat(2000);
+        assert!(matches!(
+            apply_with(small, ".", &text),
+            Err(FixError::OutputTooLarge { limit: 1000 })
+        ));
+    }
+
+    #[test]
+    fn values_nested_past_the_limit_fail_instead_of_overflowing_when_dropped() {
+        // Each of these builds a value 100,000 levels deep in as many
+        // steps; jaq would overflow the stack dropping it.
+        for expr in [
+            "reduce range(100000) as $i (.; [.]) | length",
+            "reduce range(100000) as $i (.; {a: .}) | length",
+            "def f($n; $a): if $n == 0 then $a else f($n - 1; [$a]) end; f(100000; 1) | length",
+            "reduce range(100000) as $i (1; . as $x | {} | .a = $x) | length",
+            "[1] | until(false; group_by(.))",
+        ] {
+            assert!(
+                matches!(
+                    apply(expr, "1"),
+                    Err(FixError::ValueTooDeep {
+                        limit: MAX_VALUE_DEPTH
+                    })
+                ),
+                "{expr}: {:?}",
+                apply(expr, "1")
+            );
+        }
+        let deep = format!(
+            "{}1{}",
+            "[".repeat(MAX_JSON_DEPTH),
+            "]".repeat(MAX_JSON_DEPTH)
+        );
+        assert_eq!(apply("[[.]] | .[0][0]", &deep).unwrap(), deep);
+    }
+
+    #[test]
+    fn values_sharing_their_parts_cannot_print_as_terabytes() {
+        // 2^60 leaves in 60 steps.
+        let dag = "reduce range(60) as $i (1; [., .])";
+        for expr in [
+            format!("{dag} | tojson | length"),
+            format!("{dag} | tostring | length"),
+            format!("{dag} | \"\\(.)\" | length"),
+            dag.to_string(),
+        ] {
+            assert!(
+                matches!(
+                    apply_with(limits(MAX_FIX_STEPS, 600_000), &expr, "null"),
+                    Err(FixError::OutputTooLarge { .. })
+                ),
+                "{expr}"
+            );
+        }
+        assert!(matches!(
+            apply_with(
+                limits(100_000, 600_000),
+                &format!("{dag} | [..] | length"),
+                "null"
+            ),
+            Err(FixError::BudgetExceeded { steps: 100_000 })
+        ));
+        match apply(&format!("error({dag})"), "null") {
             Err(FixError::Runtime { message }) => {
-                assert!(message.contains("internal error"), "{message}");
+                assert!(message.starts_with("[[[[[[[["), "{message}");
+                assert_eq!(message.chars().count(), MAX_MESSAGE_CHARS + 1);
             }
             other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn debug_and_stderr_print_nothing() {
+        assert_eq!(
+            apply("debug | stderr | debug(\"x\") | .a", r#"{"a":1}"#).unwrap(),
+            "1"
+        );
+    }
+
+    #[test]
+    fn deep_or_long_expressions_are_refused_at_compile_time() {
+        let parens = "(".repeat(5000) + "." + &")".repeat(5000);
+        match Fix::compile(&parens) {
+            Err(FixError::TooDeep { limit, at }) => {
+                assert_eq!(limit, MAX_FIX_DEPTH);
+                assert_eq!(at.as_deref(), Some("1:257"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let strings = r#""\("#.repeat(3000) + "." + &r#")""#.repeat(3000);
+        assert!(matches!(
+            Fix::compile(&strings),
+            Err(FixError::TooDeep { at: Some(_), .. })
+        ));
+        // Deep without brackets: jaq's parser recurses on each of these,
+        // up to the token limit (and refuses them past it).
+        let n = |tokens_per_round: usize| MAX_FIX_TOKENS / tokens_per_round - 2;
+        for deep in [
+            "- ".repeat(n(1)) + "1",
+            ".|".repeat(n(2)) + ".",
+            "try ".repeat(n(1)) + ".",
+            ". as $x | ".repeat(n(4)) + ".",
+            "def f: ".repeat(n(5)) + "." + &"; f".repeat(n(5)),
+            ".a".repeat(n(1)),
+            "1,".repeat(n(2)) + "1",
+            "label $x | ".repeat(n(3)) + ".",
+            "if . then ".repeat(n(4)) + "." + &" end".repeat(n(4)),
+            "reduce ".repeat(n(9)) + "." + &" as $x (.; .)".repeat(n(9)),
+            "1 + ".repeat(n(2)) + "1",
+            ". // ".repeat(n(2)) + ".",
+            ".a = ".repeat(n(2)) + ".",
+        ] {
+            assert!(
+                matches!(Fix::compile(&deep), Err(FixError::TooDeep { at: None, .. })),
+                "{}…: {:?}",
+                &deep[..20],
+                Fix::compile(&deep).err()
+            );
+            let more = deep.clone() + &" | .".repeat(MAX_FIX_TOKENS);
+            assert!(matches!(
+                Fix::compile(&more),
+                Err(FixError::TooManyTokens {
+                    limit: MAX_FIX_TOKENS,
+                    ..
+                })
+            ));
+        }
+        let long = " ".repeat(MAX_FIX_LEN) + ".";
+        assert!(matches!(
+            Fix::compile(&long),
+            Err(FixError::TooLong {
+                limit: MAX_FIX_LEN,
+                ..
+            })
+        ));
+        // Up to the limit is fine, and runs on a 2 MiB stack.
+        let chain = vec![".n += 1"; MAX_FIX_DEPTH / 2].join(" | ");
+        assert_eq!(apply(&chain, r#"{"n":0}"#).unwrap(), r#"{"n":128}"#);
+        let list = format!("[{}] | length", vec!["1"; MAX_FIX_DEPTH - 10].join(","));
+        assert_eq!(
+            apply(&list, "null").unwrap(),
+            (MAX_FIX_DEPTH - 10).to_string()
+        );
+    }
+
+    #[test]
+    fn legitimate_fixes_give_the_same_output_under_the_budget() {
+        let payload = r#"{"id":"0xAB","price":"0.42","tags":["A","b"],"n":{"x":[1,2]}}"#;
+        for (expr, out) in [
+            (
+                ".price |= tonumber",
+                r#"{"id":"0xAB","price":0.42,"tags":["A","b"],"n":{"x":[1,2]}}"#,
+            ),
+            (
+                "walk(if type == \"string\" then ascii_downcase else . end)",
+                r#"{"id":"0xab","price":"0.42","tags":["a","b"],"n":{"x":[1,2]}}"#,
+            ),
+            ("[range(10)]", "[0,1,2,3,4,5,6,7,8,9]"),
+            ("[range(0; 10; 3)], [range(5; 0; -2)] | tostring", "x"),
+            ("reduce range(1000) as $i (0; . + $i)", "499500"),
+            ("[foreach range(5) as $i (0; . + $i)]", "[0,1,3,6,10]"),
+            (".n.x[] += 1 | .n", r#"{"x":[2,3]}"#),
+            (".n.x |= map(. * 2) | .n", r#"{"x":[2,4]}"#),
+            (".id + \"-\" + (.tags | join(\",\"))", r#""0xAB-A,b""#),
+            ("[paths] | length", "9"),
+            ("setpath([\"n\",\"x\",0]; 9) | .n", r#"{"x":[9,2]}"#),
+            (
+                "del(.tags, .n) | to_entries | from_entries",
+                r#"{"id":"0xAB","price":"0.42"}"#,
+            ),
+            ("with_entries(select(.key == \"id\"))", r#"{"id":"0xAB"}"#),
+            ("[limit(3; repeat(1))]", "[1,1,1]"),
+            (".tags | (.[0] * 2) + (.[1] * 0 // \"z\")", r#""AAz""#),
+            ("[.. | numbers]", "[1,2]"),
+            ("{a: 1} * {a: {b: 2}}", r#"{"a":{"b":2}}"#),
+            ("try error(\"x\") catch .", r#""x""#),
+        ] {
+            if out == "x" {
+                // Two outputs: checked by value below.
+                continue;
+            }
+            assert_eq!(apply(expr, payload).unwrap(), out, "{expr}");
+        }
+        assert_eq!(
+            apply("[[range(0; 10; 3)], [range(5; 0; -2)]]", "null").unwrap(),
+            "[[0,3,6,9],[5,3,1]]"
+        );
+    }
+
+    #[test]
+    fn limits_out_of_range_are_refused() {
+        assert_eq!(FixLimits::default().validate().ok(), Some(()));
+        for bad in [
+            limits(1, 0),
+            limits(1, 60_001),
+            limits(0, 1000),
+            FixLimits {
+                max_output_bytes: 0,
+                ..FixLimits::default()
+            },
+        ] {
+            assert!(
+                matches!(bad.validate(), Err(FixError::InvalidLimits { .. })),
+                "{bad:?}"
+            );
         }
     }
 
@@ -1020,6 +1767,67 @@ mod tests {
 
         // `apply_inner` is `apply` without its `catch_unwind` safety net, so
         // a panic anywhere in reading, evaluation or writing fails the test.
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(48))]
+
+            // Hostile shapes: whatever compiles runs within its budget, and
+            // nothing panics or overflows.
+            #[test]
+            fn on_nested_and_recursive_fixes(
+                term in nested_term(),
+                wrap in prop_oneof![
+                    Just(("(", ")")), Just(("[", "]")), Just(("try ", "")), Just(("- ", "")),
+                    Just((". | ", "")), Just(("def g: ", "; g")), Just(("\"\\(", ")\"")),
+                    Just(("reduce range(2) as $x (.; ", ")")), Just(("{a: ", "}")),
+                ],
+                repeat in 0usize..400,
+            ) {
+                let text = wrap.0.repeat(repeat) + &term + &wrap.1.repeat(repeat);
+                if let Ok(fix) = Fix::compile(&text) {
+                    let small = super::super::FixLimits {
+                        max_steps: 20_000,
+                        max_output_bytes: 10_000,
+                        ..super::super::FixLimits::default()
+                    };
+                    let _ = fix.with_limits(small).apply_inner(br#"{"a":[1,{"b":2}]}"#);
+                }
+            }
+        }
+
+        /// Well-formed jq terms built from recursive and growing shapes.
+        fn nested_term() -> impl Strategy<Value = String> {
+            let leaf = prop_oneof![
+                Just(".".to_owned()),
+                Just("1".to_owned()),
+                Just(".a".to_owned()),
+                Just("..".to_owned()),
+                Just("\"s\"".to_owned()),
+                Just("def f: [f]; f".to_owned()),
+                Just("def f: f; f".to_owned()),
+                Just("last(range(1e18))".to_owned()),
+            ];
+            leaf.prop_recursive(6, 48, 2, |inner| {
+                prop_oneof![
+                    inner.clone().prop_map(|x| format!("[{x}]")),
+                    inner.clone().prop_map(|x| format!("{{a: {x}}}")),
+                    inner.clone().prop_map(|x| format!("try ({x})")),
+                    inner.clone().prop_map(|x| format!("\"\\({x})\"")),
+                    inner
+                        .clone()
+                        .prop_map(|x| format!("reduce range(30) as $i (.; {x})")),
+                    inner.clone().prop_map(|x| format!("def g: {x} | g; g")),
+                    inner
+                        .clone()
+                        .prop_map(|x| format!("[limit(3; repeat({x}))]")),
+                    inner.clone().prop_map(|x| format!("({x}) * 1000")),
+                    inner.clone().prop_map(|x| format!("tojson | {x}")),
+                    (inner.clone(), inner.clone()).prop_map(|(x, y)| format!("({x}) | ({y})")),
+                    (inner.clone(), inner.clone()).prop_map(|(x, y)| format!("[{x}, {y}]")),
+                    (inner.clone(), inner).prop_map(|(x, y)| format!("({x}) + ({y})")),
+                ]
+            })
+        }
+
         proptest! {
             #[test]
             fn on_arbitrary_bytes(payload in proptest::collection::vec(any::<u8>(), 0..256)) {

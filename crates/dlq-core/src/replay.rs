@@ -41,6 +41,42 @@ pub trait ReplayTarget {
     fn flush(&mut self) -> io::Result<Option<(String, String)>>;
 }
 
+/// The slowest `--rate` accepted: one record every 1,000 seconds.
+///
+/// Slower rates are almost certainly a typo (`1e-3` meant as `1e3`), and a
+/// replay paced slower than this would hold its slot for days.
+pub const MIN_RATE: f64 = 1e-3;
+
+/// The fastest `--rate` accepted, in records per second: far above what
+/// any target takes, so it only refuses nonsense (`1e300`).
+pub const MAX_RATE: f64 = 1e9;
+
+/// A [`ReplayOptions`] value a replay cannot run with; see
+/// [`ReplayOptions::validate`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplayOptionsError {
+    /// `rate` is not a number of records per second in
+    /// [`MIN_RATE`]..=[`MAX_RATE`].
+    #[error(
+        "rate must be between {MIN_RATE} and {MAX_RATE} records per second (one record every 1000 s at most), got {rate}"
+    )]
+    Rate {
+        /// The rate given.
+        rate: f64,
+    },
+    /// `batch_size` is 0.
+    #[error("batch size must be at least 1 record")]
+    BatchSize,
+    /// The fix's limits are out of range (see
+    /// [`crate::fix::FixLimits::validate`]).
+    #[error("{reason}")]
+    FixLimits {
+        /// What is wrong.
+        reason: String,
+    },
+}
+
 /// How a replay runs.
 #[derive(Debug)]
 pub struct ReplayOptions {
@@ -48,7 +84,8 @@ pub struct ReplayOptions {
     pub selection: Selection,
     /// A jq fix applied to each payload first.
     pub fix: Option<Fix>,
-    /// At most this many records per second.
+    /// At most this many records per second, in [`MIN_RATE`]..=[`MAX_RATE`]
+    /// (see [`ReplayOptions::validate`]); a dry run ignores it.
     pub rate: Option<f64>,
     /// At most this many records in all.
     pub limit: Option<u64>,
@@ -80,6 +117,43 @@ impl ReplayOptions {
             max_replays: 3,
             batch_size: 500,
             stop: None,
+        }
+    }
+
+    /// Checks the options a user can set, before any record is read: the
+    /// CLI (exit code 2) and `dlq serve` (HTTP 400) call this on what they
+    /// built from the user's input.
+    ///
+    /// # Errors
+    ///
+    /// [`ReplayOptionsError::Rate`] for a rate that is not a finite number
+    /// in [`MIN_RATE`]..=[`MAX_RATE`]; [`ReplayOptionsError::BatchSize`]
+    /// for a batch size of 0; [`ReplayOptionsError::FixLimits`] for a fix
+    /// whose limits are out of range.
+    pub fn validate(&self) -> Result<(), ReplayOptionsError> {
+        if let Some(rate) = self.rate
+            && !(MIN_RATE..=MAX_RATE).contains(&rate)
+        {
+            return Err(ReplayOptionsError::Rate { rate });
+        }
+        if self.batch_size == 0 {
+            return Err(ReplayOptionsError::BatchSize);
+        }
+        if let Some(fix) = &self.fix {
+            fix.limits()
+                .validate()
+                .map_err(|e| ReplayOptionsError::FixLimits {
+                    reason: e.to_string(),
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Paces a replay: sleeps as needed before the `n`th record (see
+    /// [`pace`]). A dry run delivers nothing, so it never sleeps.
+    pub fn pace(&self, n: u64, started: Instant) {
+        if !self.dry_run {
+            pace(self.rate, n, started);
         }
     }
 }
@@ -190,7 +264,7 @@ pub fn run<S: DlqStore, T: ReplayTarget>(
                 continue;
             }
             report.selected += 1;
-            pace(options.rate, report.selected, started);
+            options.pace(report.selected, started);
             let letter = &record.letter;
             let Some(payload) = fixed_payload(&record, options, &mut report) else {
                 continue;
@@ -276,14 +350,28 @@ pub fn report_fix_error(report: &mut ReplayReport, message: String) -> Option<Ve
 }
 
 /// Sleeps as needed so that `n` records take at least `n / rate` seconds.
+///
+/// Never panics, whatever the rate: one call sleeps at most one record's
+/// interval (`1 / rate`), and never more than `1 / MIN_RATE` (1,000 s); a
+/// rate that is not a positive number means no pacing. Callers validate
+/// the rate first ([`ReplayOptions::validate`]); a dry run should not pace
+/// at all ([`ReplayOptions::pace`]).
 pub fn pace(rate: Option<f64>, n: u64, started: Instant) {
-    if let Some(rate) = rate.filter(|r| *r > 0.0) {
-        let due = Duration::from_secs_f64((n.saturating_sub(1)) as f64 / rate);
-        let elapsed = started.elapsed();
-        if due > elapsed {
-            std::thread::sleep(due - elapsed);
-        }
+    let wait = pace_delay(rate, n, started.elapsed());
+    if !wait.is_zero() {
+        std::thread::sleep(wait);
     }
+}
+
+/// How long [`pace`] waits before record `n`, `elapsed` after the start.
+fn pace_delay(rate: Option<f64>, n: u64, elapsed: Duration) -> Duration {
+    let Some(rate) = rate.filter(|r| *r > 0.0) else {
+        return Duration::ZERO;
+    };
+    let secs = |s: f64| Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX);
+    let longest = secs(1.0 / rate).min(secs(1.0 / MIN_RATE));
+    let due = secs(n.saturating_sub(1) as f64 / rate);
+    due.saturating_sub(elapsed).min(longest)
 }
 
 enum CommitError {
@@ -594,6 +682,24 @@ mod tests {
     }
 
     #[test]
+    fn a_fix_over_its_budget_leaves_the_records_pending() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut store = MemoryStore::new();
+        seed(&mut store, 2);
+        let mut opts = ReplayOptions::for_dlq("dlq.p");
+        opts.fix = Some(Fix::compile("def f: [f]; f").expect("fix"));
+        let mut t =
+            FileTarget::open(&dir.path().join("o"), FileFormat::Payload, &mut store).expect("open");
+        let r = run(&mut store, &mut t, &opts, None).expect("replay");
+        assert_eq!((r.replayed, r.fix_failed), (0, 2));
+        assert_eq!(
+            r.fix_errors.keys().collect::<Vec<_>>(),
+            ["fix recursed too deep (the stack is nearly exhausted)"]
+        );
+        assert_eq!(pending(&store), 2);
+    }
+
+    #[test]
     fn rejected_records_return_with_lineage_and_park_past_the_limit() {
         let dir = tempfile::tempdir().expect("dir");
         let out = dir.path().join("out.ndjson");
@@ -648,6 +754,86 @@ mod tests {
         let mut t = FileTarget::open(&out, FileFormat::Payload, &mut store).expect("open");
         run(&mut store, &mut t, &opts, None).expect("replay");
         assert_eq!(read_lines(&out).expect("read").len(), 2);
+    }
+
+    #[test]
+    fn rates_outside_the_range_are_refused_with_the_range() {
+        let mut opts = ReplayOptions::for_dlq("dlq.p");
+        for bad in [1e-300, 0.0, -1.0, 9e-4, 1.1e9, f64::NAN, f64::INFINITY] {
+            opts.rate = Some(bad);
+            let e = opts.validate().expect_err("out of range");
+            assert!(matches!(e, ReplayOptionsError::Rate { .. }), "{bad}");
+            assert!(
+                e.to_string().contains("between 0.001 and 1000000000"),
+                "{e}"
+            );
+        }
+        for good in [MIN_RATE, 1.0, 2.5e3, MAX_RATE] {
+            opts.rate = Some(good);
+            assert_eq!(opts.validate(), Ok(()), "{good}");
+        }
+        opts.rate = None;
+        opts.batch_size = 0;
+        assert_eq!(opts.validate(), Err(ReplayOptionsError::BatchSize));
+        opts.batch_size = 1;
+        let no_time = crate::fix::FixLimits {
+            timeout: Duration::ZERO,
+            ..crate::fix::FixLimits::default()
+        };
+        opts.fix = Some(Fix::compile(".").expect("fix").with_limits(no_time));
+        assert!(matches!(
+            opts.validate(),
+            Err(ReplayOptionsError::FixLimits { .. })
+        ));
+    }
+
+    #[test]
+    fn pacing_never_panics_and_waits_at_most_one_interval() {
+        let hour = Duration::from_secs(3600);
+        // `Duration::from_secs_f64(1 / 1e-300)` panicked here.
+        assert_eq!(
+            pace_delay(Some(1e-300), 2, Duration::ZERO),
+            Duration::from_secs(1000)
+        );
+        assert_eq!(
+            pace_delay(Some(f64::MIN_POSITIVE), u64::MAX, hour),
+            Duration::from_secs(1000)
+        );
+        assert_eq!(
+            pace_delay(Some(f64::NAN), 5, Duration::ZERO),
+            Duration::ZERO
+        );
+        assert_eq!(pace_delay(Some(-3.0), 5, Duration::ZERO), Duration::ZERO);
+        assert_eq!(pace_delay(Some(1e300), 5, Duration::ZERO), Duration::ZERO);
+        assert_eq!(pace_delay(None, 5, Duration::ZERO), Duration::ZERO);
+        // 2 records/s: the 5th record is due at 2 s.
+        assert_eq!(
+            pace_delay(Some(2.0), 5, Duration::from_millis(500)),
+            Duration::from_millis(500),
+            "at most one interval per record"
+        );
+        assert_eq!(
+            pace_delay(Some(2.0), 5, Duration::from_millis(1800)),
+            Duration::from_millis(200)
+        );
+        assert_eq!(pace_delay(Some(2.0), 1, Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_dry_run_never_sleeps_whatever_the_rate() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut store = MemoryStore::new();
+        seed(&mut store, 3);
+        let mut opts = ReplayOptions::for_dlq("dlq.p");
+        opts.rate = Some(MIN_RATE);
+        opts.dry_run = true;
+        let mut t =
+            FileTarget::open(&dir.path().join("o"), FileFormat::Payload, &mut store).expect("open");
+        let started = Instant::now();
+        let r = run(&mut store, &mut t, &opts, None).expect("dry run");
+        assert_eq!(r.previews.len(), 3);
+        // Paced, the 2nd and 3rd records would wait 1000 s each.
+        assert!(started.elapsed() < Duration::from_secs(60));
     }
 
     #[test]

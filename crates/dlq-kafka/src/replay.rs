@@ -25,9 +25,7 @@ use crate::retry::{Redactor, backend};
 use crate::store::PendingSettle;
 use crate::{KafkaConfig, KafkaStore};
 use dlq_core::envelope::Header;
-use dlq_core::replay::{
-    ReplayError, ReplayOptions, ReplayReport, fixed_payload, pace, report_fix_error,
-};
+use dlq_core::replay::{ReplayError, ReplayOptions, ReplayReport, fixed_payload, report_fix_error};
 use dlq_core::store::{DlqStore as _, Settle, Status, StoredRecord};
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -630,7 +628,7 @@ impl Built {
         now: i64,
     ) -> Result<(), ReplayError> {
         report.selected += 1;
-        pace(options.rate, report.selected, started);
+        options.pace(report.selected, started);
         let Some(topic) = to
             .map(str::to_owned)
             .or_else(|| record.letter.source.topic.clone())

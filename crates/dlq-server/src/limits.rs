@@ -24,14 +24,9 @@ pub const MAX_FILTER_BYTES: usize = 8 * 1024;
 /// Longest jq fix: 16 KiB, a `400` beyond.
 pub const MAX_FIX_BYTES: usize = 16 * 1024;
 
-/// Slowest replay rate, in records per second: one record every 1,000
-/// seconds. Below it a replay would sit for days between two records (and
-/// `1e-300` overflowed the pacing arithmetic).
-pub const MIN_RATE: f64 = 0.001;
-
-/// Fastest replay rate, in records per second. Above it, leave `rate` out:
-/// the replay then runs as fast as the target takes records.
-pub const MAX_RATE: f64 = 1_000_000.0;
+/// The replay rates accepted, in records per second: the same range as
+/// `dlq replay --rate` ([`dlq_core::replay::ReplayOptions::validate`]).
+pub use dlq_core::replay::{MAX_RATE, MIN_RATE};
 
 /// A `400` unless `text` (the `what` of a request) is at most `max` bytes.
 pub(crate) fn check_len(
@@ -81,13 +76,13 @@ mod tests {
             1e-300,
             1e-10,
             0.0009,
-            1e7,
+            1e10,
             f64::INFINITY,
             f64::NAN,
         ] {
             let e = check_rate(bad).expect_err("refused");
             assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
-            assert!(e.message.contains("0.001 to 1000000"), "{}", e.message);
+            assert!(e.message.contains("0.001 to 1000000000"), "{}", e.message);
         }
         for good in [MIN_RATE, 0.5, 200.0, MAX_RATE] {
             assert!(check_rate(good).is_ok(), "{good}");

@@ -7,8 +7,10 @@ use crate::output;
 use crate::store::AnyStore;
 use anyhow::Context as _;
 use dlq_core::filter::Filter;
-use dlq_core::fix::Fix;
-use dlq_core::replay::{self, FileFormat, FileTarget, HandlerTarget, ReplayOptions, ReplayReport};
+use dlq_core::fix::{Fix, FixLimits};
+use dlq_core::replay::{
+    self, FileFormat, FileTarget, HandlerTarget, ReplayOptions, ReplayOptionsError, ReplayReport,
+};
 use dlq_core::store::{DlqStore, Status};
 use dlq_marketlag::Pipeline;
 use std::path::Path;
@@ -101,24 +103,33 @@ pub fn run(cli: &Cli, args: &ReplayArgs) -> anyhow::Result<Outcome> {
     if args.include_parked {
         options.selection.statuses = vec![Status::Pending, Status::Parked];
     }
+    let limits = FixLimits {
+        timeout: std::time::Duration::from_millis(args.fix_timeout_ms),
+        max_output_bytes: args.fix_max_output_bytes,
+        ..FixLimits::default()
+    };
     options.fix = args
         .fix
         .as_deref()
         .map(Fix::compile)
         .transpose()
-        .context("--fix")?;
+        .context("--fix")?
+        .map(|fix| fix.with_limits(limits));
     options.rate = args.rate;
     options.limit = args.limit;
     options.dry_run = args.dry_run;
     options.max_replays = args.max_replays;
     options.batch_size = args.batch_size.max(1);
+    options.validate().map_err(|e| {
+        let flag = match e {
+            ReplayOptionsError::Rate { .. } => "--rate",
+            ReplayOptionsError::BatchSize => "--batch-size",
+            _ => "--fix-timeout-ms / --fix-max-output-bytes",
+        };
+        anyhow::anyhow!("{flag}: {e}")
+    })?;
     // SIGINT/SIGTERM: commit what was delivered, stop, exit 0.
     options.stop = Some(crate::shutdown::StopFlag::install()?.shared());
-    if let Some(rate) = args.rate
-        && !(rate > 0.0 && rate.is_finite())
-    {
-        anyhow::bail!("--rate must be a positive number of records per second, got {rate}");
-    }
     let format = match args.to_format {
         ToFormat::Payload => FileFormat::Payload,
         ToFormat::Envelope => FileFormat::Envelope,
