@@ -13,7 +13,7 @@ pub enum AnyStore {
     /// `sqlite://PATH`, the embedded default.
     Sqlite(Box<SqliteStore>),
     /// `memory://`, gone when the command ends.
-    Memory(MemoryStore),
+    Memory(Box<MemoryStore>),
     /// `kafka://HOST:PORT`: DLQ topics and a ledger on a Kafka cluster.
     Kafka(Box<KafkaStore>),
 }
@@ -36,7 +36,7 @@ fn open_with(url: &str, one_pass: bool) -> anyhow::Result<AnyStore> {
             .with_context(|| format!("opening the embedded store {url}"))?;
         Ok(AnyStore::Sqlite(Box::new(store)))
     } else if url == "memory://" || url == "memory:" {
-        Ok(AnyStore::Memory(MemoryStore::new()))
+        Ok(AnyStore::Memory(Box::default()))
     } else if url.starts_with("kafka://") {
         // Credentials never travel in the URL (the config refuses them);
         // still, errors show it redacted.

@@ -460,9 +460,8 @@ pub fn save_grouper<S: crate::store::DlqStore + ?Sized>(
         if let Some(state) = grouper.state(&dlq) {
             let name = checkpoint_name(&dlq);
             store.commit(crate::store::Batch {
-                append: &[],
-                settle: &[],
                 checkpoint: Some((&name, &state)),
+                ..crate::store::Batch::default()
             })?;
         }
     }

@@ -21,7 +21,10 @@
 use crate::Failure;
 use crate::envelope::{DeadLetter, Header};
 use crate::filter::Filter;
-use crate::store::{Batch, DlqStore, Entry, Selection, Settle, Status, StoredRecord};
+use crate::store::{
+    Batch, DlqStore, Entry, Output, Selection, Settle, SourcePosition, Status, StoreError,
+    StoredRecord,
+};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
 
@@ -41,6 +44,17 @@ pub trait Harness {
     /// The same data seen afresh: closes `store` and opens the backend
     /// again. A store without durable state returns `store` itself.
     fn reopen(&mut self, store: Self::Store) -> Self::Store;
+
+    /// A new, empty destination for [`Batch::outputs`] that no other test
+    /// uses (a topic, a queue); `None` where the store takes no outputs.
+    fn destination(&mut self) -> Option<String> {
+        None
+    }
+
+    /// What a reader of committed data finds in `destination`, in order.
+    fn read_destination(&mut self, _store: &Self::Store, _destination: &str) -> Vec<Output> {
+        Vec::new()
+    }
 }
 
 /// A pending entry with a JSON payload, from source partition `partition`.
@@ -137,6 +151,7 @@ pub fn a_commit_applies_appends_settlements_and_checkpoint_together(h: &mut impl
             append: &append,
             settle: &settles,
             checkpoint: Some((&cp, "42")),
+            ..Batch::default()
         })
         .expect("commit");
     assert_eq!((r.appended, r.settled), (1, 1));
@@ -229,6 +244,7 @@ pub fn a_record_appended_and_settled_in_one_commit_is_settled(h: &mut impl Harne
         append: &append,
         settle: &settles,
         checkpoint: None,
+        ..Batch::default()
     })
     .expect("commit");
     let s = h.reopen(s);
@@ -506,6 +522,104 @@ pub fn a_null_payload_stays_null(h: &mut impl Harness) {
     );
 }
 
+/// Outputs commit with the rest of their batch, byte for byte (keys,
+/// null values, headers), where [`DlqStore::capabilities`] says the store
+/// takes them; elsewhere a batch with outputs or positions is refused
+/// whole with [`StoreError::Unsupported`].
+pub fn outputs_commit_with_their_batch_or_the_batch_is_refused(h: &mut impl Harness) {
+    let a = h.dlq("outputs");
+    let mut s = h.open();
+    s.append(&[entry(&a, "old", b"{}", 0)]).expect("append");
+    let caps = s.capabilities();
+    let destination = if caps.outputs {
+        h.destination()
+            .expect("a store that takes outputs gives a destination")
+    } else {
+        "conformance-nowhere".to_owned()
+    };
+    let outputs = [
+        Output {
+            destination: destination.clone(),
+            partition: None,
+            key: Some(b"k1".to_vec()),
+            value: Some(b"{\"fixed\":true}".to_vec()),
+            headers: vec![Header {
+                name: "dlq.replay_of".into(),
+                value: Some(b"old".to_vec()),
+            }],
+        },
+        Output {
+            destination: destination.clone(),
+            partition: None,
+            key: Some(b"k2".to_vec()),
+            value: None,
+            headers: Vec::new(),
+        },
+    ];
+    let append = [entry(&a, "new", b"{}", 0)];
+    let settles = [settle(&a, "old", Status::Replayed)];
+    let batch = Batch {
+        append: &append,
+        settle: &settles,
+        outputs: &outputs,
+        ..Batch::default()
+    };
+    if caps.outputs {
+        s.commit(batch).expect("commit with outputs");
+        let s = h.reopen(s);
+        assert_eq!(
+            s.get(&a, "old").expect("get").expect("present").status,
+            Status::Replayed
+        );
+        assert!(s.get(&a, "new").expect("get").is_some());
+        let read = h.read_destination(&s, &destination);
+        // Where the store placed them is its own business.
+        let seen: Vec<Output> = read
+            .into_iter()
+            .map(|o| Output {
+                partition: None,
+                ..o
+            })
+            .collect();
+        assert_eq!(seen, outputs.to_vec(), "the outputs, as committed");
+    } else {
+        match s.commit(batch) {
+            Err(StoreError::Unsupported { .. }) => {}
+            other => panic!("a store without outputs must refuse them, got {other:?}"),
+        }
+        let s = h.reopen(s);
+        assert!(
+            s.get(&a, "new").expect("get").is_none(),
+            "nothing of the batch written"
+        );
+        assert_eq!(
+            s.get(&a, "old").expect("get").expect("present").status,
+            Status::Pending
+        );
+    }
+    if !caps.positions {
+        let mut s = h.open();
+        let positions = [SourcePosition {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 0,
+            next_offset: 7,
+        }];
+        let append = [entry(&a, "with-position", b"{}", 0)];
+        let refused = s.commit(Batch {
+            append: &append,
+            positions: &positions,
+            ..Batch::default()
+        });
+        assert!(
+            matches!(refused, Err(StoreError::Unsupported { .. })),
+            "{refused:?}"
+        );
+        let s = h.reopen(s);
+        assert!(s.get(&a, "with-position").expect("get").is_none());
+    }
+}
+
 /// Expands to one `#[test]` per check of [`crate::conformance`], in a
 /// module `store_conformance`. The argument is an expression that makes a
 /// fresh `Option<impl Harness>` (`None` skips the checks, e.g. when the
@@ -529,6 +643,7 @@ macro_rules! store_conformance_tests {
                 dlqs_names_every_dlq_with_records,
                 payloads_keys_and_headers_come_back_byte_exact,
                 a_null_payload_stays_null,
+                outputs_commit_with_their_batch_or_the_batch_is_refused,
             );
         }
     };
@@ -561,6 +676,12 @@ mod memory_store {
         }
         fn reopen(&mut self, store: MemoryStore) -> MemoryStore {
             store
+        }
+        fn destination(&mut self) -> Option<String> {
+            Some("out.conformance".into())
+        }
+        fn read_destination(&mut self, store: &MemoryStore, d: &str) -> Vec<crate::store::Output> {
+            store.outputs(d).to_vec()
         }
     }
 

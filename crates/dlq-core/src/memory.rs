@@ -1,13 +1,14 @@
 //! An in-memory [`DlqStore`] (`memory://`): for tests and throwaway runs.
 //!
 //! It honours the whole store contract (idempotent appends, settle rules,
-//! checkpoints, claim checks through the envelope size limit) except
-//! durability: everything is gone when the process ends.
+//! checkpoints, claim checks through the envelope size limit, outputs and
+//! consumer positions in the commit) except durability: everything is gone
+//! when the process ends.
 
 use crate::envelope::{self, EncodeOptions};
 use crate::store::{
-    Batch, CommitReport, Cursor, DlqStats, DlqStore, PartitionStats, Result, ScanPage, Selection,
-    Status, StoredRecord, can_settle,
+    Batch, Capabilities, CommitReport, Cursor, DlqStats, DlqStore, Output, PartitionStats, Result,
+    ScanPage, Selection, Status, StoredRecord, can_settle,
 };
 use chrono::DurationRound as _;
 use chrono::Utc;
@@ -21,6 +22,10 @@ pub struct MemoryStore {
     blobs: HashMap<String, Vec<u8>>,
     checkpoints: HashMap<String, String>,
     options: EncodeOptions,
+    /// Outputs committed to each destination, in commit order.
+    outputs: BTreeMap<String, Vec<Output>>,
+    /// Committed consumer positions by (group, topic, partition).
+    positions: HashMap<(String, String, i32), i64>,
 }
 
 #[derive(Debug)]
@@ -43,6 +48,19 @@ impl MemoryStore {
         }
     }
 
+    /// The outputs committed to `destination`, in commit order (the
+    /// in-memory stand-in for a topic a replay writes to).
+    pub fn outputs(&self, destination: &str) -> &[Output] {
+        self.outputs.get(destination).map_or(&[], Vec::as_slice)
+    }
+
+    /// The committed position of a consumer group on a partition.
+    pub fn position(&self, group: &str, topic: &str, partition: i32) -> Option<i64> {
+        self.positions
+            .get(&(group.to_owned(), topic.to_owned(), partition))
+            .copied()
+    }
+
     fn materialize(&self, stored: &Stored) -> Result<StoredRecord> {
         // Records are kept encoded, like a real store, so that claim checks
         // and the size limit behave the same here.
@@ -56,6 +74,14 @@ impl MemoryStore {
 }
 
 impl DlqStore for MemoryStore {
+    fn capabilities(&self) -> Capabilities {
+        // The reference model: everything commits together in memory.
+        Capabilities {
+            outputs: true,
+            positions: true,
+        }
+    }
+
     fn commit(&mut self, batch: Batch<'_>) -> Result<CommitReport> {
         // Validate and encode everything first so that a failure leaves the
         // store untouched (atomicity).
@@ -108,6 +134,18 @@ impl DlqStore for MemoryStore {
         }
         if let Some((name, value)) = batch.checkpoint {
             self.checkpoints.insert(name.to_owned(), value.to_owned());
+        }
+        for output in batch.outputs {
+            self.outputs
+                .entry(output.destination.clone())
+                .or_default()
+                .push(output.clone());
+        }
+        for p in batch.positions {
+            self.positions.insert(
+                (p.group.clone(), p.topic.clone(), p.partition),
+                p.next_offset,
+            );
         }
         Ok(report)
     }
@@ -216,5 +254,26 @@ mod tests {
         let r = s.get("dlq.a", "1").expect("get").expect("present");
         assert_eq!(r.letter.payload, big);
         assert!(s.records[0].envelope.len() <= 8192);
+    }
+
+    #[test]
+    fn positions_commit_with_the_batch_and_the_latest_wins() {
+        let mut s = MemoryStore::new();
+        let at = |next_offset| crate::store::SourcePosition {
+            group: "g".into(),
+            topic: "rss.events".into(),
+            partition: 2,
+            next_offset,
+        };
+        for offset in [10, 42] {
+            s.commit(Batch {
+                positions: &[at(offset)],
+                ..Batch::default()
+            })
+            .expect("commit");
+        }
+        assert_eq!(s.position("g", "rss.events", 2), Some(42));
+        assert_eq!(s.position("g", "rss.events", 1), None);
+        assert_eq!(s.position("other", "rss.events", 2), None);
     }
 }

@@ -597,6 +597,7 @@ impl<'c> Run<'c> {
             append: &self.dead,
             settle: &[],
             checkpoint: self.checkpoint_name.as_deref().map(|n| (n, text.as_str())),
+            ..Batch::default()
         })?;
         self.summary.dlq_duplicates += report.duplicates as u64;
         self.dead.clear();

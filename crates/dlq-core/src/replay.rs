@@ -404,6 +404,7 @@ fn commit<S: DlqStore, T: ReplayTarget>(
             append: appends,
             settle: settles,
             checkpoint: checkpoint.as_ref().map(|(n, v)| (n.as_str(), v.as_str())),
+            ..Batch::default()
         })
         .map_err(CommitError::Store)?;
     Ok(())

@@ -12,8 +12,17 @@
 //! * Settling only moves a record out of the pending (or parked) set; settling
 //!   it again changes nothing. Records are never deleted by settling.
 //! * [`DlqStore::stats`] is cheap: it reads counters and indexes, not records.
+//!
+//! A store may also take **outputs** (records it writes to another topic or
+//! queue, e.g. replayed records) and **source positions** (a processor's
+//! consumer offsets) into the same atomic commit; [`DlqStore::capabilities`]
+//! says which. That is what exactly-once replays and processors are built
+//! on: one engine, whatever the backend. A store refuses what it cannot hold
+//! in its commit with [`StoreError::Unsupported`], never by writing it
+//! outside the commit. The rules are checked by `dlq_core::conformance`;
+//! the design is in docs/store-contract.md.
 
-use crate::envelope::{ClaimError, DeadLetter, EncodeError};
+use crate::envelope::{ClaimError, DeadLetter, EncodeError, Header};
 use crate::filter::Filter;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -86,6 +95,47 @@ pub struct Settle {
     pub outcome: Status,
 }
 
+/// A record a store writes to a destination outside its DLQs (a topic, a
+/// queue) in the same commit as the rest of a [`Batch`]: a replayed record,
+/// or a processor's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// Where it goes: a topic or queue name of the store's system.
+    pub destination: String,
+    /// The partition, where the destination has partitions and the caller
+    /// chose one (`None`: the store's default placement by key).
+    pub partition: Option<i32>,
+    /// The record key.
+    pub key: Option<Vec<u8>>,
+    /// The record value; `None` for a null value (a tombstone).
+    pub value: Option<Vec<u8>>,
+    /// The record headers, in order.
+    pub headers: Vec<Header>,
+}
+
+/// A consumer position committed with a [`Batch`]: the next offset a
+/// consumer group reads from one partition of a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcePosition {
+    /// The consumer group.
+    pub group: String,
+    /// The source topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The offset of the next record to read (one past the last one done).
+    pub next_offset: i64,
+}
+
+/// What a store can take into one atomic commit besides its own records.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// [`Batch::outputs`] commit atomically with the rest of the batch.
+    pub outputs: bool,
+    /// [`Batch::positions`] commit atomically with the rest of the batch.
+    pub positions: bool,
+}
+
 /// One atomic unit of work on a store.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Batch<'a> {
@@ -96,6 +146,36 @@ pub struct Batch<'a> {
     /// A named position to record with the batch (e.g. a processor's input
     /// offset), so that resuming starts right after what was committed.
     pub checkpoint: Option<(&'a str, &'a str)>,
+    /// Records to write to destinations outside the DLQs, visible exactly
+    /// when the rest of the batch is (needs [`Capabilities::outputs`]).
+    pub outputs: &'a [Output],
+    /// Consumer positions to commit with the batch (needs
+    /// [`Capabilities::positions`]).
+    pub positions: &'a [SourcePosition],
+}
+
+impl Batch<'_> {
+    /// Refuses the parts of the batch a store with `capabilities` cannot
+    /// commit atomically; `backend` names the store in the error.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unsupported`] naming what the store cannot take.
+    pub fn check_supported(&self, capabilities: Capabilities, backend: &'static str) -> Result<()> {
+        if !self.outputs.is_empty() && !capabilities.outputs {
+            return Err(StoreError::Unsupported {
+                backend,
+                what: "outputs (records to other destinations) in a commit",
+            });
+        }
+        if !self.positions.is_empty() && !capabilities.positions {
+            return Err(StoreError::Unsupported {
+                backend,
+                what: "consumer positions in a commit",
+            });
+        }
+        Ok(())
+    }
 }
 
 /// What a commit did.
@@ -245,6 +325,15 @@ pub enum StoreError {
     /// A record could not be encoded.
     #[error(transparent)]
     Encode(#[from] EncodeError),
+    /// The store cannot take this into an atomic commit (see
+    /// [`Capabilities`]); nothing was written.
+    #[error("the {backend} store cannot commit {what} atomically")]
+    Unsupported {
+        /// Which backend.
+        backend: &'static str,
+        /// What it cannot take.
+        what: &'static str,
+    },
     /// The store URL is not understood.
     #[error("invalid store URL {url:?}: {reason}")]
     InvalidUrl {
@@ -273,8 +362,17 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// A dead letter queue backend.
 pub trait DlqStore {
-    /// Applies one batch atomically; durable when it returns.
+    /// Applies one batch atomically; durable when it returns. A batch with
+    /// outputs or positions the store cannot take (see
+    /// [`DlqStore::capabilities`]) fails with [`StoreError::Unsupported`]
+    /// and writes nothing.
     fn commit(&mut self, batch: Batch<'_>) -> Result<CommitReport>;
+
+    /// What the store can take into a commit besides its own records.
+    /// Default: nothing.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
 
     /// One page of the records selected, after `after`, at most `limit`.
     fn scan(&self, selection: &Selection, after: Option<&Cursor>, limit: usize)

@@ -128,6 +128,7 @@ pub mod config;
 mod decoded;
 mod headers;
 pub mod ledger;
+mod partitioner;
 pub mod processor;
 pub mod producer;
 pub mod replay;

@@ -12,6 +12,7 @@ use crate::client::{Client, Fetched, Outgoing, TxnOffsets, headers_of, timestamp
 use crate::config::{Format, KafkaConfig, redact_url, valid_topic};
 use crate::decoded::{Decoded, DecodedCache};
 use crate::ledger::{BlobEntry, CheckpointEntry, Ledger, LedgerValue, RecordEntry};
+use crate::partitioner::default_partition;
 use crate::retry::failure;
 use chrono::{DateTime, Utc};
 use dlq_core::envelope::{
@@ -19,8 +20,8 @@ use dlq_core::envelope::{
     decode_kafka_with_prefix, to_headers_format,
 };
 use dlq_core::store::{
-    Batch, CommitReport, Cursor, DlqStats, DlqStore, Entry, PartitionStats, Result, ScanPage,
-    Selection, Settle, Status, StoreError, StoredRecord, can_settle,
+    Batch, Capabilities, CommitReport, Cursor, DlqStats, DlqStore, Entry, Output, PartitionStats,
+    Result, ScanPage, Selection, Settle, Status, StoreError, StoredRecord, can_settle,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::ControlFlow;
@@ -1107,6 +1108,48 @@ impl KafkaStore {
         inner.ensure_dlq(config, dlq, Some(source))
     }
 
+    /// The records of [`Batch::outputs`], placed: the partition asked for,
+    /// else Kafka's default partitioner for a keyed record, else spread
+    /// round robin. A destination topic that does not exist is an error
+    /// before anything is written.
+    fn outgoing(&self, outputs: &[Output]) -> Result<Vec<Outgoing>> {
+        let ts = Utc::now().timestamp_millis();
+        let mut partitions: HashMap<&str, i32> = HashMap::new();
+        let mut placed = Vec::with_capacity(outputs.len());
+        for (i, o) in outputs.iter().enumerate() {
+            let n = match partitions.get(o.destination.as_str()) {
+                Some(&n) => n,
+                None => {
+                    let n = self.topic_partitions(&o.destination)?.ok_or_else(|| {
+                        failure(format!("topic {} does not exist", o.destination), false)
+                    })?;
+                    partitions.insert(&o.destination, n);
+                    n
+                }
+            };
+            let partition = match (o.partition, &o.key) {
+                (Some(p), _) if (0..n).contains(&p) => p,
+                (Some(p), _) => {
+                    return Err(failure(
+                        format!("topic {} has no partition {p} (it has {n})", o.destination),
+                        false,
+                    ));
+                }
+                (None, Some(key)) => default_partition(key, n),
+                (None, None) => (i as i32) % n.max(1),
+            };
+            placed.push(Outgoing {
+                topic: o.destination.clone(),
+                partition,
+                key: o.key.clone(),
+                value: o.value.clone(),
+                headers: o.headers.clone(),
+                timestamp_ms: ts,
+            });
+        }
+        Ok(placed)
+    }
+
     /// A commit that also writes `outputs` and, when given, commits the
     /// consumer's `offsets`, all in the store's one transaction: what an
     /// exactly-once processor needs (its outputs, its dead letters, their
@@ -1713,8 +1756,23 @@ impl KafkaStore {
 }
 
 impl DlqStore for KafkaStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            // Outputs to topics of this cluster share the store's
+            // transaction; without transactions they could be written while
+            // the rest of the batch is not.
+            outputs: self.config.transactions,
+            // A transactional offset commit needs the consumer's group
+            // metadata, which only a live consumer has: the Kafka processor
+            // passes it through its own commit path.
+            positions: false,
+        }
+    }
+
     fn commit(&mut self, batch: Batch<'_>) -> Result<CommitReport> {
-        self.commit_with(batch, Vec::new(), None)
+        batch.check_supported(self.capabilities(), "kafka")?;
+        let outputs = self.outgoing(batch.outputs)?;
+        self.commit_with(batch, outputs, None)
     }
 
     fn scan(

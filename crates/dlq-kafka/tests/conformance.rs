@@ -4,7 +4,9 @@
 //! opens a new store that rebuilds its view from the topics.
 
 use dlq_core::conformance::Harness;
+use dlq_core::store::Output;
 use dlq_kafka::{KafkaConfig, KafkaStore};
+use rdkafka::Message as _;
 
 /// One check's private corner of the broker.
 struct Kafka {
@@ -40,6 +42,26 @@ impl Harness for Kafka {
     fn reopen(&mut self, store: KafkaStore) -> KafkaStore {
         drop(store);
         self.open()
+    }
+
+    fn destination(&mut self) -> Option<String> {
+        let topic = dlq_testkit::kafka::topic("dlqc-out");
+        dlq_testkit::kafka::create_topics(&self.config.bootstrap_servers, &[&topic], 1);
+        Some(topic)
+    }
+
+    fn read_destination(&mut self, _store: &KafkaStore, destination: &str) -> Vec<Output> {
+        // read_committed: outputs count only once their transaction is.
+        dlq_testkit::kafka::read_messages(&self.config.bootstrap_servers, destination, true)
+            .iter()
+            .map(|m| Output {
+                destination: destination.to_owned(),
+                partition: Some(m.partition()),
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec),
+                headers: dlq_testkit::kafka::headers_of(m),
+            })
+            .collect()
     }
 }
 

@@ -407,6 +407,7 @@ fn commit_with_checkpoint_appends_and_settles_together() {
             append: &append,
             settle: &settle,
             checkpoint: Some(("replay", "7")),
+            ..Batch::default()
         })
         .expect("commit");
     assert_eq!((r.appended, r.settled), (1, 2));
@@ -934,6 +935,7 @@ fn a_failed_commit_leaves_nothing_behind() {
             append: &append,
             settle: &settle,
             checkpoint: Some(("cp", "1")),
+            ..Batch::default()
         })
         .expect_err("the broker refuses the large record");
     assert!(!err.is_retriable(), "{err}");
@@ -951,6 +953,7 @@ fn a_failed_commit_leaves_nothing_behind() {
             append: &append[..1],
             settle: &settle,
             checkpoint: Some(("cp", "2")),
+            ..Batch::default()
         })
         .expect("commit");
     assert_eq!((r.appended, r.settled), (1, 1));

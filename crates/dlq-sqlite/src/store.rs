@@ -227,6 +227,9 @@ fn plain_sql(selection: &Selection) -> String {
 
 impl DlqStore for SqliteStore {
     fn commit(&mut self, batch: Batch<'_>) -> Result<CommitReport> {
+        // The embedded store has no destinations of its own: outputs go
+        // through replay targets, which commit their checkpoints here.
+        batch.check_supported(self.capabilities(), "sqlite")?;
         // Encode first: a record that cannot be encoded fails the batch
         // before anything is written.
         let encoded: Vec<Encoded> = batch

@@ -131,6 +131,7 @@ fn write_until_killed(path: &Path) -> ! {
                 append: &append,
                 settle: &settle,
                 checkpoint: Some((CHECKPOINT, &number)),
+                ..Batch::default()
             })
             .expect("child commit");
         assert_eq!(report.appended, PER_BATCH);

@@ -190,6 +190,7 @@ proptest! {
                 append: &appends,
                 settle: &settles,
                 checkpoint: cp.as_deref().map(|c| ("cp", c)),
+                ..Batch::default()
             };
             let got = real.commit(batch).expect("sqlite commit");
             let want = model.commit(batch).expect("model commit");

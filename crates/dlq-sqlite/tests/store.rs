@@ -228,6 +228,7 @@ fn commit_with_checkpoint_and_settle_together() {
             append: &append,
             settle: &settle,
             checkpoint: Some(("replay", "7")),
+            ..Batch::default()
         })
         .expect("commit");
     assert_eq!((r.appended, r.settled), (1, 1));
@@ -256,6 +257,7 @@ fn a_record_appended_and_settled_in_one_commit_is_settled() {
             append: &append,
             settle: &settle,
             checkpoint: None,
+            ..Batch::default()
         })
         .expect("commit");
     assert_eq!((r.appended, r.settled), (1, 1));
@@ -280,6 +282,7 @@ fn a_failed_commit_writes_nothing() {
             append: &[entry("dlq.a", "ok", b"x", Some(0)), bad],
             settle: &[],
             checkpoint: Some(("cp", "1")),
+            ..Batch::default()
         })
         .expect_err("too long");
     assert!(matches!(err, StoreError::Encode(_)), "{err}");
@@ -388,6 +391,7 @@ fn everything_survives_a_reopen() {
             append: &[e, entry("dlq.a", "2", &vec![b'x'; 2_000_000], Some(2))],
             settle: &[],
             checkpoint: Some(("processor", "rss.events:2:18")),
+            ..Batch::default()
         })
         .expect("commit");
         s.settle("dlq.a", &["2".into()], Status::Parked)
@@ -433,6 +437,7 @@ fn a_concurrent_reader_sees_whole_commits() {
                 append: &batch,
                 settle: &[],
                 checkpoint: Some(("w", &b.to_string())),
+                ..Batch::default()
             })
             .expect("commit");
             // Leave the reader time to see intermediate states.

@@ -104,21 +104,22 @@ pub fn read_all(bootstrap: &str, topic: &str, read_committed: bool) -> Vec<Read>
             offset: m.offset(),
             key: m.key().map(<[u8]>::to_vec),
             value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-            // Through dlq-kafka-ffi: rdkafka's own header API panics on a
-            // name that is not UTF-8.
-            headers: m
-                .headers()
-                .map(|hs| {
-                    dlq_kafka_ffi::headers(hs.as_borrowed())
-                        .into_iter()
-                        .map(|h| {
-                            dlq_core::Header::from_name_bytes(h.name, h.value.map(<[u8]>::to_vec))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
+            headers: headers_of(&m),
         })
         .collect()
+}
+
+/// A message's headers, names as bytes (through dlq-kafka-ffi: rdkafka's
+/// own header API panics on a name that is not UTF-8).
+pub fn headers_of(m: &OwnedMessage) -> Vec<dlq_core::Header> {
+    m.headers()
+        .map(|hs| {
+            dlq_kafka_ffi::headers(hs.as_borrowed())
+                .into_iter()
+                .map(|h| dlq_core::Header::from_name_bytes(h.name, h.value.map(<[u8]>::to_vec)))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Every record of a topic up to its end, as rdkafka hands them over

@@ -103,6 +103,7 @@ fn main() -> anyhow::Result<()> {
                 append: &batch,
                 settle: &[],
                 checkpoint: None,
+                ..Batch::default()
             })?;
             batch.clear();
         }
