@@ -10,7 +10,7 @@ use crate::errors::{DlqError, no_panic};
 use crate::records::{key_bytes, value_bytes};
 use chrono::{DateTime, Utc};
 use dlq_core::Failure;
-use dlq_core::envelope::{self as codec, ClaimCheck, EncodeOptions, Origin, Part, Source};
+use dlq_core::envelope::{self as codec, ClaimCheck, EncodeOptions, Part, Source};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
@@ -20,22 +20,6 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
     letter: codec::DeadLetter,
-}
-
-fn origin_from(name: &str) -> PyResult<Origin> {
-    Ok(match name {
-        "envelope" => Origin::Envelope,
-        "seed" => Origin::Seed,
-        "raw" => Origin::Raw,
-        "connect" => Origin::Connect,
-        "spring" => Origin::Spring,
-        "headers" => Origin::Headers,
-        other => {
-            return Err(DlqError::new_err(format!(
-                "unknown origin {other:?} (envelope, seed, raw, connect, spring, headers)"
-            )));
-        }
-    })
 }
 
 fn part_name(p: Part) -> &'static str {
@@ -265,13 +249,6 @@ impl DeadLetter {
             })
             .collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, items)
-    }
-
-    /// A copy with a different origin (for tests of foreign formats).
-    fn with_origin(&self, origin: &str) -> PyResult<DeadLetter> {
-        let mut letter = self.letter.clone();
-        letter.origin = origin_from(origin)?;
-        Ok(DeadLetter { letter })
     }
 
     fn __repr__(&self) -> String {

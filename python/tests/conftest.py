@@ -34,6 +34,7 @@ def bootstrap() -> str:
             "DLQ_KAFKA_BOOTSTRAP is not set: start a broker (scripts/kafka.sh start) "
             "and export DLQ_KAFKA_BOOTSTRAP=127.0.0.1:19092"
         )
+    assert address
     return address
 
 

@@ -119,7 +119,7 @@ def test_without_a_spool_records_kafka_did_not_take_are_failed_and_close_raises(
 def test_close_leaves_no_thread_running(config: Dict[str, Any], prefix: str, create_topic: Any) -> None:
     topic = create_topic()
     before_native, before_python = tasks(), threading.active_count()
-    p = dlq.GuardedProducer(config, dlq_prefix=prefix)
+    p = dlq.GuardedProducer(config, dlq_prefix=prefix, delivery_timeout=4.0)
     p.produce(topic, {"n": 1})
     p.produce(f"py-missing-{prefix[5:-1]}", {"n": 2})  # a second client, and a DLQ store
     p.flush()

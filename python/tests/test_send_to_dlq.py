@@ -50,7 +50,8 @@ def test_the_seed_lambda_lands_failed_records_that_dlq_stats_counts_and_inspect_
         {"event_id": f"evt-{i}", "title": "Fed holds rates", "price": "N/A" if i % 2 else "0.5"}
         for i in range(20)
     ]
-    before = datetime.now(timezone.utc)
+    now = datetime.now(timezone.utc)
+    before = now.replace(microsecond=now.microsecond // 1000 * 1000)  # envelopes keep ms
 
     assert lambda_handler({"records": records, "dlq_topic": dlq_topic, "prefix": prefix}, None) == {
         "failed": 10
