@@ -152,9 +152,10 @@ def test_the_gil_is_released_while_flush_waits_on_kafka(config: Dict[str, Any], 
         stop.set()
         t.join()
     assert waited > 0.5
-    # Held GIL: the counter thread would barely run (a tick per switch
-    # interval at best); released: about one tick per millisecond.
-    assert ticks > waited * 200, (ticks, waited)
+    # Held GIL: the counter thread cannot run at all while flush waits;
+    # released: up to a tick per millisecond (50 a second leaves room for a
+    # busy machine).
+    assert ticks > waited * 50, (ticks, waited)
 
 
 def test_flush_with_a_timeout_returns_in_time_with_the_records_still_in_flight(
