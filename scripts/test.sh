@@ -62,15 +62,17 @@ DLQ_KAFKA_RESTARTABLE=1 cargo test --workspace --locked --test kafka_produce "$@
 # broker, which is still running, and target/debug/dlq, built by the cargo
 # tests above. The extension is built with the dev profile: it reuses
 # target/debug (seconds), where a release build would compile rdkafka,
-# OpenSSL bindings and SQLite again (minutes). CI=true: a missing broker or
-# binary fails the tests instead of skipping them.
+# OpenSSL bindings and SQLite again (minutes). `test-hooks` adds the hook
+# that proves a native panic reaches Python as dlq.DlqError. CI=true: a
+# missing broker, binary or hook fails the tests instead of skipping them.
 echo "== python: pip install ./python, pytest"
 py_venv=target/python-venv
 rm -rf "$py_venv"
 python3 -m venv "$py_venv"
-MATURIN_PEP517_ARGS="--profile dev --locked" \
+MATURIN_PEP517_ARGS="--profile dev --locked --features test-hooks" \
   "$py_venv/bin/pip" install -q --disable-pip-version-check ./python pytest==9.2.0 confluent-kafka==2.16.1
-# Under `set -e` any exit code but 0 fails the run, pytest's 5 (no test
-# collected) included.
-(cd python && CI=true "../$py_venv/bin/python" -m pytest tests -q -p no:cacheprovider)
+# The installed package is tested, not python/dlq (`python -m pytest` would
+# put the working directory first on sys.path). Under `set -e` any exit code
+# but 0 fails the run, pytest's 5 (no test collected) included.
+CI=true "$py_venv/bin/pytest" python/tests -q -p no:cacheprovider
 # ---- end of Python package ---------------------------------------------------

@@ -60,3 +60,12 @@ pub fn config_error(problems: &[String]) -> PyErr {
         problems.join("; ")
     ))
 }
+
+/// Panics inside [`no_panic`], and inside a released GIL as the Kafka
+/// calls do: the tests' proof that no panic reaches Python as one.
+#[cfg(feature = "test-hooks")]
+#[pyfunction]
+#[pyo3(name = "_panic_for_tests")]
+pub fn panic_for_tests(py: Python<'_>) -> PyResult<()> {
+    no_panic(|| py.detach(|| -> PyResult<()> { panic!("a deliberate panic") }))
+}

@@ -48,5 +48,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<envelope::DeadLetter>()?;
     m.add_function(wrap_pyfunction!(envelope::encode, m)?)?;
     m.add_function(wrap_pyfunction!(envelope::decode, m)?)?;
+    #[cfg(feature = "test-hooks")]
+    m.add_function(wrap_pyfunction!(errors::panic_for_tests, m)?)?;
     Ok(())
 }

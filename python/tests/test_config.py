@@ -4,6 +4,8 @@ Unit level: no broker is needed (the clients connect lazily)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import dlq
@@ -90,3 +92,17 @@ def test_values_dlq_cannot_pass_to_librdkafka_are_type_errors() -> None:
         dlq.kafka_settings({"bootstrap.servers": "h:1", "linger.ms": [5]})
     with pytest.raises(dlq.ConfigError, match="bootstrap.servers"):
         dlq.kafka_settings({"security.protocol": "SSL"})
+
+
+def test_a_panic_in_the_native_code_is_a_dlq_error_not_a_crash() -> None:
+    from dlq import _native
+
+    hook = getattr(_native, "_panic_for_tests", None)
+    if hook is None:
+        if os.environ.get("CI"):
+            pytest.fail("build the package with --features test-hooks (scripts/test.sh does)")
+        pytest.skip("the package was built without --features test-hooks")
+    with pytest.raises(dlq.DlqError, match="internal error in dlq .*a deliberate panic"):
+        hook()
+    # The module still works afterwards.
+    assert dlq.kafka_settings({"bootstrap.servers": "h:1"}).bootstrap_servers == "h:1"
