@@ -173,3 +173,9 @@ def test_without_a_spool_an_unreachable_cluster_raises_delivery_error_with_the_r
     assert "2 of 2 records" in str(raised.value)
     assert "hunter2-canary" not in str(raised.value)
     assert "hunter2-canary" not in repr(raised.value.report.errors)
+
+
+def test_send_to_dlq_leaves_no_thread_running(config: Dict[str, Any], prefix: str) -> None:
+    before = len(os.listdir("/proc/self/task"))
+    dlq.send_to_dlq(prefix + "rss.events", [{"n": 1}], error="e", config=config, dlq_prefix=prefix)
+    assert len(os.listdir("/proc/self/task")) == before
