@@ -58,3 +58,24 @@ cargo test --workspace --locked "$@"
 echo "== cargo test: guarded producer across a broker restart"
 # --workspace keeps the features of the run above, so nothing is rebuilt.
 DLQ_KAFKA_RESTARTABLE=1 cargo test --workspace --locked --test kafka_produce "$@"
+
+# ---- Python package (python/, issue #14) -----------------------------------
+# Builds the `dlq` Python package from source as a user would (`pip install
+# ./python`, maturin's PEP 517 backend) and runs its pytest suite against the
+# broker, which is still running, and target/debug/dlq, built by the cargo
+# tests above. The extension is built with the dev profile: it reuses
+# target/debug (seconds), where a release build would compile rdkafka,
+# OpenSSL bindings and SQLite again (minutes). `test-hooks` adds the hook
+# that proves a native panic reaches Python as dlq.DlqError. CI=true: a
+# missing broker, binary or hook fails the tests instead of skipping them.
+echo "== python: pip install ./python, pytest"
+py_venv=target/python-venv
+rm -rf "$py_venv"
+python3 -m venv "$py_venv"
+MATURIN_PEP517_ARGS="--profile dev --locked --features test-hooks" \
+  "$py_venv/bin/pip" install -q --disable-pip-version-check ./python pytest==9.2.0 confluent-kafka==2.16.1
+# The installed package is tested, not python/dlq (`python -m pytest` would
+# put the working directory first on sys.path). Under `set -e` any exit code
+# but 0 fails the run, pytest's 5 (no test collected) included.
+CI=true "$py_venv/bin/pytest" python/tests -q -p no:cacheprovider
+# ---- end of Python package ---------------------------------------------------
