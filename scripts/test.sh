@@ -69,6 +69,12 @@ DLQ_KAFKA_RESTARTABLE=1 cargo test --workspace --locked --test kafka_produce "$@
 # that proves a native panic reaches Python as dlq.DlqError. CI=true: a
 # missing broker, binary or hook fails the tests instead of skipping them.
 echo "== python: pip install ./python, pytest"
+# Debian splits venv (and its pip) out of python3.
+if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then sudo_cmd=(); else sudo_cmd=(sudo); fi
+  "${sudo_cmd[@]}" apt-get update -qq
+  "${sudo_cmd[@]}" apt-get install -y -qq python3-venv
+fi
 py_venv=target/python-venv
 rm -rf "$py_venv"
 python3 -m venv "$py_venv"
