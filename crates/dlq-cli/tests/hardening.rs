@@ -551,8 +551,9 @@ fn sigterm_stops_a_kafka_process_after_committing_and_the_rerun_neither_loses_no
             .args(["--no-progress", "process", "--pipeline", "polymarket"])
             .args(["--source", &format!("kafka:{source}"), "--group", &group])
             .args(["--output-topic", &output])
-            // Slow enough to be stopped part-way: a retry for 5% of lines.
-            .args(["--simulate-transient", "0.05", "--initial-backoff-ms", "50"])
+            // Slow enough to be stopped part-way: 1% of lines hold their
+            // partition for two retries.
+            .args(["--simulate-transient", "0.01", "--initial-backoff-ms", "20"])
             .args(extra)
             .env_remove("DLQ_STORE")
             .stdout(Stdio::piped())
