@@ -1,91 +1,15 @@
 //! End-to-end tests of the `dlq` binary on the embedded SQLite store: each
 //! one runs the real command line, as a user would, and checks the records.
 
+mod common;
+
 use serde_json::Value;
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Self {
-        Env {
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn store(&self) -> String {
-        format!("sqlite://{}", self.path("dlq.db").display())
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_dlq"));
-        c.args(["--store", &self.store(), "--no-progress"])
-            .args(args)
-            .current_dir(self.dir.path())
-            .env_remove("DLQ_STORE");
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("run dlq")
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "dlq {args:?} failed with {:?}\nstdout: {}\nstderr: {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = vec!["--format", "json"];
-        all.extend_from_slice(args);
-        let out = self.ok(&all);
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!("{e}: {}", String::from_utf8_lossy(&out.stdout));
-        })
-    }
-
-    /// The payloads of a DLQ's records, as exported.
-    fn dlq_payloads(&self, dlq: &str, status: &str) -> Vec<Vec<u8>> {
-        let out = self.path("payloads.out");
-        let r = self.run(&[
-            "export",
-            "--dlq",
-            dlq,
-            "--status",
-            status,
-            "--payloads",
-            "--output",
-            out.to_str().expect("path"),
-        ]);
-        assert!(r.status.code() == Some(0) || r.status.code() == Some(1));
-        lines(&out)
-    }
-}
-
-fn lines(path: &Path) -> Vec<Vec<u8>> {
-    let data = std::fs::read(path).unwrap_or_default();
-    let mut v: Vec<Vec<u8>> = data.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
-    if data.last() == Some(&b'\n') || data.is_empty() {
-        v.pop();
-    }
-    v
-}
+use common::env::{Env, lines};
 
 fn write_lines(path: &Path, lines: &[Vec<u8>]) {
     let mut data = Vec::new();

@@ -7,87 +7,10 @@ mod common;
 
 use serde_json::Value;
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Self {
-        Env {
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn arg(&self, name: &str) -> String {
-        self.path(name).display().to_string()
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_dlq"));
-        c.args([
-            "--store",
-            &format!("sqlite://{}", self.arg("dlq.db")),
-            "--no-progress",
-        ])
-        .args(args)
-        .current_dir(self.dir.path())
-        .env_remove("DLQ_STORE")
-        .env_remove("NO_COLOR");
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("run dlq")
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "dlq {args:?} failed with {:?}\nstderr: {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = vec!["--format", "json"];
-        all.extend_from_slice(args);
-        serde_json::from_slice(&self.ok(&all).stdout).expect("json output")
-    }
-
-    /// Generates `n` Polymarket records (a realistic failure mix) into `name`.
-    fn generate(&self, name: &str, n: u64) {
-        self.ok(&[
-            "generate",
-            "--pipeline",
-            "polymarket",
-            "--records",
-            &n.to_string(),
-            "-o",
-            &self.arg(name),
-        ]);
-    }
-}
-
-/// The lines of a file (not necessarily UTF-8: dead letters keep their
-/// bytes); none while it does not exist.
-fn lines(path: &Path) -> Vec<Vec<u8>> {
-    let data = std::fs::read(path).unwrap_or_default();
-    data.split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect()
-}
+use common::env::{Env, lines};
 
 fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")
