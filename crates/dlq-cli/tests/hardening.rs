@@ -164,16 +164,7 @@ fn sigterm_on_an_idle_stdin_process_dead_letters_the_records_waiting_for_a_retry
 #[test]
 fn sigterm_stops_a_replay_after_a_commit_and_the_rerun_replays_the_rest_once() {
     let env = Env::new();
-    env.generate("in.ndjson", 20_000);
-    env.ok(&[
-        "process",
-        "--pipeline",
-        "polymarket",
-        "--input",
-        "in.ndjson",
-        "--output",
-        "out.ndjson",
-    ]);
+    env.fill_dlq(20_000);
     let dlq = "dlq.polymarket.price_hourly";
     let pending = env.json(&["stats"])["dlqs"][0]["pending"]
         .as_u64()
@@ -258,16 +249,7 @@ fn a_second_signal_ends_a_stopping_command_at_once() {
     // A paced replay (one record every 20 s) stops at the next record: the
     // first SIGTERM waits for the pacing, the second ends it at once.
     let env = Env::new();
-    env.generate("in.ndjson", 2_000);
-    env.ok(&[
-        "process",
-        "--pipeline",
-        "polymarket",
-        "--input",
-        "in.ndjson",
-        "--output",
-        "out.ndjson",
-    ]);
+    env.fill_dlq(2_000);
     let target = format!("file:{}", env.arg("replayed.ndjson"));
     let mut child = env
         .cmd(&[
@@ -310,16 +292,7 @@ fn a_second_signal_ends_a_stopping_command_at_once() {
 #[test]
 fn export_into_a_reader_that_closes_early_exits_0_quietly() {
     let env = Env::new();
-    env.generate("in.ndjson", 20_000);
-    env.ok(&[
-        "process",
-        "--pipeline",
-        "polymarket",
-        "--input",
-        "in.ndjson",
-        "--output",
-        "out.ndjson",
-    ]);
+    env.fill_dlq(20_000);
     let mut child = env
         .cmd(&["export"])
         .stdout(Stdio::piped())
@@ -344,16 +317,7 @@ fn export_into_a_reader_that_closes_early_exits_0_quietly() {
 #[test]
 fn logs_on_a_pipe_have_no_colour_codes() {
     let env = Env::new();
-    env.generate("in.ndjson", 200);
-    env.ok(&[
-        "process",
-        "--pipeline",
-        "polymarket",
-        "--input",
-        "in.ndjson",
-        "--output",
-        "out.ndjson",
-    ]);
+    env.fill_dlq(200);
     // A rule that fires at once, notifying the log (tracing, on stderr).
     std::fs::write(
         env.path("dlq.toml"),

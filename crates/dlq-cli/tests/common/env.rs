@@ -86,6 +86,22 @@ impl Env {
         ]);
     }
 
+    /// Generates `n` Polymarket records into `in.ndjson` and processes them
+    /// into `out.ndjson`: the failures (about 6%) fill
+    /// `dlq.polymarket.price_hourly`.
+    pub fn fill_dlq(&self, n: u64) {
+        self.generate("in.ndjson", n);
+        self.ok(&[
+            "process",
+            "--pipeline",
+            "polymarket",
+            "--input",
+            "in.ndjson",
+            "--output",
+            "out.ndjson",
+        ]);
+    }
+
     /// The payloads of a DLQ's records with a status, as exported.
     pub fn dlq_payloads(&self, dlq: &str, status: &str) -> Vec<Vec<u8>> {
         let out = self.path("payloads.out");
