@@ -81,15 +81,35 @@ const MIN_BASELINE: u64 = 5;
 const RANGE_MAJORITY: f64 = 0.9;
 
 /// Whether replaying a group can help.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// Every failure was retryable: a replay once the cause is gone should work.
     Transient,
     /// No failure was retryable: the records need a fix (or a discard).
     Permanent,
-    /// Mixed or unknown (e.g. foreign records that do not say).
+    /// The records are fine but the system is not (credentials,
+    /// certificates, a missing topic or table, a size limit): fix the
+    /// system, then replay as is.
+    Configuration,
+    /// The records were already applied (a duplicate key, an idempotency
+    /// check): discard them.
+    Duplicate,
+    /// Mixed or unknown (e.g. foreign records no triage rule matches).
     Unknown,
+}
+
+impl Verdict {
+    /// The name used in reports and rules (`transient`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Transient => "transient",
+            Verdict::Permanent => "permanent",
+            Verdict::Configuration => "configuration",
+            Verdict::Duplicate => "duplicate",
+            Verdict::Unknown => "unknown",
+        }
+    }
 }
 
 /// One failure group.

@@ -43,6 +43,7 @@ pub mod replay;
 pub mod retry;
 pub mod secret;
 pub mod store;
+pub mod triage;
 
 pub use envelope::{DeadLetter, Header, Source};
 pub use retry::RetryPolicy;
