@@ -62,6 +62,8 @@ pub struct Rule {
 pub struct Triaged<'a> {
     /// The rule that matched.
     pub rule: &'a Rule,
+    /// Its index in [`Triage::rules`].
+    pub index: usize,
 }
 
 /// Triage rules could not be read: every problem found, one per line.
@@ -189,6 +191,7 @@ impl Triage {
             })
             .map(|i| Triaged {
                 rule: &self.rules[i],
+                index: i,
             })
     }
 }
