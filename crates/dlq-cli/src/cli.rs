@@ -406,6 +406,11 @@ pub struct AnalyzeArgs {
     /// List every record id of each group (memory grows with the records).
     #[arg(long)]
     pub members: bool,
+    /// The config file whose [[triage.rule]]s give a class and verdict to
+    /// records that carry none, before the shipped rules [default: dlq.toml,
+    /// if it exists]. Its other sections are left to their commands.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
