@@ -33,6 +33,7 @@
 pub mod analyze;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod discard;
 pub mod envelope;
 pub mod filter;
 pub mod fix;
