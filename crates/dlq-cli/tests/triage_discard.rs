@@ -223,3 +223,228 @@ patterns = ['ACME-\d+ quota']
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The ids of `dlq`'s records with `status`, sorted.
+fn ids_with_status(env: &Env, dlq: &str, status: &str) -> Vec<String> {
+    let out = env.run(&[
+        "--format", "json", "inspect", "--dlq", dlq, "--status", status, "--limit", "1000",
+    ]);
+    // 1: nothing matched.
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let mut ids: Vec<String> = v["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| r["record"]["dlq"]["id"].as_str().expect("id").to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Imports three timed-out and two malformed seed records; returns the
+/// fingerprint filter of the timed-out group and its member ids.
+fn seeded_for_discard(env: &Env) -> (String, Vec<String>) {
+    env.import_seed(
+        "dlq.rss.events",
+        &[
+            (TIMED_OUT, "e1"),
+            (TIMED_OUT, "e2"),
+            (TIMED_OUT, "e3"),
+            (
+                "json.decoder.JSONDecodeError: Expecting value: line 1 column 1 (char 0)",
+                "e4",
+            ),
+            (
+                "json.decoder.JSONDecodeError: Expecting value: line 1 column 1 (char 0)",
+                "e5",
+            ),
+        ],
+    );
+    let report = env.json(&["analyze", "--dlq", "dlq.rss.events", "--members"]);
+    let group = report["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .find(|g| g["verdict_rule"] == "kafka.message_timed_out")
+        .expect("timed-out group")
+        .clone();
+    let mut members: Vec<String> = group["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| m.as_str().expect("id").to_owned())
+        .collect();
+    members.sort();
+    assert_eq!(members.len(), 3);
+    (
+        group["replay_filter"].as_str().expect("filter").to_owned(),
+        members,
+    )
+}
+
+#[test]
+fn a_discard_dry_run_lists_the_selection_and_changes_and_audits_nothing() {
+    let env = Env::new();
+    let (filter, members) = seeded_for_discard(&env);
+    let before = ids_with_status(&env, "dlq.rss.events", "pending");
+    let report = env.json(&[
+        "discard",
+        "--dlq",
+        "dlq.rss.events",
+        "--filter",
+        &filter,
+        "--dry-run",
+    ]);
+    assert_eq!(report["selected"], 3);
+    assert_eq!(report["discarded"], 0);
+    let mut listed: Vec<String> = report["ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|m| m.as_str().expect("id").to_owned())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, members);
+    assert_eq!(ids_with_status(&env, "dlq.rss.events", "pending"), before);
+    assert!(ids_with_status(&env, "dlq.rss.events", "discarded").is_empty());
+    assert!(!env.path("dlq-audit.jsonl").exists());
+}
+
+#[test]
+fn a_discard_settles_exactly_the_selected_records_and_audits_them_first() {
+    let env = Env::new();
+    let (filter, members) = seeded_for_discard(&env);
+    let before = ids_with_status(&env, "dlq.rss.events", "pending");
+    let out = env.ok(&[
+        "--format",
+        "json",
+        "discard",
+        "--dlq",
+        "dlq.rss.events",
+        "--filter",
+        &filter,
+    ]);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (report["selected"].as_u64(), report["discarded"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("dlq-audit.jsonl"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        ids_with_status(&env, "dlq.rss.events", "discarded"),
+        members
+    );
+    let rest: Vec<String> = before
+        .iter()
+        .filter(|id| !members.contains(id))
+        .cloned()
+        .collect();
+    assert_eq!(rest.len(), 2);
+    assert_eq!(ids_with_status(&env, "dlq.rss.events", "pending"), rest);
+
+    // One audit line, in the format of `dlq serve`'s log.
+    let audit = std::fs::read_to_string(env.path("dlq-audit.jsonl")).expect("audit log");
+    let lines: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{audit}");
+    let e = &lines[0];
+    assert_eq!(e["action"], "discard");
+    assert_eq!(e["dlq"], "dlq.rss.events");
+    assert_eq!(e["actor"]["role"], "operator");
+    assert!(
+        e["actor"]["label"]
+            .as_str()
+            .expect("label")
+            .starts_with("cli:"),
+        "{e}"
+    );
+    assert_eq!(e["details"]["count"], 3);
+    assert_eq!(e["details"]["filter"], filter.as_str());
+    let mut audited: Vec<String> = e["details"]["ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|m| m.as_str().expect("id").to_owned())
+        .collect();
+    audited.sort();
+    assert_eq!(audited, members);
+
+    // The same discard again finds nothing: exit code 1, nothing audited.
+    let again = env.run(&["discard", "--dlq", "dlq.rss.events", "--filter", &filter]);
+    assert_eq!(again.status.code(), Some(1));
+    let audit = std::fs::read_to_string(env.path("dlq-audit.jsonl")).expect("audit log");
+    assert_eq!(audit.lines().count(), 1);
+}
+
+#[test]
+fn a_discard_by_ids_with_a_limit_settles_no_more_and_reports_unknown_ids() {
+    let env = Env::new();
+    let (_, members) = seeded_for_discard(&env);
+    let ids = format!("{},{},nope", members[0], members[1]);
+    let report = env.json(&[
+        "discard",
+        "--dlq",
+        "dlq.rss.events",
+        "--id",
+        &ids,
+        "--limit",
+        "1",
+    ]);
+    assert_eq!(report["discarded"], 1);
+    assert_eq!(report["not_found"], serde_json::json!(["nope"]));
+    assert_eq!(
+        ids_with_status(&env, "dlq.rss.events", "discarded"),
+        vec![members[0].clone()]
+    );
+}
+
+#[test]
+fn a_discard_must_say_what_and_is_not_carried_out_when_it_cannot_be_audited() {
+    let env = Env::new();
+    let (filter, _) = seeded_for_discard(&env);
+    let before = ids_with_status(&env, "dlq.rss.events", "pending");
+    let out = env.run(&["discard", "--dlq", "dlq.rss.events"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("say what to discard"));
+    let out = env.run(&[
+        "discard",
+        "--dlq",
+        "dlq.rss.events",
+        "--all",
+        "--status",
+        "replayed",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only pending and parked"));
+
+    // The audit log named in dlq.toml's [serve] section is a directory:
+    // the discard fails and settles nothing.
+    std::fs::create_dir(env.path("audit-dir")).expect("mkdir");
+    std::fs::write(env.path("dlq.toml"), "[serve]\naudit_log = \"audit-dir\"\n").expect("write");
+    let out = env.run(&["discard", "--dlq", "dlq.rss.events", "--filter", &filter]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("audit-dir"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(ids_with_status(&env, "dlq.rss.events", "pending"), before);
+
+    // A usable [serve] audit_log is where the entry goes.
+    std::fs::write(
+        env.path("dlq.toml"),
+        "[serve]\naudit_log = \"logs/audit.jsonl\"\n",
+    )
+    .expect("write");
+    env.ok(&["discard", "--dlq", "dlq.rss.events", "--all"]);
+    assert!(ids_with_status(&env, "dlq.rss.events", "pending").is_empty());
+    let audit = std::fs::read_to_string(env.path("logs/audit.jsonl")).expect("audit log");
+    assert_eq!(audit.lines().count(), 1);
+}
