@@ -10,7 +10,8 @@
 //! `kafka_dlt-*` headers) and applies *rules*, first match wins.
 //!
 //! A rule is a name, an error class, a [`Verdict`] and regular expressions
-//! (case-insensitive, any of them may match). The rules shipped with dlq are
+//! (case-insensitive, any of them may match; ASCII: `\w`, `\b`, `.` and
+//! case folding see bytes, which keeps matching fast). The rules shipped with dlq are
 //! the data file `rules.toml` beside this module; users put their own in
 //! `dlq.toml` under `[[triage.rule]]` ([`Triage::from_config`]), and those are
 //! tried before the shipped ones, so a user rule can override a shipped one.
@@ -24,7 +25,7 @@
 
 use crate::analyze::Verdict;
 use crate::envelope::{DeadLetter, Origin, UNKNOWN_ERROR_CLASS};
-use regex::{RegexSet, RegexSetBuilder};
+use regex::bytes::{RegexSet, RegexSetBuilder};
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock};
@@ -49,8 +50,8 @@ pub struct Rule {
     pub class: String,
     /// The verdict.
     pub verdict: Verdict,
-    /// Regular expressions (Rust `regex` syntax, case-insensitive); the rule
-    /// matches when any of them is found in the message.
+    /// Regular expressions (Rust `regex` syntax, case-insensitive, ASCII
+    /// classes); the rule matches when any of them is found in the message.
     pub patterns: Vec<String>,
     /// Why the verdict, in words, for the report (optional).
     #[serde(default)]
@@ -182,7 +183,13 @@ impl Triage {
             Some(t) if !text.contains(t) => format!("{t}: {text}"),
             _ => text.to_owned(),
         };
-        let first = |text: &str| self.set.matches(text).iter().map(|p| self.rule_of[p]).min();
+        let first = |text: &str| {
+            self.set
+                .matches(text.as_bytes())
+                .iter()
+                .map(|p| self.rule_of[p])
+                .min()
+        };
         first(&with_type(cause))
             .or_else(|| {
                 (cause.len() != full.len())
@@ -219,7 +226,11 @@ fn compile(rules: Vec<(String, Rule)>, mut problems: Vec<String>) -> Result<Tria
         }
         for (j, p) in r.patterns.iter().enumerate() {
             // Compiled alone first, to say which pattern is wrong.
-            if let Err(e) = regex::RegexBuilder::new(p).case_insensitive(true).build() {
+            if let Err(e) = regex::bytes::RegexBuilder::new(p)
+                .case_insensitive(true)
+                .unicode(false)
+                .build()
+            {
                 problems.push(format!("{at}.patterns[{j}]: {}", one_line(&e.to_string())));
             } else {
                 patterns.push(p.as_str());
@@ -232,7 +243,11 @@ fn compile(rules: Vec<(String, Rule)>, mut problems: Vec<String>) -> Result<Tria
     }
     let set = RegexSetBuilder::new(&patterns)
         .case_insensitive(true)
+        // ASCII classes and word boundaries keep the whole set in the lazy
+        // DFA (a Unicode `\b` forces the far slower NFA simulation).
+        .unicode(false)
         .size_limit(64 << 20)
+        .dfa_size_limit(16 << 20)
         .build()
         .map_err(|e| TriageError {
             problems: vec![format!(
