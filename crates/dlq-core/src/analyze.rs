@@ -1665,6 +1665,37 @@ mod tests {
     }
 
     #[test]
+    fn raw_records_name_the_rule_that_says_they_carry_no_error() {
+        let mut a = Analyzer::new();
+        for i in 0..2 {
+            let letter = crate::envelope::decode(b"not an envelope", &format!("raw-{i}"));
+            assert_eq!(letter.origin, crate::envelope::Origin::Raw);
+            a.add(&StoredRecord {
+                dlq: "dlq.t".into(),
+                status: Status::Pending,
+                stored_at: Utc::now(),
+                settled_at: None,
+                letter,
+            });
+        }
+        let g = &a.finish()[0];
+        assert_eq!(
+            (
+                g.count,
+                g.verdict,
+                g.verdict_rule.as_str(),
+                g.error_class.as_str()
+            ),
+            (2, Verdict::Unknown, "raw.no_error", "unknown.raw")
+        );
+        assert!(
+            g.verdict_reason.contains("rule raw.no_error"),
+            "{}",
+            g.verdict_reason
+        );
+    }
+
+    #[test]
     fn records_with_their_own_verdict_are_not_triaged() {
         // A dlq envelope says "not retryable"; the message alone would be
         // triaged transient.
