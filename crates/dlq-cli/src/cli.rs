@@ -128,6 +128,9 @@ pub enum Command {
     Analyze(AnalyzeArgs),
     /// Fix and reprocess dead letters.
     Replay(ReplayArgs),
+    /// Settle dead letters as discarded (purge), audited; --dry-run shows
+    /// what would be.
+    Discard(DiscardArgs),
     /// Read NDJSON envelopes (or seed-format or raw records) into a DLQ.
     Import(ImportArgs),
     /// Write dead letters as NDJSON envelopes.
@@ -406,12 +409,54 @@ pub struct AnalyzeArgs {
     /// List every record id of each group (memory grows with the records).
     #[arg(long)]
     pub members: bool,
+    /// The config file whose [[triage.rule]]s give a class and verdict to
+    /// records that carry none, before the shipped rules [default: dlq.toml,
+    /// if it exists]. Its other sections are left to their commands.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&chrono::Utc))
         .map_err(|e| format!("expected an RFC 3339 instant such as 2026-11-29T00:00:00Z: {e}"))
+}
+
+/// `dlq discard`.
+#[derive(Debug, Args)]
+pub struct DiscardArgs {
+    /// The DLQ to discard from.
+    #[arg(long)]
+    pub dlq: String,
+    /// Only records matching this filter, e.g. 'fingerprint == "…"' from
+    /// `dlq analyze` (see docs/cli.md).
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// These record ids (repeat the option or separate them with commas).
+    #[arg(long = "id", value_name = "ID", value_delimiter = ',')]
+    pub ids: Vec<String>,
+    /// Every record of the selection, without a filter or ids (a discard
+    /// must say what it discards).
+    #[arg(long)]
+    pub all: bool,
+    /// Only records with these statuses: pending, parked (all: both).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "pending")]
+    pub status: Vec<StatusArg>,
+    /// At most this many records.
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Show what would be discarded; change nothing, audit nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The audit log to append to (JSON Lines, as `dlq serve` writes)
+    /// [default: `audit_log` of the config's [serve] section, else
+    /// dlq-audit.jsonl in the current directory].
+    #[arg(long)]
+    pub audit_log: Option<PathBuf>,
+    /// The config file whose [serve] audit_log names the audit log
+    /// [default: dlq.toml, if it exists].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// `dlq replay`.

@@ -16,7 +16,9 @@
 //! Inside one error class the miner runs with Drain's own similarity rule
 //! (`words_are_constants` off): the class has already told the kinds of
 //! failure apart, so two messages of the same class that differ in a plain
-//! word are variants of one failure, not two. Its state is persisted in the
+//! word are variants of one failure, not two. (Class `unknown` is the
+//! exception: seed and raw records have no class, so their miner keeps the
+//! constant-word rule.) Its state is persisted in the
 //! store as the checkpoint [`checkpoint_name`] (`analyze:miner:<dlq>`), so the
 //! next analysis of a growing DLQ continues from the clusters it found
 //! instead of starting over, and a record keeps its group across runs.
@@ -31,6 +33,17 @@
 //! cluster's: run `dlq analyze` before selecting by a fingerprint. Two
 //! analyses that run at the same time each persist their own state; the last
 //! one wins.
+//!
+//! # Triage
+//!
+//! Records that carry no verdict of their own (seed, raw, Kafka Connect and
+//! Spring records: [`Triage::applies_to`]) are triaged by rules
+//! ([`crate::triage`]): each gets the class and verdict of the first rule
+//! its message matches. A group whose records all match rules of one verdict
+//! gets that verdict and names the rule ([`Group::verdict_rule`]); records
+//! of class `unknown` also get the rule's class. The triage does not change
+//! fingerprints: they stay computed from the records' own class, so a
+//! group's filter selects the same records whatever rules a command loaded.
 //!
 //! # What a group reports
 //!
@@ -53,11 +66,13 @@
 
 use crate::mine::{self, ClusterId, Masker, Miner, MinerConfig, MinerState};
 use crate::store::StoredRecord;
+use crate::triage::{Rule, Triage};
 use chrono::{DateTime, DurationRound as _, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{Hash as _, Hasher as _};
+use std::sync::Arc;
 
 /// How many sample ids a group keeps.
 pub const SAMPLE_IDS: usize = 5;
@@ -81,15 +96,35 @@ const MIN_BASELINE: u64 = 5;
 const RANGE_MAJORITY: f64 = 0.9;
 
 /// Whether replaying a group can help.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// Every failure was retryable: a replay once the cause is gone should work.
     Transient,
     /// No failure was retryable: the records need a fix (or a discard).
     Permanent,
-    /// Mixed or unknown (e.g. foreign records that do not say).
+    /// The records are fine but the system is not (credentials,
+    /// certificates, a missing topic or table, a size limit): fix the
+    /// system, then replay as is.
+    Configuration,
+    /// The records were already applied (a duplicate key, an idempotency
+    /// check): discard them.
+    Duplicate,
+    /// Mixed or unknown (e.g. foreign records no triage rule matches).
     Unknown,
+}
+
+impl Verdict {
+    /// The name used in reports and rules (`transient`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Transient => "transient",
+            Verdict::Permanent => "permanent",
+            Verdict::Configuration => "configuration",
+            Verdict::Duplicate => "duplicate",
+            Verdict::Unknown => "unknown",
+        }
+    }
 }
 
 /// One failure group.
@@ -122,8 +157,18 @@ pub struct Group {
     pub timeline: Vec<TimeBucket>,
     /// Whether a replay can help.
     pub verdict: Verdict,
-    /// Why the verdict is what it is.
+    /// Why the verdict is what it is (naming the triage rule, if one gave it).
     pub verdict_reason: String,
+    /// What gave the verdict: `record` (the records' own retryable flags),
+    /// the name of the [`crate::triage`] rule that matched every record of
+    /// the group (the most frequent one when several rules agree), `mixed`
+    /// (the records' rules disagree) or `none` (no rule matched).
+    pub verdict_rule: String,
+    /// Whether the error class and verdict come from the triage rules
+    /// because the records carry none (seed, raw, Connect and Spring
+    /// records). The records' own class stays `unknown` for filters
+    /// (`error_class == "unknown"`); select such a group by its fingerprint.
+    pub triaged: bool,
     /// One error message of the group, as an example.
     pub example_error: String,
     /// A few record ids, for `dlq inspect`.
@@ -303,9 +348,15 @@ fn miner_key(topic: &str, stage: &str, error_class: &str) -> String {
     format!("{topic}\u{0}{stage}\u{0}{error_class}")
 }
 
-fn group_miner_config() -> MinerConfig {
+/// The configuration of a new miner of an error class. Records of class
+/// `unknown` (seed, raw) have no class to tell kinds of failure apart, so
+/// their miner keeps the constant-word rule: "Connection refused" and
+/// "Connection reset" are two groups, each with one triage verdict, not one
+/// `Connection <*>` group of mixed verdicts. (A persisted miner keeps the
+/// configuration it was created with.)
+fn group_miner_config(error_class: &str) -> MinerConfig {
     MinerConfig {
-        words_are_constants: false,
+        words_are_constants: error_class == crate::envelope::UNKNOWN_ERROR_CLASS,
         ..MinerConfig::new()
     }
 }
@@ -368,9 +419,9 @@ impl Grouper {
         let topic = l.source.topic.as_deref().unwrap_or("");
         let key = miner_key(topic, &l.stage, &l.error_class);
         let miners = self.dlqs.entry(record.dlq.clone()).or_default();
-        let miner = miners
-            .entry(key)
-            .or_insert_with(|| Miner::with_config(group_miner_config()).unwrap_or_default());
+        let miner = miners.entry(key).or_insert_with(|| {
+            Miner::with_config(group_miner_config(&l.error_class)).unwrap_or_default()
+        });
         let id = miner.add(&l.error);
         if !self.changed.contains(&record.dlq) {
             self.changed.insert(record.dlq.clone());
@@ -822,6 +873,11 @@ struct Acc {
     group: Group,
     cluster: ClusterId,
     retryable: u64,
+    /// Records that carry their own verdict (not triaged).
+    own: u64,
+    /// Triaged records by the index of the rule that matched (`None`: no
+    /// rule did).
+    rules: BTreeMap<Option<usize>, u64>,
     shape: Shape,
     timeline: BTreeMap<DateTime<Utc>, u64>,
     key_hashes: HashSet<u64>,
@@ -833,6 +889,8 @@ pub struct Analyzer {
     groups: BTreeMap<(String, String), Acc>,
     members: bool,
     grouper: Grouper,
+    /// The triage rules; `None`: the shipped ones ([`Triage::builtin`]).
+    triage: Option<Arc<Triage>>,
 }
 
 fn hour_of(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -868,11 +926,24 @@ impl Analyzer {
         self
     }
 
+    /// Triages records that carry no verdict with `triage` instead of the
+    /// shipped rules (e.g. with the `[[triage.rule]]`s of `dlq.toml`).
+    pub fn with_triage(mut self, triage: Arc<Triage>) -> Self {
+        self.triage = Some(triage);
+        self
+    }
+
     /// Adds one record.
     pub fn add(&mut self, record: &StoredRecord) {
         let l = &record.letter;
         let (fp, cluster) = self.grouper.add(record);
         let members = self.members;
+        let triage = Triage::applies_to(l).then(|| {
+            self.triage
+                .get_or_insert_with(Triage::builtin)
+                .letter(l)
+                .map(|t| t.index)
+        });
         let acc = self
             .groups
             .entry((record.dlq.clone(), fp.clone()))
@@ -893,6 +964,8 @@ impl Analyzer {
                     timeline: Vec::new(),
                     verdict: Verdict::Unknown,
                     verdict_reason: String::new(),
+                    verdict_rule: String::new(),
+                    triaged: false,
                     example_error: l.error.clone(),
                     sample_ids: Vec::new(),
                     keys: KeySummary::default(),
@@ -903,6 +976,8 @@ impl Analyzer {
                 },
                 cluster,
                 retryable: 0,
+                own: 0,
+                rules: BTreeMap::new(),
                 shape: Shape::default(),
                 timeline: BTreeMap::new(),
                 key_hashes: HashSet::new(),
@@ -920,6 +995,10 @@ impl Analyzer {
         }
         if l.retryable {
             acc.retryable += 1;
+        }
+        match triage {
+            None => acc.own += 1,
+            Some(rule) => *acc.rules.entry(rule).or_default() += 1,
         }
         if let Some(p) = l.source.partition {
             *g.partitions.entry(p).or_default() += 1;
@@ -948,6 +1027,7 @@ impl Analyzer {
     /// persist: [`Grouper::changed`], [`Grouper::state`]).
     pub fn finish_with_grouper(self) -> (Vec<Group>, Grouper) {
         let grouper = self.grouper;
+        let triage = self.triage.unwrap_or_else(Triage::builtin);
         // The shape of each (DLQ, topic), to compare its groups with.
         let mut totals: BTreeMap<(String, Option<String>), (Shape, Norm)> = BTreeMap::new();
         for acc in self.groups.values() {
@@ -977,9 +1057,20 @@ impl Analyzer {
                     });
                 g.template = template;
                 g.typed_template = typed;
-                let (verdict, reason) = verdict(&g.error_class, acc.retryable, g.count);
+                let (verdict, reason, rule) = if acc.rules.is_empty() {
+                    let (v, r) = verdict(&g.error_class, acc.retryable, g.count);
+                    (v, r, "record".to_owned())
+                } else {
+                    let rules = acc
+                        .rules
+                        .iter()
+                        .map(|(i, n)| (*n, i.and_then(|i| triage.rules().get(i))))
+                        .collect::<Vec<_>>();
+                    triaged_verdict(g, acc.own, &rules)
+                };
                 g.verdict = verdict;
                 g.verdict_reason = reason;
+                g.verdict_rule = rule;
                 g.keys.distinct = acc.key_hashes.len() as u64;
                 g.timeline = acc
                     .timeline
@@ -999,6 +1090,92 @@ impl Analyzer {
         });
         (out, grouper)
     }
+}
+
+/// The verdict of a group with triaged records, and its class when the
+/// records carry none: what the rule of every record says, if they agree.
+fn triaged_verdict(
+    g: &mut Group,
+    own: u64,
+    rules: &[(u64, Option<&Rule>)],
+) -> (Verdict, String, String) {
+    let matched: Vec<(u64, &Rule)> = rules
+        .iter()
+        .filter_map(|(n, r)| r.map(|r| (*n, r)))
+        .collect();
+    let unmatched: u64 = rules
+        .iter()
+        .filter(|(_, r)| r.is_none())
+        .map(|(n, _)| n)
+        .sum();
+    let list = |with_verdict: bool| {
+        let mut parts: Vec<(u64, String)> = matched
+            .iter()
+            .map(|(n, r)| {
+                let v = if with_verdict {
+                    format!(" ({})", r.verdict.as_str())
+                } else {
+                    String::new()
+                };
+                (*n, format!("{}{v}: {n}", r.name))
+            })
+            .collect();
+        if unmatched > 0 {
+            parts.push((unmatched, format!("no rule: {unmatched}")));
+        }
+        if own > 0 {
+            parts.push((own, format!("records with a verdict of their own: {own}")));
+        }
+        parts.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        parts
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if matched.is_empty() && own == 0 {
+        return (
+            Verdict::Unknown,
+            "no triage rule matches the message; add a [[triage.rule]] to dlq.toml \
+             (the records carry no verdict of their own)"
+                .to_owned(),
+            "none".to_owned(),
+        );
+    }
+    let top = matched
+        .iter()
+        .max_by(|a, b| a.0.cmp(&b.0).then(b.1.name.cmp(&a.1.name)))
+        .map(|(_, r)| *r);
+    let agree = top.filter(|t| {
+        unmatched == 0 && own == 0 && matched.iter().all(|(_, r)| r.verdict == t.verdict)
+    });
+    let Some(rule) = agree else {
+        return (
+            Verdict::Unknown,
+            format!("the records' triage disagrees: {}", list(true)),
+            "mixed".to_owned(),
+        );
+    };
+    g.triaged = true;
+    if g.error_class == crate::envelope::UNKNOWN_ERROR_CLASS
+        && matched.iter().all(|(_, r)| r.class == rule.class)
+    {
+        g.error_class = rule.class.clone();
+    }
+    let why = rule
+        .reason
+        .clone()
+        .unwrap_or_else(|| format!("the message matches {}", rule.name));
+    let rules_part = if matched.len() == 1 {
+        format!("rule {}", rule.name)
+    } else {
+        format!("rules {}", list(false))
+    };
+    (
+        rule.verdict,
+        format!("{why} ({rules_part})"),
+        rule.name.clone(),
+    )
 }
 
 fn verdict(error_class: &str, retryable: u64, count: u64) -> (Verdict, String) {
@@ -1381,6 +1558,251 @@ mod tests {
         assert!(bad.fields.is_empty());
         // The majority itself stands out in nothing.
         assert!(by_class("validation.other").fields.is_empty());
+    }
+
+    fn seed(id: &str, error: &str) -> StoredRecord {
+        let line = serde_json::json!({
+            "original_record": {"event_id": id},
+            "error": error,
+            "timestamp": "2026-11-29T07:00:00Z",
+        })
+        .to_string();
+        let mut letter = crate::envelope::decode(line.as_bytes(), id);
+        assert_eq!(letter.origin, crate::envelope::Origin::Seed);
+        letter.source.topic = Some("rss.events".into());
+        StoredRecord {
+            dlq: "dlq.rss.events".into(),
+            status: Status::Pending,
+            stored_at: Utc::now(),
+            settled_at: None,
+            letter,
+        }
+    }
+
+    #[test]
+    fn seed_records_get_a_class_and_verdict_from_the_triage_rule_that_matched() {
+        let recs = [
+            seed(
+                "a",
+                "Message production error: MessageTimedOut (Local: Message timed out)",
+            ),
+            seed(
+                "b",
+                "Message production error: MessageTimedOut (Local: Message timed out)",
+            ),
+            seed(
+                "c",
+                "java.lang.NumberFormatException: For input string: \"abc\"",
+            ),
+            seed(
+                "d",
+                "duplicate key value violates unique constraint \"events_pkey\"",
+            ),
+            seed("e", "the flux capacitor is unhappy"),
+        ];
+        let mut a = Analyzer::with_members();
+        recs.iter().for_each(|r| a.add(r));
+        let (groups, grouper) = a.finish_with_grouper();
+        let by_id = |id: &str| {
+            groups
+                .iter()
+                .find(|g| g.sample_ids.contains(&id.to_owned()))
+                .expect(id)
+        };
+        let t = by_id("a");
+        assert_eq!(t.count, 2);
+        assert_eq!(
+            (
+                t.error_class.as_str(),
+                t.verdict,
+                t.verdict_rule.as_str(),
+                t.triaged
+            ),
+            (
+                "kafka.delivery_timeout",
+                Verdict::Transient,
+                "kafka.message_timed_out",
+                true
+            )
+        );
+        assert!(
+            t.verdict_reason.contains("rule kafka.message_timed_out"),
+            "{}",
+            t.verdict_reason
+        );
+        let p = by_id("c");
+        assert_eq!(
+            (p.error_class.as_str(), p.verdict),
+            ("decode.wrong_type", Verdict::Permanent)
+        );
+        assert_eq!(by_id("d").verdict, Verdict::Duplicate);
+        let u = by_id("e");
+        assert_eq!(
+            (
+                u.error_class.as_str(),
+                u.verdict,
+                u.verdict_rule.as_str(),
+                u.triaged
+            ),
+            ("unknown", Verdict::Unknown, "none", false)
+        );
+        // The class shown is the triage's; the fingerprint is still the
+        // records' own, so a group's filter selects exactly it in every
+        // command, whatever rules they load.
+        let grouper = std::sync::Arc::new(grouper);
+        for g in &groups {
+            let f = crate::filter::Filter::parse(&g.replay_filter)
+                .expect("filter")
+                .with_grouper(grouper.clone());
+            let selected: Vec<String> = recs
+                .iter()
+                .filter(|r| f.matches(r))
+                .map(|r| r.letter.id.clone())
+                .collect();
+            assert_eq!(Some(&selected), g.members.as_ref());
+        }
+    }
+
+    #[test]
+    fn raw_records_name_the_rule_that_says_they_carry_no_error() {
+        let mut a = Analyzer::new();
+        for i in 0..2 {
+            let letter = crate::envelope::decode(b"not an envelope", &format!("raw-{i}"));
+            assert_eq!(letter.origin, crate::envelope::Origin::Raw);
+            a.add(&StoredRecord {
+                dlq: "dlq.t".into(),
+                status: Status::Pending,
+                stored_at: Utc::now(),
+                settled_at: None,
+                letter,
+            });
+        }
+        let g = &a.finish()[0];
+        assert_eq!(
+            (
+                g.count,
+                g.verdict,
+                g.verdict_rule.as_str(),
+                g.error_class.as_str()
+            ),
+            (2, Verdict::Unknown, "raw.no_error", "unknown.raw")
+        );
+        assert!(
+            g.verdict_reason.contains("rule raw.no_error"),
+            "{}",
+            g.verdict_reason
+        );
+    }
+
+    #[test]
+    fn records_with_their_own_verdict_are_not_triaged() {
+        // A dlq envelope says "not retryable"; the message alone would be
+        // triaged transient.
+        let mut r = with_message("own", "sink.http", "HTTP 503 Service Unavailable");
+        r.letter.retryable = false;
+        let mut a = Analyzer::new();
+        a.add(&r);
+        let g = &a.finish()[0];
+        assert_eq!(
+            (
+                g.verdict,
+                g.verdict_rule.as_str(),
+                g.triaged,
+                g.error_class.as_str()
+            ),
+            (Verdict::Permanent, "record", false, "sink.http")
+        );
+    }
+
+    #[test]
+    fn connect_records_keep_their_exception_class_and_get_the_triage_verdict() {
+        let mut r = with_message(
+            "k",
+            "org.apache.kafka.connect.errors.DataException",
+            "Converting byte[] to Kafka Connect data failed due to serialization error",
+        );
+        r.letter.origin = crate::envelope::Origin::Connect;
+        let mut timeout = with_message(
+            "t",
+            "org.apache.kafka.common.errors.TimeoutException",
+            "Expiring 3 record(s) for prices-0: 120001 ms has passed since batch creation",
+        );
+        timeout.letter.origin = crate::envelope::Origin::Spring;
+        let mut a = Analyzer::new();
+        a.add(&r);
+        a.add(&timeout);
+        let groups = a.finish();
+        let dx = groups.iter().find(|g| g.sample_ids == ["k"]).expect("k");
+        assert_eq!(
+            dx.error_class,
+            "org.apache.kafka.connect.errors.DataException"
+        );
+        assert_eq!((dx.verdict, dx.triaged), (Verdict::Permanent, true));
+        let to = groups.iter().find(|g| g.sample_ids == ["t"]).expect("t");
+        assert_eq!(to.verdict, Verdict::Transient);
+    }
+
+    #[test]
+    fn a_group_whose_records_triage_differently_is_unknown_and_says_why() {
+        let rule = |name: &str, verdict, pattern: &str| crate::triage::Rule {
+            name: name.into(),
+            class: format!("x.{name}"),
+            verdict,
+            patterns: vec![pattern.into()],
+            reason: None,
+        };
+        // The masked template is one ("order <NUM> failed"); the rules tell
+        // the records apart by the number.
+        let triage = Triage::new(vec![
+            rule("t", Verdict::Transient, "order 1 "),
+            rule("p", Verdict::Permanent, "order 2 "),
+        ])
+        .expect("rules");
+        let mut a = Analyzer::new().with_triage(Arc::new(triage));
+        a.add(&seed("1", "order 1 failed"));
+        a.add(&seed("2", "order 2 failed"));
+        a.add(&seed("3", "order 1 failed"));
+        let groups = a.finish();
+        assert_eq!(groups.len(), 1, "{groups:#?}");
+        let g = &groups[0];
+        assert_eq!(
+            (
+                g.verdict,
+                g.verdict_rule.as_str(),
+                g.triaged,
+                g.error_class.as_str()
+            ),
+            (Verdict::Unknown, "mixed", false, "unknown")
+        );
+        assert_eq!(
+            g.verdict_reason,
+            "the records' triage disagrees: t (transient): 2, p (permanent): 1"
+        );
+    }
+
+    #[test]
+    fn user_rules_decide_before_the_shipped_ones() {
+        let triage = Triage::from_config(
+            "[[triage.rule]]\nname = \"acme.timeouts_are_bugs\"\nclass = \"acme.bug\"\n\
+             verdict = \"permanent\"\npatterns = [\"MessageTimedOut\"]\n",
+            true,
+        )
+        .expect("config");
+        let mut a = Analyzer::new().with_triage(Arc::new(triage));
+        a.add(&seed("a", "Message production error: MessageTimedOut"));
+        let g = &a.finish()[0];
+        assert_eq!(
+            (g.verdict, g.verdict_rule.as_str(), g.error_class.as_str()),
+            (Verdict::Permanent, "acme.timeouts_are_bugs", "acme.bug")
+        );
+    }
+
+    #[test]
+    fn foreign_messages_that_differ_in_a_word_are_two_groups() {
+        let mut a = Analyzer::new();
+        a.add(&seed("a", "java.net.SocketException: Connection refused"));
+        a.add(&seed("b", "java.net.SocketException: Connection reset"));
+        assert_eq!(a.finish().len(), 2);
     }
 
     #[test]

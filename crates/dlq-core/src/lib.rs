@@ -33,6 +33,7 @@
 pub mod analyze;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod discard;
 pub mod envelope;
 pub mod filter;
 pub mod fix;
@@ -43,6 +44,7 @@ pub mod replay;
 pub mod retry;
 pub mod secret;
 pub mod store;
+pub mod triage;
 
 pub use envelope::{DeadLetter, Header, Source};
 pub use retry::RetryPolicy;

@@ -316,7 +316,8 @@ struct Walker {
 
 /// `serve` is `dlq serve`'s section of the same file (dlq-server reads and
 /// checks it), so one `dlq.toml` configures both.
-const TOP_KEYS: &[&str] = &["monitor", "dlq", "rule", "sink", "serve"];
+// `triage` belongs to `dlq analyze` (dlq_core::triage checks it).
+const TOP_KEYS: &[&str] = &["monitor", "dlq", "rule", "sink", "serve", "triage"];
 const MONITOR_KEYS: &[&str] = &[
     "interval",
     "history",

@@ -19,7 +19,7 @@ use dlq_core::filter::Filter;
 use dlq_core::fix::Fix;
 use dlq_core::replay::{self, Preview, ReplayOptions, ReplayReport};
 use dlq_core::store::{
-    Cursor, DlqStats, DlqStore as _, PartitionStats, Selection, Status, StoredRecord, can_settle,
+    Cursor, DlqStats, DlqStore as _, PartitionStats, Selection, Status, StoredRecord,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -635,36 +635,11 @@ pub async fn discard<S: ServeStore>(
     let d = dlq.clone();
     // Which records: the ids given (those still pending, or parked when
     // asked, and matching the filter if one is given), or the selection.
-    let (chosen, not_found) = app
-        .blocking(
-            move |s| -> dlq_core::store::Result<(Vec<String>, Vec<String>)> {
-                let mut chosen = Vec::new();
-                let mut not_found = Vec::new();
-                if ids.is_empty() {
-                    for r in s.scan_all(&selection, 1000) {
-                        if chosen.len() as u64 >= limit {
-                            break;
-                        }
-                        chosen.push(r?.letter.id);
-                    }
-                } else {
-                    for id in ids {
-                        match s.get(&d, &id)? {
-                            Some(r)
-                                if selection.matches(&r)
-                                    && can_settle(r.status, Status::Discarded) =>
-                            {
-                                if (chosen.len() as u64) < limit {
-                                    chosen.push(id);
-                                }
-                            }
-                            _ => not_found.push(id),
-                        }
-                    }
-                }
-                Ok((chosen, not_found))
-            },
-        )
+    let dlq_core::discard::Chosen {
+        ids: chosen,
+        not_found,
+    } = app
+        .blocking(move |s| dlq_core::discard::choose(s, &d, &ids, &selection, limit))
         .await??;
     record_audit(
         &app,
@@ -683,13 +658,7 @@ pub async fn discard<S: ServeStore>(
     let d = dlq.clone();
     let selected = chosen.len();
     let settled = app
-        .blocking(move |s| -> dlq_core::store::Result<usize> {
-            let mut settled = 0;
-            for chunk in chosen.chunks(1000) {
-                settled += s.settle(&d, chunk, Status::Discarded)?.settled;
-            }
-            Ok(settled)
-        })
+        .blocking(move |s| dlq_core::discard::settle(s, &d, &chosen))
         .await??;
     app.sample().await;
     Ok(Json(serde_json::json!({

@@ -6,8 +6,36 @@ use crate::cli::{AnalyzeArgs, Cli, Format, FormatArg};
 use crate::output;
 use dlq_core::DlqStore as _;
 use dlq_core::analyze::{Analyzer, Group};
+use dlq_core::triage::Triage;
 use std::collections::BTreeSet;
 use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The config file read when `--config` is not given (if it exists).
+const DEFAULT_CONFIG: &str = "dlq.toml";
+
+/// The triage rules: the `[[triage.rule]]`s of the config file (`--config`,
+/// else `./dlq.toml` if it exists) before the shipped ones.
+pub fn load_triage(config: Option<&Path>) -> anyhow::Result<Arc<Triage>> {
+    let path = config.map_or_else(|| PathBuf::from(DEFAULT_CONFIG), Path::to_path_buf);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && config.is_none() => {
+            return Ok(Triage::builtin());
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("reading {}", path.display())));
+        }
+    };
+    let triage = Triage::from_config(&text, true).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: fix the [triage] section (every problem is listed; see docs/cli.md): {e}",
+            path.display()
+        )
+    })?;
+    Ok(Arc::new(triage))
+}
 
 /// Groups the selected records whose last failure is at or after `since`,
 /// continuing from the template miners persisted in the store, and persists
@@ -17,6 +45,7 @@ pub fn groups(
     selection: &dlq_core::store::Selection,
     since: Option<chrono::DateTime<chrono::Utc>>,
     members: bool,
+    triage: Arc<Triage>,
 ) -> anyhow::Result<(Vec<String>, Vec<Group>)> {
     let grouper = std::sync::Arc::new(super::load_grouper(store)?);
     let mut selection = selection.clone();
@@ -30,7 +59,8 @@ pub fn groups(
     } else {
         Analyzer::new()
     }
-    .with_grouper(grouper);
+    .with_grouper(grouper)
+    .with_triage(triage);
     let mut dlqs = BTreeSet::new();
     for r in store.scan_all(&selection, 1000) {
         let r = r?;
@@ -55,9 +85,11 @@ pub fn groups(
 
 /// Runs `dlq analyze`.
 pub fn run(cli: &Cli, args: &AnalyzeArgs) -> anyhow::Result<Outcome> {
+    // The config first: a mistake in it costs no scan.
+    let triage = load_triage(args.config.as_deref())?;
     let mut store = crate::store::open_for_one_pass(cli.store_url())?;
     let selection = super::selection(&store, &args.select)?;
-    let (dlqs, mut groups) = groups(&mut store, &selection, args.since, args.members)?;
+    let (dlqs, mut groups) = groups(&mut store, &selection, args.since, args.members, triage)?;
     if let Some(n) = args.top {
         groups.truncate(n);
     }
@@ -86,8 +118,14 @@ pub fn run(cli: &Cli, args: &AnalyzeArgs) -> anyhow::Result<Outcome> {
     })
 }
 
+/// The verdict, with the triage rule that gave it (`transient
+/// [kafka.message_timed_out]`) unless the records' own flags did.
 fn verdict(g: &Group) -> String {
-    format!("{:?}", g.verdict).to_lowercase()
+    if g.verdict_rule == "record" {
+        g.verdict.as_str().to_owned()
+    } else {
+        format!("{} [{}]", g.verdict.as_str(), g.verdict_rule)
+    }
 }
 
 fn table(out: &mut impl Write, groups: &[Group]) -> anyhow::Result<()> {

@@ -3,6 +3,7 @@
 mod analyze;
 mod demo;
 mod demo_kafka;
+mod discard;
 mod export;
 mod generate;
 mod import;
@@ -40,6 +41,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Inspect(a) => inspect::run(cli, a),
         Command::Analyze(a) => analyze::run(cli, a),
         Command::Replay(a) => replay::run(cli, a),
+        Command::Discard(a) => discard::run(cli, a),
         Command::Import(a) => import::run(cli, a),
         Command::Export(a) => export::run(cli, a),
         Command::Monitor(a) => monitor::run(cli, a),
