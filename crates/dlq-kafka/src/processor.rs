@@ -261,6 +261,8 @@ struct Record {
     offset: i64,
     key: Option<Vec<u8>>,
     payload: Vec<u8>,
+    /// The value was null (a tombstone), not empty: its dead letter says so.
+    null_value: bool,
     headers: Vec<Header>,
     timestamp: Option<i64>,
 }
@@ -273,6 +275,7 @@ impl Record {
             offset: m.offset(),
             key: m.key().map(<[u8]>::to_vec),
             payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            null_value: m.payload().is_none(),
             headers,
             timestamp: m.timestamp().to_millis(),
         }
@@ -305,6 +308,7 @@ fn dead_letter(
         failure,
     );
     letter.attempts = attempts;
+    letter.null_payload = rec.null_value;
     letter.key = rec.key.clone();
     // Lineage headers are ours, not the record's: keep them out of the copy.
     letter.headers = rec
@@ -2039,12 +2043,33 @@ mod tests {
     }
 
     #[test]
+    fn a_tombstone_that_fails_is_dead_lettered_as_null_not_as_empty() {
+        let cfg = ProcessorConfig::new("src", "g", "out");
+        let failure = Failure::permanent("validate", "test.null", "a null value");
+        let rec = |null_value| Record {
+            partition: 0,
+            offset: 7,
+            key: Some(b"deleted".to_vec()),
+            payload: Vec::new(),
+            null_value,
+            headers: Vec::new(),
+            timestamp: None,
+        };
+        let (tombstone, _) = dead_letter(&cfg, &rec(true), &failure, 1);
+        assert!(tombstone.null_payload);
+        assert_eq!(tombstone.key.as_deref(), Some(&b"deleted"[..]));
+        let (empty, _) = dead_letter(&cfg, &rec(false), &failure, 1);
+        assert!(!empty.null_payload, "an empty value stays an empty value");
+    }
+
+    #[test]
     fn in_flight_slab_hands_out_tokens_in_order_and_forgets_removed_ones() {
         let rec = |o| Record {
             partition: (o % 2) as i32,
             offset: o,
             key: None,
             payload: Vec::new(),
+            null_value: false,
             headers: Vec::new(),
             timestamp: None,
         };
