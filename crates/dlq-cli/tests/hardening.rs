@@ -41,6 +41,27 @@ fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
     }
 }
 
+/// A loopback address with a port nothing listens on now.
+fn free_local_port() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+/// The processor's `dlq_processor_processed_records_total`, read from its
+/// Prometheus endpoint; `None` while it does not answer.
+fn processed_records(metrics: std::net::SocketAddr) -> Option<u64> {
+    use std::io::Read as _;
+    let mut conn = std::net::TcpStream::connect(metrics).ok()?;
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text).ok()?;
+    text.lines()
+        .find(|l| l.starts_with("dlq_processor_processed_records_total{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+}
+
 fn stdout_json(child: Child) -> (ExitStatus, Value, String) {
     let out = child.wait_with_output().expect("wait");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -99,6 +120,7 @@ fn sigterm_stops_a_file_process_cleanly_and_the_rerun_finishes_without_loss_or_d
 #[test]
 fn sigterm_on_an_idle_stdin_process_dead_letters_the_records_waiting_for_a_retry() {
     let env = Env::new();
+    let metrics = free_local_port();
     let mut child = env
         .cmd(&[
             "--format",
@@ -121,6 +143,8 @@ fn sigterm_on_an_idle_stdin_process_dead_letters_the_records_waiting_for_a_retry
             "3600000",
             "--max-backoff-ms",
             "3600000",
+            "--metrics-listen",
+            &metrics.to_string(),
         ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -136,8 +160,11 @@ fn sigterm_on_an_idle_stdin_process_dead_letters_the_records_waiting_for_a_retry
         .collect();
     stdin.write_all(&input).expect("write");
     stdin.flush().expect("flush");
-    // The pipe stays open: the processor waits for more input.
-    std::thread::sleep(Duration::from_millis(800));
+    // The pipe stays open: the processor waits for more input, once it has
+    // read the five lines (its own counter says so).
+    wait_until("the five lines read", || {
+        processed_records(metrics).is_some_and(|n| n == 5)
+    });
     signal(&child, "TERM");
     let (status, summary, stderr) = stdout_json(child);
     drop(stdin);
@@ -246,8 +273,9 @@ fn sigterm_ends_a_monitor_after_its_sample_with_exit_0() {
 
 #[test]
 fn a_second_signal_ends_a_stopping_command_at_once() {
-    // A paced replay (one record every 20 s) stops at the next record: the
-    // first SIGTERM waits for the pacing, the second ends it at once.
+    // A paced replay (one record every 50 s) stops before its next record:
+    // a SIGTERM that arrives during the pacing wait waits for it, and the
+    // second one ends the replay at once.
     let env = Env::new();
     env.fill_dlq(2_000);
     let target = format!("file:{}", env.arg("replayed.ndjson"));
@@ -259,7 +287,7 @@ fn a_second_signal_ends_a_stopping_command_at_once() {
             "--to",
             &target,
             "--rate",
-            "0.05",
+            "0.02",
             "--batch-size",
             "1",
         ])
@@ -269,6 +297,11 @@ fn a_second_signal_ends_a_stopping_command_at_once() {
         .expect("spawn");
     let replayed = env.path("replayed.ndjson");
     wait_until("the first replayed record", || !lines(&replayed).is_empty());
+    // The first record is committed; the replay now reads the next page and
+    // waits 50 s before sending from it. A signal sent before it reaches the
+    // wait would end it at once (the stop is checked before each record):
+    // give it time to get there.
+    std::thread::sleep(Duration::from_secs(3));
     signal(&child, "TERM");
     std::thread::sleep(Duration::from_millis(800));
     assert!(
