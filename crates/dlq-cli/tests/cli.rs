@@ -121,15 +121,7 @@ fn random_binary_record_comes_back_byte_identical() {
     binary.insert(0, 0xff);
     assert!(std::str::from_utf8(&binary).is_err());
     write_lines(&env.path("in.ndjson"), &[good_price(1), binary.clone()]);
-    env.ok(&[
-        "process",
-        "--pipeline",
-        "polymarket",
-        "--input",
-        "in.ndjson",
-        "--output",
-        "out.ndjson",
-    ]);
+    env.process_input();
     let dead = env.dlq_payloads("dlq.polymarket.price_hourly", "pending");
     assert_eq!(dead, vec![binary.clone()]);
     // And through the envelope export (base64 inside JSON).
@@ -229,15 +221,7 @@ fn replay_to_file_twice_writes_each_record_once() {
         })
         .collect();
     write_lines(&env.path("in.ndjson"), &bad);
-    env.ok(&[
-        "process",
-        "--pipeline",
-        "polymarket",
-        "--input",
-        "in.ndjson",
-        "--output",
-        "out.ndjson",
-    ]);
+    env.process_input();
     let dry = env.json(&[
         "replay",
         "--dlq",
@@ -292,15 +276,7 @@ fn replay_through_the_pipeline_returns_failures_with_lineage_and_parks_them() {
     let env = Env::new();
     let bad = GOOD_PRICE.replace("0.42", "1.7").into_bytes();
     write_lines(&env.path("in.ndjson"), &[bad]);
-    env.ok(&[
-        "process",
-        "--pipeline",
-        "polymarket",
-        "--input",
-        "in.ndjson",
-        "--output",
-        "out.ndjson",
-    ]);
+    env.process_input();
     for round in 1..=3 {
         let r = env.json(&[
             "replay",
@@ -678,15 +654,7 @@ fn three_string_prices(env: &Env) {
         })
         .collect();
     write_lines(&env.path("in.ndjson"), &bad);
-    env.ok(&[
-        "process",
-        "--pipeline",
-        "polymarket",
-        "--input",
-        "in.ndjson",
-        "--output",
-        "out.ndjson",
-    ]);
+    env.process_input();
 }
 
 #[test]

@@ -2,74 +2,28 @@
 //! raw records, imported), and `dlq discard`: the real binary on the
 //! embedded SQLite store.
 
+mod common;
+
+use common::env::Env;
 use serde_json::Value;
-use std::path::PathBuf;
-use std::process::{Command, Output};
 
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Self {
-        Env {
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let store = format!("sqlite://{}", self.path("dlq.db").display());
-        Command::new(env!("CARGO_BIN_EXE_dlq"))
-            .args(["--store", &store, "--no-progress"])
-            .args(args)
-            .current_dir(self.dir.path())
-            .env_remove("DLQ_STORE")
-            .output()
-            .expect("run dlq")
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "dlq {args:?} failed with {:?}\nstdout: {}\nstderr: {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = vec!["--format", "json"];
-        all.extend_from_slice(args);
-        let out = self.ok(&all);
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
-    }
-
-    /// Imports seed-format lines `(error, event id)` into `dlq`.
-    fn import_seed(&self, dlq: &str, records: &[(&str, &str)]) {
-        let text: String = records
-            .iter()
-            .map(|(error, id)| {
-                serde_json::json!({
-                    "original_record": {"event_id": id, "price": 0.4},
-                    "error": error,
-                    "timestamp": "2026-11-29T07:00:00Z",
-                })
-                .to_string()
-                    + "\n"
+/// Imports seed-format lines `(error, event id)` into `dlq`.
+fn import_seed(env: &Env, dlq: &str, records: &[(&str, &str)]) {
+    let text: String = records
+        .iter()
+        .map(|(error, id)| {
+            serde_json::json!({
+                "original_record": {"event_id": id, "price": 0.4},
+                "error": error,
+                "timestamp": "2026-11-29T07:00:00Z",
             })
-            .collect();
-        std::fs::write(self.path("seed.ndjson"), text).expect("write");
-        let report = self.json(&["import", "--input", "seed.ndjson", "--dlq", dlq]);
-        assert_eq!(report["imported"], records.len());
-    }
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    std::fs::write(env.path("seed.ndjson"), text).expect("write");
+    let report = env.json(&["import", "--input", "seed.ndjson", "--dlq", dlq]);
+    assert_eq!(report["imported"], records.len());
 }
 
 const TIMED_OUT: &str = "Message production error: MessageTimedOut (Local: Message timed out)";
@@ -77,7 +31,8 @@ const TIMED_OUT: &str = "Message production error: MessageTimedOut (Local: Messa
 #[test]
 fn analyze_of_imported_seed_records_shows_triaged_classes_verdicts_and_rules() {
     let env = Env::new();
-    env.import_seed(
+    import_seed(
+        &env,
         "dlq.rss.events",
         &[
             (TIMED_OUT, "e1"),
@@ -166,7 +121,8 @@ fn analyze_of_imported_seed_records_shows_triaged_classes_verdicts_and_rules() {
 #[test]
 fn triage_rules_in_dlq_toml_come_before_the_shipped_ones() {
     let env = Env::new();
-    env.import_seed(
+    import_seed(
+        &env,
         "dlq.rss.events",
         &[(TIMED_OUT, "e1"), ("ACME-7 quota exhausted", "e2")],
     );
@@ -245,7 +201,8 @@ fn ids_with_status(env: &Env, dlq: &str, status: &str) -> Vec<String> {
 /// Imports three timed-out and two malformed seed records; returns the
 /// fingerprint filter of the timed-out group and its member ids.
 fn seeded_for_discard(env: &Env) -> (String, Vec<String>) {
-    env.import_seed(
+    import_seed(
+        env,
         "dlq.rss.events",
         &[
             (TIMED_OUT, "e1"),

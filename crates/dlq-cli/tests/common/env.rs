@@ -91,6 +91,12 @@ impl Env {
     /// `dlq.polymarket.price_hourly`.
     pub fn fill_dlq(&self, n: u64) {
         self.generate("in.ndjson", n);
+        self.process_input();
+    }
+
+    /// `dlq process` of the Polymarket lines in `in.ndjson` into
+    /// `out.ndjson`, which must succeed.
+    pub fn process_input(&self) {
         self.ok(&[
             "process",
             "--pipeline",
