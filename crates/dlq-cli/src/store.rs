@@ -3,7 +3,8 @@
 use anyhow::Context as _;
 use dlq_core::memory::MemoryStore;
 use dlq_core::store::{
-    Batch, CommitReport, Cursor, DlqStats, DlqStore, Result, ScanPage, Selection, StoredRecord,
+    Batch, Capabilities, CommitReport, Cursor, DlqStats, DlqStore, Result, ScanPage, Selection,
+    StoredRecord, Submitted, Ticket,
 };
 use dlq_kafka::KafkaStore;
 use dlq_sqlite::SqliteStore;
@@ -75,6 +76,22 @@ macro_rules! delegate {
 impl DlqStore for AnyStore {
     fn commit(&mut self, batch: Batch<'_>) -> Result<CommitReport> {
         delegate!(self, s => s.commit(batch))
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        delegate!(self, s => s.capabilities())
+    }
+
+    fn submit(&mut self, batch: Batch<'_>) -> Result<Submitted> {
+        delegate!(self, s => s.submit(batch))
+    }
+
+    fn completed(&mut self, wait: bool) -> Result<Vec<(Ticket, CommitReport)>> {
+        delegate!(self, s => s.completed(wait))
+    }
+
+    fn has_destination(&self, name: &str) -> Result<bool> {
+        delegate!(self, s => s.has_destination(name))
     }
 
     fn scan(

@@ -531,7 +531,7 @@ pub fn outputs_commit_with_their_batch_or_the_batch_is_refused(h: &mut impl Harn
     let mut s = h.open();
     s.append(&[entry(&a, "old", b"{}", 0)]).expect("append");
     let caps = s.capabilities();
-    let destination = if caps.outputs {
+    let destination = if caps.takes_outputs() {
         h.destination()
             .expect("a store that takes outputs gives a destination")
     } else {
@@ -564,7 +564,7 @@ pub fn outputs_commit_with_their_batch_or_the_batch_is_refused(h: &mut impl Harn
         outputs: &outputs,
         ..Batch::default()
     };
-    if caps.outputs {
+    if caps.takes_outputs() {
         s.commit(batch).expect("commit with outputs");
         let s = h.reopen(s);
         assert_eq!(
@@ -620,6 +620,65 @@ pub fn outputs_commit_with_their_batch_or_the_batch_is_refused(h: &mut impl Harn
     }
 }
 
+/// Batches handed to [`DlqStore::submit`] are applied in order, each
+/// reported once by [`DlqStore::completed`] (or done at once), and all of
+/// them are durable once `completed(true)` returns; a `commit` after
+/// submissions sees them applied.
+pub fn submitted_batches_complete_in_order_and_once(h: &mut impl Harness) {
+    let a = h.dlq("submit");
+    let mut s = h.open();
+    let entries: Vec<Entry> = (0..6)
+        .map(|i| entry(&a, &format!("s{i}"), b"{}", 0))
+        .collect();
+    s.append(&entries).expect("append");
+    let mut tickets = Vec::new();
+    let mut settled = 0;
+    for pair in 0..3 {
+        let settles = [
+            settle(&a, &format!("s{}", 2 * pair), Status::Replayed),
+            settle(&a, &format!("s{}", 2 * pair + 1), Status::Discarded),
+        ];
+        match s
+            .submit(Batch {
+                settle: &settles,
+                ..Batch::default()
+            })
+            .expect("submit")
+        {
+            crate::store::Submitted::Done(r) => settled += r.settled,
+            crate::store::Submitted::Pending(t) => tickets.push(t),
+        }
+    }
+    let done = s.completed(true).expect("completed");
+    let reported: Vec<_> = done.iter().map(|(t, _)| *t).collect();
+    assert_eq!(reported, tickets, "every pending ticket once, in order");
+    settled += done.iter().map(|(_, r)| r.settled).sum::<usize>();
+    assert_eq!(settled, 6);
+    assert!(
+        s.completed(true).expect("again").is_empty(),
+        "reported once"
+    );
+    // A commit after submissions: it is ordered after them.
+    let more = [settle(&a, "s0", Status::Discarded)];
+    let r = s
+        .commit(Batch {
+            settle: &more,
+            ..Batch::default()
+        })
+        .expect("commit");
+    assert_eq!(r.settled, 0, "s0 was replayed by the first submission");
+    let s = h.reopen(s);
+    for i in 0..6 {
+        let want = if i % 2 == 0 {
+            Status::Replayed
+        } else {
+            Status::Discarded
+        };
+        let got = s.get(&a, &format!("s{i}")).expect("get").expect("present");
+        assert_eq!(got.status, want, "s{i}");
+    }
+}
+
 /// Expands to one `#[test]` per check of [`crate::conformance`], in a
 /// module `store_conformance`. The argument is an expression that makes a
 /// fresh `Option<impl Harness>` (`None` skips the checks, e.g. when the
@@ -644,6 +703,7 @@ macro_rules! store_conformance_tests {
                 payloads_keys_and_headers_come_back_byte_exact,
                 a_null_payload_stays_null,
                 outputs_commit_with_their_batch_or_the_batch_is_refused,
+                submitted_batches_complete_in_order_and_once,
             );
         }
     };

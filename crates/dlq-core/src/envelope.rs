@@ -1046,6 +1046,16 @@ pub struct KafkaRecord<'a> {
 /// Prefix of the metadata headers of dlq's headers format.
 pub const HEADERS_PREFIX: &str = "dlq.";
 
+/// Headers a replay sets on a record it sends back to a topic or queue, so
+/// that a processor that fails it again returns it to its DLQ as the next
+/// generation (parked past its replay limit instead of looping): the id of
+/// the dead letter it replays.
+pub const REPLAY_OF_HEADER: &str = "dlq.replay_of";
+/// The replay count of a replayed record (see [`REPLAY_OF_HEADER`]).
+pub const REPLAYS_HEADER: &str = "dlq.replays";
+/// When a replayed record first failed (see [`REPLAY_OF_HEADER`]).
+pub const FIRST_FAILED_AT_HEADER: &str = "dlq.first_failed_at";
+
 fn header<'h>(headers: &'h [Header], name: &str) -> Option<&'h [u8]> {
     headers
         .iter()

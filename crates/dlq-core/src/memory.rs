@@ -78,8 +78,15 @@ impl DlqStore for MemoryStore {
         // The reference model: everything commits together in memory.
         Capabilities {
             outputs: true,
+            outputs_before_commit: true,
             positions: true,
         }
+    }
+
+    /// Any destination exists: an in-memory one comes into being when
+    /// first written to.
+    fn has_destination(&self, _name: &str) -> Result<bool> {
+        Ok(true)
     }
 
     fn commit(&mut self, batch: Batch<'_>) -> Result<CommitReport> {

@@ -13,12 +13,16 @@
 //! replay picks it up again by accident.
 
 use crate::Failure;
-use crate::envelope::DeadLetter;
+use crate::envelope::{
+    DeadLetter, FIRST_FAILED_AT_HEADER, Header, REPLAY_OF_HEADER, REPLAYS_HEADER,
+};
 use crate::fix::Fix;
 use crate::process::Handler;
-use crate::store::{Batch, DlqStore, Entry, Selection, Settle, Status, StoreError};
+use crate::store::{
+    Batch, DlqStore, Entry, Output, Selection, Settle, Status, StoreError, StoredRecord, Submitted,
+};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -308,6 +312,302 @@ pub fn run<S: DlqStore, T: ReplayTarget>(
         }
     }
     Ok(report)
+}
+
+/// A replay whose target is a destination of the store itself (a topic of
+/// the Kafka cluster the store lives on): see [`run_to_store`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOutputs {
+    /// Every record goes here; `None`: each record goes back to the topic
+    /// it came from (its source topic).
+    pub to: Option<String>,
+    /// How reports and errors name a destination: `<scheme>:<name>`
+    /// (`kafka:rss.events`).
+    pub scheme: String,
+}
+
+impl StoreOutputs {
+    fn name(&self, destination: &str) -> String {
+        format!("{}:{destination}", self.scheme)
+    }
+}
+
+/// Runs a replay to destinations of the store itself: each selected record,
+/// fixed, goes out as an [`Output`] in the same batch as its settlement, so
+/// that the store commits both together ([`Capabilities::outputs`](crate::store::Capabilities::outputs): exactly
+/// once) or writes the output first ([`Capabilities::outputs_before_commit`](crate::store::Capabilities::outputs_before_commit):
+/// at least once). Pages are submitted with [`DlqStore::submit`] and the
+/// next page is read while they travel; a paced replay completes each page
+/// before the next.
+///
+/// Each record goes to `outputs.to`, else to its source topic, with its key
+/// and headers, the lineage headers added ([`REPLAY_OF_HEADER`],
+/// [`REPLAYS_HEADER`], [`FIRST_FAILED_AT_HEADER`]), in its source partition
+/// where it had one (the store takes it modulo the destination's partition
+/// count). A record without a source topic and without `to` stays pending,
+/// counted with the fix errors. A destination that does not exist fails the
+/// replay with [`ReplayError::Target`] naming it before anything is sent to
+/// it (a dry run too). `progress` is called after each completed commit.
+///
+/// # Errors
+///
+/// [`ReplayError::Target`] for a missing destination or a store that takes
+/// no outputs; [`ReplayError::Store`] when a commit fails (what completed
+/// before stays settled; the rest stays pending).
+pub fn run_to_store<S: DlqStore>(
+    store: &mut S,
+    outputs: &StoreOutputs,
+    options: &ReplayOptions,
+    mut progress: Option<&mut dyn FnMut(&ReplayReport)>,
+) -> Result<ReplayReport, ReplayError> {
+    let mut report = ReplayReport {
+        dry_run: options.dry_run,
+        ..ReplayReport::default()
+    };
+    if !store.capabilities().takes_outputs() {
+        return Err(ReplayError::Target {
+            target: outputs.name(outputs.to.as_deref().unwrap_or("*")),
+            source: io::Error::other(
+                "this store cannot write replayed records to its own destinations",
+            ),
+        });
+    }
+    let mut known: HashMap<String, bool> = HashMap::new();
+    if let Some(to) = &outputs.to {
+        check_destination(store, outputs, to, &mut known)?;
+    }
+    let started = Instant::now();
+    let page_size = options.batch_size.max(1);
+    let mut in_flight: usize = 0;
+    let mut page = store.scan(&options.selection, None, page_size)?;
+    let outcome: Result<(), ReplayError> = loop {
+        let mut built = Vec::new();
+        let mut settles = Vec::new();
+        let mut stop = false;
+        let mut failed = None;
+        for record in std::mem::take(&mut page.records) {
+            if options.stop_asked() {
+                report.stopped = true;
+            }
+            if report.stopped || options.limit.is_some_and(|l| report.selected >= l) {
+                stop = true;
+                break;
+            }
+            match output_of(
+                store,
+                outputs,
+                record,
+                options,
+                &mut known,
+                &mut report,
+                started,
+            ) {
+                Ok(Some((output, settle))) => {
+                    built.push(output);
+                    settles.push(settle);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if !settles.is_empty() {
+            let batch = Batch {
+                settle: &settles,
+                outputs: &built,
+                ..Batch::default()
+            };
+            match store.submit(batch) {
+                Ok(Submitted::Done(r)) => {
+                    report.replayed += r.settled as u64;
+                    if let Some(cb) = progress.as_mut() {
+                        cb(&report);
+                    }
+                }
+                Ok(Submitted::Pending(_)) => in_flight += 1,
+                Err(e) => break Err(e.into()),
+            }
+        }
+        if let Some(e) = failed {
+            break Err(e);
+        }
+        // The next page is read while this one travels.
+        let next = match page.next.take().filter(|_| !stop) {
+            Some(cursor) => match store.scan(&options.selection, Some(&cursor), page_size) {
+                Ok(p) => Some(p),
+                Err(e) => break Err(e.into()),
+            },
+            None => None,
+        };
+        // A paced replay completes each page: the next one is slow to build
+        // (it sleeps to hold the rate), and a commit left open meanwhile
+        // would hold back readers that wait for it.
+        let wait = next.is_none() || options.rate.is_some();
+        if let Err(e) = drain(store, wait, &mut in_flight, &mut report, &mut progress) {
+            break Err(e);
+        }
+        match next {
+            Some(p) => page = p,
+            None => break Ok(()),
+        }
+    };
+    if let Err(e) = outcome {
+        // What is on its way still completes (or fails) before the error
+        // is returned, so the report says what was settled.
+        let _ = drain(store, true, &mut in_flight, &mut report, &mut progress);
+        return Err(e);
+    }
+    report.target = match (&outputs.to, report.targets.is_empty()) {
+        (Some(t), _) => outputs.name(t),
+        (None, true) => outputs.scheme.clone(),
+        (None, false) => {
+            let names: Vec<&str> = report.targets.keys().map(String::as_str).collect();
+            outputs.name(&names.join(","))
+        }
+    };
+    Ok(report)
+}
+
+/// Counts the commits the store reports completed (all of them, `wait`).
+fn drain<S: DlqStore>(
+    store: &mut S,
+    wait: bool,
+    in_flight: &mut usize,
+    report: &mut ReplayReport,
+    progress: &mut Option<&mut dyn FnMut(&ReplayReport)>,
+) -> Result<(), ReplayError> {
+    if *in_flight == 0 {
+        return Ok(());
+    }
+    let done = store.completed(wait);
+    let done = match done {
+        Ok(d) => d,
+        Err(e) => {
+            // Failed commits are gone from the store's queue, and so is
+            // everything submitted after them.
+            *in_flight = 0;
+            return Err(e.into());
+        }
+    };
+    for (_, r) in &done {
+        report.replayed += r.settled as u64;
+    }
+    *in_flight = in_flight.saturating_sub(done.len());
+    if wait {
+        *in_flight = 0;
+    }
+    if !done.is_empty()
+        && let Some(cb) = progress.as_mut()
+    {
+        cb(report);
+    }
+    Ok(())
+}
+
+/// Fails with [`ReplayError::Target`] when `destination` does not exist
+/// (asked once per destination).
+fn check_destination<S: DlqStore>(
+    store: &S,
+    outputs: &StoreOutputs,
+    destination: &str,
+    known: &mut HashMap<String, bool>,
+) -> Result<(), ReplayError> {
+    let exists = match known.get(destination) {
+        Some(&e) => e,
+        None => {
+            let e = store.has_destination(destination)?;
+            known.insert(destination.to_owned(), e);
+            e
+        }
+    };
+    if exists {
+        return Ok(());
+    }
+    Err(ReplayError::Target {
+        target: outputs.name(destination),
+        source: io::Error::other(format!(
+            "no such destination (create it, or name another target with --to {}:NAME)",
+            outputs.scheme
+        )),
+    })
+}
+
+/// The output and settlement of one selected record; `None` when it is not
+/// sent (a dry run, a failed fix, nowhere to send it).
+fn output_of<S: DlqStore>(
+    store: &S,
+    outputs: &StoreOutputs,
+    mut record: StoredRecord,
+    options: &ReplayOptions,
+    known: &mut HashMap<String, bool>,
+    report: &mut ReplayReport,
+    started: Instant,
+) -> Result<Option<(Output, Settle)>, ReplayError> {
+    report.selected += 1;
+    options.pace(report.selected, started);
+    let Some(destination) = outputs
+        .to
+        .clone()
+        .or_else(|| record.letter.source.topic.clone())
+    else {
+        report_fix_error(
+            report,
+            format!(
+                "no original topic in the record: replay it with --to {}:NAME",
+                outputs.scheme
+            ),
+        );
+        return Ok(None);
+    };
+    check_destination(store, outputs, &destination, known)?;
+    // A null value (a tombstone) stays null unless a fix gives it one.
+    let null = record.letter.null_payload && options.fix.is_none();
+    let payload = if options.fix.is_none() && !options.dry_run {
+        // Nothing to fix or show: the payload moves, uncopied.
+        std::mem::take(&mut record.letter.payload)
+    } else {
+        match fixed_payload(&record, options, report) {
+            Some(p) => p,
+            None => {
+                if options.dry_run {
+                    *report.targets.entry(destination).or_default() += 1;
+                }
+                return Ok(None);
+            }
+        }
+    };
+    let StoredRecord { dlq, letter, .. } = record;
+    *report.targets.entry(destination.clone()).or_default() += 1;
+    let mut headers = letter.headers;
+    let lineage = [
+        (REPLAY_OF_HEADER, letter.id.clone()),
+        (REPLAYS_HEADER, letter.replays.to_string()),
+        (
+            FIRST_FAILED_AT_HEADER,
+            crate::envelope::format_timestamp(&letter.first_failed_at),
+        ),
+    ];
+    for (name, value) in lineage {
+        headers.push(Header {
+            name: name.to_owned(),
+            value: Some(value.into_bytes()),
+        });
+    }
+    let output = Output {
+        destination,
+        partition: letter.source.partition.filter(|p| *p >= 0),
+        key: letter.key,
+        value: (!null).then_some(payload),
+        headers,
+    };
+    let settle = Settle {
+        dlq,
+        id: letter.id,
+        outcome: Status::Replayed,
+    };
+    Ok(Some((output, settle)))
 }
 
 /// The payload to replay for a selected record: the fix applied. Returns
@@ -851,5 +1151,282 @@ mod tests {
         let r = run(&mut store, &mut t, &opts, None).expect("replay");
         assert_eq!(r.replayed, 3);
         assert_eq!(pending(&store), 7);
+    }
+
+    /// Pending records of `dlq.p` from source topic `prices` (odd ones
+    /// keyed, the last one a tombstone), and one without a source topic.
+    fn seed_with_sources(store: &mut MemoryStore) {
+        let f = Failure::transient("produce", "kafka.timeout", "timed out");
+        let mut entries: Vec<Entry> = (0..5)
+            .map(|i| {
+                let mut l =
+                    DeadLetter::new(format!("s{i}"), format!("{{\"i\":{i}}}").into_bytes(), &f);
+                l.source.topic = Some("prices".into());
+                l.source.partition = Some(i % 3);
+                l.key = (i % 2 == 1).then(|| format!("k{i}").into_bytes());
+                Entry {
+                    dlq: "dlq.p".into(),
+                    letter: l,
+                    status: Status::Pending,
+                }
+            })
+            .collect();
+        entries[4].letter.payload.clear();
+        entries[4].letter.null_payload = true;
+        let orphan = DeadLetter::new("orphan", b"{}".to_vec(), &f);
+        entries.push(Entry {
+            dlq: "dlq.p".into(),
+            letter: orphan,
+            status: Status::Pending,
+        });
+        store.append(&entries).expect("append");
+    }
+
+    fn kafka_outputs(to: Option<&str>) -> StoreOutputs {
+        StoreOutputs {
+            to: to.map(str::to_owned),
+            scheme: "kafka".into(),
+        }
+    }
+
+    #[test]
+    fn a_replay_to_the_store_sends_each_record_once_with_lineage_and_settles_it() {
+        let mut store = MemoryStore::new();
+        seed_with_sources(&mut store);
+        let mut opts = ReplayOptions::for_dlq("dlq.p");
+        opts.batch_size = 2;
+        let r = run_to_store(&mut store, &kafka_outputs(None), &opts, None).expect("replay");
+        assert_eq!((r.selected, r.replayed, r.fix_failed), (6, 5, 1));
+        assert_eq!(r.target, "kafka:prices");
+        assert_eq!(r.targets.get("prices"), Some(&5));
+        let out = store.outputs("prices").to_vec();
+        assert_eq!(out.len(), 5);
+        for (i, o) in out.iter().enumerate() {
+            assert_eq!(o.partition, Some(i as i32 % 3), "source partition kept");
+            assert_eq!(o.key.is_some(), i % 2 == 1);
+            let names: Vec<&str> = o.headers.iter().map(|h| h.name.as_str()).collect();
+            assert_eq!(
+                names,
+                [REPLAY_OF_HEADER, REPLAYS_HEADER, FIRST_FAILED_AT_HEADER]
+            );
+            assert_eq!(
+                o.headers[0].value.as_deref(),
+                Some(format!("s{i}").as_bytes())
+            );
+        }
+        assert_eq!(out[4].value, None, "a tombstone stays null");
+        assert_eq!(out[3].value.as_deref(), Some(&b"{\"i\":3}"[..]));
+        // The record without a source topic waits for --to.
+        assert_eq!(pending(&store), 1);
+        assert!(r.fix_errors.keys().any(|m| m.contains("--to kafka:NAME")));
+        let again = run_to_store(&mut store, &kafka_outputs(None), &opts, None).expect("again");
+        assert_eq!((again.selected, again.replayed), (1, 0));
+        assert_eq!(store.outputs("prices").len(), 5, "nothing sent twice");
+        let to = run_to_store(&mut store, &kafka_outputs(Some("fixed")), &opts, None).expect("to");
+        assert_eq!((to.replayed, to.target.as_str()), (1, "kafka:fixed"));
+        assert_eq!(pending(&store), 0);
+    }
+
+    #[test]
+    fn a_dry_run_to_the_store_counts_targets_and_sends_nothing() {
+        let mut store = MemoryStore::new();
+        seed_with_sources(&mut store);
+        let mut opts = ReplayOptions::for_dlq("dlq.p");
+        opts.dry_run = true;
+        opts.fix = Some(Fix::compile(".i += 1").expect("fix"));
+        let r = run_to_store(&mut store, &kafka_outputs(None), &opts, None).expect("dry run");
+        assert_eq!(r.targets.get("prices"), Some(&5));
+        assert_eq!(r.replayed, 0);
+        assert!(store.outputs("prices").is_empty());
+        assert_eq!(pending(&store), 6);
+    }
+
+    /// A store that pipelines: submitted batches are committed to the inner
+    /// memory store only when `completed` is called, and the `fail_at`th
+    /// submission fails then (fault injection for the engine's accounting).
+    struct Deferred {
+        inner: MemoryStore,
+        queued: Vec<(u64, Vec<Settle>, Vec<Output>)>,
+        next: u64,
+        fail_at: Option<u64>,
+        has: bool,
+    }
+
+    impl DlqStore for Deferred {
+        fn commit(&mut self, batch: Batch<'_>) -> crate::store::Result<crate::store::CommitReport> {
+            self.completed(true)?;
+            self.inner.commit(batch)
+        }
+        fn capabilities(&self) -> crate::store::Capabilities {
+            self.inner.capabilities()
+        }
+        fn has_destination(&self, _: &str) -> crate::store::Result<bool> {
+            Ok(self.has)
+        }
+        fn submit(&mut self, batch: Batch<'_>) -> crate::store::Result<Submitted> {
+            self.next += 1;
+            self.queued
+                .push((self.next, batch.settle.to_vec(), batch.outputs.to_vec()));
+            Ok(Submitted::Pending(crate::store::Ticket(self.next)))
+        }
+        fn completed(
+            &mut self,
+            _wait: bool,
+        ) -> crate::store::Result<Vec<(crate::store::Ticket, crate::store::CommitReport)>> {
+            let mut done = Vec::new();
+            for (t, settle, outputs) in std::mem::take(&mut self.queued) {
+                if self.fail_at == Some(t) {
+                    return Err(StoreError::Backend {
+                        backend: "deferred",
+                        message: "commit failed".into(),
+                        retryable: true,
+                    });
+                }
+                let r = self.inner.commit(Batch {
+                    settle: &settle,
+                    outputs: &outputs,
+                    ..Batch::default()
+                })?;
+                done.push((crate::store::Ticket(t), r));
+            }
+            Ok(done)
+        }
+        fn scan(
+            &self,
+            s: &Selection,
+            a: Option<&crate::store::Cursor>,
+            l: usize,
+        ) -> crate::store::Result<crate::store::ScanPage> {
+            self.inner.scan(s, a, l)
+        }
+        fn get(&self, d: &str, id: &str) -> crate::store::Result<Option<StoredRecord>> {
+            self.inner.get(d, id)
+        }
+        fn stats(&self) -> crate::store::Result<Vec<crate::store::DlqStats>> {
+            self.inner.stats()
+        }
+        fn dlqs(&self) -> crate::store::Result<Vec<String>> {
+            self.inner.dlqs()
+        }
+        fn checkpoint(&self, n: &str) -> crate::store::Result<Option<String>> {
+            self.inner.checkpoint(n)
+        }
+    }
+
+    fn deferred(n: usize, fail_at: Option<u64>) -> Deferred {
+        let mut inner = MemoryStore::new();
+        seed(&mut inner, n);
+        Deferred {
+            inner,
+            queued: Vec::new(),
+            next: 0,
+            fail_at,
+            has: true,
+        }
+    }
+
+    #[test]
+    fn pipelined_commits_are_counted_when_they_complete() {
+        let mut store = deferred(10, None);
+        let mut opts = ReplayOptions::for_dlq("dlq.p");
+        opts.batch_size = 3;
+        let mut seen = Vec::new();
+        let mut tick = |r: &ReplayReport| seen.push(r.replayed);
+        let r = run_to_store(
+            &mut store,
+            &kafka_outputs(Some("out")),
+            &opts,
+            Some(&mut tick),
+        )
+        .expect("replay");
+        assert_eq!((r.selected, r.replayed), (10, 10));
+        assert_eq!(*seen.last().expect("progress"), 10);
+        assert!(
+            store.queued.is_empty(),
+            "everything completed before the end"
+        );
+        assert_eq!(store.inner.outputs("out").len(), 10);
+        assert_eq!(pending(&store.inner), 0);
+    }
+
+    #[test]
+    fn a_failed_pipelined_commit_fails_the_replay_and_leaves_its_records_pending() {
+        let mut store = deferred(10, Some(2));
+        let mut opts = ReplayOptions::for_dlq("dlq.p");
+        opts.batch_size = 3;
+        // Paced: each page completes before the next, so the first one is
+        // settled when the second fails.
+        opts.rate = Some(1e6);
+        let err = run_to_store(&mut store, &kafka_outputs(Some("out")), &opts, None)
+            .expect_err("the second commit fails");
+        assert!(matches!(err, ReplayError::Store(_)), "{err}");
+        assert_eq!(pending(&store.inner), 7, "only the first page settled");
+        assert_eq!(store.inner.outputs("out").len(), 3);
+    }
+
+    #[test]
+    fn a_missing_destination_fails_before_anything_is_sent() {
+        let mut store = deferred(3, None);
+        store.has = false;
+        let opts = ReplayOptions::for_dlq("dlq.p");
+        let err = run_to_store(&mut store, &kafka_outputs(Some("nope")), &opts, None)
+            .expect_err("missing target");
+        match err {
+            ReplayError::Target { target, source } => {
+                assert_eq!(target, "kafka:nope");
+                assert!(
+                    source.to_string().contains("no such destination"),
+                    "{source}"
+                );
+            }
+            other => panic!("{other}"),
+        }
+        assert_eq!(store.next, 0, "nothing submitted");
+        assert_eq!(pending(&store.inner), 3);
+    }
+
+    #[test]
+    fn a_store_without_outputs_refuses_a_replay_to_its_destinations() {
+        struct NoOutputs(MemoryStore);
+        impl DlqStore for NoOutputs {
+            fn commit(&mut self, b: Batch<'_>) -> crate::store::Result<crate::store::CommitReport> {
+                self.0.commit(b)
+            }
+            fn scan(
+                &self,
+                s: &Selection,
+                a: Option<&crate::store::Cursor>,
+                l: usize,
+            ) -> crate::store::Result<crate::store::ScanPage> {
+                self.0.scan(s, a, l)
+            }
+            fn get(&self, d: &str, id: &str) -> crate::store::Result<Option<StoredRecord>> {
+                self.0.get(d, id)
+            }
+            fn stats(&self) -> crate::store::Result<Vec<crate::store::DlqStats>> {
+                self.0.stats()
+            }
+            fn dlqs(&self) -> crate::store::Result<Vec<String>> {
+                self.0.dlqs()
+            }
+            fn checkpoint(&self, n: &str) -> crate::store::Result<Option<String>> {
+                self.0.checkpoint(n)
+            }
+        }
+        let mut inner = MemoryStore::new();
+        seed(&mut inner, 2);
+        let mut store = NoOutputs(inner);
+        let err = run_to_store(
+            &mut store,
+            &kafka_outputs(None),
+            &ReplayOptions::for_dlq("dlq.p"),
+            None,
+        )
+        .expect_err("refused");
+        assert!(
+            err.to_string().contains("cannot write replayed records"),
+            "{err}"
+        );
+        assert_eq!(pending(&store.0), 2);
     }
 }

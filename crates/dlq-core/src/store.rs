@@ -127,13 +127,42 @@ pub struct SourcePosition {
     pub next_offset: i64,
 }
 
-/// What a store can take into one atomic commit besides its own records.
+/// What a store can take into one commit besides its own records.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Capabilities {
-    /// [`Batch::outputs`] commit atomically with the rest of the batch.
+    /// [`Batch::outputs`] commit atomically with the rest of the batch
+    /// (exactly once: they are visible exactly when the batch is).
     pub outputs: bool,
+    /// [`Batch::outputs`] are written, and acknowledged by their
+    /// destination, before the rest of the batch (at least once: a crash
+    /// in between leaves them delivered while their records are still
+    /// pending, so a replay run again delivers them again; never a loss).
+    /// Implied by `outputs`.
+    pub outputs_before_commit: bool,
     /// [`Batch::positions`] commit atomically with the rest of the batch.
     pub positions: bool,
+}
+
+impl Capabilities {
+    /// Whether the store takes [`Batch::outputs`] at all (atomically or
+    /// written before the rest of the batch).
+    pub fn takes_outputs(&self) -> bool {
+        self.outputs || self.outputs_before_commit
+    }
+}
+
+/// Identifies a commit started by [`DlqStore::submit`], to match it with
+/// its completion in [`DlqStore::completed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ticket(pub u64);
+
+/// What [`DlqStore::submit`] did with a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    /// Committed before `submit` returned.
+    Done(CommitReport),
+    /// Started; [`DlqStore::completed`] reports it once durable.
+    Pending(Ticket),
 }
 
 /// One atomic unit of work on a store.
@@ -162,7 +191,7 @@ impl Batch<'_> {
     ///
     /// [`StoreError::Unsupported`] naming what the store cannot take.
     pub fn check_supported(&self, capabilities: Capabilities, backend: &'static str) -> Result<()> {
-        if !self.outputs.is_empty() && !capabilities.outputs {
+        if !self.outputs.is_empty() && !capabilities.takes_outputs() {
             return Err(StoreError::Unsupported {
                 backend,
                 what: "outputs (records to other destinations) in a commit",
@@ -372,6 +401,45 @@ pub trait DlqStore {
     /// Default: nothing.
     fn capabilities(&self) -> Capabilities {
         Capabilities::default()
+    }
+
+    /// Starts a commit of `batch` and may return before it is durable, so
+    /// that a caller can prepare the next batch meanwhile (a replay reads
+    /// its next page while the last one travels). Submitted batches are
+    /// applied in order. A store may commit at once
+    /// ([`Submitted::Done`]), which is the default; one that pipelines
+    /// returns [`Submitted::Pending`] and reports the batch in
+    /// [`DlqStore::completed`]. Any other call that writes ([`DlqStore::commit`])
+    /// first completes what was submitted.
+    ///
+    /// # Errors
+    ///
+    /// As [`DlqStore::commit`]; nothing of this batch is written then.
+    fn submit(&mut self, batch: Batch<'_>) -> Result<Submitted> {
+        self.commit(batch).map(Submitted::Done)
+    }
+
+    /// The submitted batches that became durable since the last call,
+    /// oldest first; with `wait`, completes every batch submitted so far
+    /// before returning. Default: none pending.
+    ///
+    /// # Errors
+    ///
+    /// A submitted batch failed: it and every batch submitted after it
+    /// are not applied (outputs written before the commit, see
+    /// [`Capabilities::outputs_before_commit`], may have been delivered
+    /// all the same); those reported before stay applied.
+    fn completed(&mut self, wait: bool) -> Result<Vec<(Ticket, CommitReport)>> {
+        let _ = wait;
+        Ok(Vec::new())
+    }
+
+    /// Whether [`Output::destination`] `name` exists (a topic, a queue),
+    /// so that a replay can refuse a missing target before it writes
+    /// anything. Default: no destination exists.
+    fn has_destination(&self, name: &str) -> Result<bool> {
+        let _ = name;
+        Ok(false)
     }
 
     /// One page of the records selected, after `after`, at most `limit`.

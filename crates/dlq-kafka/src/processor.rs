@@ -246,13 +246,8 @@ fn kafka(operation: &'static str) -> impl FnOnce(KafkaError) -> ProcessorError {
     move |source| ProcessorError::Kafka { operation, source }
 }
 
-/// Headers the replayer sets on a replayed record, so that a record failing
-/// again returns to its DLQ with its lineage.
-pub const REPLAY_OF_HEADER: &str = "dlq.replay_of";
-/// The replay count of a replayed record (see [`REPLAY_OF_HEADER`]).
-pub const REPLAYS_HEADER: &str = "dlq.replays";
-/// When a replayed record first failed (see [`REPLAY_OF_HEADER`]).
-pub const FIRST_FAILED_AT_HEADER: &str = "dlq.first_failed_at";
+/// The lineage headers a replay sets (defined with the envelope, read here).
+pub use dlq_core::envelope::{FIRST_FAILED_AT_HEADER, REPLAY_OF_HEADER, REPLAYS_HEADER};
 
 /// A consumed record, detached from the consumer.
 #[derive(Debug, Clone)]

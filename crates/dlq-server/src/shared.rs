@@ -1,7 +1,8 @@
 //! One store shared by every request, the sampler and replay jobs.
 
 use dlq_core::store::{
-    Batch, CommitReport, Cursor, DlqStats, DlqStore, Result, ScanPage, Selection, StoredRecord,
+    Batch, Capabilities, CommitReport, Cursor, DlqStats, DlqStore, Result, ScanPage, Selection,
+    StoredRecord, Submitted, Ticket,
 };
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -43,6 +44,24 @@ impl<S> SharedStore<S> {
 impl<S: DlqStore> DlqStore for SharedStore<S> {
     fn commit(&mut self, batch: Batch<'_>) -> Result<CommitReport> {
         self.lock().commit(batch)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.lock().capabilities()
+    }
+
+    // The lock is taken per call: a replay that submits page by page lets
+    // API requests in between its pages.
+    fn submit(&mut self, batch: Batch<'_>) -> Result<Submitted> {
+        self.lock().submit(batch)
+    }
+
+    fn completed(&mut self, wait: bool) -> Result<Vec<(Ticket, CommitReport)>> {
+        self.lock().completed(wait)
+    }
+
+    fn has_destination(&self, name: &str) -> Result<bool> {
+        self.lock().has_destination(name)
     }
 
     fn scan(
