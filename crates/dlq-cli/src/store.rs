@@ -31,6 +31,42 @@ pub fn open_for_one_pass(url: &str) -> anyhow::Result<AnyStore> {
     open_with(url, true)
 }
 
+/// Opens the store at `url` for `dlq replay` of `dlq`: a Kafka store
+/// writes with transactions when `exactly_once`, under a transactional id
+/// stable per DLQ, so that a replay run after a killed one fences it and
+/// aborts its open transaction at once (instead of leaving it to hold
+/// read_committed readers of the targets and the ledger back until the
+/// transaction timeout); two replays of one DLQ at once: the later fences
+/// the earlier, which stops with an error.
+pub fn open_for_replay(url: &str, exactly_once: bool, dlq: &str) -> anyhow::Result<AnyStore> {
+    if !url.starts_with("kafka://") {
+        return open(url);
+    }
+    let shown = dlq_kafka::config::redact_url(url);
+    let mut config = dlq_kafka::KafkaConfig::from_url(url)
+        .map_err(|e| anyhow::anyhow!("--store: {}", e.problems.join("; ")))?;
+    crate::commands::check_dlq_prefix(&config.dlq_prefix, dlq)?;
+    config.transactions = exactly_once;
+    config.read_through_once();
+    if exactly_once && config.transactional_id.is_none() {
+        config.transactional_id = Some(format!("dlq-replay-{dlq}"));
+    }
+    let store =
+        KafkaStore::open(config).with_context(|| format!("opening the Kafka store {shown}"))?;
+    Ok(AnyStore::Kafka(Box::new(store)))
+}
+
+impl AnyStore {
+    /// How `--to` names a destination of the store itself (`kafka:TOPIC`),
+    /// for stores that replay to their own destinations.
+    pub fn output_scheme(&self) -> Option<&'static str> {
+        match self {
+            AnyStore::Kafka(_) => Some("kafka"),
+            AnyStore::Sqlite(_) | AnyStore::Memory(_) => None,
+        }
+    }
+}
+
 fn open_with(url: &str, one_pass: bool) -> anyhow::Result<AnyStore> {
     if url.starts_with("sqlite:") {
         let store = SqliteStore::open_url(url)

@@ -753,3 +753,133 @@ fn values_that_are_not_complete_envelopes_replay_byte_for_byte() {
         .collect();
     assert_eq!(back, values, "every value, byte for byte, in order");
 }
+
+/// Kills `dlq serve` when the test ends, whatever happens.
+struct Serving(std::process::Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One HTTP/1.1 request; the status line and the body.
+fn http(addr: &str, method: &str, path: &str, token: &str, body: &str) -> (String, String) {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         X-DLQ-CSRF: 1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read");
+    let status = text.lines().next().unwrap_or_default().to_owned();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// `dlq serve` replays a Kafka DLQ through the same engine as `dlq replay`,
+/// page by page on the shared store: the API answers while the replay runs
+/// (before, the Kafka replay held the store to its end), and every record
+/// reaches its original topic once.
+#[test]
+fn serve_answers_during_a_kafka_replay_and_delivers_every_record_once() {
+    use std::io::BufRead as _;
+    let Some(bootstrap) = kafka::bootstrap() else {
+        return;
+    };
+    let store = format!("kafka://{bootstrap}");
+    let (original, dlq_topic) = topics(&bootstrap, 2);
+    let values: Vec<String> = (0..3000).map(|i| format!("{{\"i\":{i}}}")).collect();
+    let records: Vec<Foreign<'_>> = values
+        .iter()
+        .map(|v| Foreign {
+            value: Some(v.as_bytes()),
+            ..Foreign::default()
+        })
+        .collect();
+    produce_foreign(&bootstrap, &dlq_topic, &records);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = tmp.path().join("dlq.toml");
+    std::fs::write(
+        &config,
+        "[serve]\naudit_log = \"audit.jsonl\"\n[serve.replay_targets]\nback = \"kafka:\"\n",
+    )
+    .expect("config");
+    let operator = "operator-token-kafka-serve-0001";
+    let mut child = dlq(&store, &["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .current_dir(tmp.path())
+        .env("DLQ_OPERATOR_TOKEN", operator)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("dlq serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let _serving = Serving(child);
+    let mut first = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("the address");
+    let addr = first
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_owned();
+
+    // 3,000 records at 300/s: a replay of about 10 s.
+    let body = format!(r#"{{"dlq":"{dlq_topic}","target":"back","rate":300}}"#);
+    let (status, reply) = http(&addr, "POST", "/api/replays", operator, &body);
+    assert!(
+        status.contains(" 202 ") || status.contains(" 200 "),
+        "{status} {reply}"
+    );
+    let job: Value = serde_json::from_str(&reply).expect("json");
+    let job = job["job"]["id"].as_str().expect("job id").to_owned();
+    let job_status = || -> Value {
+        let (_, body) = http(&addr, "GET", &format!("/api/replays/{job}"), operator, "");
+        serde_json::from_str::<Value>(&body).expect("json")["job"].clone()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while job_status()["replayed"].as_u64().unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "the replay never settled a page");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, dlq_info) = http(
+        &addr,
+        "GET",
+        &format!("/api/dlqs/{dlq_topic}"),
+        operator,
+        "",
+    );
+    assert!(status.contains(" 200 "), "{status} {dlq_info}");
+    let during = job_status();
+    assert_eq!(
+        during["status"], "running",
+        "the API answered only once the replay had ended: {during}"
+    );
+    while !job_status()["done"].as_bool().unwrap_or(false) {
+        assert!(Instant::now() < deadline, "the replay did not end");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let after = job_status();
+    assert_eq!(after["status"], "done", "{after}");
+    assert_eq!(after["replayed"], 3000, "{after}");
+    let mut got: Vec<Vec<u8>> = kafka::read_messages(&bootstrap, &original, true)
+        .iter()
+        .map(|m| rdkafka::Message::payload(m).unwrap_or_default().to_vec())
+        .collect();
+    got.sort();
+    let mut want: Vec<Vec<u8>> = values.iter().map(|v| v.as_bytes().to_vec()).collect();
+    want.sort();
+    assert_eq!(got, want, "every record once");
+    let stats = json(&store, &["stats", "--dlq", &dlq_topic]);
+    assert_eq!(stats["dlqs"][0]["pending"], 0, "{stats}");
+}

@@ -324,9 +324,21 @@ pub struct StoreOutputs {
     /// How reports and errors name a destination: `<scheme>:<name>`
     /// (`kafka:rss.events`).
     pub scheme: String,
+    /// What a destination is called in errors (`topic`, `queue`).
+    pub kind: String,
 }
 
 impl StoreOutputs {
+    /// Replay outputs to topics of a Kafka store: to `to`, else to each
+    /// record's source topic.
+    pub fn kafka(to: Option<&str>) -> Self {
+        StoreOutputs {
+            to: to.map(str::to_owned),
+            scheme: "kafka".to_owned(),
+            kind: "topic".to_owned(),
+        }
+    }
+
     fn name(&self, destination: &str) -> String {
         format!("{}:{destination}", self.scheme)
     }
@@ -528,8 +540,8 @@ fn check_destination<S: DlqStore>(
     Err(ReplayError::Target {
         target: outputs.name(destination),
         source: io::Error::other(format!(
-            "no such destination (create it, or name another target with --to {}:NAME)",
-            outputs.scheme
+            "no such {} (create it, or name another target with --to {}:NAME)",
+            outputs.kind, outputs.scheme
         )),
     })
 }
@@ -1183,10 +1195,7 @@ mod tests {
     }
 
     fn kafka_outputs(to: Option<&str>) -> StoreOutputs {
-        StoreOutputs {
-            to: to.map(str::to_owned),
-            scheme: "kafka".into(),
-        }
+        StoreOutputs::kafka(to)
     }
 
     #[test]

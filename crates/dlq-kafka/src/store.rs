@@ -21,7 +21,8 @@ use dlq_core::envelope::{
 };
 use dlq_core::store::{
     Batch, Capabilities, CommitReport, Cursor, DlqStats, DlqStore, Entry, Output, PartitionStats,
-    Result, ScanPage, Selection, Settle, Status, StoreError, StoredRecord, can_settle,
+    Result, ScanPage, Selection, Settle, Status, StoreError, StoredRecord, Submitted, Ticket,
+    can_settle,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::ControlFlow;
@@ -44,6 +45,8 @@ const MAX_HEADER_ERROR: usize = 64 * 1024;
 pub struct KafkaStore {
     config: KafkaConfig,
     inner: Mutex<Inner>,
+    /// Submitted commits not reported yet (see [`crate::pipeline`]).
+    pub(crate) pipeline: crate::pipeline::Pipeline,
 }
 
 impl std::fmt::Debug for KafkaStore {
@@ -268,6 +271,9 @@ struct Inner {
     unseen: HashMap<(String, i32), i64>,
     /// Records the index read decoded, kept for the scan that asked.
     decoded: DecodedCache,
+    /// Whether the index was ever brought up to date (a scan resumed from
+    /// a cursor by a store that never read the topics must read them).
+    refreshed: bool,
 }
 
 /// A record prepared for its DLQ topic.
@@ -460,8 +466,10 @@ impl KafkaStore {
                 sweeps: BTreeMap::new(),
                 unseen: HashMap::new(),
                 decoded: DecodedCache::new(config.scan_cache_bytes.unwrap_or(0)),
+                refreshed: false,
             }),
             config,
+            pipeline: crate::pipeline::Pipeline::default(),
         })
     }
 
@@ -623,6 +631,7 @@ impl Inner {
     /// Brings the index up to date with the DLQ topics in `scope` and with
     /// the ledger: watermarks, then only the records not read yet.
     fn refresh(&mut self, config: &KafkaConfig, scope: Scope<'_>) -> Result<()> {
+        self.refreshed = true;
         let topics: BTreeMap<String, i32> = match scope {
             Scope::All => {
                 let all: BTreeMap<String, i32> = self
@@ -1015,6 +1024,13 @@ fn decode_cursor(cursor: &Cursor) -> Result<BTreeMap<(String, i32), i64>> {
 }
 
 impl KafkaStore {
+    /// [`DlqStore::commit`] once nothing submitted is under way.
+    pub(crate) fn commit_now(&mut self, batch: Batch<'_>) -> Result<CommitReport> {
+        batch.check_supported(self.capabilities(), "kafka")?;
+        let outputs = self.outgoing(batch.outputs)?;
+        self.commit_with(batch, outputs, None)
+    }
+
     /// Creates a topic (not a DLQ) if it is missing, with the store's
     /// replication factor; returns its partition count.
     pub fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<i32> {
@@ -1108,11 +1124,13 @@ impl KafkaStore {
         inner.ensure_dlq(config, dlq, Some(source))
     }
 
-    /// The records of [`Batch::outputs`], placed: the partition asked for,
-    /// else Kafka's default partitioner for a keyed record, else spread
-    /// round robin. A destination topic that does not exist is an error
-    /// before anything is written.
-    fn outgoing(&self, outputs: &[Output]) -> Result<Vec<Outgoing>> {
+    /// The records of [`Batch::outputs`], placed: the partition asked for
+    /// (modulo the topic's partition count, so that a record keeps its
+    /// source partition where the target has as many), else Kafka's default
+    /// partitioner for a keyed record, else spread round robin. A
+    /// destination topic that does not exist is an error before anything
+    /// is written.
+    pub(crate) fn outgoing(&self, outputs: &[Output]) -> Result<Vec<Outgoing>> {
         let ts = Utc::now().timestamp_millis();
         let mut partitions: HashMap<&str, i32> = HashMap::new();
         let mut placed = Vec::with_capacity(outputs.len());
@@ -1128,13 +1146,7 @@ impl KafkaStore {
                 }
             };
             let partition = match (o.partition, &o.key) {
-                (Some(p), _) if (0..n).contains(&p) => p,
-                (Some(p), _) => {
-                    return Err(failure(
-                        format!("topic {} has no partition {p} (it has {n})", o.destination),
-                        false,
-                    ));
-                }
+                (Some(p), _) => p.rem_euclid(n.max(1)),
                 (None, Some(key)) => default_partition(key, n),
                 (None, None) => (i as i32) % n.max(1),
             };
@@ -1172,6 +1184,9 @@ impl KafkaStore {
             .collect::<Result<_>>()?;
         let config = &self.config;
         let inner = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
+        // Without transactions, outputs are acknowledged before the ledger
+        // entries that settle their records are written (at least once).
+        let outputs_first = !outputs.is_empty() && !config.transactions;
 
         let mut scope: BTreeSet<String> = BTreeSet::new();
         for e in batch.append {
@@ -1329,8 +1344,9 @@ impl KafkaStore {
                     .map(|id| crate::ledger::record_key(dlq, &id)),
             );
         }
-        let wait_between =
-            !blobs.is_empty() || writes.iter().any(|w| matches!(w.pos, Pos::Appended(_)));
+        let wait_between = outputs_first
+            || !blobs.is_empty()
+            || writes.iter().any(|w| matches!(w.pos, Pos::Appended(_)));
         let ledger_partitions = inner.ledger_next.len() as i32;
         let ledger_topic = config.ledger_topic.clone();
         let mut values: Vec<LedgerValue> = Vec::new();
@@ -1628,6 +1644,13 @@ pub(crate) struct PendingSettle {
     started: bool,
 }
 
+impl PendingSettle {
+    /// Records this commit settles (so far).
+    pub(crate) fn settled(&self) -> usize {
+        self.report.settled
+    }
+}
+
 impl KafkaStore {
     /// A page of [`DlqStore::scan`]; without `refresh`, from the index as
     /// it stands (brought up to date by an earlier call and by the store's
@@ -1759,9 +1782,10 @@ impl DlqStore for KafkaStore {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             // Outputs to topics of this cluster share the store's
-            // transaction; without transactions they could be written while
-            // the rest of the batch is not.
+            // transaction; without transactions they are acknowledged
+            // before the rest of the batch is written.
             outputs: self.config.transactions,
+            outputs_before_commit: true,
             // A transactional offset commit needs the consumer's group
             // metadata, which only a live consumer has: the Kafka processor
             // passes it through its own commit path.
@@ -1770,9 +1794,22 @@ impl DlqStore for KafkaStore {
     }
 
     fn commit(&mut self, batch: Batch<'_>) -> Result<CommitReport> {
-        batch.check_supported(self.capabilities(), "kafka")?;
-        let outputs = self.outgoing(batch.outputs)?;
-        self.commit_with(batch, outputs, None)
+        // Ordered after what was submitted (its records would otherwise
+        // join a transaction still open).
+        self.complete_all()?;
+        self.commit_now(batch)
+    }
+
+    fn submit(&mut self, batch: Batch<'_>) -> Result<Submitted> {
+        self.submit_batch(batch)
+    }
+
+    fn completed(&mut self, wait: bool) -> Result<Vec<(Ticket, CommitReport)>> {
+        self.completed_batches(wait)
+    }
+
+    fn has_destination(&self, name: &str) -> Result<bool> {
+        Ok(self.topic_partitions(name)?.is_some())
     }
 
     fn scan(
@@ -1781,7 +1818,12 @@ impl DlqStore for KafkaStore {
         after: Option<&Cursor>,
         limit: usize,
     ) -> Result<ScanPage> {
-        self.scan_page(selection, after, limit, true)
+        // A scan sees the DLQs as its first page found them (and the
+        // store's own commits since): the pages after it are read from the
+        // index as it stands, which saves the metadata and watermark round
+        // trips on every page of a long scan.
+        let refresh = after.is_none() || !self.lock().refreshed;
+        self.scan_page(selection, after, limit, refresh)
     }
     fn get(&self, dlq: &str, id: &str) -> Result<Option<StoredRecord>> {
         if !self.is_dlq(dlq) {

@@ -66,3 +66,17 @@ impl Harness for Kafka {
 }
 
 dlq_core::store_conformance_tests!(Kafka::new);
+
+/// The same contract without transactions: outputs are acknowledged before
+/// the settlements are written (at least once), and everything else holds.
+mod at_least_once {
+    use super::*;
+
+    fn without_transactions() -> Option<Kafka> {
+        let mut k = Kafka::new()?;
+        k.config.transactions = false;
+        Some(k)
+    }
+
+    dlq_core::store_conformance_tests!(without_transactions);
+}

@@ -9,7 +9,7 @@
 //! 2. **poison** — the same processor with a handler that fails permanently
 //!    on 1% of the records (their payload starts with `{"poison":true`);
 //!    the rate of the healthy records against the happy path of (1).
-//! 3. **replay** — `dlq_kafka::replay::replay` from an at-least-once store
+//! 3. **replay** — `dlq_core::replay::run_to_store` from an at-least-once store
 //!    (`transactions=false`) of a DLQ topic of dead letters with binary
 //!    payloads and headers, against `kcat -C … | kcat -P …` copying the same
 //!    topic.
@@ -54,7 +54,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::{Context as _, anyhow, bail, ensure};
 use dlq_core::process::Handler;
-use dlq_core::replay::ReplayOptions;
+use dlq_core::replay::{ReplayOptions, StoreOutputs, run_to_store};
 use dlq_core::store::{DlqStore as _, Entry, Status};
 use dlq_core::{DeadLetter, Failure, Header};
 use dlq_kafka::processor::{
@@ -1136,7 +1136,8 @@ fn run_dlq_replay(
     options.batch_size = s.batch;
     quiet();
     let t = Instant::now();
-    let report = dlq_kafka::replay::replay(&mut store, &options, Some(&target), None)?;
+    let outputs = StoreOutputs::kafka(Some(&target));
+    let report = run_to_store(&mut store, &outputs, &options, None)?;
     let secs = t.elapsed().as_secs_f64();
     ensure!(
         report.replayed == s.n && report.selected == s.n,

@@ -18,7 +18,7 @@ use anyhow::Context as _;
 use dlq_core::analyze::Analyzer;
 use dlq_core::filter::Filter;
 use dlq_core::fix::Fix;
-use dlq_core::replay::ReplayOptions;
+use dlq_core::replay::{ReplayOptions, StoreOutputs, run_to_store};
 use dlq_core::store::{Selection, Status};
 use dlq_core::{DlqStore as _, RetryPolicy};
 use dlq_kafka::processor::{ProcessorConfig, run_at_least_once};
@@ -190,7 +190,8 @@ pub fn run(cli: &Cli, args: &DemoArgs, brokers: &str) -> anyhow::Result<Outcome>
             let mut options = ReplayOptions::for_dlq(p.dlq_topic());
             options.selection.filter = Some(Filter::parse(&filter)?);
             options.fix = fix.as_deref().map(Fix::compile).transpose()?;
-            let r = dlq_kafka::replay::replay(&mut store, &options, None, None)?;
+            let to_source_topics = StoreOutputs::kafka(None);
+            let r = run_to_store(&mut store, &to_source_topics, &options, None)?;
             acc.replayed += r.replayed;
             say(&format!(
                 "   {:<30} {:<62} replayed {:>5}",

@@ -10,6 +10,7 @@ use dlq_core::filter::Filter;
 use dlq_core::fix::{Fix, FixLimits};
 use dlq_core::replay::{
     self, FileFormat, FileTarget, HandlerTarget, ReplayOptions, ReplayOptionsError, ReplayReport,
+    StoreOutputs,
 };
 use dlq_core::store::{DlqStore, Status};
 use dlq_marketlag::Pipeline;
@@ -134,24 +135,41 @@ pub fn run(cli: &Cli, args: &ReplayArgs) -> anyhow::Result<Outcome> {
         ToFormat::Payload => FileFormat::Payload,
         ToFormat::Envelope => FileFormat::Envelope,
     };
-    let report = if cli.store_url().starts_with("kafka://") {
-        replay_kafka(cli, args, options)?
-    } else {
-        let Some(to) = args.to.as_deref() else {
-            anyhow::bail!("--to is required: file:PATH or pipeline:PATH");
-        };
-        let to = parse_to(to)?;
-        let mut store = crate::store::open(cli.store_url())?;
-        let mut options = options;
-        options.selection.filter = super::with_fingerprints(&store, options.selection.filter)?;
-        replay(
-            &mut store,
-            &args.dlq,
-            &to,
-            format,
-            &options,
-            !cli.no_progress,
-        )?
+    let mut store = crate::store::open_for_replay(cli.store_url(), args.exactly_once, &args.dlq)?;
+    options.selection.filter = super::with_fingerprints(&store, options.selection.filter)?;
+    let report = match store.output_scheme() {
+        Some(scheme) => {
+            let to = match args.to.as_deref() {
+                None => None,
+                Some(t) => Some(t.strip_prefix(&format!("{scheme}:")).with_context(|| {
+                    format!("--to {t:?}: on a {scheme} store, replay to {scheme}:TOPIC (or leave --to out for each record's original topic)")
+                })?),
+            };
+            let outputs = StoreOutputs {
+                to: to.map(str::to_owned),
+                scheme: scheme.to_owned(),
+                kind: "topic".to_owned(),
+            };
+            let bar = crate::progress::bar(None, "replay", !cli.no_progress);
+            let mut tick = |r: &ReplayReport| bar.set_position(r.selected);
+            let report = replay::run_to_store(&mut store, &outputs, &options, Some(&mut tick))?;
+            bar.finish_and_clear();
+            report
+        }
+        None => {
+            let Some(to) = args.to.as_deref() else {
+                anyhow::bail!("--to is required: file:PATH or pipeline:PATH");
+            };
+            let to = parse_to(to)?;
+            replay(
+                &mut store,
+                &args.dlq,
+                &to,
+                format,
+                &options,
+                !cli.no_progress,
+            )?
+        }
     };
     print_report(cli.format, &report)?;
     Ok(if report.selected == 0 {
@@ -159,41 +177,6 @@ pub fn run(cli: &Cli, args: &ReplayArgs) -> anyhow::Result<Outcome> {
     } else {
         Outcome::Ok
     })
-}
-
-/// Replay on a Kafka store, to Kafka topics.
-fn replay_kafka(
-    cli: &Cli,
-    args: &ReplayArgs,
-    mut options: ReplayOptions,
-) -> anyhow::Result<ReplayReport> {
-    let to = match args.to.as_deref() {
-        None => None,
-        Some(t) => Some(t.strip_prefix("kafka:").with_context(|| {
-            format!("--to {t:?}: on a Kafka store, replay to kafka:TOPIC (or leave --to out for each record's original topic)")
-        })?),
-    };
-    let mut config = dlq_kafka::KafkaConfig::from_url(cli.store_url())
-        .map_err(|e| anyhow::anyhow!("--store: {}", e.problems.join("; ")))?;
-    super::check_dlq_prefix(&config.dlq_prefix, &args.dlq)?;
-    config.transactions = args.exactly_once;
-    config.read_through_once();
-    if args.exactly_once && config.transactional_id.is_none() {
-        // Stable per DLQ: a replay run after a killed one fences it and
-        // aborts its open transaction at once, instead of leaving it to
-        // hold read_committed readers of the targets and the ledger back
-        // until the transaction timeout. Two replays of one DLQ at once:
-        // the later fences the earlier, which stops with an error.
-        let dlq = options.selection.dlq.as_deref().unwrap_or("*");
-        config.transactional_id = Some(format!("dlq-replay-{dlq}"));
-    }
-    let mut store = dlq_kafka::KafkaStore::open(config).context("opening the Kafka store")?;
-    options.selection.filter = super::with_fingerprints(&store, options.selection.filter)?;
-    let bar = crate::progress::bar(None, "replay", !cli.no_progress);
-    let mut tick = |r: &ReplayReport| bar.set_position(r.selected);
-    let report = dlq_kafka::replay::replay(&mut store, &options, to, Some(&mut tick))?;
-    bar.finish_and_clear();
-    Ok(report)
 }
 
 fn print_report(format: Format, r: &ReplayReport) -> anyhow::Result<()> {

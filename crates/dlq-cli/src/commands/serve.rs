@@ -10,7 +10,7 @@ use crate::cli::{Cli, ServeArgs};
 use crate::commands::replay::{To, parse_to, replay_to};
 use crate::store::AnyStore;
 use anyhow::Context as _;
-use dlq_core::replay::{FileFormat, ReplayOptions, ReplayReport};
+use dlq_core::replay::{FileFormat, ReplayOptions, ReplayReport, StoreOutputs, run_to_store};
 use dlq_monitor::{History, Monitor, MonitorConfig};
 use dlq_server::{FiringAlertView, MonitorView, ReplayRunner, Server, SharedStore, SizePoint};
 use std::io::Write as _;
@@ -50,20 +50,14 @@ impl ReplayRunner<AnyStore> for CliRunner {
         options: &ReplayOptions,
         progress: &mut dyn FnMut(&ReplayReport),
     ) -> Result<ReplayReport, String> {
+        // Page by page on the shared store, so that the API keeps answering.
+        let mut shared = store.clone();
         if let Some(topic) = spec.strip_prefix("kafka:") {
-            // The Kafka replay needs the Kafka store itself: it holds the
-            // store for the whole run.
-            let mut guard = store.lock();
-            let AnyStore::Kafka(kafka) = &mut *guard else {
-                return Err("kafka: targets need a kafka:// store".to_owned());
-            };
-            let topic = Some(topic).filter(|t| !t.is_empty());
-            return dlq_kafka::replay::replay(kafka, options, topic, Some(progress))
+            let outputs = StoreOutputs::kafka(Some(topic).filter(|t| !t.is_empty()));
+            return run_to_store(&mut shared, &outputs, options, Some(progress))
                 .map_err(|e| format!("{e:#}"));
         }
         let to: To<'_> = parse_to(spec).map_err(|e| format!("{e:#}"))?;
-        // Page by page on the shared store, so that the API keeps answering.
-        let mut shared = store.clone();
         replay_to(
             &mut shared,
             dlq,
