@@ -134,6 +134,7 @@ pub mod processor;
 pub mod producer;
 pub mod retention;
 pub mod retry;
+pub mod settlement;
 mod store;
 
 pub use config::{ConfigError, Format, KafkaConfig, Secret};
