@@ -21,6 +21,12 @@
 //! What would remove it: an rdkafka release whose header API hands names
 //! out (and takes them in) as bytes.
 //!
+//! It also asks for **topic ids** ([`topic_ids`], KIP-516), which rdkafka
+//! does not wrap (librdkafka's `rd_kafka_DescribeTopics`): a topic deleted
+//! and created again under the same name gets a new id, so state keyed by
+//! the id (the Kafka store's settlement segments) does not carry over to a
+//! topic it was not written for.
+//!
 //! # Limits
 //!
 //! librdkafka gives a header name out as a NUL-terminated C string, so a
@@ -47,7 +53,8 @@
 
 use rdkafka::bindings as rd;
 use rdkafka::message::{BorrowedHeaders, OwnedHeaders};
-use std::ffi::{CStr, c_char, c_void};
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::time::Duration;
 
 /// One header of a record, borrowed from the record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +136,182 @@ where
         debug_assert_eq!(err, rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
     }
     owned
+}
+
+/// What [`topic_ids`] found for one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicId {
+    /// The topic's id, base64 as Kafka tools show it.
+    Id(String),
+    /// The topic does not exist (or is not visible to this client).
+    Missing,
+}
+
+/// Frees a librdkafka object when dropped, whatever path a function takes.
+struct Owned<T> {
+    ptr: *mut T,
+    free: unsafe extern "C" fn(*mut T),
+}
+
+impl<T> Drop for Owned<T> {
+    fn drop(&mut self) {
+        if !self.ptr.is_null() {
+            // SAFETY: `ptr` came from the librdkafka constructor matching
+            // `free`, is owned by this guard alone, and is freed once.
+            unsafe { (self.free)(self.ptr) };
+        }
+    }
+}
+
+/// A C string from librdkafka, copied (empty for a null pointer).
+fn c_text(ptr: *const c_char) -> String {
+    if ptr.is_null() {
+        return String::new();
+    }
+    // SAFETY: librdkafka returns NUL-terminated strings that live as long
+    // as the object they belong to, which the caller still holds.
+    unsafe { CStr::from_ptr(ptr) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The ids of `topics` (KIP-516), asked of the cluster `client` is
+/// connected to, in the order given. `timeout` bounds the request.
+///
+/// # Errors
+///
+/// The request's error (no cluster, not authorized, timed out) as text;
+/// a topic that does not exist is [`TopicId::Missing`], not an error.
+pub fn topic_ids<C: rdkafka::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topics: &[&str],
+    timeout: Duration,
+) -> Result<Vec<TopicId>, String> {
+    if topics.is_empty() {
+        return Ok(Vec::new());
+    }
+    let names: Vec<CString> = topics
+        .iter()
+        .map(|t| CString::new(*t).map_err(|_| format!("topic name {t:?} contains a NUL byte")))
+        .collect::<Result<_, _>>()?;
+    let mut name_ptrs: Vec<*const c_char> = names.iter().map(|n| n.as_ptr()).collect();
+    let rk = client.native_ptr();
+    let timeout_ms = c_int::try_from(timeout.as_millis()).unwrap_or(c_int::MAX);
+
+    // SAFETY: `rk` is the live client handle `client` owns; the queue is
+    // freed by its guard before `client` can go away (it is borrowed).
+    let queue_ptr = unsafe { rd::rd_kafka_queue_new(rk) };
+    let queue = Owned {
+        ptr: queue_ptr,
+        free: rd::rd_kafka_queue_destroy,
+    };
+    // SAFETY: the name pointers point into `names`, alive for the call;
+    // librdkafka copies them into the collection.
+    let collection_ptr = unsafe {
+        rd::rd_kafka_TopicCollection_of_topic_names(name_ptrs.as_mut_ptr(), name_ptrs.len())
+    };
+    let collection = Owned {
+        ptr: collection_ptr,
+        free: rd::rd_kafka_TopicCollection_destroy,
+    };
+    // SAFETY: `rk` is live; the options are freed by their guard.
+    let options_ptr = unsafe {
+        rd::rd_kafka_AdminOptions_new(
+            rk,
+            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBETOPICS,
+        )
+    };
+    let options = Owned {
+        ptr: options_ptr,
+        free: rd::rd_kafka_AdminOptions_destroy,
+    };
+    let mut errstr = [0 as c_char; 256];
+    // SAFETY: `options` is a live options object; `errstr` is a writable
+    // buffer of the size given.
+    let set = unsafe {
+        rd::rd_kafka_AdminOptions_set_request_timeout(
+            options.ptr,
+            timeout_ms,
+            errstr.as_mut_ptr(),
+            errstr.len(),
+        )
+    };
+    if set != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        return Err(c_text(errstr.as_ptr()));
+    }
+    // SAFETY: every handle is live; librdkafka copies what it keeps and
+    // posts the result on `queue`.
+    unsafe { rd::rd_kafka_DescribeTopics(rk, collection.ptr, options.ptr, queue.ptr) };
+    // Some time beyond the request's own timeout, for the result to arrive.
+    let wait_ms = timeout_ms.saturating_add(5_000);
+    // SAFETY: `queue` is live; the event is freed by its guard.
+    let event_ptr = unsafe { rd::rd_kafka_queue_poll(queue.ptr, wait_ms) };
+    let event = Owned {
+        ptr: event_ptr,
+        free: rd::rd_kafka_event_destroy,
+    };
+    if event.ptr.is_null() {
+        return Err("describing topics: no answer in time".to_owned());
+    }
+    // SAFETY: `event` is a live event.
+    let err = unsafe { rd::rd_kafka_event_error(event.ptr) };
+    if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        // SAFETY: `event` is a live event; its error string lives with it.
+        let text = c_text(unsafe { rd::rd_kafka_event_error_string(event.ptr) });
+        return Err(format!("describing topics: {text}"));
+    }
+    // SAFETY: `event` is a live DescribeTopics result event (the only
+    // request posted on this queue); the result lives with the event.
+    let result = unsafe { rd::rd_kafka_event_DescribeTopics_result(event.ptr) };
+    if result.is_null() {
+        return Err("describing topics: unexpected answer".to_owned());
+    }
+    let mut count = 0usize;
+    // SAFETY: `result` is live; librdkafka writes the count and returns
+    // an array of `count` descriptions owned by the event.
+    let descriptions = unsafe { rd::rd_kafka_DescribeTopics_result_topics(result, &mut count) };
+    let mut found: std::collections::HashMap<String, TopicId> = std::collections::HashMap::new();
+    let descriptions: &[*const rd::rd_kafka_TopicDescription_t] = if descriptions.is_null() {
+        &[]
+    } else {
+        // SAFETY: librdkafka returned an array of `count` description
+        // pointers, owned by the event, which outlives this slice.
+        unsafe { std::slice::from_raw_parts(descriptions, count) }
+    };
+    for &description in descriptions {
+        // SAFETY: `description` is a live description owned by the event.
+        let name = c_text(unsafe { rd::rd_kafka_TopicDescription_name(description) });
+        // SAFETY: as above.
+        let error = unsafe { rd::rd_kafka_TopicDescription_error(description) };
+        let code = if error.is_null() {
+            rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+        } else {
+            // SAFETY: `error` is a live error object owned by the description.
+            unsafe { rd::rd_kafka_error_code(error) }
+        };
+        let id = match code {
+            rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR => {
+                // SAFETY: `description` is live; the id lives with it.
+                let uuid = unsafe { rd::rd_kafka_TopicDescription_topic_id(description) };
+                if uuid.is_null() {
+                    return Err(format!("describing topics: {name} has no topic id"));
+                }
+                // SAFETY: `uuid` is live; the string lives with it.
+                TopicId::Id(c_text(unsafe { rd::rd_kafka_Uuid_base64str(uuid) }))
+            }
+            rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART => TopicId::Missing,
+            _ => {
+                // SAFETY: `error` is live (non-null when the code is not 0).
+                let text = c_text(unsafe { rd::rd_kafka_error_string(error) });
+                return Err(format!("describing topic {name}: {text}"));
+            }
+        };
+        found.insert(name, id);
+    }
+    Ok(topics
+        .iter()
+        .map(|t| found.remove(*t).unwrap_or(TopicId::Missing))
+        .collect())
 }
 
 #[cfg(test)]

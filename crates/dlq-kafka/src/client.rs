@@ -412,6 +412,17 @@ impl Client {
             .collect())
     }
 
+    /// A topic's id (KIP-516, base64), `None` when it does not exist: it
+    /// changes when a topic is deleted and created again under its name.
+    pub fn topic_id(&self, topic: &str) -> Result<Option<String>> {
+        let ids = dlq_kafka_ffi::topic_ids(self.consumer.client(), &[topic], self.timeout)
+            .map_err(|e| failure(self.redactor.clean(e), true))?;
+        Ok(match ids.into_iter().next() {
+            Some(dlq_kafka_ffi::TopicId::Id(id)) => Some(id),
+            _ => None,
+        })
+    }
+
     /// A topic's partition count, `None` when it does not exist.
     pub fn partitions(&self, topic: &str) -> Result<Option<i32>> {
         self.retrying(|| self.partitions_once(topic))

@@ -1024,6 +1024,13 @@ fn decode_cursor(cursor: &Cursor) -> Result<BTreeMap<(String, i32), i64>> {
 }
 
 impl KafkaStore {
+    /// A topic's id on the cluster (KIP-516, base64), `None` when the topic
+    /// does not exist. A topic deleted and created again under the same name
+    /// has a new id: state keyed by it does not carry over.
+    pub fn topic_id(&self, topic: &str) -> Result<Option<String>> {
+        self.lock().client.topic_id(topic)
+    }
+
     /// [`DlqStore::commit`] once nothing submitted is under way.
     pub(crate) fn commit_now(&mut self, batch: Batch<'_>) -> Result<CommitReport> {
         batch.check_supported(self.capabilities(), "kafka")?;

@@ -1505,3 +1505,34 @@ fn raw_records_go_back_to_the_topic_their_dlq_is_named_after_with_the_stores_pre
 fn to_topic(topic: &str) -> dlq_core::replay::StoreOutputs {
     dlq_core::replay::StoreOutputs::kafka(Some(topic))
 }
+
+/// A topic deleted and created again under its name has a new id (what the
+/// settlement state is keyed by), and a missing topic has none.
+#[test]
+fn a_recreated_topic_has_a_new_id() {
+    let Some(env) = Env::new() else { return };
+    let store = env.open();
+    let topic = env.dlq("recreated");
+    assert_eq!(store.topic_id(&topic).expect("describe"), None);
+    env.create_topic(&topic, 2);
+    let first = store.topic_id(&topic).expect("describe").expect("an id");
+    assert_eq!(
+        store.topic_id(&topic).expect("describe").as_deref(),
+        Some(first.as_str()),
+        "stable"
+    );
+    dlq_testkit::kafka::delete_topics(&env.bootstrap, &[&topic]);
+    // The deletion completes in the background: wait until the name is free.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while store.topic_id(&topic).expect("describe").is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the topic was not deleted"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    env.create_topic(&topic, 2);
+    let second = store.topic_id(&topic).expect("describe").expect("an id");
+    assert_ne!(first, second, "a new topic, a new id");
+    assert!(!first.is_empty() && first.len() >= 22, "{first}");
+}
