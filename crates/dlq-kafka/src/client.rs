@@ -415,12 +415,20 @@ impl Client {
     /// A topic's id (KIP-516, base64), `None` when it does not exist: it
     /// changes when a topic is deleted and created again under its name.
     pub fn topic_id(&self, topic: &str) -> Result<Option<String>> {
-        let ids = dlq_kafka_ffi::topic_ids(self.consumer.client(), &[topic], self.timeout)
+        Ok(self.topic_ids(&[topic])?.into_iter().next().flatten())
+    }
+
+    /// [`Client::topic_id`] of several topics in one request, in order.
+    pub fn topic_ids(&self, topics: &[&str]) -> Result<Vec<Option<String>>> {
+        let ids = dlq_kafka_ffi::topic_ids(self.consumer.client(), topics, self.timeout)
             .map_err(|e| failure(self.redactor.clean(e), true))?;
-        Ok(match ids.into_iter().next() {
-            Some(dlq_kafka_ffi::TopicId::Id(id)) => Some(id),
-            _ => None,
-        })
+        Ok(ids
+            .into_iter()
+            .map(|id| match id {
+                dlq_kafka_ffi::TopicId::Id(id) => Some(id),
+                dlq_kafka_ffi::TopicId::Missing => None,
+            })
+            .collect())
     }
 
     /// A topic's partition count, `None` when it does not exist.

@@ -6,12 +6,15 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `<dlq>/<id>` | `{"dlq","id","outcome","dlq_partition","dlq_offset","at"}`: the record's status |
+//! | `settled/<topic id>/<partition>/<segment>` | `{"dlq","topic_id","partition","segment","marks","at"}`: the settlement marks of 65,536 offsets of a DLQ partition (see [`crate::settlement`]; `marks` is the segment's value in base64) |
+//! | `<dlq>/<id>` | `{"dlq","id","outcome","dlq_partition","dlq_offset","at"}`: one record's status, as versions before the segments wrote it (still read; `dlq ledger migrate` rewrites them as segments) |
 //! | `checkpoint/<name>` | `{"checkpoint","value","at"}`: a [`Batch`](dlq_core::store::Batch) checkpoint |
 //! | `blob/<sha256>` | `{"blob","size","chunks":[[partition, offset], …],"at"}`: where a claim-check blob lies in the blob topic |
 //!
-//! A record entry names the DLQ partition and offset it settles, so it
-//! applies to that copy only: a record that expired from its topic and was
+//! Segments are keyed by the DLQ topic's id (KIP-516), so a topic deleted
+//! and created again under its name starts with nothing settled. A record
+//! entry (the former format) names the DLQ partition and offset it settles,
+//! so it applies to that copy only: a record that expired from its topic and was
 //! appended again with the same id starts pending, and a ledger entry never
 //! settles a different record by accident. A record without an entry is
 //! pending. DLQ names cannot contain `/`, so the keys never collide (the
@@ -21,6 +24,9 @@
 //! malformed entries (written by something else) are skipped with a warning,
 //! never fatal. A `null` value (a tombstone) deletes the key.
 
+use crate::settlement::{Mark, PartitionMarks, Segment};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, Utc};
 use dlq_core::store::Status;
 use serde::{Deserialize, Serialize};
@@ -28,6 +34,8 @@ use std::collections::HashMap;
 
 /// Key prefix of checkpoint entries.
 pub const CHECKPOINT_PREFIX: &str = "checkpoint/";
+/// Key prefix of settlement segment entries.
+pub const SEGMENT_PREFIX: &str = "settled/";
 /// Key prefix of blob locator entries.
 pub const BLOB_PREFIX: &str = "blob/";
 
@@ -72,16 +80,56 @@ pub struct BlobEntry {
     pub at: DateTime<Utc>,
 }
 
+/// The settlement marks of one segment of a DLQ partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentEntry {
+    /// The DLQ topic (for people reading the ledger; the key is the id).
+    pub dlq: String,
+    /// The DLQ topic's id.
+    pub topic_id: String,
+    /// The partition.
+    pub partition: i32,
+    /// The segment: offsets `segment * 65536 ..` of the partition.
+    pub segment: i64,
+    /// The segment's value ([`Segment::encode`]) in base64.
+    pub marks: String,
+    /// When it was written.
+    pub at: DateTime<Utc>,
+}
+
+impl SegmentEntry {
+    /// The entry for `segment` of a partition, as it stands in `marks`.
+    pub fn new(
+        dlq: &str,
+        topic_id: &str,
+        partition: i32,
+        segment: i64,
+        marks: &Segment,
+        at: DateTime<Utc>,
+    ) -> Self {
+        SegmentEntry {
+            dlq: dlq.to_owned(),
+            topic_id: topic_id.to_owned(),
+            partition,
+            segment,
+            marks: BASE64.encode(marks.encode()),
+            at,
+        }
+    }
+}
+
 /// One ledger value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum LedgerValue {
-    /// A record status.
+    /// A record status (the format before segments).
     Record(RecordEntry),
     /// A checkpoint.
     Checkpoint(CheckpointEntry),
     /// A blob locator.
     Blob(BlobEntry),
+    /// A segment of settlement marks.
+    Segment(SegmentEntry),
 }
 
 impl LedgerValue {
@@ -91,6 +139,7 @@ impl LedgerValue {
             LedgerValue::Record(r) => record_key(&r.dlq, &r.id),
             LedgerValue::Checkpoint(c) => format!("{CHECKPOINT_PREFIX}{}", c.checkpoint),
             LedgerValue::Blob(b) => format!("{BLOB_PREFIX}{}", b.blob),
+            LedgerValue::Segment(g) => segment_key(&g.topic_id, g.partition, g.segment),
         }
     }
 
@@ -101,9 +150,14 @@ impl LedgerValue {
     }
 }
 
-/// The key of a record's ledger entry.
+/// The key of a record's ledger entry (the format before segments).
 pub fn record_key(dlq: &str, id: &str) -> String {
     format!("{dlq}/{id}")
+}
+
+/// The key of a settlement segment's entry.
+pub fn segment_key(topic_id: &str, partition: i32, segment: i64) -> String {
+    format!("{SEGMENT_PREFIX}{topic_id}/{partition}/{segment}")
 }
 
 /// What the ledger says about one record.
@@ -115,12 +169,20 @@ pub(crate) struct Settled {
     pub at: DateTime<Utc>,
 }
 
+/// One DLQ partition's settlement state, by topic id and partition.
+type PartitionKey = (String, i32);
+
 /// The ledger as read so far: latest value per key.
 #[derive(Debug, Default)]
 pub(crate) struct Ledger {
+    /// Record entries of the former format, by DLQ and id.
     records: HashMap<String, HashMap<String, Settled>>,
     checkpoints: HashMap<String, String>,
     blobs: HashMap<String, BlobEntry>,
+    /// Settlement marks by topic id and partition.
+    marks: HashMap<PartitionKey, PartitionMarks>,
+    /// When each segment was last written, by topic id, partition, segment.
+    written: HashMap<(String, i32, i64), DateTime<Utc>>,
 }
 
 impl Ledger {
@@ -164,12 +226,65 @@ impl Ledger {
             LedgerValue::Blob(b) => {
                 self.blobs.insert(b.blob.clone(), b);
             }
+            LedgerValue::Segment(g) => {
+                let Ok(bytes) = BASE64.decode(&g.marks) else {
+                    tracing::warn!(dlq = %g.dlq, partition = g.partition, segment = g.segment,
+                        "skipping a settlement segment that is not base64");
+                    return;
+                };
+                let marks = self
+                    .marks
+                    .entry((g.topic_id.clone(), g.partition))
+                    .or_default();
+                match marks.load(g.segment, &bytes) {
+                    Ok(()) => {
+                        self.written
+                            .insert((g.topic_id, g.partition, g.segment), g.at);
+                    }
+                    Err(e) => tracing::warn!(dlq = %g.dlq, partition = g.partition,
+                        segment = g.segment, "skipping a settlement segment: {e}"),
+                }
+            }
         }
+    }
+
+    /// The record entries of the former format, as `(dlq, id, settled)`.
+    pub fn record_entries(&self) -> impl Iterator<Item = (&str, &str, &Settled)> {
+        self.records
+            .iter()
+            .flat_map(|(dlq, m)| m.iter().map(move |(id, s)| (dlq.as_str(), id.as_str(), s)))
+    }
+
+    /// Segments of a partition wholly below `low` (their records were
+    /// deleted by retention), as ledger keys to delete.
+    pub fn expired_segments(&self, topic_id: &str, partition: i32, low: i64) -> Vec<String> {
+        let first_kept = low.max(0) / crate::settlement::SEGMENT_OFFSETS;
+        self.written
+            .keys()
+            .filter(|(t, p, s)| t == topic_id && *p == partition && *s < first_kept)
+            .map(|(t, p, s)| segment_key(t, *p, *s))
+            .collect()
     }
 
     fn delete(&mut self, key: &str) {
         if let Some(name) = key.strip_prefix(CHECKPOINT_PREFIX) {
             self.checkpoints.remove(name);
+        } else if let Some(rest) = key.strip_prefix(SEGMENT_PREFIX) {
+            let mut parts = rest.rsplitn(3, '/');
+            let (Some(segment), Some(partition), Some(topic_id)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                return;
+            };
+            let (Ok(segment), Ok(partition)) = (segment.parse::<i64>(), partition.parse::<i32>())
+            else {
+                return;
+            };
+            if let Some(m) = self.marks.get_mut(&(topic_id.to_owned(), partition)) {
+                m.forget(segment);
+            }
+            self.written
+                .remove(&(topic_id.to_owned(), partition, segment));
         } else if let Some(sha) = key.strip_prefix(BLOB_PREFIX) {
             self.blobs.remove(sha);
         } else if let Some((dlq, id)) = key.split_once('/')
@@ -180,19 +295,92 @@ impl Ledger {
     }
 
     /// The status of the record `id` stored at `partition`/`offset` of
-    /// `dlq`, with when it was settled: pending unless an entry names
-    /// exactly this copy.
+    /// `dlq` (whose topic has `topic_id`), with when it was settled (for a
+    /// segment: when the segment was last written): its segment's mark,
+    /// else a record entry of the former format naming exactly this copy,
+    /// else pending.
     pub fn status(
         &self,
         dlq: &str,
+        topic_id: Option<&str>,
         id: &str,
         partition: i32,
         offset: i64,
     ) -> (Status, Option<DateTime<Utc>>) {
+        if let Some(t) = topic_id
+            && let Some(marks) = self.marks.get(&(t.to_owned(), partition))
+        {
+            let mark = marks.get(offset);
+            if let Some(status) = mark.status().filter(|s| *s != Status::Pending) {
+                let segment = offset.div_euclid(crate::settlement::SEGMENT_OFFSETS);
+                let at = self
+                    .written
+                    .get(&(t.to_owned(), partition, segment))
+                    .copied();
+                return (status, at);
+            }
+        }
         match self.records.get(dlq).and_then(|m| m.get(id)) {
             Some(s) if s.partition == partition && s.offset == offset => (s.outcome, Some(s.at)),
             _ => (Status::Pending, None),
         }
+    }
+
+    /// The segment entries that record `marks` (offset, mark) in a
+    /// partition of `dlq`, over what the ledger holds and what `pending`
+    /// (segments written by a commit still under way) holds; the new
+    /// segments are also put into `pending`.
+    pub fn segment_entries(
+        &self,
+        dlq: &str,
+        topic_id: &str,
+        partition: i32,
+        marks: &[(i64, Mark)],
+        pending: &mut HashMap<(String, i32, i64), Segment>,
+        at: DateTime<Utc>,
+    ) -> Vec<SegmentEntry> {
+        let mut by_segment: std::collections::BTreeMap<i64, Vec<(i64, Mark)>> =
+            std::collections::BTreeMap::new();
+        for &(offset, mark) in marks.iter().filter(|m| m.0 >= 0) {
+            by_segment
+                .entry(offset.div_euclid(crate::settlement::SEGMENT_OFFSETS))
+                .or_default()
+                .push((offset, mark));
+        }
+        let mut out = Vec::with_capacity(by_segment.len());
+        for (segment, marks) in by_segment {
+            let key = (topic_id.to_owned(), partition, segment);
+            let mut current = match pending.get(&key) {
+                Some(s) => s.clone(),
+                None => self
+                    .marks
+                    .get(&(topic_id.to_owned(), partition))
+                    .and_then(|m| m.segment(segment))
+                    .cloned()
+                    .unwrap_or_default(),
+            };
+            let base = segment * crate::settlement::SEGMENT_OFFSETS;
+            let mut ranges: Vec<(u32, u32, Mark)> = marks
+                .iter()
+                .map(|&(o, m)| ((o - base) as u32, (o - base) as u32 + 1, m))
+                .collect();
+            ranges.sort_by_key(|r| r.0);
+            ranges.dedup_by(|later, earlier| {
+                // The last mark given for an offset wins.
+                if later.0 == earlier.0 {
+                    *earlier = *later;
+                    true
+                } else {
+                    false
+                }
+            });
+            current.overlay(&ranges);
+            out.push(SegmentEntry::new(
+                dlq, topic_id, partition, segment, &current, at,
+            ));
+            pending.insert(key, current);
+        }
+        out
     }
 
     /// Ids of `dlq` whose entry settles a record below `low` in
@@ -272,15 +460,79 @@ mod tests {
         let mut l = Ledger::default();
         l.apply(record(Status::Parked, 7));
         l.apply(record(Status::Replayed, 7));
-        assert_eq!(l.status("dlq.a", "kafka:t:0:1", 0, 7).0, Status::Replayed);
         assert_eq!(
-            l.status("dlq.a", "kafka:t:0:1", 0, 9).0,
+            l.status("dlq.a", None, "kafka:t:0:1", 0, 7).0,
+            Status::Replayed
+        );
+        assert_eq!(
+            l.status("dlq.a", None, "kafka:t:0:1", 0, 9).0,
             Status::Pending,
             "a later copy with the same id is not settled by an entry for another offset"
         );
         l.apply_message(Some(b"dlq.a/kafka:t:0:1"), None)
             .expect("tombstone");
-        assert_eq!(l.status("dlq.a", "kafka:t:0:1", 0, 7).0, Status::Pending);
+        assert_eq!(
+            l.status("dlq.a", None, "kafka:t:0:1", 0, 7).0,
+            Status::Pending
+        );
         assert!(l.apply_message(Some(b"x"), Some(b"garbage")).is_err());
+    }
+
+    #[test]
+    fn segments_settle_by_offset_and_expire_whole() {
+        use crate::settlement::SEGMENT_OFFSETS;
+        let mut l = Ledger::default();
+        let mut pending = HashMap::new();
+        let marks = [(3, Mark::Replayed), (SEGMENT_OFFSETS + 1, Mark::Parked)];
+        let entries = l.segment_entries("dlq.a", "TID", 0, &marks, &mut pending, at());
+        assert_eq!(entries.len(), 2, "one entry per segment touched");
+        for e in entries {
+            let v = LedgerValue::Segment(e);
+            let back: LedgerValue = serde_json::from_slice(&v.to_json()).expect("parse");
+            assert_eq!(back, v);
+            l.apply(back);
+        }
+        assert_eq!(
+            l.status("dlq.a", Some("TID"), "x", 0, 3),
+            (Status::Replayed, Some(at()))
+        );
+        assert_eq!(l.status("dlq.a", Some("TID"), "x", 0, 4).0, Status::Pending);
+        assert_eq!(
+            l.status("dlq.a", Some("OTHER"), "x", 0, 3).0,
+            Status::Pending,
+            "a recreated topic (another id) inherits nothing"
+        );
+        assert_eq!(
+            l.status("dlq.a", Some("TID"), "y", 0, SEGMENT_OFFSETS + 1)
+                .0,
+            Status::Parked
+        );
+        // Retention passed the first segment only.
+        let gone = l.expired_segments("TID", 0, SEGMENT_OFFSETS + 1);
+        assert_eq!(gone, vec![segment_key("TID", 0, 0)]);
+        l.apply_message(Some(gone[0].as_bytes()), None)
+            .expect("tombstone");
+        assert_eq!(l.status("dlq.a", Some("TID"), "x", 0, 3).0, Status::Pending);
+        assert!(l.expired_segments("TID", 0, SEGMENT_OFFSETS + 1).is_empty());
+    }
+
+    #[test]
+    fn a_segment_extends_the_one_written_in_the_same_commit() {
+        let l = Ledger::default();
+        let mut pending = HashMap::new();
+        let first = l.segment_entries("dlq.a", "T", 1, &[(0, Mark::Replayed)], &mut pending, at());
+        let second =
+            l.segment_entries("dlq.a", "T", 1, &[(1, Mark::Discarded)], &mut pending, at());
+        let mut fresh = Ledger::default();
+        fresh.apply(LedgerValue::Segment(first[0].clone()));
+        fresh.apply(LedgerValue::Segment(second[0].clone()));
+        assert_eq!(
+            fresh.status("dlq.a", Some("T"), "a", 1, 0).0,
+            Status::Replayed
+        );
+        assert_eq!(
+            fresh.status("dlq.a", Some("T"), "b", 1, 1).0,
+            Status::Discarded
+        );
     }
 }

@@ -138,4 +138,4 @@ pub mod settlement;
 mod store;
 
 pub use config::{ConfigError, Format, KafkaConfig, Secret};
-pub use store::KafkaStore;
+pub use store::{KafkaStore, MigrationReport};

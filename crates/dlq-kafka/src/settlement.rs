@@ -342,6 +342,17 @@ impl PartitionMarks {
         }
     }
 
+    /// A segment, if any of its offsets was ever marked.
+    pub fn segment(&self, segment: i64) -> Option<&Segment> {
+        self.segments.get(&segment)
+    }
+
+    /// Forgets a segment (its ledger value was deleted).
+    pub fn forget(&mut self, segment: i64) {
+        self.segments.remove(&segment);
+        self.dirty.remove(&segment);
+    }
+
     /// Replaces a segment with its value read from the ledger.
     pub fn load(&mut self, segment: i64, value: &[u8]) -> Result<(), SegmentError> {
         let s = Segment::decode(value)?;

@@ -14,6 +14,7 @@ use crate::decoded::{Decoded, DecodedCache};
 use crate::ledger::{BlobEntry, CheckpointEntry, Ledger, LedgerValue, RecordEntry};
 use crate::partitioner::default_partition;
 use crate::retry::failure;
+use crate::settlement::{Mark, SEGMENT_OFFSETS, Segment};
 use chrono::{DateTime, Utc};
 use dlq_core::envelope::{
     self, Blob, ClaimError, DeadLetter, EncodeOptions, Header, KafkaRecord,
@@ -274,6 +275,9 @@ struct Inner {
     /// Whether the index was ever brought up to date (a scan resumed from
     /// a cursor by a store that never read the topics must read them).
     refreshed: bool,
+    /// The id of each DLQ topic (KIP-516), which settlement segments are
+    /// keyed by; asked once per topic, and again when it was recreated.
+    topic_ids: HashMap<String, String>,
 }
 
 /// A record prepared for its DLQ topic.
@@ -467,6 +471,7 @@ impl KafkaStore {
                 unseen: HashMap::new(),
                 decoded: DecodedCache::new(config.scan_cache_bytes.unwrap_or(0)),
                 refreshed: false,
+                topic_ids: HashMap::new(),
             }),
             config,
             pipeline: crate::pipeline::Pipeline::default(),
@@ -497,7 +502,7 @@ impl KafkaStore {
     }
 
     fn check_dlq(&self, name: &str) -> Result<()> {
-        if self.is_dlq(name) && name != "checkpoint" && name != "blob" {
+        if self.is_dlq(name) && !["checkpoint", "blob", "settled"].contains(&name) {
             return Ok(());
         }
         Err(failure(
@@ -560,12 +565,18 @@ impl KafkaStore {
 }
 
 impl Inner {
-    /// The ledger entries that settle `settle` now: records the index knows,
-    /// whose status may move to the outcome (a record named twice is
-    /// settled once).
-    fn settlements(&self, settle: &[Settle], now: DateTime<Utc>) -> Vec<LedgerValue> {
-        let mut values: Vec<LedgerValue> = Vec::new();
+    /// The ledger entries that settle `settle` now, and how many records
+    /// they settle: records the index knows, whose status may move to the
+    /// outcome (a record named twice is settled once). `pending` holds the
+    /// segments written by the commit under way, which this one extends.
+    fn settlements(
+        &self,
+        settle: &[Settle],
+        now: DateTime<Utc>,
+        pending: &mut SegmentOverlay,
+    ) -> (Vec<LedgerValue>, usize) {
         let mut overlay: HashMap<(&str, &str), Status> = HashMap::new();
+        let mut marks: Vec<StatusAt> = Vec::new();
         for s in settle {
             let Some(&(p, o)) = self
                 .dlqs
@@ -578,21 +589,174 @@ impl Inner {
             let current = overlay
                 .get(&key)
                 .copied()
-                .unwrap_or_else(|| self.ledger.status(&s.dlq, &s.id, p, o).0);
+                .unwrap_or_else(|| self.current_status(&s.dlq, &s.id, p, o, pending));
             if can_settle(current, s.outcome) {
                 overlay.insert(key, s.outcome);
-                values.push(LedgerValue::Record(RecordEntry {
+                marks.push(StatusAt {
                     dlq: s.dlq.clone(),
                     id: s.id.clone(),
+                    partition: p,
+                    offset: o,
                     outcome: s.outcome,
-                    dlq_partition: p,
-                    dlq_offset: o,
-                    at: now,
-                }));
+                });
             }
         }
-        values
+        let n = marks.len();
+        (
+            status_values(&self.ledger, &self.topic_ids, &marks, now, pending),
+            n,
+        )
     }
+
+    /// A record's status: in the segments of the commit under way, else
+    /// as the ledger says.
+    fn current_status(
+        &self,
+        dlq: &str,
+        id: &str,
+        p: i32,
+        o: i64,
+        pending: &SegmentOverlay,
+    ) -> Status {
+        if let Some(tid) = self.topic_ids.get(dlq) {
+            let segment = o.div_euclid(SEGMENT_OFFSETS);
+            if let Some(seg) = pending.get(&(tid.clone(), p, segment)) {
+                let mark = seg.get((o - segment * SEGMENT_OFFSETS) as u32);
+                if let Some(status) = mark.status().filter(|s| *s != Status::Pending) {
+                    return status;
+                }
+            }
+        }
+        self.status_of(dlq, id, p, o)
+    }
+
+    /// A record's status as the ledger says.
+    fn status_of(&self, dlq: &str, id: &str, p: i32, o: i64) -> Status {
+        let tid = self.topic_ids.get(dlq).map(String::as_str);
+        self.ledger.status(dlq, tid, id, p, o).0
+    }
+
+    /// The ledger keys that records deleted by retention no longer need:
+    /// record entries below the new low watermark, and whole segments.
+    fn swept_keys(&self, sweeps: &BTreeMap<(String, i32), i64>) -> Vec<String> {
+        let mut keys = Vec::new();
+        for ((dlq, p), &low) in sweeps {
+            keys.extend(
+                self.ledger
+                    .expired(dlq, *p, low)
+                    .into_iter()
+                    .map(|id| crate::ledger::record_key(dlq, &id)),
+            );
+            if let Some(tid) = self.topic_ids.get(dlq) {
+                keys.extend(self.ledger.expired_segments(tid, *p, low));
+            }
+        }
+        keys
+    }
+
+    /// Asks the ids of `topics` (one request) and returns those whose id
+    /// changed since it was learned: recreated topics.
+    fn check_topic_ids(&mut self, topics: &[&str]) -> Result<Vec<String>> {
+        if topics.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut changed = Vec::new();
+        for (topic, id) in topics.iter().zip(self.client.topic_ids(topics)?) {
+            let Some(id) = id else { continue };
+            match self.topic_ids.insert((*topic).to_owned(), id.clone()) {
+                Some(old) if old != id => changed.push((*topic).to_owned()),
+                _ => {}
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Learns the ids of the DLQ topics in `topics` not known yet.
+    fn learn_topic_ids(&mut self, topics: &[&str]) -> Result<()> {
+        let missing: Vec<&str> = topics
+            .iter()
+            .copied()
+            .filter(|t| !self.topic_ids.contains_key(*t))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        for (topic, id) in missing.iter().zip(self.client.topic_ids(&missing)?) {
+            if let Some(id) = id {
+                self.topic_ids.insert((*topic).to_owned(), id);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The ledger entries recording `statuses`: segment entries for DLQs
+/// whose topic id is known, else record entries (the former format, still
+/// read). `pending` holds the segments of the commit under way.
+fn status_values(
+    ledger: &Ledger,
+    topic_ids: &HashMap<String, String>,
+    statuses: &[StatusAt],
+    now: DateTime<Utc>,
+    pending: &mut SegmentOverlay,
+) -> Vec<LedgerValue> {
+    let mut values = Vec::new();
+    let mut by_partition: BTreeMap<(&str, i32), Vec<(i64, Mark)>> = BTreeMap::new();
+    for w in statuses {
+        if topic_ids.contains_key(&w.dlq) {
+            by_partition
+                .entry((w.dlq.as_str(), w.partition))
+                .or_default()
+                .push((w.offset, Mark::settled(w.outcome)));
+        } else {
+            values.push(LedgerValue::Record(RecordEntry {
+                dlq: w.dlq.clone(),
+                id: w.id.clone(),
+                outcome: w.outcome,
+                dlq_partition: w.partition,
+                dlq_offset: w.offset,
+                at: now,
+            }));
+        }
+    }
+    for ((dlq, p), marks) in by_partition {
+        let Some(tid) = topic_ids.get(dlq) else {
+            continue;
+        };
+        values.extend(
+            ledger
+                .segment_entries(dlq, tid, p, &marks, pending, now)
+                .into_iter()
+                .map(LedgerValue::Segment),
+        );
+    }
+    values
+}
+
+/// What [`KafkaStore::migrate_ledger`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct MigrationReport {
+    /// Per-record entries whose status went into a segment.
+    pub converted: usize,
+    /// Entries whose offset a later segment write had marked already.
+    pub superseded: usize,
+    /// Entries of DLQ topics that no longer exist.
+    pub dropped: usize,
+    /// Segment entries written.
+    pub segments: usize,
+}
+
+/// Segments written by a commit under way, by topic id, partition and
+/// segment.
+pub(crate) type SegmentOverlay = HashMap<(String, i32, i64), Segment>;
+
+/// A status to record for the record at a position.
+struct StatusAt {
+    dlq: String,
+    id: String,
+    partition: i32,
+    offset: i64,
+    outcome: Status,
 }
 
 impl Inner {
@@ -625,6 +789,7 @@ impl Inner {
             }
         };
         self.dlqs.entry(dlq.to_owned()).or_default().grow(n);
+        self.learn_topic_ids(&[dlq])?;
         Ok(n)
     }
 
@@ -658,6 +823,16 @@ impl Inner {
                 found
             }
         };
+        // A topic deleted and created again under its name has a new id:
+        // what was known of it is forgotten, and it is read afresh.
+        let names: Vec<&str> = topics.keys().map(String::as_str).collect();
+        for topic in self.check_topic_ids(&names)? {
+            tracing::warn!(topic, "DLQ topic was recreated; reading it afresh");
+            if let Some(di) = self.dlqs.get_mut(&topic) {
+                *di = DlqIndex::default();
+            }
+            self.decoded.clear();
+        }
         let mut parts: Vec<(String, i32)> = Vec::new();
         for (t, &n) in &topics {
             self.dlqs.entry(t.clone()).or_default().grow(n);
@@ -667,6 +842,7 @@ impl Inner {
         parts.extend((0..ledger_partitions).map(|p| (config.ledger_topic.clone(), p)));
         let marks = self.client.watermarks(&parts)?;
 
+        let mut recreated: Vec<String> = Vec::new();
         let Inner {
             client,
             dlqs,
@@ -675,6 +851,7 @@ impl Inner {
             ledger_tail,
             sweeps,
             decoded,
+            topic_ids,
             ..
         } = self;
         for (topic, &n) in &topics {
@@ -703,6 +880,7 @@ impl Inner {
                     );
                     di.reset(p, lo);
                     decoded.drop_partition(topic, p);
+                    recreated.push(topic.clone());
                 }
                 if lo > di.parts[p as usize].low {
                     sweeps.insert((topic.clone(), p), lo);
@@ -741,6 +919,10 @@ impl Inner {
                     part.tail.seen(part.next, hi);
                 }
             }
+        }
+        // A recreated topic has a new id: its settlements start afresh.
+        for t in &recreated {
+            topic_ids.remove(t);
         }
 
         let ledger_topic = &config.ledger_topic;
@@ -794,6 +976,8 @@ impl Inner {
                 tail.seen(ledger_next[p], hi);
             }
         }
+        let recreated: Vec<&str> = recreated.iter().map(String::as_str).collect();
+        self.learn_topic_ids(&recreated)?;
         Ok(())
     }
 
@@ -964,7 +1148,8 @@ impl Inner {
                     })
             })?;
         }
-        let (status, settled_at) = self.ledger.status(dlq, &letter.id, partition, offset);
+        let tid = self.topic_ids.get(dlq).map(String::as_str);
+        let (status, settled_at) = self.ledger.status(dlq, tid, &letter.id, partition, offset);
         Ok(StoredRecord {
             dlq: dlq.to_owned(),
             status,
@@ -975,7 +1160,7 @@ impl Inner {
     }
 
     fn status(&self, dlq: &str, rec: &Rec, p: i32, o: i64) -> Status {
-        self.ledger.status(dlq, &rec.id, p, o).0
+        self.status_of(dlq, &rec.id, p, o)
     }
 
     /// Whether any record selected by status lies at or after the cursor
@@ -1029,6 +1214,81 @@ impl KafkaStore {
     /// has a new id: state keyed by it does not carry over.
     pub fn topic_id(&self, topic: &str) -> Result<Option<String>> {
         self.lock().client.topic_id(topic)
+    }
+
+    /// Rewrites the ledger's per-record entries (the format before
+    /// settlement segments) as segments, in one commit: each entry's mark
+    /// goes into its segment (unless a later segment write already marked
+    /// that offset), and the entry is deleted (tombstoned). Entries of DLQ
+    /// topics that no longer exist are deleted. Until this runs, both
+    /// formats are read; running it again finds nothing to do.
+    ///
+    /// # Errors
+    ///
+    /// The cluster's errors; on an error nothing is changed.
+    pub fn migrate_ledger(&mut self) -> Result<MigrationReport> {
+        self.complete_all()?;
+        let config = &self.config;
+        let inner = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
+        inner.refresh(config, Scope::All)?;
+        let mut report = MigrationReport::default();
+        let mut statuses: Vec<StatusAt> = Vec::new();
+        let mut deletes: Vec<String> = Vec::new();
+        for (dlq, id, settled) in inner.ledger.record_entries() {
+            deletes.push(crate::ledger::record_key(dlq, id));
+            let Some(tid) = inner.topic_ids.get(dlq) else {
+                report.dropped += 1;
+                continue;
+            };
+            let marked = inner
+                .ledger
+                .status(dlq, Some(tid), "", settled.partition, settled.offset)
+                .0;
+            if marked != Status::Pending {
+                // A segment written since says more.
+                report.superseded += 1;
+                continue;
+            }
+            report.converted += 1;
+            statuses.push(StatusAt {
+                dlq: dlq.to_owned(),
+                id: id.to_owned(),
+                partition: settled.partition,
+                offset: settled.offset,
+                outcome: settled.outcome,
+            });
+        }
+        if deletes.is_empty() {
+            return Ok(report);
+        }
+        let now = Utc::now();
+        let mut segments = SegmentOverlay::new();
+        let values = status_values(
+            &inner.ledger,
+            &inner.topic_ids,
+            &statuses,
+            now,
+            &mut segments,
+        );
+        report.segments = values.len();
+        let ledger_partitions = inner.ledger_next.len() as i32;
+        let ts = now.timestamp_millis();
+        let records: Vec<Outgoing> = values
+            .iter()
+            .map(|v| (v.key(), Some(v.to_json())))
+            .chain(deletes.iter().map(|k| (k.clone(), None)))
+            .map(|(key, value)| {
+                ledger_record(&config.ledger_topic, ledger_partitions, key, value, ts)
+            })
+            .collect();
+        inner.client.write(records, false, None, |_| Vec::new())?;
+        for v in values {
+            inner.ledger.apply(v);
+        }
+        for key in &deletes {
+            let _ = inner.ledger.apply_message(Some(key.as_bytes()), None);
+        }
+        Ok(report)
     }
 
     /// [`DlqStore::commit`] once nothing submitted is under way.
@@ -1313,7 +1573,7 @@ impl KafkaStore {
                 let current = overlay
                     .get(&key)
                     .copied()
-                    .unwrap_or_else(|| inner.ledger.status(&s.dlq, &s.id, p, o).0);
+                    .unwrap_or_else(|| inner.status_of(&s.dlq, &s.id, p, o));
                 (current, Pos::Known(p, o))
             } else {
                 continue;
@@ -1340,17 +1600,8 @@ impl KafkaStore {
 
         // Ledger entries of records deleted by retention, tombstoned in
         // this commit.
-        let mut tombstones: Vec<String> = Vec::new();
         let sweeps = std::mem::take(&mut inner.sweeps);
-        for ((dlq, p), &low) in &sweeps {
-            tombstones.extend(
-                inner
-                    .ledger
-                    .expired(dlq, *p, low)
-                    .into_iter()
-                    .map(|id| crate::ledger::record_key(dlq, &id)),
-            );
-        }
+        let tombstones = inner.swept_keys(&sweeps);
         let wait_between = outputs_first
             || !blobs.is_empty()
             || writes.iter().any(|w| matches!(w.pos, Pos::Appended(_)));
@@ -1361,6 +1612,8 @@ impl KafkaStore {
         let mut follow_topics: Vec<String> = scope.clone();
         follow_topics.push(ledger_topic.clone());
         let before = inner.follow_state(config, &follow_topics);
+        let (ledger, topic_ids) = (&inner.ledger, &inner.topic_ids);
+        let mut segments = SegmentOverlay::new();
         let written = inner.client.write(first, wait_between, offsets, |pos| {
             let at = |i: usize| pos.get(i).copied().unwrap_or((-1, -1));
             for b in &blobs {
@@ -1371,20 +1624,29 @@ impl KafkaStore {
                     at: now,
                 }));
             }
-            for w in &writes {
-                let (p, o) = match w.pos {
-                    Pos::Known(p, o) => (p, o),
-                    Pos::Appended(i) => at(i),
-                };
-                values.push(LedgerValue::Record(RecordEntry {
-                    dlq: w.dlq.clone(),
-                    id: w.id.clone(),
-                    outcome: w.outcome,
-                    dlq_partition: p,
-                    dlq_offset: o,
-                    at: now,
-                }));
-            }
+            let statuses: Vec<StatusAt> = writes
+                .iter()
+                .map(|w| {
+                    let (partition, offset) = match w.pos {
+                        Pos::Known(p, o) => (p, o),
+                        Pos::Appended(i) => at(i),
+                    };
+                    StatusAt {
+                        dlq: w.dlq.clone(),
+                        id: w.id.clone(),
+                        partition,
+                        offset,
+                        outcome: w.outcome,
+                    }
+                })
+                .collect();
+            values.extend(status_values(
+                ledger,
+                topic_ids,
+                &statuses,
+                now,
+                &mut segments,
+            ));
             if let Some(c) = &checkpoint {
                 values.push(LedgerValue::Checkpoint(c.clone()));
             }
@@ -1474,19 +1736,11 @@ impl KafkaStore {
         let now = Utc::now();
         let ts = now.timestamp_millis();
         let mut report = CommitReport::default();
-        let values = inner.settlements(settle, now);
-        report.settled += values.len();
+        let mut segments = SegmentOverlay::new();
+        let (values, settled) = inner.settlements(settle, now, &mut segments);
+        report.settled += settled;
         let sweeps = std::mem::take(&mut inner.sweeps);
-        let mut tombstones: Vec<String> = Vec::new();
-        for ((dlq, p), &low) in &sweeps {
-            tombstones.extend(
-                inner
-                    .ledger
-                    .expired(dlq, *p, low)
-                    .into_iter()
-                    .map(|id| crate::ledger::record_key(dlq, &id)),
-            );
-        }
+        let tombstones = inner.swept_keys(&sweeps);
         let ledger_partitions = inner.ledger_next.len() as i32;
         let ledger_topic = &config.ledger_topic;
         let mut records = outputs;
@@ -1509,6 +1763,7 @@ impl KafkaStore {
                 before,
                 sweeps: BTreeMap::new(),
                 started: false,
+                segments,
             });
         }
         if let Err(e) = inner.client.start_write(records) {
@@ -1523,6 +1778,7 @@ impl KafkaStore {
             before,
             sweeps,
             started: true,
+            segments,
         })
     }
 
@@ -1540,10 +1796,9 @@ impl KafkaStore {
         let inner = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
         let now = Utc::now();
         let ts = now.timestamp_millis();
-        // Records settled earlier in this write are not in the ledger yet;
-        // a page never repeats a record of an earlier page (the scan moves
-        // on by offset), so no overlay of those is needed here.
-        let values = inner.settlements(settle, now);
+        // Records settled earlier in this write are not in the ledger yet:
+        // their segments are in the write's overlay, which this one extends.
+        let (values, settled) = inner.settlements(settle, now, &mut pending.segments);
         let ledger_partitions = inner.ledger_next.len() as i32;
         let ledger_topic = &config.ledger_topic;
         let mut records = outputs;
@@ -1571,7 +1826,7 @@ impl KafkaStore {
             return Err(e);
         }
         pending.started = true;
-        pending.report.settled += values.len();
+        pending.report.settled += settled;
         pending.values.extend(values);
         Ok(pending)
     }
@@ -1649,6 +1904,8 @@ pub(crate) struct PendingSettle {
     before: FollowState,
     sweeps: BTreeMap<(String, i32), i64>,
     started: bool,
+    /// The segments this write records, as they will stand.
+    segments: SegmentOverlay,
 }
 
 impl PendingSettle {

@@ -25,7 +25,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 /// A record as another system writes it: key, value, headers.
@@ -987,20 +987,32 @@ fn records_deleted_by_retention_leave_stats_scan_and_ledger_consistent() {
     assert_eq!((st.total, st.pending, st.replayed), (3, 2, 1));
     assert_stats_match_scan(&s);
     assert!(s.get(&a, "r1").expect("get").is_none());
-    // The next commit deletes the ledger entries of r0 and r1.
+    // The settlements are one segment entry (keyed by the topic's id), not
+    // one entry per record; it stays while the segment holds records (a
+    // segment's entry is deleted once retention passed its last offset).
     s.commit(Batch {
         checkpoint: Some(("cp", "x")),
         ..Batch::default()
     })
     .expect("commit");
+    let topic_id = s.topic_id(&a).expect("describe").expect("an id");
     let ledger = env.read_raw(&env.config.ledger_topic);
-    let tombstones: Vec<String> = ledger
+    let keys: Vec<String> = ledger
         .iter()
-        .filter(|m| m.payload().is_none())
         .map(|m| String::from_utf8_lossy(m.key().expect("key")).into_owned())
         .collect();
-    assert_eq!(tombstones.len(), 2, "{tombstones:?}");
-    assert!(tombstones.contains(&format!("{a}/r0")) && tombstones.contains(&format!("{a}/r1")));
+    assert!(
+        keys.contains(&format!("settled/{topic_id}/0/0")),
+        "{keys:?}"
+    );
+    assert!(
+        !keys.iter().any(|k| k.starts_with(&format!("{a}/"))),
+        "no per-record entries: {keys:?}"
+    );
+    assert!(
+        ledger.iter().all(|m| m.payload().is_some()),
+        "nothing to delete yet"
+    );
     let fresh = env.open();
     assert_eq!(fresh.stats().expect("stats"), s.stats().expect("stats"));
     // An id whose record expired may be appended again: a new record.
@@ -1535,4 +1547,161 @@ fn a_recreated_topic_has_a_new_id() {
     let second = store.topic_id(&topic).expect("describe").expect("an id");
     assert_ne!(first, second, "a new topic, a new id");
     assert!(!first.is_empty() && first.len() >= 22, "{first}");
+}
+
+/// A ledger written before settlement segments (one entry per settled
+/// record, keyed `<dlq>/<id>`) is read as it was, a settlement made since
+/// (a segment) takes precedence over it, and `migrate_ledger` rewrites the
+/// entries as segments and deletes them, with every status unchanged.
+#[test]
+fn a_ledger_of_per_record_entries_is_read_and_migrated_to_segments() {
+    let Some(env) = Env::new() else { return };
+    let a = env.dlq("upgrade");
+    let mut store = env.open();
+    let entries: Vec<Entry> = (0..5)
+        .map(|i| {
+            entry(
+                &a,
+                &format!("r{i}"),
+                format!("{{\"i\":{i}}}").as_bytes(),
+                Some(0),
+            )
+        })
+        .collect();
+    store.append(&entries).expect("append");
+    // Where each record is: appended in order into partition 0.
+    let offsets: Vec<i64> = env.read_raw(&a).iter().map(|m| m.offset()).collect();
+    assert_eq!(offsets.len(), 5);
+    // Entries exactly as the former version wrote them.
+    let legacy = |id: &str, outcome: &str, offset: i64| -> (String, String) {
+        (
+            format!("{a}/{id}"),
+            format!(
+                r#"{{"dlq":"{a}","id":"{id}","outcome":"{outcome}","dlq_partition":0,"dlq_offset":{offset},"at":"2026-11-30T10:00:00Z"}}"#
+            ),
+        )
+    };
+    let producer: BaseProducer = env.client().create().expect("producer");
+    for (key, value) in [
+        legacy("r0", "replayed", offsets[0]),
+        legacy("r1", "parked", offsets[1]),
+        legacy("r2", "discarded", offsets[2]),
+    ] {
+        producer
+            .send(
+                BaseRecord::to(&env.config.ledger_topic)
+                    .key(key.as_bytes())
+                    .payload(value.as_bytes()),
+            )
+            .map_err(|(e, _)| e)
+            .expect("send");
+    }
+    producer.flush(Duration::from_secs(10)).expect("flush");
+
+    let status = |s: &KafkaStore, id: &str| s.get(&a, id).expect("get").expect("present").status;
+    let fresh = env.open();
+    assert_eq!(status(&fresh, "r0"), Status::Replayed);
+    assert_eq!(status(&fresh, "r1"), Status::Parked);
+    assert_eq!(status(&fresh, "r2"), Status::Discarded);
+    let st = fresh.stats().expect("stats");
+    let st = st.iter().find(|s| s.dlq == a).expect("dlq");
+    assert_eq!(
+        (st.pending, st.replayed, st.parked, st.discarded),
+        (2, 1, 1, 1)
+    );
+    assert_stats_match_scan(&fresh);
+    drop(fresh);
+
+    // A parked record replayed now: its segment says so, over the entry.
+    let mut now = env.open();
+    let r = now
+        .settle(&a, &["r1".to_owned()], Status::Replayed)
+        .expect("settle");
+    assert_eq!(r.settled, 1);
+    let migrated = now.migrate_ledger().expect("migrate");
+    assert_eq!(
+        (migrated.converted, migrated.superseded, migrated.dropped),
+        (2, 1, 0),
+        "{migrated:?}"
+    );
+    assert!(migrated.segments >= 1);
+    let again = now.migrate_ledger().expect("migrate again");
+    assert_eq!(
+        again,
+        dlq_kafka::MigrationReport::default(),
+        "nothing left to do"
+    );
+
+    let fresh = env.open();
+    for (id, want) in [
+        ("r0", Status::Replayed),
+        ("r1", Status::Replayed),
+        ("r2", Status::Discarded),
+        ("r3", Status::Pending),
+        ("r4", Status::Pending),
+    ] {
+        assert_eq!(status(&fresh, id), want, "{id}");
+    }
+    assert_stats_match_scan(&fresh);
+    // The former entries are deleted: the latest value of each is null.
+    let mut latest: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+    for m in env.read_raw(&env.config.ledger_topic) {
+        latest.insert(
+            m.key().expect("key").to_vec(),
+            m.payload().map(<[u8]>::to_vec),
+        );
+    }
+    for id in ["r0", "r1", "r2"] {
+        assert_eq!(latest[format!("{a}/{id}").as_bytes()], None, "{id}");
+    }
+}
+
+/// A DLQ topic deleted and created again under its name does not inherit
+/// the settlements of the topic it replaces (they are keyed by topic id),
+/// whether the store that settled them is still running or opened afresh.
+#[test]
+fn a_recreated_dlq_topic_starts_with_nothing_settled() {
+    let Some(env) = Env::new() else { return };
+    let a = env.dlq("again");
+    env.create_topic(&a, 1);
+    let mut store = env.open();
+    let old: Vec<Entry> = (0..3)
+        .map(|i| entry(&a, &format!("old{i}"), b"{}", Some(0)))
+        .collect();
+    store.append(&old).expect("append");
+    store
+        .settle(
+            &a,
+            &["old0".to_owned(), "old1".to_owned()],
+            Status::Replayed,
+        )
+        .expect("settle");
+    dlq_testkit::kafka::delete_topics(&env.bootstrap, &[&a]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while store.topic_id(&a).expect("describe").is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the topic was not deleted"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    env.create_topic(&a, 1);
+    // The same records again (a re-import), at the offsets they had: new
+    // records of a new topic, not the ones settled before.
+    let r = store.append(&old).expect("append");
+    assert_eq!(r.appended, 3);
+    let fresh = env.open();
+    for s in [&store, &fresh] {
+        let stats = s.stats().expect("stats");
+        let st = stats.iter().find(|x| x.dlq == a).expect("dlq");
+        assert_eq!((st.total, st.pending, st.replayed), (3, 3, 0), "{st:?}");
+        for i in 0..3 {
+            let rec = s
+                .get(&a, &format!("old{i}"))
+                .expect("get")
+                .expect("present");
+            assert_eq!(rec.status, Status::Pending, "old{i}");
+        }
+        assert_stats_match_scan(s);
+    }
 }
