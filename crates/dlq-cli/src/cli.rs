@@ -119,6 +119,8 @@ pub enum Command {
     Produce(ProduceArgs),
     /// The local spool of the guarded producer.
     Spool(SpoolArgs),
+    /// The Kafka store's ledger (where settlements and checkpoints live).
+    Ledger(LedgerArgs),
     /// Size of each DLQ: pending, total, oldest pending age.
     Stats(StatsArgs),
     /// List dead letters, whole.
@@ -336,6 +338,23 @@ pub struct SpoolArgs {
         global = true
     )]
     pub spool: String,
+}
+
+/// `dlq ledger`.
+#[derive(Debug, Args)]
+pub struct LedgerArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: LedgerAction,
+}
+
+/// `dlq ledger` actions.
+#[derive(Debug, Subcommand)]
+pub enum LedgerAction {
+    /// Rewrite the per-record settlement entries of earlier dlq versions
+    /// as settlement segments, and delete them (both formats are read
+    /// until then; running it again does nothing).
+    Migrate,
 }
 
 /// `dlq spool` actions.

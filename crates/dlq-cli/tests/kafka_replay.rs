@@ -883,3 +883,77 @@ fn serve_answers_during_a_kafka_replay_and_delivers_every_record_once() {
     let stats = json(&store, &["stats", "--dlq", &dlq_topic]);
     assert_eq!(stats["dlqs"][0]["pending"], 0, "{stats}");
 }
+
+/// `dlq ledger migrate` rewrites a settlement written in the former
+/// per-record format as a segment: the record stays settled, and a second
+/// run has nothing to do. Other stores are refused with the reason.
+#[test]
+fn ledger_migrate_rewrites_per_record_entries_and_keeps_their_statuses() {
+    let Some(bootstrap) = kafka::bootstrap() else {
+        return;
+    };
+    let prefix = format!("{}.", kafka::topic("dlqmig"));
+    let dlq_topic = format!("{prefix}orders");
+    let ledger = format!("{prefix}ledger");
+    let store = format!(
+        "kafka://{bootstrap}?dlq_prefix={prefix}&ledger={ledger}&blobs={prefix}blobs&replication_factor=1"
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("seed.ndjson");
+    std::fs::write(
+        &file,
+        "{\"original_record\":{\"n\":1},\"error\":\"bad\",\"timestamp\":\"2026-11-30T10:00:00Z\"}\n\
+         {\"original_record\":{\"n\":2},\"error\":\"bad\",\"timestamp\":\"2026-11-30T10:00:00Z\"}\n",
+    )
+    .expect("write");
+    let imported = json(
+        &store,
+        &[
+            "import",
+            "--input",
+            file.to_str().expect("path"),
+            "--dlq",
+            &dlq_topic,
+        ],
+    );
+    assert_eq!(imported["imported"], 2);
+    let listed = json(&store, &["inspect", "--dlq", &dlq_topic]);
+    let first = &listed["records"][0];
+    let id = first["record"]["dlq"]["id"].as_str().expect("id").to_owned();
+    // The first record's offset: it was imported first into partition 0.
+    let offset = rdkafka::Message::offset(&kafka::read_messages(&bootstrap, &dlq_topic, true)[0]);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("producer");
+    let key = format!("{dlq_topic}/{id}");
+    let value = format!(
+        r#"{{"dlq":"{dlq_topic}","id":"{id}","outcome":"discarded","dlq_partition":0,"dlq_offset":{offset},"at":"2026-11-30T11:00:00Z"}}"#
+    );
+    producer
+        .send(
+            BaseRecord::to(&ledger)
+                .key(key.as_bytes())
+                .payload(value.as_bytes()),
+        )
+        .map_err(|(e, _)| e)
+        .expect("send");
+    producer.flush(Duration::from_secs(10)).expect("flush");
+    let before = json(&store, &["stats", "--dlq", &dlq_topic]);
+    assert_eq!(
+        before["dlqs"][0]["discarded"], 1,
+        "the former format is read: {before}"
+    );
+
+    let migrated = json(&store, &["ledger", "migrate"]);
+    assert_eq!(migrated["converted"], 1, "{migrated}");
+    let again = json(&store, &["ledger", "migrate"]);
+    assert_eq!(again["converted"], 0, "{again}");
+    let after = json(&store, &["stats", "--dlq", &dlq_topic]);
+    assert_eq!(after["dlqs"][0]["discarded"], 1, "{after}");
+    assert_eq!(after["dlqs"][0]["pending"], 1, "{after}");
+
+    let (code, stderr) = run_failing("sqlite://ledger.db", &["ledger", "migrate"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("needs a Kafka cluster"), "{stderr}");
+}

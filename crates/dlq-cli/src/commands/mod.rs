@@ -8,6 +8,7 @@ mod export;
 mod generate;
 mod import;
 mod inspect;
+mod ledger;
 mod monitor;
 mod process;
 mod produce;
@@ -37,6 +38,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Process(a) => process::run(cli, a),
         Command::Produce(a) => produce::run(cli, a),
         Command::Spool(a) => spool::run(cli, a),
+        Command::Ledger(a) => ledger::run(cli, a),
         Command::Stats(a) => stats::run(cli, a),
         Command::Inspect(a) => inspect::run(cli, a),
         Command::Analyze(a) => analyze::run(cli, a),
