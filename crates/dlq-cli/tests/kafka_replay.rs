@@ -919,7 +919,10 @@ fn ledger_migrate_rewrites_per_record_entries_and_keeps_their_statuses() {
     assert_eq!(imported["imported"], 2);
     let listed = json(&store, &["inspect", "--dlq", &dlq_topic]);
     let first = &listed["records"][0];
-    let id = first["record"]["dlq"]["id"].as_str().expect("id").to_owned();
+    let id = first["record"]["dlq"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
     // The first record's offset: it was imported first into partition 0.
     let offset = rdkafka::Message::offset(&kafka::read_messages(&bootstrap, &dlq_topic, true)[0]);
     let producer: BaseProducer = ClientConfig::new()

@@ -1048,8 +1048,17 @@ fn at(code: &str, part: &str, msg: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Applies with the default limits, except a time budget no busy test
+    /// machine exhausts: tests of the other limits must not turn into
+    /// timeouts under load (the time budget has tests of its own).
     fn apply(expr: &str, payload: &str) -> Result<String, FixError> {
-        let fix = Fix::compile(expr).expect("fix compiles");
+        let limits = FixLimits {
+            timeout: MAX_FIX_TIMEOUT,
+            ..FixLimits::default()
+        };
+        let fix = Fix::compile(expr)
+            .expect("fix compiles")
+            .with_limits(limits);
         fix.apply(payload.as_bytes())
             .map(|out| String::from_utf8(out).expect("UTF-8 output"))
     }

@@ -1383,10 +1383,7 @@ mod tests {
         match err {
             ReplayError::Target { target, source } => {
                 assert_eq!(target, "kafka:nope");
-                assert!(
-                    source.to_string().contains("no such destination"),
-                    "{source}"
-                );
+                assert!(source.to_string().contains("no such topic"), "{source}");
             }
             other => panic!("{other}"),
         }
