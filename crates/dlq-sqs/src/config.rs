@@ -60,7 +60,7 @@ impl SqsConfig {
     /// [`StoreError::InvalidUrl`] naming each problem.
     pub fn from_url(url: &str) -> Result<SqsConfig, StoreError> {
         let invalid = |reason: String| StoreError::InvalidUrl {
-            url: url.to_owned(),
+            url: redact_url(url),
             reason,
         };
         let rest = url
@@ -116,6 +116,23 @@ impl SqsConfig {
             Err(invalid(problems.join("; ")))
         }
     }
+}
+
+/// `url` with the value of every parameter that looks like a credential
+/// replaced by `***`, to show in errors and logs (such a URL is refused,
+/// but the refusal must not print the secret).
+pub fn redact_url(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if is_credential_key(k) => format!("{k}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", pairs.join("&"))
 }
 
 fn is_credential_key(key: &str) -> bool {
