@@ -32,7 +32,7 @@ pub fn parse_to(to: &str) -> anyhow::Result<To<'_>> {
         Ok(To::Pipeline(Path::new(p)))
     } else {
         anyhow::bail!(
-            "--to {to:?}: expected file:PATH or pipeline:PATH (replay to Kafka topics comes with the Kafka store)"
+            "--to {to:?}: expected file:PATH or pipeline:PATH (kafka:TOPIC on a Kafka store, sqs:QUEUE on an SQS store)"
         )
     }
 }
@@ -134,8 +134,11 @@ pub fn run(cli: &Cli, args: &ReplayArgs) -> anyhow::Result<Outcome> {
         ToFormat::Payload => FileFormat::Payload,
         ToFormat::Envelope => FileFormat::Envelope,
     };
+    let sqs_target = args.to.as_deref().is_none_or(|t| t.starts_with("sqs:"));
     let report = if cli.store_url().starts_with("kafka://") {
         replay_kafka(cli, args, options)?
+    } else if cli.store_url().starts_with("sqs://") && sqs_target {
+        replay_sqs(cli, args, options)?
     } else {
         let Some(to) = args.to.as_deref() else {
             anyhow::bail!("--to is required: file:PATH or pipeline:PATH");
@@ -193,6 +196,35 @@ fn replay_kafka(
     let mut tick = |r: &ReplayReport| bar.set_position(r.selected);
     let report = dlq_kafka::replay::replay(&mut store, &options, to, Some(&mut tick))?;
     bar.finish_and_clear();
+    Ok(report)
+}
+
+/// Replay on an SQS store, to SQS queues: `--to sqs:QUEUE`, or (no `--to`)
+/// each record's source queue, from its `DeadLetterQueueSourceArn`. A
+/// record's DLQ message is deleted only after SQS accepted its send.
+fn replay_sqs(
+    cli: &Cli,
+    args: &ReplayArgs,
+    mut options: ReplayOptions,
+) -> anyhow::Result<ReplayReport> {
+    let queue = match args.to.as_deref().map(|t| t.strip_prefix("sqs:")) {
+        Some(Some("")) => anyhow::bail!("--to sqs:QUEUE needs a queue name"),
+        Some(q) => q.map(str::to_owned),
+        None => None,
+    };
+    let mut store = crate::store::open(cli.store_url())?;
+    super::check_dlq_name(&store, &args.dlq)?;
+    let AnyStore::Sqs(sqs) = &store else {
+        anyhow::bail!("--store {} is not an SQS store", cli.store_url());
+    };
+    let mut target = dlq_sqs::SqsTarget::new(sqs.config(), queue)
+        .context("starting the SQS client of the replay target")?;
+    options.selection.filter = super::with_fingerprints(&store, options.selection.filter)?;
+    let bar = crate::progress::bar(None, "replay", !cli.no_progress);
+    let mut tick = |r: &ReplayReport| bar.set_position(r.selected);
+    let mut report = replay::run(&mut store, &mut target, &options, Some(&mut tick))?;
+    bar.finish_and_clear();
+    report.targets = target.sent().iter().map(|(q, n)| (q.clone(), *n)).collect();
     Ok(report)
 }
 
