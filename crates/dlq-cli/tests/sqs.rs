@@ -297,6 +297,17 @@ fn a_redriven_dlq_is_counted_grouped_replayed_once_fixed_to_its_source_and_left_
         "{s}"
     );
     assert!(s["oldest_pending_at"].is_string(), "the age is known: {s}");
+    assert_eq!(
+        (s["sqs"]["visible"].as_u64(), s["sqs"]["in_flight"].as_u64()),
+        (Some(6), Some(0)),
+        "SQS's own counts, leases released: {s}"
+    );
+    let dotted = sqs.dlq_json(&["stats", "--dlq", &dlq.replace('-', ".")]);
+    assert_eq!(
+        stats_of(&dotted, &dlq)["pending"].as_u64(),
+        Some(6),
+        "a dotted name is its dashed queue"
+    );
     assert_eq!(sqs.depth(&dlq_url), 6, "reading deleted nothing");
 
     // inspect reads the messages as SQS moved them.
@@ -442,4 +453,29 @@ fn a_credential_in_an_sqs_store_url_is_refused_without_being_shown() {
         !stderr.contains("hunter2"),
         "the secret is not shown: {stderr}"
     );
+}
+
+#[test]
+fn records_no_redrive_moved_stop_a_replay_without_to_and_go_to_the_queue_it_names() {
+    let Some(sqs) = Sqs::new() else { return };
+    let (dlq, target) = (format!("{}-dlq", sqs.base), format!("{}-retry", sqs.base));
+    let dlq_url = sqs.create(&dlq, &[]);
+    let target_url = sqs.create(&target, &[]);
+    // Another client wrote them straight into the DLQ: no source queue.
+    sqs.send_orders(&dlq_url, 3, false);
+    let out = sqs.dlq(&["replay", "--dlq", &dlq]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("--to sqs:QUEUE"), "{stderr}");
+    assert_eq!(sqs.depth(&dlq_url), 3, "nothing left the DLQ");
+    let report = sqs.dlq_json(&["replay", "--dlq", &dlq, "--to", &format!("sqs:{target}")]);
+    assert_eq!(report["replayed"].as_u64(), Some(3), "{report}");
+    let mut orders: Vec<i64> = sqs
+        .read_all(&target_url)
+        .iter()
+        .map(|m| order_of(&m.body).0)
+        .collect();
+    orders.sort_unstable();
+    assert_eq!(orders, [0, 1, 2]);
+    assert_eq!(sqs.depth(&dlq_url), 0);
 }
