@@ -316,6 +316,13 @@ fn a_redriven_dlq_is_counted_grouped_replayed_once_fixed_to_its_source_and_left_
     assert!(text.contains("sqs.max_receives_exceeded"), "{text}");
     assert!(text.contains(&source), "the source queue is named: {text}");
     assert!(text.contains("trace-id"), "attributes are headers: {text}");
+    for r in inspected["records"].as_array().expect("records") {
+        assert_eq!(
+            r["record"]["dlq"]["attempts"].as_u64(),
+            Some(2),
+            "the consumer's receives (maxReceiveCount): {r}"
+        );
+    }
 
     // analyze puts them in one group.
     let analysis = sqs.dlq_json(&["analyze", "--dlq", &dlq]);

@@ -210,9 +210,13 @@ fn decode_own(m: &Message, body: &str) -> Option<DeadLetter> {
 fn decode_foreign(m: &Message, message_id: &str, body: &str) -> DeadLetter {
     let mut letter = envelope::decode(body.as_bytes(), message_id);
     let sent = millis(system(m, MessageSystemAttributeName::SentTimestamp));
+    // The count includes the receive that is reading it now (SQS counts
+    // every receive, a redrive carries the count over): the consumer's
+    // receives are one fewer, when this is the first read since the move.
     let receives: u32 = system(m, MessageSystemAttributeName::ApproximateReceiveCount)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+        .and_then(|c| c.parse::<u32>().ok())
+        .unwrap_or(0)
+        .saturating_sub(1);
     let source_arn = system(m, MessageSystemAttributeName::DeadLetterQueueSourceArn);
     let source_queue = source_arn.and_then(queue_of_arn);
     if letter.origin == Origin::Raw {
