@@ -385,16 +385,19 @@ impl DlqStore for SqsStore {
         after: Option<&Cursor>,
         limit: usize,
     ) -> Result<ScanPage> {
-        // The first page reads the queues; later pages read the index only,
-        // so that a scan sees each record once, in a stable order.
-        if after.is_none() {
-            match &selection.dlq {
-                Some(dlq) => self.sync(dlq)?,
-                None => {
-                    for dlq in self.known_dlqs()? {
-                        self.sync(&dlq)?;
-                    }
-                }
+        // The first page reads the queues; later pages read the index, so
+        // that a scan sees each record once, in a stable order (records a
+        // pass adds come after every cursor). A FIFO queue shows a reader
+        // only the first messages of each group until they are deleted:
+        // every page reads it again, so that a replay, which deletes what
+        // it replayed before it asks for the next page, works through it.
+        let dlqs = match &selection.dlq {
+            Some(dlq) => vec![queue_name(dlq)?],
+            None => self.known_dlqs()?,
+        };
+        for dlq in dlqs {
+            if after.is_none() || dlq.ends_with(".fifo") {
+                self.sync(&dlq)?;
             }
         }
         self.index()

@@ -288,3 +288,57 @@ fn an_invalid_dlq_name_is_refused_with_the_rule() {
         .to_string();
     assert!(err.contains("maps to no SQS queue name"), "{err}");
 }
+
+#[test]
+fn a_fifo_dlq_deeper_than_one_receive_is_replayed_in_full_in_group_order() {
+    let Some(s) = Setup::new() else { return };
+    let dlq = format!("{}.fifo", s.dlq);
+    let target = format!("{}-target.fifo", s.dlq);
+    let mut a = s.store("a");
+    let entries: Vec<_> = (0..25)
+        .map(|i| {
+            let mut e = entry(
+                &dlq,
+                &format!("r{i:02}"),
+                format!("{{\"i\":{i}}}").as_bytes(),
+                0,
+            );
+            e.letter.key = Some(b"group-a".to_vec());
+            e
+        })
+        .collect();
+    a.append(&entries).expect("append");
+    let client = s.client();
+    let target_url = client.ensure_queue(&target).expect("target queue");
+    // SQS shows a FIFO reader only the first messages of a group until
+    // they are deleted; the replay deletes page by page and reads on.
+    let mut b = s.store("b");
+    let mut sqs_target = dlq_sqs::SqsTarget::new(b.config(), Some(target.clone())).expect("target");
+    let mut options = dlq_core::replay::ReplayOptions::for_dlq(&dlq);
+    options.batch_size = 7;
+    let report = dlq_core::replay::run(&mut b, &mut sqs_target, &options, None).expect("replay");
+    assert_eq!(report.replayed, 25, "{report:?}");
+    let mut bodies = Vec::new();
+    loop {
+        let messages = client.receive(&target_url, 5).expect("receive");
+        if messages.is_empty() {
+            break;
+        }
+        for m in &messages {
+            bodies.push(m.body().unwrap_or_default().to_owned());
+        }
+        let handles: Vec<String> = messages
+            .iter()
+            .filter_map(|m| m.receipt_handle().map(str::to_owned))
+            .collect();
+        client.delete(&target_url, &handles).expect("delete");
+    }
+    let want: Vec<String> = (0..25).map(|i| format!("{{\"i\":{i}}}")).collect();
+    assert_eq!(bodies, want, "every record once, in group order");
+    let dlq_left = b.queue_counts(&dlq).expect("counts").expect("queue");
+    assert_eq!(
+        (dlq_left.visible, dlq_left.in_flight),
+        (0, 0),
+        "the DLQ is empty"
+    );
+}
