@@ -310,6 +310,13 @@ fn a_redriven_dlq_is_counted_grouped_replayed_once_fixed_to_its_source_and_left_
     );
     assert_eq!(sqs.depth(&dlq_url), 6, "reading deleted nothing");
 
+    // dlq monitor samples the queue like any DLQ.
+    let history = sqs.env.arg("monitor.db");
+    let sample = sqs.dlq_json(&["monitor", "--once", "--history", &history]);
+    let m = stats_of(&sample, &dlq);
+    assert_eq!(m["pending"].as_u64(), Some(6), "{sample}");
+    assert!(m["oldest_pending_age_seconds"].is_u64(), "{sample}");
+
     // inspect reads the messages as SQS moved them.
     let inspected = sqs.dlq_json(&["inspect", "--dlq", &dlq]);
     let text = inspected.to_string();
