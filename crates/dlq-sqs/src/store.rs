@@ -261,14 +261,18 @@ impl SqsStore {
                 }
             }
         })();
-        // Whatever happened: copy first, then delete what is settled, then
-        // give back what is held, so that no message is lost on any path.
-        if !imports.is_empty() {
-            self.index().append(&imports)?;
-        }
-        self.client.delete(&url, &delete)?;
-        self.client.release(&url, &hold)?;
-        result
+        // Whatever happened: copy first, then delete what is settled (or a
+        // copy of a message that stays), then give back what is held, each
+        // step tried even when one before failed, so that no message is
+        // lost or hidden longer than its lease on any path.
+        let imported = if imports.is_empty() {
+            Ok(())
+        } else {
+            self.index().append(&imports).map(|_| ())
+        };
+        let deleted = self.client.delete(&url, &delete);
+        let released = self.client.release(&url, &hold);
+        result.and(imported).and(deleted).and(released)
     }
 
     /// Every DLQ: those in the index and the redrive targets.
@@ -374,7 +378,13 @@ impl DlqStore for SqsStore {
             }
         }
         for (queue, ids) in to_delete {
-            let _ = self.pass(queue, Goal::Delete(ids));
+            if let Err(e) = self.pass(queue, Goal::Delete(ids)) {
+                tracing::warn!(
+                    queue,
+                    error = %e,
+                    "settled records stay in their SQS queue until the next read deletes them"
+                );
+            }
         }
         Ok(report)
     }
