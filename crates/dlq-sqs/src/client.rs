@@ -29,7 +29,8 @@ pub struct Outgoing {
 
 /// The SQS client.
 pub struct Client {
-    rt: tokio::runtime::Runtime,
+    /// `None` only while dropping (see `Drop`).
+    rt: Option<tokio::runtime::Runtime>,
     sqs: aws_sdk_sqs::Client,
     urls: Mutex<HashMap<String, String>>,
 }
@@ -56,9 +57,17 @@ impl Client {
         let shared = rt.block_on(loader.load());
         Ok(Client {
             sqs: aws_sdk_sqs::Client::new(&shared),
-            rt,
+            rt: Some(rt),
             urls: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Runs an SDK call to its end on the client's runtime.
+    fn block_on<F: std::future::Future>(&self, fut: F) -> F::Output {
+        match &self.rt {
+            Some(rt) => rt.block_on(fut),
+            None => unreachable!("the runtime is taken only in drop"),
+        }
     }
 
     fn cached(&self, name: &str) -> Option<String> {
@@ -81,9 +90,7 @@ impl Client {
         if let Some(url) = self.cached(name) {
             return Ok(Some(url));
         }
-        let out = self
-            .rt
-            .block_on(self.sqs.get_queue_url().queue_name(name).send());
+        let out = self.block_on(self.sqs.get_queue_url().queue_name(name).send());
         match out {
             Ok(out) => {
                 let url = out.queue_url().unwrap_or_default().to_owned();
@@ -106,7 +113,6 @@ impl Client {
             req = req.attributes(QueueAttributeName::FifoQueue, "true");
         }
         let out = self
-            .rt
             .block_on(req.send())
             .map_err(|e| errors::sdk(&format!("CreateQueue {name}"), e))?;
         let url = out.queue_url().unwrap_or_default().to_owned();
@@ -132,7 +138,6 @@ impl Client {
                 req = req.entries(entry);
             }
             let out = self
-                .rt
                 .block_on(req.send())
                 .map_err(|e| errors::sdk(&format!("SendMessageBatch {url}"), e))?;
             if let Some(failed) = out.failed().first() {
@@ -163,7 +168,6 @@ impl Client {
     /// other readers for `lease_secs`; never waits for messages to arrive.
     pub fn receive(&self, url: &str, lease_secs: i32) -> Result<Vec<Message>> {
         let out = self
-            .rt
             .block_on(
                 self.sqs
                     .receive_message()
@@ -192,7 +196,6 @@ impl Client {
                 req = req.entries(entry);
             }
             let out = self
-                .rt
                 .block_on(req.send())
                 .map_err(|e| errors::sdk(&format!("DeleteMessageBatch {url}"), e))?;
             if let Some(failed) = out.failed().first() {
@@ -222,8 +225,7 @@ impl Client {
             }
             // A message whose lease already ran out is visible anyway: a
             // failed entry needs no retry.
-            self.rt
-                .block_on(req.send())
+            self.block_on(req.send())
                 .map_err(|e| errors::sdk(&format!("ChangeMessageVisibilityBatch {url}"), e))?;
         }
         Ok(())
@@ -232,7 +234,6 @@ impl Client {
     /// Every attribute of a queue.
     pub fn attributes(&self, url: &str) -> Result<HashMap<QueueAttributeName, String>> {
         let out = self
-            .rt
             .block_on(
                 self.sqs
                     .get_queue_attributes()
@@ -250,7 +251,6 @@ impl Client {
         let mut token = None;
         loop {
             let out = self
-                .rt
                 .block_on(
                     self.sqs
                         .list_queues()
@@ -269,7 +269,39 @@ impl Client {
     }
 }
 
+impl Drop for Client {
+    fn drop(&mut self) {
+        // A store may be dropped on an async thread (`dlq serve` shutting
+        // down), where dropping a runtime the usual way panics.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// The queue name at the end of a queue URL.
 pub fn name_of_url(url: &str) -> &str {
     url.rsplit('/').next().unwrap_or(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_dropped_on_an_async_thread_does_not_panic() {
+        let client = Client::new(&SqsConfig::new("us-east-1")).expect("client");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move { drop(client) });
+    }
+
+    #[test]
+    fn the_name_of_a_queue_url_is_its_last_segment() {
+        assert_eq!(
+            name_of_url("http://127.0.0.1:19324/000000000000/orders-dlq"),
+            "orders-dlq"
+        );
+    }
 }
