@@ -89,7 +89,8 @@ impl SqsStore {
     ///
     /// The index cannot be opened, or the client cannot start.
     pub fn open(config: SqsConfig) -> Result<SqsStore> {
-        let index = SqliteStore::open(&config.state, SqliteOptions::default())?;
+        let mut index = SqliteStore::open(&config.state, SqliteOptions::default())?;
+        bind_index(&mut index, &config)?;
         let client = Client::new(&config)?;
         Ok(SqsStore {
             config,
@@ -439,6 +440,38 @@ impl DlqStore for SqsStore {
 
     fn checkpoint(&self, name: &str) -> Result<Option<String>> {
         self.index().checkpoint(name)
+    }
+}
+
+/// The checkpoint that ties an index to the SQS it describes.
+const INDEX_OWNER: &str = "dlq-sqs:queues";
+
+/// Ties a new index to the region and endpoint of `config`, and refuses an
+/// index of other queues: its settled ids would delete messages of queues
+/// that happen to share a name (the same names in a test server and AWS).
+fn bind_index(index: &mut SqliteStore, config: &SqsConfig) -> Result<()> {
+    let owner = format!(
+        "{} {}",
+        config.region,
+        config.endpoint.as_deref().unwrap_or("aws")
+    );
+    match index.checkpoint(INDEX_OWNER)? {
+        Some(o) if o == owner => Ok(()),
+        Some(o) => Err(dlq_core::store::StoreError::Backend {
+            backend: "sqs",
+            message: format!(
+                "the index {} belongs to the queues of {o}, not {owner}: give each region \
+                 and endpoint its own state=PATH",
+                config.state.display()
+            ),
+            retryable: false,
+        }),
+        None => index
+            .commit(Batch {
+                checkpoint: Some((INDEX_OWNER, &owner)),
+                ..Batch::default()
+            })
+            .map(|_| ()),
     }
 }
 

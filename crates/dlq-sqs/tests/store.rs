@@ -342,3 +342,16 @@ fn a_fifo_dlq_deeper_than_one_receive_is_replayed_in_full_in_group_order() {
         "the DLQ is empty"
     );
 }
+
+#[test]
+fn an_index_of_other_queues_is_refused() {
+    let Some(s) = Setup::new() else { return };
+    drop(s.store("a"));
+    let mut other = s.config.clone();
+    other.state = s.dir.path().join("a.db");
+    other.region = "eu-west-1".into();
+    let err = SqsStore::open(other).expect_err("refused").to_string();
+    assert!(err.contains("belongs to the queues of us-east-1"), "{err}");
+    assert!(err.contains("state=PATH"), "{err}");
+    SqsStore::open(s.config.clone()).expect("its own queues still open it");
+}
