@@ -425,11 +425,24 @@ impl DlqStore for SqsStore {
     }
 
     fn stats(&self) -> Result<Vec<DlqStats>> {
-        // Counted from the index after a pass over each queue: SQS's own
-        // counts are approximate, count leased messages apart and know
-        // nothing of settled records (see SqsStore::queue_counts).
+        // Counted from the index, which also knows settled records. A queue
+        // is read first only when SQS counts other than the index holds
+        // (new messages, settled ones not yet deleted): a monitor sampling
+        // every few seconds costs one GetQueueAttributes per DLQ, and adds
+        // nothing to the messages' receive counts, while nothing changes.
+        let held: HashMap<String, u64> = self
+            .index()
+            .stats()?
+            .into_iter()
+            .map(|s| (s.dlq, s.pending + s.parked))
+            .collect();
         for dlq in self.known_dlqs()? {
-            self.sync(&dlq)?;
+            let in_queue = self
+                .queue_counts(&dlq)?
+                .map_or(0, |c| c.visible + c.in_flight + c.delayed);
+            if held.get(&dlq).copied().unwrap_or(0) != in_queue {
+                self.sync(&dlq)?;
+            }
         }
         self.index().stats()
     }

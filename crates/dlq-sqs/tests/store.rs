@@ -355,3 +355,55 @@ fn an_index_of_other_queues_is_refused() {
     assert!(err.contains("state=PATH"), "{err}");
     SqsStore::open(s.config.clone()).expect("its own queues still open it");
 }
+
+#[test]
+fn stats_read_a_queue_only_when_sqs_counts_other_than_the_index_holds() {
+    let Some(s) = Setup::new() else { return };
+    let mut a = s.store("a");
+    let entries: Vec<_> = (0..3)
+        .map(|i| entry(&s.dlq, &format!("r{i}"), b"{}", 0))
+        .collect();
+    a.append(&entries).expect("append");
+    let pending = |store: &SqsStore| {
+        store
+            .stats()
+            .expect("stats")
+            .into_iter()
+            .find(|st| st.dlq == s.dlq)
+            .map_or(0, |st| st.pending)
+    };
+    assert_eq!(pending(&a), 3);
+    assert_eq!(pending(&a), 3);
+    // Nothing changed: the stats received nothing.
+    let client = s.client();
+    let url = s.url();
+    let messages = client.receive(&url, 1).expect("receive");
+    assert_eq!(messages.len(), 3);
+    for m in &messages {
+        let count = m
+            .attributes()
+            .and_then(|a| {
+                a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+            })
+            .cloned();
+        assert_eq!(count.as_deref(), Some("1"), "only this receive");
+    }
+    let handles: Vec<String> = messages
+        .iter()
+        .filter_map(|m| m.receipt_handle().map(str::to_owned))
+        .collect();
+    client.release(&url, &handles).expect("release");
+    // A message another client sent: the counts differ, the queue is read.
+    client
+        .send(
+            &url,
+            &[Outgoing {
+                body: "new".into(),
+                attributes: HashMap::new(),
+                group: None,
+                dedup: None,
+            }],
+        )
+        .expect("send");
+    assert_eq!(pending(&a), 4);
+}
