@@ -338,6 +338,13 @@ fn a_redriven_dlq_is_counted_grouped_replayed_once_fixed_to_its_source_and_left_
     assert_eq!(groups[0]["count"].as_u64(), Some(6));
     assert_eq!(groups[0]["error_class"], "sqs.max_receives_exceeded");
 
+    // A dry run shows the fix and changes nothing.
+    let dry = sqs.dlq_json(&["replay", "--dlq", &dlq, "--fix", ".price = 1", "--dry-run"]);
+    let previews = dry["previews"].as_array().expect("previews");
+    assert_eq!(previews.len(), 6, "{dry}");
+    assert!(previews.iter().all(|p| p["changed"] == true), "{dry}");
+    assert_eq!((sqs.depth(&dlq_url), sqs.depth(&source_url)), (6, 0));
+
     // replay --fix sends every message once, fixed, to the source queue.
     let report = sqs.dlq_json(&["replay", "--dlq", &dlq, "--fix", ".price = 1"]);
     assert_eq!(report["replayed"].as_u64(), Some(6), "{report}");
