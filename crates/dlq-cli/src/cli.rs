@@ -8,8 +8,8 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "dlq", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Where DLQs are kept: sqlite://PATH (embedded) or memory://
-    /// [default: sqlite://dlq.db]
+    /// Where DLQs are kept: sqlite://PATH (embedded), kafka://HOST:PORT,
+    /// sqs://REGION?endpoint=URL or memory:// [default: sqlite://dlq.db]
     #[arg(long, global = true, env = "DLQ_STORE")]
     pub store: Option<String>,
 

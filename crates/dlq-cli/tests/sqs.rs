@@ -55,6 +55,13 @@ impl Sqs {
         })
     }
 
+    /// The same queues seen from another machine: an index of its own.
+    fn another_machine(&self) -> Sqs {
+        let mut other = Sqs::new().expect("the server");
+        other.base = self.base.clone();
+        other
+    }
+
     /// The store URL: this server, this test's index.
     fn store(&self) -> String {
         format!(
@@ -499,4 +506,70 @@ fn records_no_redrive_moved_stop_a_replay_without_to_and_go_to_the_queue_it_name
     orders.sort_unstable();
     assert_eq!(orders, [0, 1, 2]);
     assert_eq!(sqs.depth(&dlq_url), 0);
+}
+
+#[test]
+fn dead_letters_dlq_process_writes_to_sqs_are_read_by_another_machine_and_replayed_to_a_file() {
+    let Some(sqs) = Sqs::new() else { return };
+    let input = sqs.env.path("in.ndjson");
+    let generated = sqs.dlq_ok(&["generate", "--pipeline", "rss", "--records", "300"]);
+    std::fs::write(&input, &generated.stdout).expect("write input");
+    let dlq = format!("{}.rss.events", sqs.base);
+    let queue = format!("{}-rss-events", sqs.base);
+    let processed = sqs.dlq_json(&[
+        "process",
+        "--pipeline",
+        "rss",
+        "--input",
+        &sqs.env.arg("in.ndjson"),
+        "--output",
+        &sqs.env.arg("out.ndjson"),
+        "--dlq",
+        &dlq,
+    ]);
+    let here = stats_of(&sqs.dlq_json(&["stats"]), &queue);
+    let dead = here["pending"].as_u64().expect("pending");
+    assert!(dead > 0, "the mix has failures: {processed}");
+
+    let other = sqs.another_machine();
+    let there = stats_of(&other.dlq_json(&["stats", "--dlq", &dlq]), &queue);
+    assert_eq!(there["pending"].as_u64(), Some(dead), "{there}");
+    let mine = sqs.dlq_json(&["analyze", "--dlq", &dlq]);
+    let theirs = other.dlq_json(&["analyze", "--dlq", &dlq]);
+    let classes = |a: &Value| {
+        let mut c: Vec<(String, u64)> = a["groups"]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .map(|g| {
+                (
+                    g["error_class"].as_str().unwrap_or("").to_owned(),
+                    g["count"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        c.sort();
+        c
+    };
+    assert_eq!(
+        classes(&theirs),
+        classes(&mine),
+        "the envelope's metadata travels in the message"
+    );
+    assert!(
+        classes(&theirs)
+            .iter()
+            .all(|(c, _)| c.starts_with("validation.") || c.starts_with("decode."))
+    );
+
+    let out = other.env.arg("replayed.ndjson");
+    let report = other.dlq_json(&["replay", "--dlq", &dlq, "--to", &format!("file:{out}")]);
+    assert_eq!(report["replayed"].as_u64(), Some(dead), "{report}");
+    let lines = std::fs::read_to_string(&out)
+        .expect("replayed file")
+        .lines()
+        .count() as u64;
+    assert_eq!(lines, dead);
+    let url = format!("{}/000000000000/{queue}", sqs.endpoint);
+    assert_eq!(sqs.depth(&url), 0, "replayed records left the queue");
 }

@@ -39,6 +39,12 @@ pub fn run(cli: &Cli, args: &StatsArgs) -> anyhow::Result<Outcome> {
     let store = crate::store::open(cli.store_url())?;
     if let Some(dlq) = &args.dlq {
         super::check_dlq_name(&store, dlq)?;
+        // An SQS store knows the queues its index holds and the redrive
+        // targets; a DLQ named here may be neither yet (dlq wrote it from
+        // another machine): read it first.
+        if let AnyStore::Sqs(sqs) = &store {
+            sqs.sync(dlq)?;
+        }
     }
     let mut stats: Vec<DlqStats> = store.stats()?;
     if let Some(dlq) = &args.dlq {
