@@ -4,9 +4,10 @@
 # It installs what the tests need from the project's own files: Rust crates
 # from crates.io through Cargo.lock, the system libraries the Kafka client
 # builds against (Debian packages, when missing), the Apache Kafka broker
-# (Maven Central jars, through scripts/kafka.sh), the dashboard's chart
+# (Maven Central jars, through scripts/kafka.sh), the SQS-compatible
+# ElasticMQ server (Maven Central jars, through scripts/sqs.sh), the dashboard's chart
 # library (npm), and Chromium (Debian) with playwright-core (npm) for the
-# dashboard's browser test. The broker is started before
+# dashboard's browser test. The servers are started before
 # the tests and stopped after them, also when they fail. Benchmarks are not
 # tests: see BENCHMARKS.md.
 set -euo pipefail
@@ -47,8 +48,27 @@ export DLQ_KAFKA_BOOTSTRAP
 # The broker's SASL_PLAINTEXT listener (PLAIN, a test user): authentication tests.
 DLQ_KAFKA_SASL_BOOTSTRAP="$(scripts/kafka.sh sasl-bootstrap)"
 export DLQ_KAFKA_SASL_BOOTSTRAP
-trap 'echo "== stopping the Kafka broker"; scripts/kafka.sh stop --wipe >/dev/null 2>&1 || true' EXIT
+# One EXIT trap stops every server started here, also when a test fails.
+stop_servers() {
+  echo "== stopping the Kafka broker"
+  scripts/kafka.sh stop --wipe >/dev/null 2>&1 || true
+  echo "== stopping the SQS server"
+  scripts/sqs.sh stop >/dev/null 2>&1 || true
+}
+trap stop_servers EXIT
 echo "broker at $DLQ_KAFKA_BOOTSTRAP (SASL_PLAINTEXT at $DLQ_KAFKA_SASL_BOOTSTRAP)"
+
+echo "== starting the SQS server (ElasticMQ)"
+# In-memory queues: a restart starts empty; tests use random queue names.
+scripts/sqs.sh stop >/dev/null 2>&1 || true
+DLQ_SQS_ENDPOINT="$(scripts/sqs.sh start)"
+export DLQ_SQS_ENDPOINT
+# ElasticMQ checks no credentials, but the AWS SDK signs every request and
+# dlq takes credentials only from the standard chain (environment, profile):
+# dummy test credentials for this run, never real ones.
+export AWS_ACCESS_KEY_ID=dlq-test AWS_SECRET_ACCESS_KEY=dlq-test-secret
+unset AWS_SESSION_TOKEN AWS_PROFILE
+echo "SQS server at $DLQ_SQS_ENDPOINT"
 
 echo "== cargo test"
 cargo test --workspace --locked "$@"

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "dlq", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Where DLQs are kept: sqlite://PATH (embedded) or memory://
-    /// [default: sqlite://dlq.db]
+    /// Where DLQs are kept: sqlite://PATH (embedded), kafka://HOST:PORT,
+    /// sqs://REGION?endpoint=URL or memory:// [default: sqlite://dlq.db]
     #[arg(long, global = true, env = "DLQ_STORE")]
     pub store: Option<String>,
 
@@ -487,7 +487,9 @@ pub struct ReplayArgs {
     /// Where to: file:PATH (append the records), pipeline:PATH (run each
     /// record through the MarketLag validator of its source topic again;
     /// valid ones are appended to PATH, others return to the DLQ), or, on a
-    /// Kafka store, kafka:TOPIC (default there: each record's original topic).
+    /// Kafka store, kafka:TOPIC (default there: each record's original topic),
+    /// or, on an SQS store, sqs:QUEUE (default there: the queue whose redrive
+    /// policy moved each record).
     #[arg(long)]
     pub to: Option<String>,
     /// Kafka store: replay and settle each page in one transaction

@@ -8,6 +8,7 @@ use dlq_core::store::{
 };
 use dlq_kafka::KafkaStore;
 use dlq_sqlite::SqliteStore;
+use dlq_sqs::SqsStore;
 
 /// Any store the command line can open.
 pub enum AnyStore {
@@ -17,6 +18,9 @@ pub enum AnyStore {
     Memory(Box<MemoryStore>),
     /// `kafka://HOST:PORT`: DLQ topics and a ledger on a Kafka cluster.
     Kafka(Box<KafkaStore>),
+    /// `sqs://REGION?endpoint=URL&state=PATH`: DLQs that are SQS queues,
+    /// statuses in a local index.
+    Sqs(Box<SqsStore>),
 }
 
 /// Opens the store at `url`.
@@ -62,7 +66,7 @@ impl AnyStore {
     pub fn output_scheme(&self) -> Option<&'static str> {
         match self {
             AnyStore::Kafka(_) => Some("kafka"),
-            AnyStore::Sqlite(_) | AnyStore::Memory(_) => None,
+            AnyStore::Sqlite(_) | AnyStore::Memory(_) | AnyStore::Sqs(_) => None,
         }
     }
 }
@@ -90,10 +94,17 @@ fn open_with(url: &str, one_pass: bool) -> anyhow::Result<AnyStore> {
         let store =
             KafkaStore::open(config).with_context(|| format!("opening the Kafka store {shown}"))?;
         Ok(AnyStore::Kafka(Box::new(store)))
+    } else if url.starts_with("sqs://") {
+        // Credentials come from the standard AWS chain; the config refuses
+        // them in the URL, and errors show it redacted.
+        let shown = dlq_sqs::config::redact_url(url);
+        let store =
+            SqsStore::open_url(url).with_context(|| format!("opening the SQS store {shown}"))?;
+        Ok(AnyStore::Sqs(Box::new(store)))
     } else {
         anyhow::bail!(
             "store {:?} is not a store URL; use sqlite://PATH (e.g. sqlite://dlq.db), \
-             kafka://HOST:PORT or memory://",
+             kafka://HOST:PORT, sqs://REGION?endpoint=URL or memory://",
             dlq_kafka::config::redact_url(url)
         )
     }
@@ -105,6 +116,7 @@ macro_rules! delegate {
             AnyStore::Sqlite($s) => $e,
             AnyStore::Memory($s) => $e,
             AnyStore::Kafka($s) => $e,
+            AnyStore::Sqs($s) => $e,
         }
     };
 }

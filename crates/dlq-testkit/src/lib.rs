@@ -5,12 +5,16 @@
 //!   (its address from `DLQ_KAFKA_BOOTSTRAP`; a missing broker fails under
 //!   CI and skips the test otherwise), topics with unique names, producing,
 //!   reading a topic back to its end, watermarks, deleting topics.
+//! * [`sqs`]: the SQS-compatible ElasticMQ server of `scripts/sqs.sh` (its
+//!   endpoint from `DLQ_SQS_ENDPOINT`, the same rule for a missing server),
+//!   queues with unique names.
 //! * [`block_on`]: runs an rdkafka admin future on the calling thread.
 //!
 //! Not published; a dev-dependency only. Test code: a failure panics with
 //! what went wrong.
 
 pub mod kafka;
+pub mod sqs;
 
 use std::task::{Context, Poll, Wake};
 use std::time::Duration;

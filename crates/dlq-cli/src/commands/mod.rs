@@ -57,6 +57,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
 pub fn check_dlq_name(store: &AnyStore, dlq: &str) -> anyhow::Result<()> {
     match store {
         AnyStore::Kafka(k) => check_dlq_prefix(&k.config().dlq_prefix, dlq),
+        AnyStore::Sqs(_) => dlq_sqs::config::queue_name(dlq)
+            .map(|_| ())
+            .map_err(|e| anyhow::anyhow!("--dlq {dlq:?}: {e}")),
         _ => Ok(()),
     }
 }

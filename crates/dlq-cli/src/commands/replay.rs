@@ -33,7 +33,7 @@ pub fn parse_to(to: &str) -> anyhow::Result<To<'_>> {
         Ok(To::Pipeline(Path::new(p)))
     } else {
         anyhow::bail!(
-            "--to {to:?}: expected file:PATH or pipeline:PATH (replay to Kafka topics comes with the Kafka store)"
+            "--to {to:?}: expected file:PATH or pipeline:PATH (kafka:TOPIC on a Kafka store, sqs:QUEUE on an SQS store)"
         )
     }
 }
@@ -137,6 +137,7 @@ pub fn run(cli: &Cli, args: &ReplayArgs) -> anyhow::Result<Outcome> {
     };
     let mut store = crate::store::open_for_replay(cli.store_url(), args.exactly_once, &args.dlq)?;
     options.selection.filter = super::with_fingerprints(&store, options.selection.filter)?;
+    let sqs_target = args.to.as_deref().is_none_or(|t| t.starts_with("sqs:"));
     let report = match store.output_scheme() {
         Some(scheme) => {
             let to = match args.to.as_deref() {
@@ -155,6 +156,9 @@ pub fn run(cli: &Cli, args: &ReplayArgs) -> anyhow::Result<Outcome> {
             let report = replay::run_to_store(&mut store, &outputs, &options, Some(&mut tick))?;
             bar.finish_and_clear();
             report
+        }
+        None if matches!(store, AnyStore::Sqs(_)) && sqs_target => {
+            replay_sqs(cli, args, &mut store, &options)?
         }
         None => {
             let Some(to) = args.to.as_deref() else {
@@ -177,6 +181,34 @@ pub fn run(cli: &Cli, args: &ReplayArgs) -> anyhow::Result<Outcome> {
     } else {
         Outcome::Ok
     })
+}
+
+/// Replay on an SQS store, to SQS queues: `--to sqs:QUEUE`, or (no `--to`)
+/// each record's source queue, from its `DeadLetterQueueSourceArn`. A
+/// record's DLQ message is deleted only after SQS accepted its send.
+fn replay_sqs(
+    cli: &Cli,
+    args: &ReplayArgs,
+    store: &mut AnyStore,
+    options: &ReplayOptions,
+) -> anyhow::Result<ReplayReport> {
+    let queue = match args.to.as_deref().map(|t| t.strip_prefix("sqs:")) {
+        Some(Some("")) => anyhow::bail!("--to sqs:QUEUE needs a queue name"),
+        Some(q) => q.map(str::to_owned),
+        None => None,
+    };
+    super::check_dlq_name(store, &args.dlq)?;
+    let AnyStore::Sqs(sqs) = &*store else {
+        anyhow::bail!("--store {} is not an SQS store", cli.store_url());
+    };
+    let mut target = dlq_sqs::SqsTarget::new(sqs.config(), queue)
+        .context("starting the SQS client of the replay target")?;
+    let bar = crate::progress::bar(None, "replay", !cli.no_progress);
+    let mut tick = |r: &ReplayReport| bar.set_position(r.selected);
+    let mut report = replay::run(store, &mut target, options, Some(&mut tick))?;
+    bar.finish_and_clear();
+    report.targets = target.sent().iter().map(|(q, n)| (q.clone(), *n)).collect();
+    Ok(report)
 }
 
 fn print_report(format: Format, r: &ReplayReport) -> anyhow::Result<()> {

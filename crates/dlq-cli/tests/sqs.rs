@@ -1,0 +1,575 @@
+//! The SQS store end to end, against the real SQS-compatible server
+//! (ElasticMQ, `DLQ_SQS_ENDPOINT`): a source queue whose redrive policy
+//! (`maxReceiveCount` 2) fills a DLQ while a consumer keeps failing, then
+//! `dlq stats`, `analyze` and `replay --fix` on it, with the AWS SDK playing
+//! the other clients (the producer, the failing consumer, the reader).
+
+mod common;
+
+use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
+use common::env::Env;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+/// The server, an SDK client on it, and a `dlq` whose store is an SQS store
+/// with its index in a temporary directory.
+struct Sqs {
+    rt: tokio::runtime::Runtime,
+    client: aws_sdk_sqs::Client,
+    endpoint: String,
+    /// This test's queue names start with it; the store discovers no others.
+    base: String,
+    env: Env,
+}
+
+/// One message as a reader gets it.
+#[derive(Debug)]
+struct Received {
+    body: String,
+    attributes: BTreeMap<String, String>,
+    group: Option<String>,
+    dedup: Option<String>,
+}
+
+impl Sqs {
+    fn new() -> Option<Sqs> {
+        let endpoint = dlq_testkit::sqs::endpoint()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let shared = rt.block_on(
+            aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .region(aws_config::Region::new("us-east-1"))
+                .endpoint_url(&endpoint)
+                .load(),
+        );
+        Some(Sqs {
+            client: aws_sdk_sqs::Client::new(&shared),
+            rt,
+            endpoint,
+            base: dlq_testkit::sqs::queue("orders"),
+            env: Env::new(),
+        })
+    }
+
+    /// The same queues seen from another machine: an index of its own.
+    fn another_machine(&self) -> Sqs {
+        let mut other = Sqs::new().expect("the server");
+        other.base = self.base.clone();
+        other
+    }
+
+    /// The store URL: this server, this test's index.
+    fn store(&self) -> String {
+        format!(
+            "sqs://us-east-1?endpoint={}&state={}&lease=2&prefix={}",
+            self.endpoint,
+            self.env.arg("index.db"),
+            self.base
+        )
+    }
+
+    fn dlq(&self, args: &[&str]) -> Output {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_dlq"));
+        c.args(["--store", &self.store(), "--no-progress"])
+            .args(args)
+            .current_dir(self.env.dir.path())
+            .env_remove("DLQ_STORE");
+        c.output().expect("run dlq")
+    }
+
+    fn dlq_ok(&self, args: &[&str]) -> Output {
+        let out = self.dlq(args);
+        assert!(
+            out.status.success(),
+            "dlq {args:?} failed with {:?}\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn dlq_json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--format", "json"];
+        all.extend_from_slice(args);
+        let out = self.dlq_ok(&all);
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    fn create(&self, name: &str, attributes: &[(QueueAttributeName, String)]) -> String {
+        let mut req = self.client.create_queue().queue_name(name);
+        for (k, v) in attributes {
+            req = req.attributes(k.clone(), v);
+        }
+        let out = self.rt.block_on(req.send()).expect("create queue");
+        out.queue_url().expect("url").to_owned()
+    }
+
+    fn attribute(&self, url: &str, name: QueueAttributeName) -> String {
+        let out = self
+            .rt
+            .block_on(
+                self.client
+                    .get_queue_attributes()
+                    .queue_url(url)
+                    .attribute_names(name.clone())
+                    .send(),
+            )
+            .expect("attributes");
+        out.attributes()
+            .and_then(|a| a.get(&name))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Visible plus in-flight messages.
+    fn depth(&self, url: &str) -> u64 {
+        [
+            QueueAttributeName::ApproximateNumberOfMessages,
+            QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+        ]
+        .into_iter()
+        .map(|a| self.attribute(url, a).parse::<u64>().unwrap_or(0))
+        .sum()
+    }
+
+    /// A source queue whose redrive policy moves a message to its DLQ after
+    /// two receives; returns (source name, source URL, DLQ name, DLQ URL).
+    fn redriven_pair(&self, fifo: bool) -> (String, String, String, String) {
+        let base = &self.base;
+        let suffix = if fifo { ".fifo" } else { "" };
+        let (source, dlq) = (format!("{base}{suffix}"), format!("{base}-dlq{suffix}"));
+        let fifo_attrs: Vec<(QueueAttributeName, String)> = if fifo {
+            vec![(QueueAttributeName::FifoQueue, "true".into())]
+        } else {
+            Vec::new()
+        };
+        let dlq_url = self.create(&dlq, &fifo_attrs);
+        let arn = self.attribute(&dlq_url, QueueAttributeName::QueueArn);
+        let mut attrs = fifo_attrs.clone();
+        attrs.push((
+            QueueAttributeName::RedrivePolicy,
+            format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"2"}}"#),
+        ));
+        let source_url = self.create(&source, &attrs);
+        (source, source_url, dlq, dlq_url)
+    }
+
+    /// Sends orders as another client would: a JSON body with an invalid
+    /// price, a String and a Number message attribute.
+    fn send_orders(&self, url: &str, n: usize, fifo: bool) {
+        for i in 0..n {
+            let mut req = self
+                .client
+                .send_message()
+                .queue_url(url)
+                .message_body(format!(r#"{{"order":{i},"price":"N/A"}}"#))
+                .message_attributes(
+                    "trace-id",
+                    MessageAttributeValue::builder()
+                        .data_type("String")
+                        .string_value(format!("trace-{i}"))
+                        .build()
+                        .expect("attribute"),
+                )
+                .message_attributes(
+                    "attempt",
+                    MessageAttributeValue::builder()
+                        .data_type("Number")
+                        .string_value("1")
+                        .build()
+                        .expect("attribute"),
+                );
+            if fifo {
+                req = req
+                    .message_group_id(format!("customer-{}", i % 2))
+                    .message_deduplication_id(format!("order-{i}"));
+            }
+            self.rt.block_on(req.send()).expect("send");
+        }
+    }
+
+    /// A consumer that fails on every message: it receives and never
+    /// deletes, until the redrive policy moved all `n` to the DLQ.
+    fn fail_until_redriven(&self, source_url: &str, dlq_url: &str, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.depth(dlq_url) < n {
+            assert!(
+                Instant::now() < deadline,
+                "the redrive policy moved too little"
+            );
+            self.rt
+                .block_on(
+                    self.client
+                        .receive_message()
+                        .queue_url(source_url)
+                        .max_number_of_messages(10)
+                        .visibility_timeout(0)
+                        .send(),
+                )
+                .expect("receive");
+        }
+        assert_eq!(self.depth(source_url), 0, "the source queue is drained");
+    }
+
+    /// Reads (and deletes) every message of a queue, as its consumer would.
+    fn read_all(&self, url: &str) -> Vec<Received> {
+        let mut all = Vec::new();
+        let mut empty = 0;
+        while empty < 3 {
+            let out = self
+                .rt
+                .block_on(
+                    self.client
+                        .receive_message()
+                        .queue_url(url)
+                        .max_number_of_messages(10)
+                        .wait_time_seconds(1)
+                        .message_attribute_names("All")
+                        .message_system_attribute_names(MessageSystemAttributeName::All)
+                        .send(),
+                )
+                .expect("receive");
+            let messages = out.messages.unwrap_or_default();
+            if messages.is_empty() {
+                empty += 1;
+                continue;
+            }
+            for m in messages {
+                let system =
+                    |a: MessageSystemAttributeName| m.attributes().and_then(|s| s.get(&a)).cloned();
+                all.push(Received {
+                    body: m.body().unwrap_or_default().to_owned(),
+                    attributes: m
+                        .message_attributes()
+                        .map(|a| {
+                            a.iter()
+                                .map(|(k, v)| {
+                                    (k.clone(), v.string_value().unwrap_or_default().to_owned())
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    group: system(MessageSystemAttributeName::MessageGroupId),
+                    dedup: system(MessageSystemAttributeName::MessageDeduplicationId),
+                });
+                self.rt
+                    .block_on(
+                        self.client
+                            .delete_message()
+                            .queue_url(url)
+                            .receipt_handle(m.receipt_handle().unwrap_or_default())
+                            .send(),
+                    )
+                    .expect("delete");
+            }
+        }
+        all
+    }
+}
+
+fn stats_of(stats: &Value, dlq: &str) -> Value {
+    stats["dlqs"]
+        .as_array()
+        .expect("dlqs")
+        .iter()
+        .find(|s| s["dlq"] == dlq)
+        .unwrap_or_else(|| panic!("no stats for {dlq}: {stats}"))
+        .clone()
+}
+
+fn order_of(body: &str) -> (i64, Value) {
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    (v["order"].as_i64().expect("order"), v["price"].clone())
+}
+
+#[test]
+fn a_redriven_dlq_is_counted_grouped_replayed_once_fixed_to_its_source_and_left_empty() {
+    let Some(sqs) = Sqs::new() else { return };
+    let (source, source_url, dlq, dlq_url) = sqs.redriven_pair(false);
+    sqs.send_orders(&source_url, 6, false);
+    sqs.fail_until_redriven(&source_url, &dlq_url, 6);
+
+    // stats finds the DLQ by the source queue's redrive policy.
+    let stats = sqs.dlq_json(&["stats"]);
+    let s = stats_of(&stats, &dlq);
+    assert_eq!(
+        (s["pending"].as_u64(), s["total"].as_u64()),
+        (Some(6), Some(6)),
+        "{s}"
+    );
+    assert!(s["oldest_pending_at"].is_string(), "the age is known: {s}");
+    assert_eq!(
+        (s["sqs"]["visible"].as_u64(), s["sqs"]["in_flight"].as_u64()),
+        (Some(6), Some(0)),
+        "SQS's own counts, leases released: {s}"
+    );
+    let dotted = sqs.dlq_json(&["stats", "--dlq", &dlq.replace('-', ".")]);
+    assert_eq!(
+        stats_of(&dotted, &dlq)["pending"].as_u64(),
+        Some(6),
+        "a dotted name is its dashed queue"
+    );
+    assert_eq!(sqs.depth(&dlq_url), 6, "reading deleted nothing");
+
+    // dlq monitor samples the queue like any DLQ.
+    let history = sqs.env.arg("monitor.db");
+    let sample = sqs.dlq_json(&["monitor", "--once", "--history", &history]);
+    let m = stats_of(&sample, &dlq);
+    assert_eq!(m["pending"].as_u64(), Some(6), "{sample}");
+    assert!(m["oldest_pending_age_seconds"].is_u64(), "{sample}");
+
+    // inspect reads the messages as SQS moved them.
+    let inspected = sqs.dlq_json(&["inspect", "--dlq", &dlq]);
+    let text = inspected.to_string();
+    assert!(text.contains("sqs.max_receives_exceeded"), "{text}");
+    assert!(text.contains(&source), "the source queue is named: {text}");
+    assert!(text.contains("trace-id"), "attributes are headers: {text}");
+    for r in inspected["records"].as_array().expect("records") {
+        assert_eq!(
+            r["record"]["dlq"]["attempts"].as_u64(),
+            Some(2),
+            "the consumer's receives (maxReceiveCount): {r}"
+        );
+    }
+
+    // analyze puts them in one group.
+    let analysis = sqs.dlq_json(&["analyze", "--dlq", &dlq]);
+    let groups = analysis["groups"].as_array().expect("groups");
+    assert_eq!(groups.len(), 1, "{analysis}");
+    assert_eq!(groups[0]["count"].as_u64(), Some(6));
+    assert_eq!(groups[0]["error_class"], "sqs.max_receives_exceeded");
+
+    // A dry run shows the fix and changes nothing.
+    let dry = sqs.dlq_json(&["replay", "--dlq", &dlq, "--fix", ".price = 1", "--dry-run"]);
+    let previews = dry["previews"].as_array().expect("previews");
+    assert_eq!(previews.len(), 6, "{dry}");
+    assert!(previews.iter().all(|p| p["changed"] == true), "{dry}");
+    assert_eq!((sqs.depth(&dlq_url), sqs.depth(&source_url)), (6, 0));
+
+    // replay --fix sends every message once, fixed, to the source queue.
+    let report = sqs.dlq_json(&["replay", "--dlq", &dlq, "--fix", ".price = 1"]);
+    assert_eq!(report["replayed"].as_u64(), Some(6), "{report}");
+    assert_eq!(report["targets"][&source].as_u64(), Some(6), "{report}");
+    let got = sqs.read_all(&source_url);
+    let mut orders: Vec<i64> = got.iter().map(|m| order_of(&m.body).0).collect();
+    orders.sort_unstable();
+    assert_eq!(orders, [0, 1, 2, 3, 4, 5], "each once");
+    for m in &got {
+        let (order, price) = order_of(&m.body);
+        assert_eq!(price, 1, "repaired: {}", m.body);
+        assert_eq!(
+            m.attributes.get("trace-id").map(String::as_str),
+            Some(format!("trace-{order}").as_str()),
+            "attributes kept"
+        );
+    }
+
+    // The DLQ is empty, and a second replay selects nothing.
+    assert_eq!(sqs.depth(&dlq_url), 0, "replayed messages left the DLQ");
+    let again = sqs.dlq(&[
+        "--format",
+        "json",
+        "replay",
+        "--dlq",
+        &dlq,
+        "--fix",
+        ".price = 1",
+    ]);
+    assert_eq!(again.status.code(), Some(1), "nothing matched");
+    let again: Value = serde_json::from_slice(&again.stdout).expect("json");
+    assert_eq!(again["selected"].as_u64(), Some(0), "{again}");
+    assert!(
+        sqs.read_all(&source_url).is_empty(),
+        "no duplicate from a rerun"
+    );
+    let s = stats_of(&sqs.dlq_json(&["stats"]), &dlq);
+    assert_eq!(
+        (s["pending"].as_u64(), s["replayed"].as_u64()),
+        (Some(0), Some(6)),
+        "the index keeps the history: {s}"
+    );
+}
+
+#[test]
+fn a_fifo_replay_keeps_the_message_group_and_sets_a_deduplication_id() {
+    let Some(sqs) = Sqs::new() else { return };
+    let (_source, source_url, dlq, dlq_url) = sqs.redriven_pair(true);
+    sqs.send_orders(&source_url, 4, true);
+    sqs.fail_until_redriven(&source_url, &dlq_url, 4);
+    let report = sqs.dlq_json(&["replay", "--dlq", &dlq, "--fix", ".price = 2"]);
+    assert_eq!(report["replayed"].as_u64(), Some(4), "{report}");
+    let got = sqs.read_all(&source_url);
+    assert_eq!(got.len(), 4);
+    for m in &got {
+        let (order, price) = order_of(&m.body);
+        assert_eq!(price, 2);
+        assert_eq!(
+            m.group.as_deref(),
+            Some(format!("customer-{}", order % 2).as_str()),
+            "the message group is kept"
+        );
+        let dedup = m.dedup.as_deref().unwrap_or_default();
+        assert!(
+            dedup.len() == 64 && dedup != format!("order-{order}"),
+            "a deduplication id of the replay: {dedup:?}"
+        );
+    }
+    assert_eq!(sqs.depth(&dlq_url), 0);
+}
+
+#[test]
+fn a_replay_killed_mid_way_loses_nothing_and_a_rerun_finishes_it() {
+    let Some(sqs) = Sqs::new() else { return };
+    let (_source, source_url, dlq, dlq_url) = sqs.redriven_pair(false);
+    sqs.send_orders(&source_url, 8, false);
+    sqs.fail_until_redriven(&source_url, &dlq_url, 8);
+    let store = sqs.store();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dlq"))
+        .args(["--store", &store, "--no-progress", "replay", "--dlq", &dlq])
+        .args(["--fix", ".price = 3", "--rate", "4", "--batch-size", "1"])
+        .current_dir(sqs.env.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // Kill it once some, not all, are sent.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sqs.depth(&source_url) < 2 {
+        assert!(Instant::now() < deadline, "the replay sent nothing");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().expect("kill -9");
+    child.wait().expect("wait");
+    assert!(sqs.depth(&source_url) < 8, "killed before the end");
+    sqs.dlq_ok(&["replay", "--dlq", &dlq, "--fix", ".price = 3"]);
+    let got = sqs.read_all(&source_url);
+    let mut orders: Vec<i64> = got.iter().map(|m| order_of(&m.body).0).collect();
+    orders.sort_unstable();
+    orders.dedup();
+    assert_eq!(orders, [0, 1, 2, 3, 4, 5, 6, 7], "every order arrived");
+    assert!(
+        got.len() <= 9,
+        "at most the one in flight at the kill came twice: {}",
+        got.len()
+    );
+    // Messages the killed run held come back after their lease (2 s); the
+    // next pass deletes those already settled.
+    std::thread::sleep(Duration::from_secs(3));
+    let s = stats_of(&sqs.dlq_json(&["stats"]), &dlq);
+    assert_eq!(s["pending"].as_u64(), Some(0), "{s}");
+    assert_eq!(sqs.depth(&dlq_url), 0, "the DLQ is empty");
+}
+
+#[test]
+fn a_credential_in_an_sqs_store_url_is_refused_without_being_shown() {
+    let env = Env::new();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dlq"))
+        .args(["--store", "sqs://us-east-1?secret_key=hunter2", "stats"])
+        .current_dir(env.dir.path())
+        .output()
+        .expect("run dlq");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("standard AWS chain"), "{stderr}");
+    assert!(
+        !stderr.contains("hunter2"),
+        "the secret is not shown: {stderr}"
+    );
+}
+
+#[test]
+fn records_no_redrive_moved_stop_a_replay_without_to_and_go_to_the_queue_it_names() {
+    let Some(sqs) = Sqs::new() else { return };
+    let (dlq, target) = (format!("{}-dlq", sqs.base), format!("{}-retry", sqs.base));
+    let dlq_url = sqs.create(&dlq, &[]);
+    let target_url = sqs.create(&target, &[]);
+    // Another client wrote them straight into the DLQ: no source queue.
+    sqs.send_orders(&dlq_url, 3, false);
+    let out = sqs.dlq(&["replay", "--dlq", &dlq]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("--to sqs:QUEUE"), "{stderr}");
+    assert_eq!(sqs.depth(&dlq_url), 3, "nothing left the DLQ");
+    let report = sqs.dlq_json(&["replay", "--dlq", &dlq, "--to", &format!("sqs:{target}")]);
+    assert_eq!(report["replayed"].as_u64(), Some(3), "{report}");
+    let mut orders: Vec<i64> = sqs
+        .read_all(&target_url)
+        .iter()
+        .map(|m| order_of(&m.body).0)
+        .collect();
+    orders.sort_unstable();
+    assert_eq!(orders, [0, 1, 2]);
+    assert_eq!(sqs.depth(&dlq_url), 0);
+}
+
+#[test]
+fn dead_letters_dlq_process_writes_to_sqs_are_read_by_another_machine_and_replayed_to_a_file() {
+    let Some(sqs) = Sqs::new() else { return };
+    let input = sqs.env.path("in.ndjson");
+    let generated = sqs.dlq_ok(&["generate", "--pipeline", "rss", "--records", "300"]);
+    std::fs::write(&input, &generated.stdout).expect("write input");
+    let dlq = format!("{}.rss.events", sqs.base);
+    let queue = format!("{}-rss-events", sqs.base);
+    let processed = sqs.dlq_json(&[
+        "process",
+        "--pipeline",
+        "rss",
+        "--input",
+        &sqs.env.arg("in.ndjson"),
+        "--output",
+        &sqs.env.arg("out.ndjson"),
+        "--dlq",
+        &dlq,
+    ]);
+    let here = stats_of(&sqs.dlq_json(&["stats"]), &queue);
+    let dead = here["pending"].as_u64().expect("pending");
+    assert!(dead > 0, "the mix has failures: {processed}");
+
+    let other = sqs.another_machine();
+    let there = stats_of(&other.dlq_json(&["stats", "--dlq", &dlq]), &queue);
+    assert_eq!(there["pending"].as_u64(), Some(dead), "{there}");
+    let mine = sqs.dlq_json(&["analyze", "--dlq", &dlq]);
+    let theirs = other.dlq_json(&["analyze", "--dlq", &dlq]);
+    let classes = |a: &Value| {
+        let mut c: Vec<(String, u64)> = a["groups"]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .map(|g| {
+                (
+                    g["error_class"].as_str().unwrap_or("").to_owned(),
+                    g["count"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        c.sort();
+        c
+    };
+    assert_eq!(
+        classes(&theirs),
+        classes(&mine),
+        "the envelope's metadata travels in the message"
+    );
+    assert!(
+        classes(&theirs)
+            .iter()
+            .all(|(c, _)| c.starts_with("validation.") || c.starts_with("decode."))
+    );
+
+    let out = other.env.arg("replayed.ndjson");
+    let report = other.dlq_json(&["replay", "--dlq", &dlq, "--to", &format!("file:{out}")]);
+    assert_eq!(report["replayed"].as_u64(), Some(dead), "{report}");
+    let lines = std::fs::read_to_string(&out)
+        .expect("replayed file")
+        .lines()
+        .count() as u64;
+    assert_eq!(lines, dead);
+    let url = format!("{}/000000000000/{queue}", sqs.endpoint);
+    assert_eq!(sqs.depth(&url), 0, "replayed records left the queue");
+}
