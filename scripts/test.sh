@@ -4,9 +4,10 @@
 # It installs what the tests need from the project's own files: Rust crates
 # from crates.io through Cargo.lock, the system libraries the Kafka client
 # builds against (Debian packages, when missing), the Apache Kafka broker
-# (Maven Central jars, through scripts/kafka.sh), the dashboard's chart
+# (Maven Central jars, through scripts/kafka.sh), S3Proxy (Maven Central,
+# through scripts/s3.sh), the dashboard's chart
 # library (npm), and Chromium (Debian) with playwright-core (npm) for the
-# dashboard's browser test. The broker is started before
+# dashboard's browser test. The servers are started before
 # the tests and stopped after them, also when they fail. Benchmarks are not
 # tests: see BENCHMARKS.md.
 set -euo pipefail
@@ -47,8 +48,16 @@ export DLQ_KAFKA_BOOTSTRAP
 # The broker's SASL_PLAINTEXT listener (PLAIN, a test user): authentication tests.
 DLQ_KAFKA_SASL_BOOTSTRAP="$(scripts/kafka.sh sasl-bootstrap)"
 export DLQ_KAFKA_SASL_BOOTSTRAP
-trap 'echo "== stopping the Kafka broker"; scripts/kafka.sh stop --wipe >/dev/null 2>&1 || true' EXIT
+trap 'echo "== stopping the Kafka broker"; scripts/kafka.sh stop --wipe >/dev/null 2>&1 || true
+echo "== stopping S3Proxy"; scripts/s3.sh stop --wipe >/dev/null 2>&1 || true' EXIT
 echo "broker at $DLQ_KAFKA_BOOTSTRAP (SASL_PLAINTEXT at $DLQ_KAFKA_SASL_BOOTSTRAP)"
+
+# The S3 store's tests (crates/dlq-s3, the CLI's s3 test): S3Proxy, empty.
+echo "== starting S3Proxy"
+scripts/s3.sh stop --wipe >/dev/null 2>&1 || true
+DLQ_S3_ENDPOINT="$(scripts/s3.sh start)"
+export DLQ_S3_ENDPOINT
+echo "S3 at $DLQ_S3_ENDPOINT"
 
 echo "== cargo test"
 cargo test --workspace --locked "$@"
