@@ -5,12 +5,16 @@
 //!   (its address from `DLQ_KAFKA_BOOTSTRAP`; a missing broker fails under
 //!   CI and skips the test otherwise), topics with unique names, producing,
 //!   reading a topic back to its end, watermarks, deleting topics.
+//! * [`s3`]: the real S3-compatible server (S3Proxy) that `scripts/test.sh`
+//!   starts (`DLQ_S3_ENDPOINT`, same rule), its test credentials, the shared
+//!   test bucket, reading objects back.
 //! * [`block_on`]: runs an rdkafka admin future on the calling thread.
 //!
 //! Not published; a dev-dependency only. Test code: a failure panics with
 //! what went wrong.
 
 pub mod kafka;
+pub mod s3;
 
 use std::task::{Context, Poll, Wake};
 use std::time::Duration;
