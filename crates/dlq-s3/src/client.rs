@@ -59,7 +59,7 @@ impl Client {
             Some(sdk) => sdk,
             None => run(
                 &runtime,
-                aws_config::load_defaults(aws_config::BehaviorVersion::latest()),
+                load_sdk_config(config.region.clone(), config.endpoint.is_some()),
             )?,
         };
         let mut builder = aws_sdk_s3::config::Builder::from(&sdk)
@@ -273,6 +273,27 @@ impl Content {
             Content::Bytes => "application/octet-stream",
         }
     }
+}
+
+/// The standard chain's configuration. Where the URL names a region, or an
+/// endpoint (an S3-compatible server, for which a region is a formality),
+/// the region is not looked up on the instance metadata service: off EC2
+/// that lookup only waits and warns.
+async fn load_sdk_config(region: Option<String>, endpoint: bool) -> aws_config::SdkConfig {
+    use aws_config::meta::region::RegionProviderChain;
+    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    let loader = match region {
+        Some(r) => loader.region(aws_sdk_s3::config::Region::new(r)),
+        None if endpoint => loader.region(
+            RegionProviderChain::first_try(
+                aws_config::environment::region::EnvironmentVariableRegionProvider::new(),
+            )
+            .or_else(aws_config::profile::ProfileFileRegionProvider::new())
+            .or_else("us-east-1"),
+        ),
+        None => loader,
+    };
+    loader.load().await
 }
 
 /// Runs a future on `runtime` and waits for it on this thread, from any

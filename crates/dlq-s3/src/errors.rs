@@ -6,7 +6,7 @@
 //! that is down, 5xx, throttling) from "this will not work" (no such
 //! bucket, access denied, a corrupt object).
 
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use dlq_core::store::StoreError;
 
 /// The backend name in errors.
@@ -17,7 +17,7 @@ pub(crate) const BACKEND: &str = "s3";
 pub(crate) fn request<E, R>(op: &str, key: &str, err: &SdkError<E, R>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + HasStatus + 'static,
 {
     let retryable = match err {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => true,
@@ -31,13 +31,23 @@ where
         }
         _ => false,
     };
-    let detail = match err.as_service_error() {
-        Some(e) => format!(
+    let status = err.raw_response().map(HasStatus::status_code);
+    let detail = match (err.as_service_error(), status) {
+        (Some(e), _) if e.code().is_some() => format!(
             "{}: {}",
-            e.code().unwrap_or("error"),
+            e.code().unwrap_or_default(),
             e.message().unwrap_or("no message")
         ),
-        None => DisplayErrorContext(err).to_string(),
+        // HEAD requests have no body, so no error code: the status says it.
+        (_, Some(403)) => "HTTP 403 access denied (check the AWS credentials: \
+                           AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
+            .to_owned(),
+        (_, Some(301 | 400)) => format!(
+            "HTTP {} (is the bucket in another region? set ?region=R)",
+            status.unwrap_or_default()
+        ),
+        (_, Some(code)) => format!("HTTP {code}"),
+        (_, None) => chain(err),
     };
     StoreError::Backend {
         backend: BACKEND,
@@ -61,5 +71,33 @@ pub(crate) fn contended(message: impl Into<String>) -> StoreError {
         backend: BACKEND,
         message: message.into(),
         retryable: true,
+    }
+}
+
+/// An error and its causes, `: `-separated (Display only: the SDK's Debug
+/// forms are long and say nothing more to a user).
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let part = e.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = e.source();
+    }
+    text
+}
+
+/// A raw HTTP response's status.
+pub(crate) trait HasStatus {
+    /// The status code.
+    fn status_code(&self) -> u16;
+}
+
+impl HasStatus for aws_sdk_s3::config::http::HttpResponse {
+    fn status_code(&self) -> u16 {
+        self.status().as_u16()
     }
 }
