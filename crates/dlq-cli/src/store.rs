@@ -6,6 +6,7 @@ use dlq_core::store::{
     Batch, CommitReport, Cursor, DlqStats, DlqStore, Result, ScanPage, Selection, StoredRecord,
 };
 use dlq_kafka::KafkaStore;
+use dlq_s3::S3Store;
 use dlq_sqlite::SqliteStore;
 
 /// Any store the command line can open.
@@ -16,6 +17,8 @@ pub enum AnyStore {
     Memory(Box<MemoryStore>),
     /// `kafka://HOST:PORT`: DLQ topics and a ledger on a Kafka cluster.
     Kafka(Box<KafkaStore>),
+    /// `s3://BUCKET/PREFIX`: gzip NDJSON objects and a commit log in a bucket.
+    S3(Box<S3Store>),
 }
 
 /// Opens the store at `url`.
@@ -53,10 +56,18 @@ fn open_with(url: &str, one_pass: bool) -> anyhow::Result<AnyStore> {
         let store =
             KafkaStore::open(config).with_context(|| format!("opening the Kafka store {shown}"))?;
         Ok(AnyStore::Kafka(Box::new(store)))
+    } else if url.starts_with("s3://") {
+        // Credentials come from the AWS environment, never the URL (the
+        // config refuses them without echoing them).
+        let config = dlq_s3::S3Config::from_url(url).context("opening the S3 store")?;
+        let shown = config.url();
+        let store =
+            S3Store::open(config).with_context(|| format!("opening the S3 store {shown}"))?;
+        Ok(AnyStore::S3(Box::new(store)))
     } else {
         anyhow::bail!(
             "store {:?} is not a store URL; use sqlite://PATH (e.g. sqlite://dlq.db), \
-             kafka://HOST:PORT or memory://",
+             kafka://HOST:PORT, s3://BUCKET/PREFIX or memory://",
             dlq_kafka::config::redact_url(url)
         )
     }
@@ -68,6 +79,7 @@ macro_rules! delegate {
             AnyStore::Sqlite($s) => $e,
             AnyStore::Memory($s) => $e,
             AnyStore::Kafka($s) => $e,
+            AnyStore::S3($s) => $e,
         }
     };
 }
