@@ -54,6 +54,9 @@ pub struct S3Store {
     /// The last data object read, split into lines: a scan reads the
     /// records of one object one after another.
     cache: Mutex<Option<(usize, Lines)>>,
+    /// Whether the unenforced conditional writes were warned about (once,
+    /// at the first commit: readers are safe).
+    warned: std::sync::atomic::AtomicBool,
 }
 
 /// A data object's lines (envelopes), shared between the cache and a scan.
@@ -86,15 +89,10 @@ impl S3Store {
         client.check_bucket()?;
         let layout = Layout::new(&config.prefix);
         let conditional = probe(&client, &layout)?;
-        if conditional != ConditionalWrites::Enforced {
-            tracing::warn!(
-                store = %config.url(),
-                "the S3 endpoint does not enforce conditional writes: run one writer at a time"
-            );
-        }
         let store = S3Store {
             state: Mutex::new(State::default()),
             cache: Mutex::new(None),
+            warned: std::sync::atomic::AtomicBool::new(false),
             writer: uuid::Uuid::new_v4().simple().to_string(),
             options: EncodeOptions::default(),
             client,
@@ -323,6 +321,14 @@ impl DlqStore for S3Store {
 
     fn commit(&mut self, batch: Batch<'_>) -> Result<CommitReport> {
         batch.check_supported(self.capabilities(), BACKEND)?;
+        if self.conditional != ConditionalWrites::Enforced
+            && !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                store = %self.config.url(),
+                "the S3 endpoint does not enforce conditional writes: run one writer at a time"
+            );
+        }
         if let Some(e) = batch.append.iter().find(|e| e.dlq.is_empty()) {
             return Err(StoreError::Backend {
                 backend: BACKEND,
