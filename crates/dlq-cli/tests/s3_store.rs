@@ -269,3 +269,146 @@ fn a_wrong_secret_fails_with_a_precise_error_that_never_shows_it() {
     );
     assert!(!stderr.contains("canary-not-the-secret"), "{stderr}");
 }
+
+#[test]
+fn archive_moves_dead_letters_to_s3_once_and_a_replay_from_the_archive_delivers_each_once() {
+    let Some(s3) = S3Env::new("archive") else {
+        return;
+    };
+    let bad: Vec<Vec<u8>> = (0..25)
+        .map(|i| {
+            GOOD_PRICE
+                .replace("0.42", "\"0.42\"")
+                .replace("evt-1", &format!("evt-{i}"))
+                .into_bytes()
+        })
+        .collect();
+    write_lines(&s3.env.path("in.ndjson"), &bad);
+    s3.env.process_input();
+    let source = s3.env.store();
+    let archive = s3.url();
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["archive", "--from", &source, "--to", &archive]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        v.extend(extra.iter().map(|s| (*s).to_owned()));
+        v
+    };
+    let run = |extra: &[&str]| -> Output {
+        let mut all = vec!["--format".to_owned(), "json".to_owned()];
+        all.extend(args(extra));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        s3.run(&refs)
+    };
+    let json = |out: &Output| -> Value { serde_json::from_slice(&out.stdout).expect("json") };
+
+    let young = run(&["--older-than", "1h"]);
+    assert_eq!(
+        young.status.code(),
+        Some(1),
+        "nothing is an hour old: {young:?}"
+    );
+    let dry = run(&["--dry-run"]);
+    assert_eq!(json(&dry)["selected"], 25, "{dry:?}");
+    let empty = s3.run(&["--format", "json", "stats"]);
+    assert_eq!(
+        (
+            empty.status.code(),
+            json(&empty)["dlqs"].as_array().map(Vec::len)
+        ),
+        (Some(1), Some(0)),
+        "a dry run moves nothing"
+    );
+
+    // Before the move, a copy of the source: what a crash after the
+    // archive's commit and before the source's settlement leaves behind.
+    for suffix in ["", "-wal", "-shm"] {
+        let from = s3.env.path(&format!("dlq.db{suffix}"));
+        if from.exists() {
+            std::fs::copy(&from, s3.env.path(&format!("crashed.db{suffix}"))).expect("copy");
+        }
+    }
+    let moved = run(&[]);
+    assert_eq!(moved.status.code(), Some(0), "{moved:?}");
+    let m = json(&moved);
+    assert_eq!(
+        (m["archived"].as_u64(), m["settled"].as_u64()),
+        (Some(25), Some(25)),
+        "{m:#}"
+    );
+    let at_source = s3.env.json(&["stats"]);
+    assert_eq!(
+        (
+            at_source["dlqs"][0]["pending"].as_u64(),
+            at_source["dlqs"][0]["discarded"].as_u64()
+        ),
+        (Some(0), Some(25)),
+        "{at_source:#}"
+    );
+    let in_archive = s3.json(&["stats"]);
+    assert_eq!(in_archive["dlqs"][0]["pending"], 25, "{in_archive:#}");
+    let again = run(&[]);
+    assert_eq!(
+        (again.status.code(), json(&again)["selected"].as_u64()),
+        (Some(1), Some(0))
+    );
+    let audit = std::fs::read_to_string(s3.env.path("dlq-audit.jsonl")).expect("audit log");
+    assert!(
+        audit.contains("\"via\":\"archive\"") && audit.contains("\"count\":25"),
+        "{audit}"
+    );
+
+    // The rerun after the crash: all already archived, settled now, no copy.
+    let crashed = format!("sqlite://{}", s3.env.arg("crashed.db"));
+    let rerun = s3.run(&[
+        "--format", "json", "archive", "--from", &crashed, "--to", &archive,
+    ]);
+    let r = json(&rerun);
+    assert_eq!(
+        (
+            r["archived"].as_u64(),
+            r["already_archived"].as_u64(),
+            r["settled"].as_u64()
+        ),
+        (Some(0), Some(25), Some(25)),
+        "{r:#}"
+    );
+    assert_eq!(
+        s3.json(&["stats"])["dlqs"][0]["total"],
+        25,
+        "still one copy of each"
+    );
+
+    // A replay from the archive, like from any store.
+    for round in 0..2 {
+        let r = s3.run(&[
+            "replay",
+            "--dlq",
+            PRICES,
+            "--to",
+            "file:from-archive.ndjson",
+            "--fix",
+            ".price |= tonumber",
+        ]);
+        assert_eq!(
+            r.status.code(),
+            Some(if round == 0 { 0 } else { 1 }),
+            "round {round}: {r:?}"
+        );
+    }
+    let replayed = lines(&s3.env.path("from-archive.ndjson"));
+    let unique: HashSet<&Vec<u8>> = replayed.iter().collect();
+    assert_eq!((replayed.len(), unique.len()), (25, 25));
+}
+
+#[test]
+fn archive_refuses_a_target_that_is_not_s3() {
+    let env = Env::new();
+    let out = env.run(&["archive", "--to", "sqlite://other.db"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("s3://BUCKET/PREFIX"),
+        "{out:?}"
+    );
+}
