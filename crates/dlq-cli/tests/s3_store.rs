@@ -45,18 +45,20 @@ impl S3Env {
     /// the environment (the standard AWS chain), and nothing of the
     /// caller's AWS setup.
     fn cmd(&self, args: &[&str]) -> Command {
+        self.cmd_on(&self.url(), args)
+    }
+
+    /// [`S3Env::cmd`] on another store.
+    fn cmd_on(&self, store: &str, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_dlq"));
-        c.args(["--store", &self.url(), "--no-progress"])
+        c.args(["--store", store, "--no-progress"])
             .args(args)
             .current_dir(self.env.dir.path())
             .env_remove("DLQ_STORE")
             .env_remove("AWS_PROFILE")
             .env_remove("AWS_SESSION_TOKEN")
-            .env("AWS_CONFIG_FILE", self.env.path("no-aws-config"))
-            .env(
-                "AWS_SHARED_CREDENTIALS_FILE",
-                self.env.path("no-aws-credentials"),
-            )
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
             .env("AWS_EC2_METADATA_DISABLED", "true");
         for (k, v) in dlq_testkit::s3::env() {
             c.env(k, v);
@@ -86,6 +88,16 @@ impl S3Env {
         let out = self.ok(&all);
         serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// `--format json` on another store, which must succeed.
+    fn json_on(&self, store: &str, args: &[&str]) -> Value {
+        let out = self
+            .cmd_on(store, &[&["--format", "json"], args].concat())
+            .output()
+            .expect("run dlq");
+        assert!(out.status.success(), "dlq {args:?} on {store}: {out:?}");
+        serde_json::from_slice(&out.stdout).expect("json")
     }
 }
 
@@ -411,4 +423,95 @@ fn archive_refuses_a_target_that_is_not_s3() {
         String::from_utf8_lossy(&out.stderr).contains("s3://BUCKET/PREFIX"),
         "{out:?}"
     );
+}
+
+#[test]
+fn archive_from_a_kafka_dlq_moves_every_record_once_with_its_source() {
+    let Some(s3) = S3Env::new("archive-kafka") else {
+        return;
+    };
+    let Some(bootstrap) = dlq_testkit::kafka::bootstrap() else {
+        return;
+    };
+    let kafka = format!("kafka://{bootstrap}");
+    let source = dlq_testkit::kafka::topic("archived");
+    let dlq_topic = format!("dlq.{source}");
+    const N: usize = 300;
+    let failure = dlq_core::Failure::permanent("validate", "validation.wrong_type", "price");
+    let mut file = Vec::new();
+    for i in 0..N {
+        let mut l = dlq_core::DeadLetter::new(
+            format!("kafka:{source}:{}:{i}", i % 2),
+            format!(r#"{{"event_id":"e{i}"}}"#).into_bytes(),
+            &failure,
+        );
+        l.source.system = "kafka".into();
+        l.source.topic = Some(source.clone());
+        l.source.partition = Some((i % 2) as i32);
+        l.source.offset = Some(i as i64);
+        file.extend(
+            dlq_core::envelope::encode(&l, &dlq_core::envelope::EncodeOptions::default())
+                .expect("encode")
+                .bytes,
+        );
+        file.push(b'\n');
+    }
+    std::fs::write(s3.env.path("dead.ndjson"), &file).expect("write");
+    let imported = s3.json_on(
+        &kafka,
+        &["import", "--input", "dead.ndjson", "--dlq", &dlq_topic],
+    );
+    assert_eq!(imported["imported"], N as u64, "{imported:#}");
+
+    let archive = s3.url();
+    let moved = s3.json(&[
+        "archive",
+        "--from",
+        &kafka,
+        "--to",
+        &archive,
+        "--dlq",
+        &dlq_topic,
+        "--batch-size",
+        "64",
+    ]);
+    assert_eq!(
+        (moved["archived"].as_u64(), moved["settled"].as_u64()),
+        (Some(N as u64), Some(N as u64)),
+        "{moved:#}"
+    );
+    let at_kafka = s3.json_on(&kafka, &["stats", "--dlq", &dlq_topic]);
+    assert_eq!(at_kafka["dlqs"][0]["pending"], 0, "{at_kafka:#}");
+    let in_archive = s3.json(&["stats"]);
+    let st = &in_archive["dlqs"][0];
+    assert_eq!(
+        (st["dlq"].as_str(), st["pending"].as_u64()),
+        (Some(dlq_topic.as_str()), Some(N as u64))
+    );
+    let partitions: Vec<(i64, u64)> = st["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .map(|p| {
+            (
+                p["partition"].as_i64().unwrap_or(-9),
+                p["pending"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        partitions,
+        [(0, N as u64 / 2), (1, N as u64 / 2)],
+        "sources kept"
+    );
+    s3.ok(&["export", "--dlq", &dlq_topic, "--output", "archived.ndjson"]);
+    let ids: HashSet<String> = lines(&s3.env.path("archived.ndjson"))
+        .iter()
+        .map(|l| {
+            let v: Value = serde_json::from_slice(l).expect("json");
+            v["dlq"]["id"].as_str().expect("id").to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), N, "every record once");
+    assert!(ids.contains(&format!("kafka:{source}:1:299")));
 }
