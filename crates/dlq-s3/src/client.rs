@@ -38,7 +38,19 @@ pub(crate) enum Written {
 pub(crate) struct Client {
     sdk: aws_sdk_s3::Client,
     bucket: String,
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` until dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks until its tasks end, which Tokio
+        // forbids inside another runtime (a store dropped by `dlq serve`'s
+        // async code): let its threads go in the background instead.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl Client {
@@ -88,7 +100,7 @@ impl Client {
         Ok(Client {
             sdk: aws_sdk_s3::Client::from_conf(builder.build()),
             bucket: config.bucket.clone(),
-            runtime,
+            runtime: Some(runtime),
         })
     }
 
@@ -96,7 +108,10 @@ impl Client {
         &self,
         fut: impl Future<Output = Result<T>> + Send + 'static,
     ) -> Result<T> {
-        run(&self.runtime, fut)?
+        match &self.runtime {
+            Some(runtime) => run(runtime, fut)?,
+            None => Err(stopped()),
+        }
     }
 
     /// Checks that the bucket exists and answers.
@@ -306,9 +321,13 @@ fn run<T: Send + 'static>(
     runtime.spawn(async move {
         let _ = tx.send(fut.await);
     });
-    rx.recv().map_err(|_| StoreError::Backend {
+    rx.recv().map_err(|_| stopped())
+}
+
+fn stopped() -> StoreError {
+    StoreError::Backend {
         backend: BACKEND,
         message: "the S3 client's runtime stopped".into(),
         retryable: false,
-    })
+    }
 }

@@ -301,3 +301,24 @@ fn the_server_of_the_tests_is_found_not_to_enforce_conditional_writes() {
         "the probe object is removed"
     );
 }
+
+#[test]
+fn a_store_can_be_used_and_dropped_inside_another_async_runtime() {
+    // `dlq serve` drops its store in async code; Tokio forbids blocking
+    // on a runtime's shutdown there.
+    let Some(env) = Env::new("in-async") else {
+        return;
+    };
+    let mut store = env.open();
+    store
+        .append(&[entry("dlq.a", "1", b"{}", 0)])
+        .expect("append");
+    let outer = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    outer.block_on(async move {
+        assert_eq!(store.stats().expect("stats")[0].pending, 1);
+        drop(store);
+    });
+}
