@@ -438,9 +438,12 @@ impl DlqStore for S3Store {
             None => 0,
         };
         let mut state = self.lock_state();
-        if after.is_none() {
+        if after.is_none() || start >= state.records.len() {
             // A scan sees the log as of its first page; records committed
-            // later come after its end, in log order, on the next scan.
+            // later come after its end, in log order, on the next scan. A
+            // cursor past what this instance knows comes from one that read
+            // more of the log (cursors are positions in the log's order,
+            // the same for every instance).
             self.refresh(&mut state)?;
         }
         let mut page = ScanPage::default();

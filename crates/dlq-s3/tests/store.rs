@@ -322,3 +322,27 @@ fn a_store_can_be_used_and_dropped_inside_another_async_runtime() {
         drop(store);
     });
 }
+
+#[test]
+fn a_cursor_from_another_store_instance_resumes_its_scan() {
+    // Cursors are positions in the log's order: `dlq serve` restarted, or a
+    // second instance, continues a scan another one began.
+    let Some(env) = Env::new("cursor") else {
+        return;
+    };
+    let stale = env.open();
+    let mut writer = env.open();
+    writer
+        .append(&[
+            entry("dlq.c", "1", b"{}", 0),
+            entry("dlq.c", "2", b"{}", 0),
+            entry("dlq.c", "3", b"{}", 0),
+        ])
+        .expect("append");
+    let sel = Selection::pending(Some("dlq.c"));
+    let first = writer.scan(&sel, None, 2).expect("first page");
+    let cursor = first.next.expect("more to come");
+    let rest = stale.scan(&sel, Some(&cursor), 2).expect("the rest");
+    let ids: Vec<String> = rest.records.iter().map(|r| r.letter.id.clone()).collect();
+    assert_eq!((ids, rest.next), (vec!["3".to_owned()], None));
+}
