@@ -56,6 +56,32 @@
 //!
 //! Credentials come from the standard AWS chain only (environment, shared
 //! profile, SSO, instance role), never from the URL.
+//!
+//! # Example
+//!
+//! ```
+//! use dlq_s3::S3Config;
+//!
+//! let config = S3Config::from_url(
+//!     "s3://dlq-archive/prod?endpoint=http://127.0.0.1:19380&region=eu-west-1",
+//! )?;
+//! assert_eq!((config.bucket.as_str(), config.prefix.as_str()), ("dlq-archive", "prod"));
+//! assert!(S3Config::from_url("s3://AKIA:secret@dlq-archive").is_err(), "no credentials in URLs");
+//! # Ok::<(), dlq_core::store::StoreError>(())
+//! ```
+//!
+//! Opening it needs the bucket (and credentials in the environment):
+//!
+//! ```no_run
+//! use dlq_core::store::{DlqStore, Selection};
+//! # let config = dlq_s3::S3Config::new("dlq-archive");
+//! let store = dlq_s3::S3Store::open(config)?;
+//! for dlq in store.stats()? {
+//!     println!("{}: {} pending", dlq.dlq, dlq.pending);
+//! }
+//! let first = store.scan(&Selection::pending(None), None, 100)?;
+//! # Ok::<(), dlq_core::store::StoreError>(())
+//! ```
 
 mod client;
 pub mod config;
