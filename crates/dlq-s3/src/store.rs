@@ -394,6 +394,9 @@ impl DlqStore for S3Store {
             }
             let json = serde_json::to_vec(&entry)
                 .map_err(|e| corrupt(format!("encoding log entry {version}: {e}")))?;
+            // An error here leaves the data objects in place: the entry may
+            // have been written before the connection failed, and then they
+            // are the commit's records (the next refresh applies it).
             match self.put_log_entry(version, json)? {
                 Written::Yes | Written::Unconditional => {
                     state.apply(&entry)?;
