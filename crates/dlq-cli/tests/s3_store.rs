@@ -515,3 +515,69 @@ fn archive_from_a_kafka_dlq_moves_every_record_once_with_its_source() {
     assert_eq!(ids.len(), N, "every record once");
     assert!(ids.contains(&format!("kafka:{source}:1:299")));
 }
+
+#[test]
+fn process_into_s3_killed_midway_and_rerun_loses_nothing_and_duplicates_nothing() {
+    let Some(s3) = S3Env::new("kill") else {
+        return;
+    };
+    s3.env.generate("in.ndjson", 20_000);
+    let input = lines(&s3.env.path("in.ndjson"));
+    let args = [
+        "process",
+        "--pipeline",
+        "polymarket",
+        "--input",
+        "in.ndjson",
+        "--output",
+        "out.ndjson",
+        "--batch-size",
+        "200",
+    ];
+    let mut child = s3
+        .cmd(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // Kill once some output is durable, so that the kill lands mid-run.
+    let started = std::time::Instant::now();
+    while std::fs::metadata(s3.env.path("out.ndjson")).map_or(0, |m| m.len()) < 1_000_000 {
+        assert!(started.elapsed().as_secs() < 120, "no progress");
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "finished before the kill"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let resumed = s3.json(&args);
+    assert!(
+        resumed["resumed_from_line"].as_u64().expect("resume") > 0,
+        "{resumed}"
+    );
+    let out = lines(&s3.env.path("out.ndjson"));
+    s3.ok(&[
+        "export",
+        "--dlq",
+        PRICES,
+        "--payloads",
+        "--output",
+        "dead.ndjson",
+    ]);
+    let dead = lines(&s3.env.path("dead.ndjson"));
+    let found: HashSet<&[u8]> = out.iter().chain(&dead).map(Vec::as_slice).collect();
+    let missing = input
+        .iter()
+        .filter(|l| !found.contains(l.as_slice()))
+        .count();
+    assert_eq!(missing, 0, "records lost across the crash");
+    assert_eq!(out.len() + dead.len(), input.len(), "no duplicates either");
+    let stats = s3.json(&["stats"]);
+    assert_eq!(
+        stats["dlqs"][0]["total"].as_u64(),
+        Some(dead.len() as u64),
+        "{stats:#}"
+    );
+}
