@@ -5,7 +5,8 @@
 # from crates.io through Cargo.lock, the system libraries the Kafka client
 # builds against (Debian packages, when missing), the Apache Kafka broker
 # (Maven Central jars, through scripts/kafka.sh), the SQS-compatible
-# ElasticMQ server (Maven Central jars, through scripts/sqs.sh), the dashboard's chart
+# ElasticMQ server and S3Proxy (Maven Central jars, through scripts/sqs.sh
+# and scripts/s3.sh), the dashboard's chart
 # library (npm), and Chromium (Debian) with playwright-core (npm) for the
 # dashboard's browser test. The servers are started before
 # the tests and stopped after them, also when they fail. Benchmarks are not
@@ -54,6 +55,8 @@ stop_servers() {
   scripts/kafka.sh stop --wipe >/dev/null 2>&1 || true
   echo "== stopping the SQS server"
   scripts/sqs.sh stop >/dev/null 2>&1 || true
+  echo "== stopping S3Proxy"
+  scripts/s3.sh stop --wipe >/dev/null 2>&1 || true
 }
 trap stop_servers EXIT
 echo "broker at $DLQ_KAFKA_BOOTSTRAP (SASL_PLAINTEXT at $DLQ_KAFKA_SASL_BOOTSTRAP)"
@@ -63,12 +66,19 @@ echo "== starting the SQS server (ElasticMQ)"
 scripts/sqs.sh stop >/dev/null 2>&1 || true
 DLQ_SQS_ENDPOINT="$(scripts/sqs.sh start)"
 export DLQ_SQS_ENDPOINT
-# ElasticMQ checks no credentials, but the AWS SDK signs every request and
-# dlq takes credentials only from the standard chain (environment, profile):
-# dummy test credentials for this run, never real ones.
-export AWS_ACCESS_KEY_ID=dlq-test AWS_SECRET_ACCESS_KEY=dlq-test-secret
-unset AWS_SESSION_TOKEN AWS_PROFILE
 echo "SQS server at $DLQ_SQS_ENDPOINT"
+
+# The S3 store's tests (crates/dlq-s3, the CLI's s3 test): S3Proxy, empty.
+echo "== starting S3Proxy"
+scripts/s3.sh stop --wipe >/dev/null 2>&1 || true
+DLQ_S3_ENDPOINT="$(scripts/s3.sh start)"
+export DLQ_S3_ENDPOINT
+echo "S3 at $DLQ_S3_ENDPOINT"
+# The AWS SDK signs every request and dlq takes credentials only from the
+# standard chain (environment, profile): the test servers' credentials for
+# this run (S3Proxy checks them, ElasticMQ takes any), never real ones.
+export AWS_ACCESS_KEY_ID=dlqtest AWS_SECRET_ACCESS_KEY=dlqtest-secret
+unset AWS_SESSION_TOKEN AWS_PROFILE
 
 echo "== cargo test"
 cargo test --workspace --locked "$@"

@@ -137,6 +137,9 @@ pub enum Command {
     Import(ImportArgs),
     /// Write dead letters as NDJSON envelopes.
     Export(ExportArgs),
+    /// Move pending and parked dead letters to an S3 archive store before
+    /// retention deletes them; settled in the source, audited.
+    Archive(ArchiveArgs),
     /// Watch every DLQ: sample sizes, inflow, oldest age and expiry risk
     /// into a history, evaluate alert rules, notify, export metrics.
     Monitor(MonitorArgs),
@@ -589,6 +592,33 @@ pub struct MonitorArgs {
     /// store's file for sqlite://PATH, else dlq-monitor.db).
     #[arg(long)]
     pub history: Option<PathBuf>,
+}
+
+/// `dlq archive`.
+#[derive(Debug, Args)]
+pub struct ArchiveArgs {
+    /// The store to move dead letters from [default: --store].
+    #[arg(long, value_name = "STORE")]
+    pub from: Option<String>,
+    /// The archive: an s3://BUCKET/PREFIX store.
+    #[arg(long, value_name = "STORE")]
+    pub to: String,
+    /// Only this DLQ [default: every DLQ of the source].
+    #[arg(long)]
+    pub dlq: Option<String>,
+    /// Only records the source stored longer ago than this (e.g. 7d, 36h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
+    pub older_than: Option<std::time::Duration>,
+    /// Records per commit to the archive.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub batch_size: u64,
+    /// Count what would move; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The audit log to append to (JSON Lines, as `dlq serve` and `dlq
+    /// discard` write) [default: dlq-audit.jsonl in the current directory].
+    #[arg(long)]
+    pub audit_log: Option<PathBuf>,
 }
 
 fn parse_interval(s: &str) -> Result<std::time::Duration, String> {

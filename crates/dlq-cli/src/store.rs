@@ -7,6 +7,7 @@ use dlq_core::store::{
     StoredRecord, Submitted, Ticket,
 };
 use dlq_kafka::KafkaStore;
+use dlq_s3::S3Store;
 use dlq_sqlite::SqliteStore;
 use dlq_sqs::SqsStore;
 
@@ -21,6 +22,8 @@ pub enum AnyStore {
     /// `sqs://REGION?endpoint=URL&state=PATH`: DLQs that are SQS queues,
     /// statuses in a local index.
     Sqs(Box<SqsStore>),
+    /// `s3://BUCKET/PREFIX`: gzip NDJSON objects and a commit log in a bucket.
+    S3(Box<S3Store>),
 }
 
 /// Opens the store at `url`.
@@ -66,7 +69,7 @@ impl AnyStore {
     pub fn output_scheme(&self) -> Option<&'static str> {
         match self {
             AnyStore::Kafka(_) => Some("kafka"),
-            AnyStore::Sqlite(_) | AnyStore::Memory(_) | AnyStore::Sqs(_) => None,
+            AnyStore::Sqlite(_) | AnyStore::Memory(_) | AnyStore::Sqs(_) | AnyStore::S3(_) => None,
         }
     }
 }
@@ -101,10 +104,18 @@ fn open_with(url: &str, one_pass: bool) -> anyhow::Result<AnyStore> {
         let store =
             SqsStore::open_url(url).with_context(|| format!("opening the SQS store {shown}"))?;
         Ok(AnyStore::Sqs(Box::new(store)))
+    } else if url.starts_with("s3://") {
+        // Credentials come from the AWS environment, never the URL (the
+        // config refuses them without echoing them).
+        let config = dlq_s3::S3Config::from_url(url).context("opening the S3 store")?;
+        let shown = config.url();
+        let store =
+            S3Store::open(config).with_context(|| format!("opening the S3 store {shown}"))?;
+        Ok(AnyStore::S3(Box::new(store)))
     } else {
         anyhow::bail!(
             "store {:?} is not a store URL; use sqlite://PATH (e.g. sqlite://dlq.db), \
-             kafka://HOST:PORT, sqs://REGION?endpoint=URL or memory://",
+             kafka://HOST:PORT, sqs://REGION?endpoint=URL, s3://BUCKET/PREFIX or memory://",
             dlq_kafka::config::redact_url(url)
         )
     }
@@ -117,6 +128,7 @@ macro_rules! delegate {
             AnyStore::Memory($s) => $e,
             AnyStore::Kafka($s) => $e,
             AnyStore::Sqs($s) => $e,
+            AnyStore::S3($s) => $e,
         }
     };
 }

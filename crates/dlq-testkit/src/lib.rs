@@ -8,12 +8,16 @@
 //! * [`sqs`]: the SQS-compatible ElasticMQ server of `scripts/sqs.sh` (its
 //!   endpoint from `DLQ_SQS_ENDPOINT`, the same rule for a missing server),
 //!   queues with unique names.
+//! * [`s3`]: the real S3-compatible server (S3Proxy) that `scripts/test.sh`
+//!   starts (`DLQ_S3_ENDPOINT`, same rule), its test credentials, the shared
+//!   test bucket, reading objects back.
 //! * [`block_on`]: runs an rdkafka admin future on the calling thread.
 //!
 //! Not published; a dev-dependency only. Test code: a failure panics with
 //! what went wrong.
 
 pub mod kafka;
+pub mod s3;
 pub mod sqs;
 
 use std::task::{Context, Poll, Wake};

@@ -1,6 +1,7 @@
 //! One module per subcommand; [`run`] dispatches.
 
 mod analyze;
+mod archive;
 mod demo;
 mod demo_kafka;
 mod discard;
@@ -46,6 +47,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Discard(a) => discard::run(cli, a),
         Command::Import(a) => import::run(cli, a),
         Command::Export(a) => export::run(cli, a),
+        Command::Archive(a) => archive::run(cli, a),
         Command::Monitor(a) => monitor::run(cli, a),
         Command::Serve(a) => serve::run(cli, a),
     }
