@@ -11,8 +11,10 @@ use super::root_cause;
 /// The wildcard token of a template.
 pub const WILDCARD: &str = "<*>";
 
-/// The version of [`MinerState`] this code writes and reads.
-pub const STATE_VERSION: u32 = 1;
+/// The version of [`MinerState`] this code writes. It also reads version 1
+/// (written before [`MinerConfig::version`] existed), as a miner of
+/// algorithm version 1.
+pub const STATE_VERSION: u32 = 2;
 
 /// The id of a cluster: assigned when the cluster is created (1, 2, 3, … in
 /// creation order), never reused, never changed when its template
@@ -34,6 +36,29 @@ impl std::fmt::Display for ClusterId {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MinerConfig {
+    /// The algorithm's version. A miner keeps the version it was created
+    /// with, also across [`Miner::to_state`] and [`Miner::from_state`], so
+    /// the groups and fingerprints of a persisted miner never change under
+    /// it when dlq is upgraded; a configuration or state without this field
+    /// is version 1.
+    ///
+    /// * 1: Drain's tree (token count, then the leading token) over the
+    ///   text of [`Masker::new`], and the constant-word rule.
+    /// * 2 (the default): what makes templates independent of how many
+    ///   tokens a variable part has, and keys the tree on template text
+    ///   rather than on a value that happens to come first. The masker is
+    ///   [`Masker::v2`] (numbers with units, `ctime` dates, HTTP request
+    ///   lines, name lines); then, over the tokens: a run of two or more
+    ///   variable-looking tokens is one `<*>` (`(<NUM> KB)`, `<IP>,<IP>`, a
+    ///   host and its port); the word after a naming noun (`field price`,
+    ///   `user alice`, `column`, `topic`, `key`, …, unless it is a
+    ///   function word such as `is` or `not`) is a variable; a qualified
+    ///   type name (`java.net.ConnectException:`) looks constant; the tree
+    ///   is keyed by token count and the first token that looks constant,
+    ///   so `host-a:80 open through proxy …` and `host-b:443 open …` meet
+    ///   in one leaf.
+    #[serde(default = "MinerConfig::legacy_version")]
+    pub version: u32,
     /// A message joins the most similar cluster of its leaf when at least this
     /// share of the cluster's template tokens equal the message's tokens
     /// (wildcards count as unequal, as in Drain). Default 0.4.
@@ -72,6 +97,15 @@ pub struct MinerConfig {
 }
 
 impl MinerConfig {
+    /// The newest algorithm version, the default of
+    /// [`MinerConfig::version`].
+    pub const LATEST_VERSION: u32 = 2;
+
+    /// The version of a configuration written without one.
+    const fn legacy_version() -> u32 {
+        1
+    }
+
     /// The default of [`MinerConfig::sim_threshold`]: 0.4.
     pub const DEFAULT_SIM_THRESHOLD: f64 = 0.4;
     /// The default of [`MinerConfig::depth`]: 4.
@@ -82,9 +116,11 @@ impl MinerConfig {
     pub const DEFAULT_MAX_CLUSTERS: usize = 10_000;
 
     /// drain3's algorithm with drain3's defaults (no LRU bound, no
-    /// constant-word rule), still with root causes and masking.
+    /// constant-word rule), still with root causes and masking (version 1,
+    /// whose masking the benchmark mirrors in drain3).
     pub const fn drain3() -> Self {
         MinerConfig {
+            version: 1,
             max_clusters: None,
             words_are_constants: false,
             ..MinerConfig::new()
@@ -94,6 +130,7 @@ impl MinerConfig {
     /// The defaults, as a `const`.
     pub const fn new() -> Self {
         MinerConfig {
+            version: MinerConfig::LATEST_VERSION,
             sim_threshold: MinerConfig::DEFAULT_SIM_THRESHOLD,
             depth: MinerConfig::DEFAULT_DEPTH,
             max_children: MinerConfig::DEFAULT_MAX_CHILDREN,
@@ -107,6 +144,13 @@ impl MinerConfig {
 
     fn check(&self) -> Result<(), StateError> {
         let mut problems = Vec::new();
+        if !(1..=MinerConfig::LATEST_VERSION).contains(&self.version) {
+            problems.push(format!(
+                "version must be 1 to {}, got {}",
+                MinerConfig::LATEST_VERSION,
+                self.version
+            ));
+        }
         if !(0.0..=1.0).contains(&self.sim_threshold) {
             problems.push(format!(
                 "sim_threshold must be in [0, 1], got {}",
@@ -148,7 +192,7 @@ pub enum StateError {
     Config(String),
     /// The state was written by an unknown version of this code.
     #[error(
-        "miner state version {found} is not supported (this build reads version {STATE_VERSION})"
+        "miner state version {found} is not supported (this build reads versions 1 to {STATE_VERSION})"
     )]
     Version {
         /// The version found in the state.
@@ -355,7 +399,11 @@ impl Miner {
     fn build(config: MinerConfig) -> Self {
         Miner {
             config,
-            masker: Masker::new(),
+            masker: if config.version >= 2 {
+                Masker::v2()
+            } else {
+                Masker::new()
+            },
             roots: FxMap::default(),
             nodes: Vec::new(),
             clusters: FxMap::default(),
@@ -398,7 +446,11 @@ impl Miner {
         let mut prepared = std::mem::take(&mut self.scratch);
         self.prepare(message, &mut prepared);
         let mut tokens = recycle(std::mem::take(&mut self.token_buf));
-        tokenize(&prepared, &mut tokens);
+        if self.config.version >= 2 {
+            tokenize_v2(&prepared, &mut tokens);
+        } else {
+            tokenize(&prepared, &mut tokens);
+        }
         let id = self.add_tokens(&tokens);
         self.token_buf = recycle(tokens);
         self.scratch = prepared;
@@ -414,7 +466,11 @@ impl Miner {
         let mut prepared = String::new();
         self.prepare(message, &mut prepared);
         let mut tokens = Vec::new();
-        tokenize(&prepared, &mut tokens);
+        if self.config.version >= 2 {
+            tokenize_v2(&prepared, &mut tokens);
+        } else {
+            tokenize(&prepared, &mut tokens);
+        }
         match self.search(&tokens) {
             Search::Found(id) => Some(id),
             Search::None => None,
@@ -554,6 +610,27 @@ impl Miner {
         idx
     }
 
+    /// The tokens that key the tree below the token count: Drain's leading
+    /// `depth - 3` tokens (not the last one) in version 1; the first
+    /// `depth - 3` tokens that look constant in version 2.
+    fn tree_keys<'t>(&self, tokens: &'t [&'t str]) -> impl Iterator<Item = &'t str> + 't {
+        let v2 = self.config.version >= 2;
+        let mut limit = self.config.depth - 3;
+        if !v2 {
+            limit = limit.min(tokens.len().saturating_sub(1));
+        }
+        tokens
+            .iter()
+            .filter_map(move |&t| {
+                if !v2 || looks_constant_v2(t) {
+                    Some(t)
+                } else {
+                    key_of(t)
+                }
+            })
+            .take(limit)
+    }
+
     /// Drain's `add_seq_to_prefix_tree`; returns the leaf.
     fn insert_in_tree(&mut self, id: ClusterId, tokens: &[&str]) -> u32 {
         let count = tokens.len();
@@ -569,12 +646,8 @@ impl Miner {
             self.nodes[node as usize].clusters = vec![id];
             return node;
         }
-        let max_node_depth = self.config.depth - 2;
         let max_children = self.config.max_children;
-        for (depth, &token) in (1..).zip(tokens) {
-            if depth >= max_node_depth || depth >= count {
-                break;
-            }
+        for token in self.tree_keys(tokens) {
             let children = &self.nodes[node as usize].children;
             node = if let Some(&child) = children.get(token) {
                 child
@@ -621,11 +694,7 @@ impl Miner {
                 .first()
                 .map_or(Search::None, |&id| Search::Found(id));
         }
-        let max_node_depth = self.config.depth - 2;
-        for (depth, &token) in (1..).zip(tokens) {
-            if depth >= max_node_depth || depth == count {
-                break;
-            }
+        for token in self.tree_keys(tokens) {
             let next = node
                 .children
                 .get(token)
@@ -670,12 +739,21 @@ impl Miner {
             let t: &str = t;
             if t == WILDCARD {
                 params += 1;
+                // Version 2 counts a template's variables as matched (drain3's
+                // `include_params`): a run of variables is one `<*>` there,
+                // so a template can be mostly, or only, variables.
+                if self.config.version >= 2 {
+                    same += 1;
+                }
             } else if t == m {
                 same += 1;
             } else if self.config.words_are_constants
-                && looks_constant(t)
-                && looks_constant(m)
                 && !same_skeleton(t, m)
+                && if self.config.version >= 2 {
+                    (looks_constant_v2(t) && looks_constant_v2(m)) || key_value_differs(t, m)
+                } else {
+                    looks_constant(t) && looks_constant(m)
+                }
             {
                 return None;
             }
@@ -732,10 +810,17 @@ impl Miner {
     /// A miner that continues from `state`. The state is checked: a corrupt
     /// state is refused, never trusted into a panic later.
     pub fn from_state(state: MinerState) -> Result<Self, StateError> {
-        if state.version != STATE_VERSION {
-            return Err(StateError::Version {
-                found: state.version,
-            });
+        match state.version {
+            STATE_VERSION => {}
+            // Written before the algorithm had versions: always version 1.
+            1 if state.config.version == 1 => {}
+            1 => {
+                return Err(StateError::Corrupt(format!(
+                    "a version 1 state with algorithm version {}",
+                    state.config.version
+                )));
+            }
+            found => return Err(StateError::Version { found }),
         }
         state.config.check()?;
         let corrupt = |m: String| Err(StateError::Corrupt(m));
@@ -811,10 +896,16 @@ impl Miner {
                     c.id, c.last_used
                 ));
             }
-            if c.tokens
-                .iter()
-                .any(|t| t.is_empty() || t.contains(char::is_whitespace))
-            {
+            // Version 2 joins a run of variables into one token that may
+            // hold spaces, not at its ends.
+            let bad_token = |t: &String| {
+                if state.config.version >= 2 {
+                    t.is_empty() || t.trim() != t
+                } else {
+                    t.is_empty() || t.contains(char::is_whitespace)
+                }
+            };
+            if c.tokens.iter().any(bad_token) {
                 return corrupt(format!("cluster {} has an empty or spaced token", c.id));
             }
             miner.clusters.insert(
@@ -929,6 +1020,21 @@ fn placeholder_len(b: &[u8], i: usize) -> Option<usize> {
     (k > i + 1 && k < b.len() && b[k] == b'>').then_some(k + 1 - i)
 }
 
+/// ASCII bytes that cannot make a token look variable (letters, `_`, `-`,
+/// punctuation other than `. : < / \\ @ # =`); no digits.
+const PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0x21;
+    while c < 0x7f {
+        t[c] = !matches!(
+            c as u8,
+            b'0'..=b'9' | b'.' | b':' | b'<' | b'/' | b'\\' | b'@' | b'#' | b'='
+        );
+        c += 1;
+    }
+    t
+};
+
 /// Whether a token looks like template text rather than a value: see
 /// [`MinerConfig::words_are_constants`].
 ///
@@ -941,6 +1047,11 @@ fn placeholder_len(b: &[u8], i: usize) -> Option<usize> {
 /// (`<NUM>`, `SCRAM-SHA-<NUM>`, `ph-<NUM>`): masking must not make a value
 /// look like a word.
 pub(crate) fn looks_constant(token: &str) -> bool {
+    // Most tokens are words and punctuation without any byte the rules
+    // below look at: one table lookup per byte decides them.
+    if token.bytes().all(|c| PLAIN[c as usize]) {
+        return true;
+    }
     let b = token.as_bytes();
     let mut plain_word = false;
     let mut placeholder = false;
@@ -975,6 +1086,259 @@ pub(crate) fn looks_constant(token: &str) -> bool {
     }
     plain_word |= word.0 && !word.1;
     plain_word || !placeholder
+}
+
+/// [`looks_constant`], or a qualified type name: lowercase package segments
+/// and a capitalized name, letters and `_` only (no digits), maybe with
+/// trailing punctuation (`java.net.ConnectException:`,
+/// `android.intent.action.SCREEN_ON`). Hosts, topics and bundle ids
+/// (`rss.events`, `kafka-2.internal`, `com.apple.Safari.Update`) stay
+/// variable.
+pub(crate) fn looks_constant_v2(token: &str) -> bool {
+    looks_constant(token) || is_type_name(token)
+}
+
+fn is_type_name(token: &str) -> bool {
+    let t = token.trim_start_matches(['(', '[']);
+    if !t.as_bytes().first().is_some_and(u8::is_ascii_lowercase) {
+        return false;
+    }
+    let t = t.trim_end_matches([':', ',', ';', ')', ']', '.']);
+    let Some((package, name)) = t.rsplit_once('.') else {
+        return false;
+    };
+    let ident = |seg: &str| {
+        !seg.is_empty()
+            && seg
+                .bytes()
+                .all(|c| c.is_ascii_alphabetic() || c == b'_' || c == b'$')
+    };
+    ident(name)
+        && name.as_bytes()[0].is_ascii_uppercase()
+        && package
+            .split('.')
+            .all(|seg| ident(seg) && seg.as_bytes()[0].is_ascii_lowercase())
+}
+
+/// `key=value` or `key:value` with a word as the key (`uid=<NUM>`,
+/// `user=root`, `onExtend:<NUM>`): a value
+/// with its name, which a run of variables must not swallow (`rhost=<IP>`
+/// and `rhost=<IP> user=root` are two templates).
+fn is_key_value(token: &str) -> bool {
+    key_of(token).is_some()
+}
+
+/// The key of a `key=value` or `key:value` token whose key is a word
+/// (letters, `_`, `-`); `None` for other tokens.
+fn key_of(token: &str) -> Option<&str> {
+    let end = token.bytes().position(|c| c == b'=' || c == b':')?;
+    let k = &token[..end];
+    (!k.is_empty()
+        && k.bytes()
+            .all(|c| c.is_ascii_alphabetic() || c == b'_' || c == b'-'))
+    .then_some(k)
+}
+
+/// Version 2's constant-word rule for `key=value` tokens: two tokens with
+/// different keys, or with the same key and two different plain words as
+/// values (`status=FAILED`, `status=EXPIRED`), are different template text;
+/// unless the key is a naming noun (`user=alice`, `user=bob`).
+fn key_value_differs(t: &str, m: &str) -> bool {
+    let (Some(k), Some(l)) = (key_of(t), key_of(m)) else {
+        return false;
+    };
+    if k != l {
+        return true;
+    }
+    if is_naming_noun(k) {
+        return false;
+    }
+    let trim = [',', ';', '.', ')', ']', '}'];
+    let v = t[k.len() + 1..].trim_end_matches(trim);
+    let w = m[l.len() + 1..].trim_end_matches(trim);
+    let word = |x: &str| !x.is_empty() && x.bytes().all(|c| c.is_ascii_alphabetic() || c == b'_');
+    v != w && word(v) && word(w)
+}
+
+/// Whether a token is an empty pair of brackets or quotes (`()`, `[]`,
+/// `""`): an empty value, so a variable, not template text.
+#[inline]
+fn is_empty_value(token: &str) -> bool {
+    token.len() == 2 && matches!(token, "()" | "[]" | "{}" | "\"\"" | "''" | "``")
+}
+
+/// Nouns whose next word names something (a field, a user, a topic): that
+/// word is a variable, unless it is one of [`FUNCTION_WORDS`].
+const NAMING_NOUNS: [&str; 16] = [
+    "field",
+    "column",
+    "user",
+    "property",
+    "attribute",
+    "parameter",
+    "argument",
+    "key",
+    "table",
+    "topic",
+    "queue",
+    "bucket",
+    "header",
+    "variable",
+    "domain",
+    "member",
+];
+
+/// Words that follow a naming noun without being a name (`field is
+/// required`, `user not found`).
+const FUNCTION_WORDS: [&str; 44] = [
+    "is", "was", "are", "were", "be", "been", "not", "of", "in", "for", "to", "from", "with", "at",
+    "on", "by", "and", "or", "the", "a", "an", "has", "have", "had", "does", "did", "must",
+    "should", "cannot", "can", "could", "will", "would", "may", "name", "names", "id", "type",
+    "value", "values", "missing", "required", "unknown", "already",
+];
+
+#[inline]
+fn is_naming_noun(word: &str) -> bool {
+    // Most tokens are rejected by their length or first letter.
+    (3..=9).contains(&word.len())
+        && matches!(
+            word.as_bytes()[0] | 0x20,
+            b'a' | b'b'
+                | b'c'
+                | b'd'
+                | b'f'
+                | b'h'
+                | b'k'
+                | b'm'
+                | b'p'
+                | b'q'
+                | b't'
+                | b'u'
+                | b'v'
+        )
+        && NAMING_NOUNS.iter().any(|n| n.eq_ignore_ascii_case(word))
+}
+
+/// [`tokenize`] with version 2's token rules (see
+/// [`MinerConfig::version`]): the word after a naming noun becomes `<*>`,
+/// and every run of two or more variable-looking tokens becomes one token,
+/// the text the run spans in `s` (`[<NUM>, <NUM>],`, spaces included), or
+/// `<*>` if a name is in it. Drain then compares a run as one token: two
+/// runs of a different shape make it `<*>`. One pass over the bytes, which
+/// also tells the plain tokens (most of them) from those that need a closer
+/// look.
+fn tokenize_v2<'a>(s: &'a str, out: &mut Vec<&'a str>) {
+    let b = s.as_bytes();
+    let mut rules = V2Rules {
+        run: 0,
+        run_start: 0,
+        run_named: false,
+        after_noun: false,
+    };
+    let mut i = 0;
+    let mut start = usize::MAX;
+    let mut plain = true;
+    while i < b.len() {
+        let (space, len, byte_plain) = match BYTE_CLASS[b[i] as usize] {
+            0 => (false, 1, PLAIN[b[i] as usize]),
+            1 => (true, 1, true),
+            _ => {
+                let ch = s[i..].chars().next().unwrap_or(' ');
+                (ch.is_whitespace(), ch.len_utf8(), false)
+            }
+        };
+        if space {
+            if start != usize::MAX {
+                rules.push(s, start, i, plain, out);
+                start = usize::MAX;
+            }
+        } else {
+            if start == usize::MAX {
+                start = i;
+                plain = true;
+            }
+            plain &= byte_plain;
+        }
+        i += len;
+    }
+    if start != usize::MAX {
+        rules.push(s, start, b.len(), plain, out);
+    }
+}
+
+/// The state of [`tokenize_v2`] between tokens.
+struct V2Rules {
+    /// Variable-looking tokens in the current run.
+    run: usize,
+    /// Where the run's first token starts.
+    run_start: usize,
+    /// Whether the run holds a name (`<*>`).
+    run_named: bool,
+    /// Whether the previous token was a naming noun.
+    after_noun: bool,
+}
+
+impl V2Rules {
+    /// Adds the token `s[start..end]`; `plain` when all its bytes are
+    /// [`PLAIN`] (so it looks constant, see [`looks_constant`]).
+    fn push<'a>(
+        &mut self,
+        s: &'a str,
+        start: usize,
+        end: usize,
+        plain: bool,
+        out: &mut Vec<&'a str>,
+    ) {
+        let token = &s[start..end];
+        let name = self.after_noun && is_name_word(token);
+        self.after_noun = plain && is_naming_noun(token);
+        let variable = name
+            || if plain {
+                is_empty_value(token)
+            } else {
+                !breaks_runs(token)
+            };
+        if !variable {
+            self.run = 0;
+            out.push(token);
+            return;
+        }
+        self.run += 1;
+        if self.run == 1 {
+            self.run_start = start;
+            self.run_named = name;
+            out.push(if name { WILDCARD } else { token });
+        } else {
+            self.run_named |= name;
+            let joined = if self.run_named {
+                WILDCARD
+            } else {
+                &s[self.run_start..end]
+            };
+            if let Some(last) = out.last_mut() {
+                *last = joined;
+            }
+        }
+    }
+}
+
+/// Whether a token is template text that ends a run of variables: it looks
+/// constant (version 2) or is a `key=value`, and is not an empty value.
+fn breaks_runs(t: &str) -> bool {
+    if looks_constant(t) {
+        return !is_empty_value(t);
+    }
+    // Type names and keys need a `.`, `=` or `:`.
+    t.bytes().any(|c| matches!(c, b'.' | b'=' | b':')) && (is_key_value(t) || is_type_name(t))
+}
+
+/// A word that can be a name after a naming noun: letters, digits, `_`,
+/// `-`, and not a function word.
+fn is_name_word(w: &str) -> bool {
+    !w.is_empty()
+        && w.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+        && !FUNCTION_WORDS.iter().any(|f| f.eq_ignore_ascii_case(w))
 }
 
 /// Whether two tokens are equal once every placeholder is taken as equal to
