@@ -1168,8 +1168,9 @@ fn is_empty_value(token: &str) -> bool {
 }
 
 /// Nouns whose next word names something (a field, a user, a topic): that
-/// word is a variable, unless it is one of [`FUNCTION_WORDS`].
-const NAMING_NOUNS: [&str; 16] = [
+/// word is a variable, unless it is one of [`FUNCTION_WORDS`]. Also with a
+/// colon (`fields: price`).
+const NAMING_NOUNS: [&str; 30] = [
     "field",
     "column",
     "user",
@@ -1186,6 +1187,20 @@ const NAMING_NOUNS: [&str; 16] = [
     "variable",
     "domain",
     "member",
+    "fields",
+    "columns",
+    "users",
+    "properties",
+    "attributes",
+    "parameters",
+    "arguments",
+    "keys",
+    "tables",
+    "topics",
+    "queues",
+    "buckets",
+    "headers",
+    "variables",
 ];
 
 /// Words that follow a naming noun without being a name (`field is
@@ -1199,8 +1214,10 @@ const FUNCTION_WORDS: [&str; 44] = [
 
 #[inline]
 fn is_naming_noun(word: &str) -> bool {
+    // `fields:` names what follows as well as `fields`.
+    let word = word.strip_suffix(':').unwrap_or(word);
     // Most tokens are rejected by their length or first letter.
-    (3..=9).contains(&word.len())
+    (3..=10).contains(&word.len())
         && matches!(
             word.as_bytes()[0] | 0x20,
             b'a' | b'b'
@@ -1335,6 +1352,8 @@ fn breaks_runs(t: &str) -> bool {
 /// A word that can be a name after a naming noun: letters, digits, `_`,
 /// `-`, and not a function word.
 fn is_name_word(w: &str) -> bool {
+    // The name may end a clause: `field price,`.
+    let w = w.trim_end_matches([',', ';', '.']);
     !w.is_empty()
         && w.bytes()
             .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
@@ -1639,6 +1658,193 @@ mod tests {
         let mut s = good;
         s.roots.push((7, 0));
         assert!(Miner::from_state(s).is_err());
+    }
+
+    fn v1() -> MinerConfig {
+        MinerConfig {
+            version: 1,
+            ..MinerConfig::new()
+        }
+    }
+
+    /// Mines `messages` with the default (latest) and the version 1 miner;
+    /// returns whether each put them all in one cluster.
+    fn one_cluster(messages: &[&str]) -> (bool, bool) {
+        let mut latest = Miner::new();
+        let mut old = Miner::with_config(v1()).unwrap();
+        let same = |m: &mut Miner| {
+            let ids: Vec<ClusterId> = messages.iter().map(|s| m.add(s)).collect();
+            ids.iter().all(|&id| id == ids[0])
+        };
+        (same(&mut latest), same(&mut old))
+    }
+
+    #[test]
+    fn a_run_of_variables_is_one_token_whatever_its_length() {
+        // Also an empty value, `()`, is a variable.
+        let (v2, v1) = one_cluster(&[
+            "connection from 10.0.0.1 (host-1.example.net) at 2026-11-01 05:00:00",
+            "connection from 10.0.0.2 () at 2026-11-01 05:00:01",
+            "connection from 10.0.0.3 (x-1.y) 10.0.0.4 at 2026-11-01 05:00:02",
+        ]);
+        assert!(v2 && !v1);
+        let (v2, v1) = one_cluster(&[
+            "proxy.example.com:5070 close, 1 bytes sent, 2 bytes received, lifetime 00:01",
+            "proxy.example.com:5070 close, 1 bytes (1 KB) sent, 2 bytes received, lifetime <1 sec",
+        ]);
+        assert!(v2 && !v1);
+    }
+
+    #[test]
+    fn the_tree_is_keyed_by_template_text_not_a_leading_value() {
+        let (v2, v1) = one_cluster(&[
+            "a.example.com:80 open through proxy p.example.com:5070 HTTPS",
+            "b.other.org:443 open through proxy p.example.com:5070 HTTPS",
+            "10.0.0.7:443 open through proxy p.example.com:5070 HTTPS",
+        ]);
+        assert!(v2 && !v1);
+    }
+
+    #[test]
+    fn lists_of_names_of_any_length_share_a_template() {
+        let (v2, v1) = one_cluster(&[
+            "missing required fields: price",
+            "missing required fields: price, volume",
+            "missing required fields: event_id, price, volume",
+        ]);
+        assert!(v2 && !v1);
+        let mut m = Miner::new();
+        let id = m.add("missing required fields: price, volume");
+        m.add("missing required fields: price");
+        assert_eq!(m.template(id).unwrap(), "missing required fields: <*>");
+    }
+
+    #[test]
+    fn the_word_after_a_naming_noun_is_a_variable() {
+        let (v2, v1) = one_cluster(&[
+            "'x' (type <class 'str'>) do not match ['null', 'double'] on field price",
+            "'y' (type <class 'str'>) do not match ['null', 'double'] on field volume",
+        ]);
+        assert!(v2 && !v1);
+        let (v2, v1) = one_cluster(&[
+            "session closed for user alice",
+            "session closed for user bob",
+        ]);
+        assert!(v2 && !v1);
+        // A function word after the noun is template text.
+        let mut m = Miner::new();
+        assert_ne!(m.add("field is required"), m.add("field was empty"));
+    }
+
+    #[test]
+    fn key_value_tokens_keep_their_key_and_plain_word_values() {
+        // Different plain-word values of one key are different templates
+        // (version 1 merges them: the tokens look variable).
+        let (v2, v1) = one_cluster(&[
+            "updateClipping isOverlap:false, getTopPadding=3",
+            "updateClipping isOverlap:true, getTopPadding=4",
+        ]);
+        assert!(!v2 && v1);
+        // Unless the key names something.
+        let (v2, _) = one_cluster(&[
+            "authentication failure; rhost=10.0.0.1 user=root",
+            "authentication failure; rhost=10.0.0.2 user=git",
+        ]);
+        assert!(v2);
+        // A key=value token ends a run of variables.
+        let mut m = Miner::new();
+        assert_ne!(
+            m.add("authentication failure; rhost=10.0.0.1"),
+            m.add("authentication failure; rhost=10.0.0.1.example.net user=root")
+        );
+    }
+
+    #[test]
+    fn qualified_type_names_are_template_text() {
+        let (v2, v1) = one_cluster(&[
+            "handler failed with java.net.ConnectException: boom",
+            "handler failed with java.net.SocketException: boom",
+        ]);
+        assert!(!v2 && v1);
+        for t in [
+            "java.net.ConnectException:",
+            "android.intent.action.SCREEN_ON",
+            "(a.b.C)",
+        ] {
+            assert!(looks_constant_v2(t), "{t}");
+        }
+        for t in [
+            "rss.events",
+            "com.apple.Safari.Update:",
+            "kafka-2.internal",
+            "a.b2.C",
+        ] {
+            assert!(!looks_constant_v2(t), "{t}");
+        }
+    }
+
+    #[test]
+    fn a_message_of_only_variables_joins_its_cluster() {
+        let (v2, v1) = one_cluster(&[
+            "onExtend:1514038530000 14 0 4",
+            "onExtend:1514038530000 0 0 4",
+            "onExtend:1514038590000 1 0 4",
+        ]);
+        assert!(v2 && v1);
+        let mut m = Miner::new();
+        let a = m.add("0x1f 17 3");
+        assert_eq!(m.add("0x2e 18 4"), a);
+    }
+
+    /// A state as version 1 of this code wrote it (no `version` in the
+    /// configuration): it loads as an algorithm version 1 miner and goes on
+    /// exactly like one, so saved groups and fingerprints do not change.
+    #[test]
+    fn a_state_written_before_versions_loads_as_version_1_and_keeps_its_groups() {
+        let first = ["session closed for user alice", "disk 3 full"];
+        let later = [
+            "session closed for user bob",
+            "disk 4 full",
+            "session closed for user carol",
+        ];
+        let mut reference = Miner::with_config(v1()).unwrap();
+        for s in first {
+            reference.add(s);
+        }
+        let mut json = serde_json::to_value(reference.to_state()).unwrap();
+        json["version"] = 1.into();
+        json["config"].as_object_mut().unwrap().remove("version");
+        let old_state: MinerState = serde_json::from_value(json).unwrap();
+        assert_eq!(old_state.config.version, 1);
+        let mut resumed = Miner::from_state(old_state).unwrap();
+        assert_eq!(resumed.config().version, 1);
+        for s in later {
+            assert_eq!(resumed.add(s), reference.add(s), "{s}");
+        }
+        assert_eq!(resumed.clusters(), reference.clusters());
+        // Version 1 splits by user name; the latest version would not.
+        assert_eq!(resumed.len(), 4);
+        // A new state keeps the version; a new miner is the latest.
+        let saved = resumed.to_state();
+        assert_eq!((saved.version, saved.config.version), (STATE_VERSION, 1));
+        assert_eq!(Miner::new().config().version, MinerConfig::LATEST_VERSION);
+    }
+
+    #[test]
+    fn unknown_versions_are_refused() {
+        let mut st = Miner::new().to_state();
+        st.version = 1; // a version 1 state cannot hold a version 2 miner
+        assert!(matches!(Miner::from_state(st), Err(StateError::Corrupt(_))));
+        let mut st = Miner::new().to_state();
+        st.config.version = 3;
+        assert!(matches!(Miner::from_state(st), Err(StateError::Config(_))));
+        assert!(
+            Miner::with_config(MinerConfig {
+                version: 0,
+                ..MinerConfig::new()
+            })
+            .is_err()
+        );
     }
 
     #[test]

@@ -166,6 +166,8 @@ impl Masker {
     /// * a date as C's `ctime` and syslog print it (`Fri Jun 17 20:55:07
     ///   2005`, `Jun  9 06:06:20`: an optional weekday, a month name, the
     ///   day, an optional time and year) is one `<TS>`;
+    /// * a list of two or more bare names after `: ` (`missing required
+    ///   fields: price, volume`) is a `<LIST>`, like a bracketed one;
     /// * a quoted HTTP request line keeps its method: `"GET /a/b HTTP/1.1"`
     ///   becomes `"GET <PATH> HTTP/<NUM>"` (the method tells requests apart;
     ///   the rest is masked by the other rules);
@@ -430,9 +432,50 @@ fn word_v2(b: &[u8], i: usize, prev: Option<u8>) -> Step {
     {
         return Step::Mask(end, MaskKind::Ts);
     }
+    if prev == Some(b' ')
+        && i >= 2
+        && b[i - 2] == b':'
+        && let Some(end) = bare_list(b, i)
+    {
+        return Step::Mask(end, MaskKind::List);
+    }
     match word(b, i, prev) {
         Step::Mask(end, MaskKind::Num) => Step::Mask(unit_end(b, end), MaskKind::Num),
         step => step,
+    }
+}
+
+/// `name, name[, …]` after `: ` (`missing required fields: price, volume`):
+/// two or more names (letters, digits, `_`, `.`, `-`, with a letter)
+/// separated by `,` and spaces, the last one ending the word; the end.
+fn bare_list(b: &[u8], i: usize) -> Option<usize> {
+    let mut k = i;
+    let mut items = 0;
+    loop {
+        let e = name_end(b, k);
+        if e == k || !b[k..e].iter().any(u8::is_ascii_alphabetic) || !word_ends(b, e) {
+            return None;
+        }
+        items += 1;
+        // A name ends the list unless `, name` follows.
+        let next = spaces_end(b, e + 1);
+        if at(b, e) == b',' && next > e + 1 && at(b, next).is_ascii_alphanumeric() {
+            k = next;
+        } else {
+            // The last name ends the clause (not `name:`, a key).
+            if !matches!(
+                at(b, e),
+                0 | b' ' | b'\t' | b'\r' | b'\n' | b'.' | b')' | b';'
+            ) {
+                return None;
+            }
+            let mut end = e;
+            // Trailing dots are the sentence's.
+            while end > i && b[end - 1] == b'.' {
+                end -= 1;
+            }
+            return (items >= 2).then_some(end);
+        }
     }
 }
 
@@ -1146,6 +1189,105 @@ mod tests {
         assert_eq!(m(""), "");
         assert_eq!(m("\"'`-+/"), "\"'`-+/");
         assert_eq!(m("https://münchen.de/x y"), "<URL> y");
+    }
+
+    fn m2(s: &str) -> String {
+        Masker::v2().mask(s)
+    }
+
+    #[test]
+    fn version_2_masks_a_number_with_its_unit_as_one_value() {
+        assert_eq!(
+            m2("(estimated size 512 B, free 1.2 KB) after 30000 ms"),
+            "(estimated size <NUM>, free <NUM>) after <NUM>"
+        );
+        assert_eq!(
+            m2("3 bytes sent, lifetime <1 sec"),
+            "<NUM> sent, lifetime <<NUM>"
+        );
+        // Not a unit: a word that only starts like one.
+        assert_eq!(m2("5 sheep"), "<NUM> sheep");
+        // Version 1 keeps the unit, so its templates do not change.
+        assert_eq!(m("size 512 B"), "size <NUM> B");
+    }
+
+    #[test]
+    fn version_2_masks_ctime_and_syslog_dates() {
+        assert_eq!(
+            m2("connection from 1.2.3.4 () at Fri Jun 17 20:55:07 2005"),
+            "connection from <IP> () at <TS>"
+        );
+        assert_eq!(m2("at Sat Jul  9 22:53:19 2005 ok"), "at <TS> ok");
+        assert_eq!(m2("since Jun 9 06:06:20 boot"), "since <TS> boot");
+        // A month name with a day alone may be prose.
+        assert_eq!(m2("due May 5 at noon"), "due May <NUM> at noon");
+        assert_eq!(
+            m("at Fri Jun 17 20:55:07 2005"),
+            "at Fri Jun <NUM> <TS> <NUM>"
+        );
+    }
+
+    #[test]
+    fn version_2_keeps_the_method_of_a_quoted_http_request_line() {
+        assert_eq!(
+            m2(r#"10.0.0.1 "GET /v2/54fadb41/servers/detail HTTP/1.1" status: 200"#),
+            r#"<IP> "GET <PATH> HTTP/<NUM>" status: <NUM>"#
+        );
+        assert_eq!(
+            m2(r#""DELETE /v2/x HTTP/1.1" status: 204"#),
+            r#""DELETE <PATH> HTTP/<NUM>" status: <NUM>"#
+        );
+        assert_eq!(m(r#""GET /v2/x HTTP/1.1" status"#), "<QUOTED> status");
+    }
+
+    #[test]
+    fn version_2_masks_a_list_of_bare_names_of_any_length() {
+        for (text, masked) in [
+            (
+                "missing required fields: price, volume, outcome",
+                "missing required fields: <LIST>",
+            ),
+            (
+                "missing required fields: price, volume.",
+                "missing required fields: <LIST>.",
+            ),
+            // One name is not a list (the miner's naming-noun rule covers it).
+            (
+                "missing required fields: price",
+                "missing required fields: price",
+            ),
+            // A key after the last name: not a list.
+            (
+                "Information: onSleep, SleepType: Normal",
+                "Information: onSleep, SleepType: Normal",
+            ),
+            (
+                "error: connection refused, retrying",
+                "error: connection refused, retrying",
+            ),
+        ] {
+            assert_eq!(m2(text), masked, "{text}");
+        }
+        assert_eq!(
+            m("missing required fields: price, volume"),
+            "missing required fields: price, volume"
+        );
+    }
+
+    #[test]
+    fn version_2_masks_a_name_on_a_line_of_its_own() {
+        let pydantic =
+            "1 validation error for PriceHourly\nvolume\n  Input should be a valid number";
+        assert_eq!(
+            m2(pydantic),
+            "<NUM> validation error for PriceHourly\n<ID>\n  Input should be a valid number"
+        );
+        // The last line is not a name line.
+        assert_eq!(m2("failed\nretrying"), "failed\nretrying");
+        assert_eq!(
+            m(pydantic),
+            "<NUM> validation error for PriceHourly\nvolume\n  Input should be a valid number"
+        );
     }
 
     #[test]
