@@ -1099,11 +1099,20 @@ pub(crate) fn looks_constant_v2(token: &str) -> bool {
 }
 
 fn is_type_name(token: &str) -> bool {
-    let t = token.trim_start_matches(['(', '[']);
-    if !t.as_bytes().first().is_some_and(u8::is_ascii_lowercase) {
+    let b = token.as_bytes();
+    let mut i = 0;
+    while i < b.len() && matches!(b[i], b'(' | b'[') {
+        i += 1;
+    }
+    if !b.get(i).is_some_and(u8::is_ascii_lowercase) {
         return false;
     }
-    let t = t.trim_end_matches([':', ',', ';', ')', ']', '.']);
+    let mut e = b.len();
+    while e > i && matches!(b[e - 1], b':' | b',' | b';' | b')' | b']' | b'.') {
+        e -= 1;
+    }
+    // `i` and `e` are at ASCII bytes (or the ends): char boundaries.
+    let t = &token[i..e];
     let Some((package, name)) = t.rsplit_once('.') else {
         return false;
     };
@@ -1313,7 +1322,9 @@ impl V2Rules {
             || if plain {
                 is_empty_value(token)
             } else {
-                !breaks_runs(token)
+                // A bare placeholder (the commonest token that is not
+                // plain) needs no closer look.
+                placeholder_len(token.as_bytes(), 0) == Some(token.len()) || !breaks_runs(token)
             };
         if !variable {
             self.run = 0;
