@@ -36,6 +36,11 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+if [ -n "$loghub" ] && ! ls "$loghub"/*_2k.log_structured.csv >/dev/null 2>&1; then
+  echo "no *_2k.log_structured.csv in $loghub (get them from https://github.com/logpai/loghub)" >&2
+  exit 2
+fi
+
 drain3_version=0.9.11
 venv=target/bench-venv
 corpus=crates/dlq-core/tests/corpus
@@ -58,11 +63,7 @@ mine=target/release/examples/mine_corpus
 # Datasets: name and JSON-lines file ({"group", "message"} per line).
 datasets=("own:$corpus/messages.jsonl")
 if [ -n "$loghub" ]; then
-  found=$(ls "$loghub"/*_2k.log_structured.csv 2>/dev/null | wc -l)
-  if [ "$found" -eq 0 ]; then
-    echo "no *_2k.log_structured.csv in $loghub" >&2
-    exit 2
-  fi
+  found=$(ls "$loghub"/*_2k.log_structured.csv | wc -l)
   echo "== converting $found Loghub files"
   python3 - "$loghub" "$work/data" <<'EOF'
 import csv, glob, json, os, sys
