@@ -12,6 +12,8 @@
 //! Options:
 //! * `--drain3`: drain3's algorithm (no constant-word rule, no LRU bound),
 //!   still with root causes and masking;
+//! * `--version N`: the miner's algorithm version (`MinerConfig::version`;
+//!   default the latest, 1 with `--drain3`);
 //! * `--repeat N`: mine the messages N times over (fresh miner each time)
 //!   and report the best time, for a steadier figure (default 5);
 //! * `--json`: one JSON object with the figures instead of text;
@@ -37,6 +39,7 @@ struct Args {
     dump: Option<String>,
     dump_clusters: Option<String>,
     quiet: bool,
+    version: Option<u32>,
 }
 
 fn args() -> Args {
@@ -48,6 +51,7 @@ fn args() -> Args {
         dump: None,
         dump_clusters: None,
         quiet: false,
+        version: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -58,9 +62,10 @@ fn args() -> Args {
             "--repeat" => a.repeat = it.next().and_then(|v| v.parse().ok()).unwrap_or(5).max(1),
             "--dump-prepared" => a.dump = it.next(),
             "--dump-clusters" => a.dump_clusters = it.next(),
+            "--version" => a.version = it.next().and_then(|v| v.parse().ok()),
             "-h" | "--help" => {
                 println!(
-                    "usage: mine_corpus [FILE] [--drain3] [--repeat N] [--json] [--dump-prepared PATH] [--dump-clusters PATH] [--quiet]"
+                    "usage: mine_corpus [FILE] [--drain3] [--version N] [--repeat N] [--json] [--dump-prepared PATH] [--dump-clusters PATH] [--quiet]"
                 );
                 std::process::exit(0);
             }
@@ -104,11 +109,14 @@ fn main() {
             }
         }
     }
-    let config = if args.drain3 {
+    let mut config = if args.drain3 {
         MinerConfig::drain3()
     } else {
         MinerConfig::default()
     };
+    if let Some(v) = args.version {
+        config.version = v;
+    }
 
     let mut best = Duration::MAX;
     let mut result = None;
@@ -148,6 +156,7 @@ fn main() {
     if args.json {
         let v = serde_json::json!({
             "implementation": if args.drain3 { "dlq (drain3 mode)" } else { "dlq" },
+            "version": config.version,
             "messages": messages.len(),
             "seconds": best.as_secs_f64(),
             "messages_per_second": per_sec,

@@ -16,8 +16,8 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-/// The accuracy the default miner must reach on the corpus.
-const REQUIRED_ACCURACY: f64 = 0.98;
+/// The accuracy the default miner must reach on the corpus (issue #13).
+const REQUIRED_ACCURACY: f64 = 0.99;
 
 struct Labeled {
     group: String,
@@ -140,6 +140,89 @@ fn grouping_accuracy_meets_the_bar_in_two_orders() {
             wrong.join("\n")
         );
     }
+}
+
+/// Version 1 of the algorithm, which miners saved by earlier versions keep,
+/// still groups the corpus as it did (0.9846 when version 2 came), and the
+/// default beats it.
+#[test]
+fn version_1_still_groups_as_before_and_the_default_beats_it() {
+    let v1 = MinerConfig {
+        version: 1,
+        ..MinerConfig::default()
+    };
+    for seed in [1, 2] {
+        let (old, _, _) = measure(v1, seed);
+        let (new, _, _) = measure(MinerConfig::default(), seed);
+        println!("order {seed}: version 1 {old:.4}, default {new:.4}");
+        assert!((0.98..0.99).contains(&old), "{old}");
+        assert!(new > old, "{new} vs {old}");
+    }
+}
+
+fn seed_record(id: &str, error: &str) -> dlq_core::store::StoredRecord {
+    let line = serde_json::json!({
+        "original_record": {"event_id": id},
+        "error": error,
+        "timestamp": "2026-11-29T07:00:00Z",
+    })
+    .to_string();
+    let mut letter = dlq_core::envelope::decode(line.as_bytes(), id);
+    letter.source.topic = Some("rss.events".into());
+    dlq_core::store::StoredRecord {
+        dlq: "dlq.rss.events".into(),
+        status: dlq_core::Status::Pending,
+        stored_at: chrono::Utc::now(),
+        settled_at: None,
+        letter,
+    }
+}
+
+/// A checkpoint `analyze:miner:<dlq>` as dlq wrote it before miners had an
+/// algorithm version still loads, its miner stays version 1, and its
+/// records keep their groups and fingerprints; a new miner of the same
+/// grouper is the latest version.
+#[test]
+fn a_checkpoint_saved_before_miner_versions_keeps_its_groups() {
+    use dlq_core::analyze::Grouper;
+
+    let alice = seed_record("a", "session closed for user alice");
+    let bob = seed_record("b", "session closed for user bob");
+    // The miner's key inside the checkpoint, from a grouper of today.
+    let mut today = Grouper::new();
+    let (_, _) = today.add(&alice);
+    let state: serde_json::Value =
+        serde_json::from_str(&today.state("dlq.rss.events").unwrap()).unwrap();
+    let key = state["miners"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    assert_eq!(state["miners"][&key]["config"]["version"], 2);
+
+    // What the earlier version saved after mining `alice` (state version 1,
+    // no `version` in the configuration), byte for byte in its format.
+    let old_miner = r#"{"version":1,"config":{"sim_threshold":0.4,"depth":4,"max_children":100,"max_clusters":10000,"parametrize_numeric_tokens":true,"words_are_constants":true,"root_cause":true,"mask":true},"last_id":1,"clock":1,"clusters":[{"id":1,"tokens":["session","closed","for","user","alice"],"size":1,"last_used":1}],"nodes":[{"children":[["session",1]],"clusters":[]},{"children":[],"clusters":[1]}],"roots":[[5,0]]}"#;
+    let checkpoint = format!(
+        r#"{{"version":1,"miners":{{{}:{old_miner}}}}}"#,
+        serde_json::to_string(&key).unwrap()
+    );
+    let mut restored = Grouper::new();
+    restored.restore("dlq.rss.events", &checkpoint).unwrap();
+    let alice_fp = restored.fingerprint(&alice);
+    assert_eq!(restored.add(&alice).0, alice_fp, "alice keeps her group");
+    // Version 1 keeps a differing plain word apart, so bob starts a group
+    // (version 2 would put him with alice).
+    let (bob_fp, _) = restored.add(&bob);
+    assert_ne!(bob_fp, alice_fp);
+    assert_eq!(today.add(&bob).0, today.fingerprint(&alice));
+    // Saved again, the miner is still version 1.
+    let saved: serde_json::Value =
+        serde_json::from_str(&restored.state("dlq.rss.events").unwrap()).unwrap();
+    assert_eq!(saved["miners"][&key]["config"]["version"], 1);
+    assert_eq!(saved["miners"][&key]["version"], 2);
 }
 
 /// Plain Drain (drain3's algorithm, same root causes and masking) on the same

@@ -11,8 +11,10 @@ use super::root_cause;
 /// The wildcard token of a template.
 pub const WILDCARD: &str = "<*>";
 
-/// The version of [`MinerState`] this code writes and reads.
-pub const STATE_VERSION: u32 = 1;
+/// The version of [`MinerState`] this code writes. It also reads version 1
+/// (written before [`MinerConfig::version`] existed), as a miner of
+/// algorithm version 1.
+pub const STATE_VERSION: u32 = 2;
 
 /// The id of a cluster: assigned when the cluster is created (1, 2, 3, … in
 /// creation order), never reused, never changed when its template
@@ -34,6 +36,29 @@ impl std::fmt::Display for ClusterId {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MinerConfig {
+    /// The algorithm's version. A miner keeps the version it was created
+    /// with, also across [`Miner::to_state`] and [`Miner::from_state`], so
+    /// the groups and fingerprints of a persisted miner never change under
+    /// it when dlq is upgraded; a configuration or state without this field
+    /// is version 1.
+    ///
+    /// * 1: Drain's tree (token count, then the leading token) over the
+    ///   text of [`Masker::new`], and the constant-word rule.
+    /// * 2 (the default): what makes templates independent of how many
+    ///   tokens a variable part has, and keys the tree on template text
+    ///   rather than on a value that happens to come first. The masker is
+    ///   [`Masker::v2`] (numbers with units, `ctime` dates, HTTP request
+    ///   lines, name lines); then, over the tokens: a run of two or more
+    ///   variable-looking tokens is one `<*>` (`(<NUM> KB)`, `<IP>,<IP>`, a
+    ///   host and its port); the word after a naming noun (`field price`,
+    ///   `user alice`, `column`, `topic`, `key`, …, unless it is a
+    ///   function word such as `is` or `not`) is a variable; a qualified
+    ///   type name (`java.net.ConnectException:`) looks constant; the tree
+    ///   is keyed by token count and the first token that looks constant,
+    ///   so `host-a:80 open through proxy …` and `host-b:443 open …` meet
+    ///   in one leaf.
+    #[serde(default = "MinerConfig::legacy_version")]
+    pub version: u32,
     /// A message joins the most similar cluster of its leaf when at least this
     /// share of the cluster's template tokens equal the message's tokens
     /// (wildcards count as unequal, as in Drain). Default 0.4.
@@ -72,6 +97,15 @@ pub struct MinerConfig {
 }
 
 impl MinerConfig {
+    /// The newest algorithm version, the default of
+    /// [`MinerConfig::version`].
+    pub const LATEST_VERSION: u32 = 2;
+
+    /// The version of a configuration written without one.
+    const fn legacy_version() -> u32 {
+        1
+    }
+
     /// The default of [`MinerConfig::sim_threshold`]: 0.4.
     pub const DEFAULT_SIM_THRESHOLD: f64 = 0.4;
     /// The default of [`MinerConfig::depth`]: 4.
@@ -82,9 +116,11 @@ impl MinerConfig {
     pub const DEFAULT_MAX_CLUSTERS: usize = 10_000;
 
     /// drain3's algorithm with drain3's defaults (no LRU bound, no
-    /// constant-word rule), still with root causes and masking.
+    /// constant-word rule), still with root causes and masking (version 1,
+    /// whose masking the benchmark mirrors in drain3).
     pub const fn drain3() -> Self {
         MinerConfig {
+            version: 1,
             max_clusters: None,
             words_are_constants: false,
             ..MinerConfig::new()
@@ -94,6 +130,7 @@ impl MinerConfig {
     /// The defaults, as a `const`.
     pub const fn new() -> Self {
         MinerConfig {
+            version: MinerConfig::LATEST_VERSION,
             sim_threshold: MinerConfig::DEFAULT_SIM_THRESHOLD,
             depth: MinerConfig::DEFAULT_DEPTH,
             max_children: MinerConfig::DEFAULT_MAX_CHILDREN,
@@ -107,6 +144,13 @@ impl MinerConfig {
 
     fn check(&self) -> Result<(), StateError> {
         let mut problems = Vec::new();
+        if !(1..=MinerConfig::LATEST_VERSION).contains(&self.version) {
+            problems.push(format!(
+                "version must be 1 to {}, got {}",
+                MinerConfig::LATEST_VERSION,
+                self.version
+            ));
+        }
         if !(0.0..=1.0).contains(&self.sim_threshold) {
             problems.push(format!(
                 "sim_threshold must be in [0, 1], got {}",
@@ -148,7 +192,7 @@ pub enum StateError {
     Config(String),
     /// The state was written by an unknown version of this code.
     #[error(
-        "miner state version {found} is not supported (this build reads version {STATE_VERSION})"
+        "miner state version {found} is not supported (this build reads versions 1 to {STATE_VERSION})"
     )]
     Version {
         /// The version found in the state.
@@ -355,7 +399,11 @@ impl Miner {
     fn build(config: MinerConfig) -> Self {
         Miner {
             config,
-            masker: Masker::new(),
+            masker: if config.version >= 2 {
+                Masker::v2()
+            } else {
+                Masker::new()
+            },
             roots: FxMap::default(),
             nodes: Vec::new(),
             clusters: FxMap::default(),
@@ -398,7 +446,11 @@ impl Miner {
         let mut prepared = std::mem::take(&mut self.scratch);
         self.prepare(message, &mut prepared);
         let mut tokens = recycle(std::mem::take(&mut self.token_buf));
-        tokenize(&prepared, &mut tokens);
+        if self.config.version >= 2 {
+            tokenize_v2(&prepared, &mut tokens);
+        } else {
+            tokenize(&prepared, &mut tokens);
+        }
         let id = self.add_tokens(&tokens);
         self.token_buf = recycle(tokens);
         self.scratch = prepared;
@@ -414,7 +466,11 @@ impl Miner {
         let mut prepared = String::new();
         self.prepare(message, &mut prepared);
         let mut tokens = Vec::new();
-        tokenize(&prepared, &mut tokens);
+        if self.config.version >= 2 {
+            tokenize_v2(&prepared, &mut tokens);
+        } else {
+            tokenize(&prepared, &mut tokens);
+        }
         match self.search(&tokens) {
             Search::Found(id) => Some(id),
             Search::None => None,
@@ -554,6 +610,27 @@ impl Miner {
         idx
     }
 
+    /// The tokens that key the tree below the token count: Drain's leading
+    /// `depth - 3` tokens (not the last one) in version 1; the first
+    /// `depth - 3` tokens that look constant in version 2.
+    fn tree_keys<'t>(&self, tokens: &'t [&'t str]) -> impl Iterator<Item = &'t str> + 't {
+        let v2 = self.config.version >= 2;
+        let mut limit = self.config.depth - 3;
+        if !v2 {
+            limit = limit.min(tokens.len().saturating_sub(1));
+        }
+        tokens
+            .iter()
+            .filter_map(move |&t| {
+                if !v2 || looks_constant_v2(t) {
+                    Some(t)
+                } else {
+                    key_of(t)
+                }
+            })
+            .take(limit)
+    }
+
     /// Drain's `add_seq_to_prefix_tree`; returns the leaf.
     fn insert_in_tree(&mut self, id: ClusterId, tokens: &[&str]) -> u32 {
         let count = tokens.len();
@@ -569,12 +646,8 @@ impl Miner {
             self.nodes[node as usize].clusters = vec![id];
             return node;
         }
-        let max_node_depth = self.config.depth - 2;
         let max_children = self.config.max_children;
-        for (depth, &token) in (1..).zip(tokens) {
-            if depth >= max_node_depth || depth >= count {
-                break;
-            }
+        for token in self.tree_keys(tokens) {
             let children = &self.nodes[node as usize].children;
             node = if let Some(&child) = children.get(token) {
                 child
@@ -621,11 +694,7 @@ impl Miner {
                 .first()
                 .map_or(Search::None, |&id| Search::Found(id));
         }
-        let max_node_depth = self.config.depth - 2;
-        for (depth, &token) in (1..).zip(tokens) {
-            if depth >= max_node_depth || depth == count {
-                break;
-            }
+        for token in self.tree_keys(tokens) {
             let next = node
                 .children
                 .get(token)
@@ -670,12 +739,21 @@ impl Miner {
             let t: &str = t;
             if t == WILDCARD {
                 params += 1;
+                // Version 2 counts a template's variables as matched (drain3's
+                // `include_params`): a run of variables is one `<*>` there,
+                // so a template can be mostly, or only, variables.
+                if self.config.version >= 2 {
+                    same += 1;
+                }
             } else if t == m {
                 same += 1;
             } else if self.config.words_are_constants
-                && looks_constant(t)
-                && looks_constant(m)
                 && !same_skeleton(t, m)
+                && if self.config.version >= 2 {
+                    (looks_constant_v2(t) && looks_constant_v2(m)) || key_value_differs(t, m)
+                } else {
+                    looks_constant(t) && looks_constant(m)
+                }
             {
                 return None;
             }
@@ -732,10 +810,17 @@ impl Miner {
     /// A miner that continues from `state`. The state is checked: a corrupt
     /// state is refused, never trusted into a panic later.
     pub fn from_state(state: MinerState) -> Result<Self, StateError> {
-        if state.version != STATE_VERSION {
-            return Err(StateError::Version {
-                found: state.version,
-            });
+        match state.version {
+            STATE_VERSION => {}
+            // Written before the algorithm had versions: always version 1.
+            1 if state.config.version == 1 => {}
+            1 => {
+                return Err(StateError::Corrupt(format!(
+                    "a version 1 state with algorithm version {}",
+                    state.config.version
+                )));
+            }
+            found => return Err(StateError::Version { found }),
         }
         state.config.check()?;
         let corrupt = |m: String| Err(StateError::Corrupt(m));
@@ -811,10 +896,16 @@ impl Miner {
                     c.id, c.last_used
                 ));
             }
-            if c.tokens
-                .iter()
-                .any(|t| t.is_empty() || t.contains(char::is_whitespace))
-            {
+            // Version 2 joins a run of variables into one token that may
+            // hold spaces, not at its ends.
+            let bad_token = |t: &String| {
+                if state.config.version >= 2 {
+                    t.is_empty() || t.trim() != t
+                } else {
+                    t.is_empty() || t.contains(char::is_whitespace)
+                }
+            };
+            if c.tokens.iter().any(bad_token) {
                 return corrupt(format!("cluster {} has an empty or spaced token", c.id));
             }
             miner.clusters.insert(
@@ -929,6 +1020,21 @@ fn placeholder_len(b: &[u8], i: usize) -> Option<usize> {
     (k > i + 1 && k < b.len() && b[k] == b'>').then_some(k + 1 - i)
 }
 
+/// ASCII bytes that cannot make a token look variable (letters, `_`, `-`,
+/// punctuation other than `. : < / \\ @ # =`); no digits.
+const PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0x21;
+    while c < 0x7f {
+        t[c] = !matches!(
+            c as u8,
+            b'0'..=b'9' | b'.' | b':' | b'<' | b'/' | b'\\' | b'@' | b'#' | b'='
+        );
+        c += 1;
+    }
+    t
+};
+
 /// Whether a token looks like template text rather than a value: see
 /// [`MinerConfig::words_are_constants`].
 ///
@@ -941,6 +1047,11 @@ fn placeholder_len(b: &[u8], i: usize) -> Option<usize> {
 /// (`<NUM>`, `SCRAM-SHA-<NUM>`, `ph-<NUM>`): masking must not make a value
 /// look like a word.
 pub(crate) fn looks_constant(token: &str) -> bool {
+    // Most tokens are words and punctuation without any byte the rules
+    // below look at: one table lookup per byte decides them.
+    if token.bytes().all(|c| PLAIN[c as usize]) {
+        return true;
+    }
     let b = token.as_bytes();
     let mut plain_word = false;
     let mut placeholder = false;
@@ -975,6 +1086,319 @@ pub(crate) fn looks_constant(token: &str) -> bool {
     }
     plain_word |= word.0 && !word.1;
     plain_word || !placeholder
+}
+
+/// [`looks_constant`], or a qualified type name: lowercase package segments
+/// and a capitalized name, letters and `_` only (no digits), maybe with
+/// trailing punctuation (`java.net.ConnectException:`,
+/// `android.intent.action.SCREEN_ON`). Hosts, topics and bundle ids
+/// (`rss.events`, `kafka-2.internal`, `com.apple.Safari.Update`) stay
+/// variable.
+pub(crate) fn looks_constant_v2(token: &str) -> bool {
+    looks_constant(token) || is_type_name(token)
+}
+
+fn is_type_name(token: &str) -> bool {
+    let b = token.as_bytes();
+    let mut i = 0;
+    while i < b.len() && matches!(b[i], b'(' | b'[') {
+        i += 1;
+    }
+    if !b.get(i).is_some_and(u8::is_ascii_lowercase) {
+        return false;
+    }
+    let mut e = b.len();
+    while e > i && matches!(b[e - 1], b':' | b',' | b';' | b')' | b']' | b'.') {
+        e -= 1;
+    }
+    // `i` and `e` are at ASCII bytes (or the ends): char boundaries.
+    let t = &token[i..e];
+    let Some((package, name)) = t.rsplit_once('.') else {
+        return false;
+    };
+    let ident = |seg: &str| {
+        !seg.is_empty()
+            && seg
+                .bytes()
+                .all(|c| c.is_ascii_alphabetic() || c == b'_' || c == b'$')
+    };
+    ident(name)
+        && name.as_bytes()[0].is_ascii_uppercase()
+        && package
+            .split('.')
+            .all(|seg| ident(seg) && seg.as_bytes()[0].is_ascii_lowercase())
+}
+
+/// `key=value` or `key:value` with a word as the key (`uid=<NUM>`,
+/// `user=root`, `onExtend:<NUM>`): a value
+/// with its name, which a run of variables must not swallow (`rhost=<IP>`
+/// and `rhost=<IP> user=root` are two templates).
+fn is_key_value(token: &str) -> bool {
+    key_of(token).is_some()
+}
+
+/// The key of a `key=value` or `key:value` token whose key is a word
+/// (letters, `_`, `-`); `None` for other tokens.
+fn key_of(token: &str) -> Option<&str> {
+    let end = token.bytes().position(|c| c == b'=' || c == b':')?;
+    let k = &token[..end];
+    (!k.is_empty()
+        && k.bytes()
+            .all(|c| c.is_ascii_alphabetic() || c == b'_' || c == b'-'))
+    .then_some(k)
+}
+
+/// Version 2's constant-word rule for `key=value` tokens: two tokens with
+/// different keys, or with the same key and two different plain words as
+/// values (`status=FAILED`, `status=EXPIRED`), are different template text;
+/// unless the key is a naming noun (`user=alice`, `user=bob`).
+fn key_value_differs(t: &str, m: &str) -> bool {
+    let (Some(k), Some(l)) = (key_of(t), key_of(m)) else {
+        return false;
+    };
+    if k != l {
+        return true;
+    }
+    if is_naming_noun(k) {
+        return false;
+    }
+    let trim = [',', ';', '.', ')', ']', '}'];
+    let v = t[k.len() + 1..].trim_end_matches(trim);
+    let w = m[l.len() + 1..].trim_end_matches(trim);
+    let word = |x: &str| !x.is_empty() && x.bytes().all(|c| c.is_ascii_alphabetic() || c == b'_');
+    v != w && word(v) && word(w)
+}
+
+/// Whether a token is an empty pair of brackets or quotes (`()`, `[]`,
+/// `""`): an empty value, so a variable, not template text.
+#[inline]
+fn is_empty_value(token: &str) -> bool {
+    token.len() == 2 && matches!(token, "()" | "[]" | "{}" | "\"\"" | "''" | "``")
+}
+
+/// Nouns whose next word names something (a field, a user, a topic): that
+/// word is a variable, unless it is one of [`FUNCTION_WORDS`]. Also with a
+/// colon (`fields: price`).
+const NAMING_NOUNS: [&str; 30] = [
+    "field",
+    "column",
+    "user",
+    "property",
+    "attribute",
+    "parameter",
+    "argument",
+    "key",
+    "table",
+    "topic",
+    "queue",
+    "bucket",
+    "header",
+    "variable",
+    "domain",
+    "member",
+    "fields",
+    "columns",
+    "users",
+    "properties",
+    "attributes",
+    "parameters",
+    "arguments",
+    "keys",
+    "tables",
+    "topics",
+    "queues",
+    "buckets",
+    "headers",
+    "variables",
+];
+
+/// Words that follow a naming noun without being a name (`field is
+/// required`, `user not found`).
+const FUNCTION_WORDS: [&str; 44] = [
+    "is", "was", "are", "were", "be", "been", "not", "of", "in", "for", "to", "from", "with", "at",
+    "on", "by", "and", "or", "the", "a", "an", "has", "have", "had", "does", "did", "must",
+    "should", "cannot", "can", "could", "will", "would", "may", "name", "names", "id", "type",
+    "value", "values", "missing", "required", "unknown", "already",
+];
+
+#[inline]
+fn is_naming_noun(word: &str) -> bool {
+    // `fields:` names what follows as well as `fields`.
+    let word = word.strip_suffix(':').unwrap_or(word);
+    let n = word.len();
+    if !(3..=10).contains(&n) {
+        return false;
+    }
+    // Lowercased into a buffer, the nouns are one `match` (by length, then
+    // bytes) instead of a scan of the list.
+    let mut buf = [0u8; 10];
+    for (d, c) in buf.iter_mut().zip(word.bytes()) {
+        *d = c.to_ascii_lowercase();
+    }
+    let found = matches!(
+        &buf[..n],
+        b"field"
+            | b"column"
+            | b"user"
+            | b"property"
+            | b"attribute"
+            | b"parameter"
+            | b"argument"
+            | b"key"
+            | b"table"
+            | b"topic"
+            | b"queue"
+            | b"bucket"
+            | b"header"
+            | b"variable"
+            | b"domain"
+            | b"member"
+            | b"fields"
+            | b"columns"
+            | b"users"
+            | b"properties"
+            | b"attributes"
+            | b"parameters"
+            | b"arguments"
+            | b"keys"
+            | b"tables"
+            | b"topics"
+            | b"queues"
+            | b"buckets"
+            | b"headers"
+            | b"variables"
+    );
+    debug_assert_eq!(
+        found,
+        NAMING_NOUNS.iter().any(|x| x.eq_ignore_ascii_case(word))
+    );
+    found
+}
+
+/// [`tokenize`] with version 2's token rules (see
+/// [`MinerConfig::version`]): the word after a naming noun becomes `<*>`,
+/// and every run of two or more variable-looking tokens becomes one token,
+/// the text the run spans in `s` (`[<NUM>, <NUM>],`, spaces included), or
+/// `<*>` if a name is in it. Drain then compares a run as one token: two
+/// runs of a different shape make it `<*>`. One pass over the bytes, which
+/// also tells the plain tokens (most of them) from those that need a closer
+/// look.
+fn tokenize_v2<'a>(s: &'a str, out: &mut Vec<&'a str>) {
+    let b = s.as_bytes();
+    let mut rules = V2Rules {
+        run: 0,
+        run_start: 0,
+        run_named: false,
+        after_noun: false,
+    };
+    let mut i = 0;
+    let mut start = usize::MAX;
+    let mut plain = true;
+    while i < b.len() {
+        let (space, len, byte_plain) = match BYTE_CLASS[b[i] as usize] {
+            0 => (false, 1, PLAIN[b[i] as usize]),
+            1 => (true, 1, true),
+            _ => {
+                let ch = s[i..].chars().next().unwrap_or(' ');
+                (ch.is_whitespace(), ch.len_utf8(), false)
+            }
+        };
+        if space {
+            if start != usize::MAX {
+                rules.push(s, start, i, plain, out);
+                start = usize::MAX;
+            }
+        } else {
+            if start == usize::MAX {
+                start = i;
+                plain = true;
+            }
+            plain &= byte_plain;
+        }
+        i += len;
+    }
+    if start != usize::MAX {
+        rules.push(s, start, b.len(), plain, out);
+    }
+}
+
+/// The state of [`tokenize_v2`] between tokens.
+struct V2Rules {
+    /// Variable-looking tokens in the current run.
+    run: usize,
+    /// Where the run's first token starts.
+    run_start: usize,
+    /// Whether the run holds a name (`<*>`).
+    run_named: bool,
+    /// Whether the previous token was a naming noun.
+    after_noun: bool,
+}
+
+impl V2Rules {
+    /// Adds the token `s[start..end]`; `plain` when all its bytes are
+    /// [`PLAIN`] (so it looks constant, see [`looks_constant`]).
+    fn push<'a>(
+        &mut self,
+        s: &'a str,
+        start: usize,
+        end: usize,
+        plain: bool,
+        out: &mut Vec<&'a str>,
+    ) {
+        let token = &s[start..end];
+        let name = self.after_noun && is_name_word(token);
+        self.after_noun = plain && is_naming_noun(token);
+        let variable = name
+            || if plain {
+                is_empty_value(token)
+            } else {
+                // A bare placeholder (the commonest token that is not
+                // plain) needs no closer look.
+                placeholder_len(token.as_bytes(), 0) == Some(token.len()) || !breaks_runs(token)
+            };
+        if !variable {
+            self.run = 0;
+            out.push(token);
+            return;
+        }
+        self.run += 1;
+        if self.run == 1 {
+            self.run_start = start;
+            self.run_named = name;
+            out.push(if name { WILDCARD } else { token });
+        } else {
+            self.run_named |= name;
+            let joined = if self.run_named {
+                WILDCARD
+            } else {
+                &s[self.run_start..end]
+            };
+            if let Some(last) = out.last_mut() {
+                *last = joined;
+            }
+        }
+    }
+}
+
+/// Whether a token is template text that ends a run of variables: it looks
+/// constant (version 2) or is a `key=value`, and is not an empty value.
+fn breaks_runs(t: &str) -> bool {
+    if looks_constant(t) {
+        return !is_empty_value(t);
+    }
+    // Type names and keys need a `.`, `=` or `:`.
+    t.bytes().any(|c| matches!(c, b'.' | b'=' | b':')) && (is_key_value(t) || is_type_name(t))
+}
+
+/// A word that can be a name after a naming noun: letters, digits, `_`,
+/// `-`, and not a function word.
+fn is_name_word(w: &str) -> bool {
+    // The name may end a clause: `field price,`.
+    let w = w.trim_end_matches([',', ';', '.']);
+    !w.is_empty()
+        && w.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+        && !FUNCTION_WORDS.iter().any(|f| f.eq_ignore_ascii_case(w))
 }
 
 /// Whether two tokens are equal once every placeholder is taken as equal to
@@ -1275,6 +1699,210 @@ mod tests {
         let mut s = good;
         s.roots.push((7, 0));
         assert!(Miner::from_state(s).is_err());
+    }
+
+    fn v1() -> MinerConfig {
+        MinerConfig {
+            version: 1,
+            ..MinerConfig::new()
+        }
+    }
+
+    /// Mines `messages` with the default (latest) and the version 1 miner;
+    /// returns whether each put them all in one cluster.
+    fn one_cluster(messages: &[&str]) -> (bool, bool) {
+        let mut latest = Miner::new();
+        let mut old = Miner::with_config(v1()).unwrap();
+        let same = |m: &mut Miner| {
+            let ids: Vec<ClusterId> = messages.iter().map(|s| m.add(s)).collect();
+            ids.iter().all(|&id| id == ids[0])
+        };
+        (same(&mut latest), same(&mut old))
+    }
+
+    #[test]
+    fn a_run_of_variables_is_one_token_whatever_its_length() {
+        // Also an empty value, `()`, is a variable.
+        let (v2, v1) = one_cluster(&[
+            "connection from 10.0.0.1 (host-1.example.net) at 2026-11-01 05:00:00",
+            "connection from 10.0.0.2 () at 2026-11-01 05:00:01",
+            "connection from 10.0.0.3 (x-1.y) 10.0.0.4 at 2026-11-01 05:00:02",
+        ]);
+        assert!(v2 && !v1);
+        let (v2, v1) = one_cluster(&[
+            "proxy.example.com:5070 close, 1 bytes sent, 2 bytes received, lifetime 00:01",
+            "proxy.example.com:5070 close, 1 bytes (1 KB) sent, 2 bytes received, lifetime <1 sec",
+        ]);
+        assert!(v2 && !v1);
+    }
+
+    #[test]
+    fn the_tree_is_keyed_by_template_text_not_a_leading_value() {
+        let (v2, v1) = one_cluster(&[
+            "a.example.com:80 open through proxy p.example.com:5070 HTTPS",
+            "b.other.org:443 open through proxy p.example.com:5070 HTTPS",
+            "10.0.0.7:443 open through proxy p.example.com:5070 HTTPS",
+        ]);
+        assert!(v2 && !v1);
+    }
+
+    #[test]
+    fn lists_of_names_of_any_length_share_a_template() {
+        let (v2, v1) = one_cluster(&[
+            "missing required fields: price",
+            "missing required fields: price, volume",
+            "missing required fields: event_id, price, volume",
+        ]);
+        assert!(v2 && !v1);
+        let mut m = Miner::new();
+        let id = m.add("missing required fields: price, volume");
+        m.add("missing required fields: price");
+        assert_eq!(m.template(id).unwrap(), "missing required fields: <*>");
+    }
+
+    #[test]
+    fn runs_of_quoted_values_of_any_length_share_a_template() {
+        let (v2, v1) = one_cluster(&[
+            "unknown variant `x`, expected one of `a`, `b`",
+            "unknown variant `yy`, expected one of `a`, `b`, `c`, `d`",
+            "unknown variant `z z`, expected one of `a`",
+        ]);
+        assert!(v2 && !v1);
+        let mut m = Miner::new();
+        let id = m.add("unknown variant `x`, expected one of `a`, `b`");
+        m.add("unknown variant `x`, expected one of `a`");
+        assert_eq!(
+            m.template(id).unwrap(),
+            "unknown variant <*>, expected one of <*>"
+        );
+    }
+
+    #[test]
+    fn the_word_after_a_naming_noun_is_a_variable() {
+        let (v2, v1) = one_cluster(&[
+            "'x' (type <class 'str'>) do not match ['null', 'double'] on field price",
+            "'y' (type <class 'str'>) do not match ['null', 'double'] on field volume",
+        ]);
+        assert!(v2 && !v1);
+        let (v2, v1) = one_cluster(&[
+            "session closed for user alice",
+            "session closed for user bob",
+        ]);
+        assert!(v2 && !v1);
+        // A function word after the noun is template text.
+        let mut m = Miner::new();
+        assert_ne!(m.add("field is required"), m.add("field was empty"));
+    }
+
+    #[test]
+    fn key_value_tokens_keep_their_key_and_plain_word_values() {
+        // Different plain-word values of one key are different templates
+        // (version 1 merges them: the tokens look variable).
+        let (v2, v1) = one_cluster(&[
+            "updateClipping isOverlap:false, getTopPadding=3",
+            "updateClipping isOverlap:true, getTopPadding=4",
+        ]);
+        assert!(!v2 && v1);
+        // Unless the key names something.
+        let (v2, _) = one_cluster(&[
+            "authentication failure; rhost=10.0.0.1 user=root",
+            "authentication failure; rhost=10.0.0.2 user=git",
+        ]);
+        assert!(v2);
+        // A key=value token ends a run of variables.
+        let mut m = Miner::new();
+        assert_ne!(
+            m.add("authentication failure; rhost=10.0.0.1"),
+            m.add("authentication failure; rhost=10.0.0.1.example.net user=root")
+        );
+    }
+
+    #[test]
+    fn qualified_type_names_are_template_text() {
+        let (v2, v1) = one_cluster(&[
+            "handler failed with java.net.ConnectException: boom",
+            "handler failed with java.net.SocketException: boom",
+        ]);
+        assert!(!v2 && v1);
+        for t in [
+            "java.net.ConnectException:",
+            "android.intent.action.SCREEN_ON",
+            "(a.b.C)",
+        ] {
+            assert!(looks_constant_v2(t), "{t}");
+        }
+        for t in [
+            "rss.events",
+            "com.apple.Safari.Update:",
+            "kafka-2.internal",
+            "a.b2.C",
+        ] {
+            assert!(!looks_constant_v2(t), "{t}");
+        }
+    }
+
+    #[test]
+    fn a_message_of_only_variables_joins_its_cluster() {
+        let (v2, v1) = one_cluster(&[
+            "onExtend:1514038530000 14 0 4",
+            "onExtend:1514038530000 0 0 4",
+            "onExtend:1514038590000 1 0 4",
+        ]);
+        assert!(v2 && v1);
+        let mut m = Miner::new();
+        let a = m.add("0x1f 17 3");
+        assert_eq!(m.add("0x2e 18 4"), a);
+    }
+
+    /// A state as version 1 of this code wrote it (no `version` in the
+    /// configuration): it loads as an algorithm version 1 miner and goes on
+    /// exactly like one, so saved groups and fingerprints do not change.
+    #[test]
+    fn a_state_written_before_versions_loads_as_version_1_and_keeps_its_groups() {
+        let first = ["session closed for user alice", "disk 3 full"];
+        let later = [
+            "session closed for user bob",
+            "disk 4 full",
+            "session closed for user carol",
+        ];
+        let mut reference = Miner::with_config(v1()).unwrap();
+        for s in first {
+            reference.add(s);
+        }
+        let mut json = serde_json::to_value(reference.to_state()).unwrap();
+        json["version"] = 1.into();
+        json["config"].as_object_mut().unwrap().remove("version");
+        let old_state: MinerState = serde_json::from_value(json).unwrap();
+        assert_eq!(old_state.config.version, 1);
+        let mut resumed = Miner::from_state(old_state).unwrap();
+        assert_eq!(resumed.config().version, 1);
+        for s in later {
+            assert_eq!(resumed.add(s), reference.add(s), "{s}");
+        }
+        assert_eq!(resumed.clusters(), reference.clusters());
+        // Version 1 splits by user name; the latest version would not.
+        assert_eq!(resumed.len(), 4);
+        // A new state keeps the version; a new miner is the latest.
+        let saved = resumed.to_state();
+        assert_eq!((saved.version, saved.config.version), (STATE_VERSION, 1));
+        assert_eq!(Miner::new().config().version, MinerConfig::LATEST_VERSION);
+    }
+
+    #[test]
+    fn unknown_versions_are_refused() {
+        let mut st = Miner::new().to_state();
+        st.version = 1; // a version 1 state cannot hold a version 2 miner
+        assert!(matches!(Miner::from_state(st), Err(StateError::Corrupt(_))));
+        let mut st = Miner::new().to_state();
+        st.config.version = 3;
+        assert!(matches!(Miner::from_state(st), Err(StateError::Config(_))));
+        assert!(
+            Miner::with_config(MinerConfig {
+                version: 0,
+                ..MinerConfig::new()
+            })
+            .is_err()
+        );
     }
 
     #[test]

@@ -133,7 +133,8 @@ impl MaskKind {
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Masker {
-    _private: (),
+    /// The extra rules of [`Masker::v2`] are on.
+    v2: bool,
 }
 
 /// The longest quoted value that is masked, in bytes between the quotes.
@@ -151,7 +152,30 @@ enum Step {
 impl Masker {
     /// A masker with every rule of the module documentation.
     pub const fn new() -> Self {
-        Masker { _private: () }
+        Masker { v2: false }
+    }
+
+    /// A masker with the rules of [`Masker::new`] and these, which the
+    /// miner's version 2 uses ([`super::MinerConfig::version`]); the
+    /// stateless fingerprints of `dlq analyze` keep [`Masker::new`], so they
+    /// do not change:
+    ///
+    /// * a number followed by a space and a unit of size or time (`B`, `KB`,
+    ///   `MiB`, `bytes`, `ms`, `sec`, `seconds`, …) is one `<NUM>`: `512 B`
+    ///   and `1.2 KB` are the same kind of value;
+    /// * a date as C's `ctime` and syslog print it (`Fri Jun 17 20:55:07
+    ///   2005`, `Jun  9 06:06:20`: an optional weekday, a month name, the
+    ///   day, an optional time and year) is one `<TS>`;
+    /// * a list of two or more bare names after `: ` (`missing required
+    ///   fields: price, volume`) is a `<LIST>`, like a bracketed one;
+    /// * a quoted HTTP request line keeps its method: `"GET /a/b HTTP/1.1"`
+    ///   becomes `"GET <PATH> HTTP/<NUM>"` (the method tells requests apart;
+    ///   the rest is masked by the other rules);
+    /// * a line of a multi-line message that is one name between other
+    ///   lines (the field path that pydantic prints on a line of its own) is
+    ///   an `<ID>`.
+    pub const fn v2() -> Self {
+        Masker { v2: true }
     }
 
     /// `text` with its variable parts replaced.
@@ -185,7 +209,13 @@ impl Masker {
                         nested_close = usize::MAX;
                         Step::Keep(i + 1)
                     } else {
-                        quoted(b, i, prev, &mut nested_close, &mut quote_budget)
+                        if self.v2
+                            && let Some(end) = http_request_method(b, i)
+                        {
+                            Step::Keep(end)
+                        } else {
+                            quoted(b, i, prev, &mut nested_close, &mut quote_budget)
+                        }
                     }
                 }
                 b'0'..=b'9' | b'A'..=b'Z' | b'a'..=b'z' => {
@@ -195,6 +225,8 @@ impl Masker {
                         || (prev == Some(b'>') && ends_with_placeholder(&b[..i]))
                     {
                         Step::Keep(alnum_end(b, i))
+                    } else if self.v2 {
+                        word_v2(b, i, prev)
                     } else {
                         word(b, i, prev)
                     }
@@ -384,6 +416,155 @@ fn word(b: &[u8], i: usize, prev: Option<u8>) -> Step {
         return Step::Keep(end);
     }
     number_like(b, i)
+}
+
+/// [`word`] with the rules of [`Masker::v2`].
+fn word_v2(b: &[u8], i: usize, prev: Option<u8>) -> Step {
+    let c = b[i];
+    if prev == Some(b'\n')
+        && let Some(end) = name_line(b, i)
+    {
+        return Step::Mask(end, MaskKind::Id);
+    }
+    if c.is_ascii_uppercase()
+        && !at(b, i + 3).is_ascii_alphanumeric()
+        && let Some(end) = ctime_date(b, i)
+    {
+        return Step::Mask(end, MaskKind::Ts);
+    }
+    if prev == Some(b' ')
+        && i >= 2
+        && b[i - 2] == b':'
+        && let Some(end) = bare_list(b, i)
+    {
+        return Step::Mask(end, MaskKind::List);
+    }
+    match word(b, i, prev) {
+        Step::Mask(end, MaskKind::Num) => Step::Mask(unit_end(b, end), MaskKind::Num),
+        step => step,
+    }
+}
+
+/// `name, name[, …]` after `: ` (`missing required fields: price, volume`):
+/// two or more names (letters, digits, `_`, `.`, `-`, with a letter)
+/// separated by `,` and spaces, the last one ending the word; the end.
+fn bare_list(b: &[u8], i: usize) -> Option<usize> {
+    let mut k = i;
+    let mut items = 0;
+    loop {
+        let e = name_end(b, k);
+        if e == k || !b[k..e].iter().any(u8::is_ascii_alphabetic) || !word_ends(b, e) {
+            return None;
+        }
+        items += 1;
+        // A name ends the list unless `, name` follows.
+        let next = spaces_end(b, e + 1);
+        if at(b, e) == b',' && next > e + 1 && at(b, next).is_ascii_alphanumeric() {
+            k = next;
+        } else {
+            // The last name ends the clause (not `name:`, a key).
+            if !matches!(
+                at(b, e),
+                0 | b' ' | b'\t' | b'\r' | b'\n' | b'.' | b')' | b';'
+            ) {
+                return None;
+            }
+            let mut end = e;
+            // Trailing dots are the sentence's.
+            while end > i && b[end - 1] == b'.' {
+                end -= 1;
+            }
+            return (items >= 2).then_some(end);
+        }
+    }
+}
+
+/// Units of size and time that may follow a number after one space.
+const UNITS: [&[u8]; 30] = [
+    b"B", b"KB", b"MB", b"GB", b"TB", b"PB", b"kB", b"KiB", b"MiB", b"GiB", b"TiB", b"byte",
+    b"bytes", b"ns", b"us", b"ms", b"s", b"sec", b"secs", b"second", b"seconds", b"min", b"mins",
+    b"minute", b"minutes", b"h", b"hour", b"hours", b"day", b"days",
+];
+
+/// The end of ` unit` after a number ending at `e`, or `e`.
+fn unit_end(b: &[u8], e: usize) -> usize {
+    if at(b, e) != b' ' || !at(b, e + 1).is_ascii_alphabetic() {
+        return e;
+    }
+    let w = alnum_end(b, e + 1);
+    if UNITS.contains(&&b[e + 1..w]) && word_ends(b, w) {
+        w
+    } else {
+        e
+    }
+}
+
+const WEEKDAYS: [&[u8]; 7] = [b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun"];
+const MONTHS: [&[u8]; 12] = [
+    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
+];
+
+/// `[Www ]Mmm D[D][ HH:MM:SS][ YYYY]` at `i` (C's `ctime`, syslog); the end.
+/// A month name alone, or with a day but neither time nor weekday
+/// (`May 5`), is not enough: "May 2 …" could be prose.
+fn ctime_date(b: &[u8], i: usize) -> Option<usize> {
+    let three = |k: usize, names: &[&[u8]]| {
+        b.get(k..k + 3)
+            .is_some_and(|w| names.contains(&w) && word_ends(b, k + 3))
+    };
+    let mut k = i;
+    let weekday = three(k, &WEEKDAYS);
+    if weekday {
+        k = spaces_end(b, k + 3);
+    }
+    if !three(k, &MONTHS) {
+        return None;
+    }
+    k = spaces_end(b, k + 3);
+    let d = digits_end(b, k);
+    if d == k || d > k + 2 || !word_ends(b, d) {
+        return None;
+    }
+    let mut end = d;
+    let mut time = false;
+    let t = spaces_end(b, d);
+    if t > d
+        && let Some(e) = time_of_day(b, t)
+        && word_ends(b, e)
+    {
+        end = e;
+        time = true;
+    }
+    let y = spaces_end(b, end);
+    if y > end && (0..4).all(|x| at(b, y + x).is_ascii_digit()) && word_ends(b, y + 4) {
+        end = y + 4;
+    }
+    (weekday || time).then_some(end)
+}
+
+/// An HTTP method after an opening quote, with a space and a path or URL
+/// after it (`"GET /a HTTP/1.1"`); the end of `"METHOD `.
+fn http_request_method(b: &[u8], i: usize) -> Option<usize> {
+    const METHODS: [&[u8]; 7] = [
+        b"GET", b"POST", b"PUT", b"DELETE", b"PATCH", b"HEAD", b"OPTIONS",
+    ];
+    let k = i + 1;
+    let e = alnum_end(b, k);
+    (METHODS.contains(&&b[k..e]) && at(b, e) == b' ' && at(b, e + 1) == b'/').then_some(e + 1)
+}
+
+/// A line that is one name (letters, digits, `_`, `.`, `-`, with a letter),
+/// starting at `i` after a newline and followed by another line; its end.
+fn name_line(b: &[u8], i: usize) -> Option<usize> {
+    let mut e = i;
+    while e < b.len() && (b[e].is_ascii_alphanumeric() || matches!(b[e], b'_' | b'.' | b'-')) {
+        e += 1;
+    }
+    let mut k = e;
+    while matches!(at(b, k), b' ' | b'\t' | b'\r') {
+        k += 1;
+    }
+    (at(b, k) == b'\n' && k + 1 < b.len()).then_some(e)
 }
 
 /// A run starting with a digit: a number (with a unit kept), hex, or an id.
@@ -1008,6 +1189,105 @@ mod tests {
         assert_eq!(m(""), "");
         assert_eq!(m("\"'`-+/"), "\"'`-+/");
         assert_eq!(m("https://münchen.de/x y"), "<URL> y");
+    }
+
+    fn m2(s: &str) -> String {
+        Masker::v2().mask(s)
+    }
+
+    #[test]
+    fn version_2_masks_a_number_with_its_unit_as_one_value() {
+        assert_eq!(
+            m2("(estimated size 512 B, free 1.2 KB) after 30000 ms"),
+            "(estimated size <NUM>, free <NUM>) after <NUM>"
+        );
+        assert_eq!(
+            m2("3 bytes sent, lifetime <1 sec"),
+            "<NUM> sent, lifetime <<NUM>"
+        );
+        // Not a unit: a word that only starts like one.
+        assert_eq!(m2("5 sheep"), "<NUM> sheep");
+        // Version 1 keeps the unit, so its templates do not change.
+        assert_eq!(m("size 512 B"), "size <NUM> B");
+    }
+
+    #[test]
+    fn version_2_masks_ctime_and_syslog_dates() {
+        assert_eq!(
+            m2("connection from 1.2.3.4 () at Fri Jun 17 20:55:07 2005"),
+            "connection from <IP> () at <TS>"
+        );
+        assert_eq!(m2("at Sat Jul  9 22:53:19 2005 ok"), "at <TS> ok");
+        assert_eq!(m2("since Jun 9 06:06:20 boot"), "since <TS> boot");
+        // A month name with a day alone may be prose.
+        assert_eq!(m2("due May 5 at noon"), "due May <NUM> at noon");
+        assert_eq!(
+            m("at Fri Jun 17 20:55:07 2005"),
+            "at Fri Jun <NUM> <TS> <NUM>"
+        );
+    }
+
+    #[test]
+    fn version_2_keeps_the_method_of_a_quoted_http_request_line() {
+        assert_eq!(
+            m2(r#"10.0.0.1 "GET /v2/54fadb41/servers/detail HTTP/1.1" status: 200"#),
+            r#"<IP> "GET <PATH> HTTP/<NUM>" status: <NUM>"#
+        );
+        assert_eq!(
+            m2(r#""DELETE /v2/x HTTP/1.1" status: 204"#),
+            r#""DELETE <PATH> HTTP/<NUM>" status: <NUM>"#
+        );
+        assert_eq!(m(r#""GET /v2/x HTTP/1.1" status"#), "<QUOTED> status");
+    }
+
+    #[test]
+    fn version_2_masks_a_list_of_bare_names_of_any_length() {
+        for (text, masked) in [
+            (
+                "missing required fields: price, volume, outcome",
+                "missing required fields: <LIST>",
+            ),
+            (
+                "missing required fields: price, volume.",
+                "missing required fields: <LIST>.",
+            ),
+            // One name is not a list (the miner's naming-noun rule covers it).
+            (
+                "missing required fields: price",
+                "missing required fields: price",
+            ),
+            // A key after the last name: not a list.
+            (
+                "Information: onSleep, SleepType: Normal",
+                "Information: onSleep, SleepType: Normal",
+            ),
+            (
+                "error: connection refused, retrying",
+                "error: connection refused, retrying",
+            ),
+        ] {
+            assert_eq!(m2(text), masked, "{text}");
+        }
+        assert_eq!(
+            m("missing required fields: price, volume"),
+            "missing required fields: price, volume"
+        );
+    }
+
+    #[test]
+    fn version_2_masks_a_name_on_a_line_of_its_own() {
+        let pydantic =
+            "1 validation error for PriceHourly\nvolume\n  Input should be a valid number";
+        assert_eq!(
+            m2(pydantic),
+            "<NUM> validation error for PriceHourly\n<ID>\n  Input should be a valid number"
+        );
+        // The last line is not a name line.
+        assert_eq!(m2("failed\nretrying"), "failed\nretrying");
+        assert_eq!(
+            m(pydantic),
+            "<NUM> validation error for PriceHourly\nvolume\n  Input should be a valid number"
+        );
     }
 
     #[test]

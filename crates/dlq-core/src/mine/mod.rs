@@ -26,6 +26,18 @@
 //!    cluster, because "Connection refused" and "Connection reset" are
 //!    different failures. [`MinerConfig::drain3`] turns the additions off.
 //!
+//! [`MinerConfig::version`] 2, the default, makes templates independent of
+//! how many tokens a variable part has (a list of names, a host and its
+//! port, a size and its unit, a run of values are one variable; the word
+//! after a naming noun such as `field` or `user` is a variable) and keys the
+//! tree on the first token that looks like template text instead of the
+//! first token, which may be a value. One configuration for every source:
+//! on Loghub-2k, the standard benchmark of template mining (16 systems,
+//! 2,000 labeled lines each), its mean grouping accuracy is 0.95, against
+//! 0.80 for version 1 and 0.77 for drain3 (BENCHMARKS.md). Version 1 stays:
+//! a miner keeps its version across saves and loads, so an upgrade never
+//! regroups what a saved miner grouped.
+//!
 //! Templates keep the placeholder types inside the miner
 //! ([`Miner::typed_template`]: `got a string (<QUOTED>)`) so that similarity
 //! counts a `<NUM>` against a `<NUM>` as equal; [`Miner::template`] shows every

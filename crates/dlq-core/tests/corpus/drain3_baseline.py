@@ -5,7 +5,8 @@ Runs Python drain3 (pip install drain3) over the same messages as dlq's
 `mine_corpus` example, through the same pipeline: the same root-cause rules
 (a Python port of crates/dlq-core/src/mine/cause.rs), then drain3's own
 masking with MaskingInstructions that mirror dlq's Masker
-(crates/dlq-core/src/mine/mask.rs), then drain3's TemplateMiner with its
+(crates/dlq-core/src/mine/mask.rs, `Masker::new`, the masking of the
+miner's algorithm version 1), then drain3's TemplateMiner with its
 defaults (sim_th 0.4, depth 4, max_children 100, "<*>"). It prints
 messages/s and the grouping accuracy, defined as in
 tests/template_accuracy.rs: a message is correct when its cluster holds
