@@ -204,9 +204,12 @@ impl Triage {
 /// `problems` found before, so that all are reported at once.
 fn compile(rules: Vec<(String, Rule)>, mut problems: Vec<String>) -> Result<Triage, TriageError> {
     let mut names = BTreeSet::new();
+    // One alternation per rule: the set's compile time grows with the
+    // number of its members far more than with their size.
     let mut patterns = Vec::new();
     let mut rule_of = Vec::new();
     for (i, (at, r)) in rules.iter().enumerate() {
+        let mut alternatives = Vec::new();
         if r.name.trim().is_empty() {
             problems.push(format!("{at}.name: is empty"));
         } else if !names.insert(r.name.as_str()) {
@@ -230,9 +233,12 @@ fn compile(rules: Vec<(String, Rule)>, mut problems: Vec<String>) -> Result<Tria
             {
                 problems.push(format!("{at}.patterns[{j}]: {}", one_line(&e.to_string())));
             } else {
-                patterns.push(p.as_str());
-                rule_of.push(i);
+                alternatives.push(format!("(?:{p})"));
             }
+        }
+        if !alternatives.is_empty() {
+            patterns.push(alternatives.join("|"));
+            rule_of.push(i);
         }
     }
     if !problems.is_empty() {
