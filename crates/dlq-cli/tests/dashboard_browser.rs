@@ -290,6 +290,85 @@ fn serve_needs_tokens_and_serves_metrics_for_both_dlqs() {
     );
 }
 
+/// `dlq serve` triages with the `[[triage.rule]]`s of its config file, as
+/// `dlq analyze --config` does: a seed-format record whose message only a
+/// user rule knows gets that rule's verdict in the groups the API shows.
+#[test]
+fn serve_triages_groups_with_the_rules_of_its_config_file() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let store = demo(dir, 100);
+    let mut import = dlq(&store, dir)
+        .args(["import", "--dlq", "dlq.rss.events"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dlq import");
+    writeln!(
+        import.stdin.take().expect("stdin"),
+        r#"{{"original_record":"{{}}","error":"ACME-7 ledger sealed for order 12","timestamp":"2026-11-29T07:00:00Z"}}"#
+    )
+    .expect("write");
+    check(import.wait_with_output().expect("import"), "dlq import");
+    let config = dir.join("dlq.toml");
+    std::fs::write(
+        &config,
+        "[serve]\nlisten = \"127.0.0.1:0\"\n\n[[triage.rule]]\nname = \"acme.ledger_sealed\"\n\
+         class = \"acme.sealed\"\nverdict = \"duplicate\"\npatterns = ['ACME-\\d+ ledger sealed']\n\
+         reason = \"the ledger has the order already\"\n",
+    )
+    .expect("config");
+    let mut command = dlq(&store, dir);
+    command
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env("DLQ_VIEWER_TOKEN", VIEWER);
+    let (_server, url) = start_serve(command);
+    let addr = url.trim_start_matches("http://").to_owned();
+    let (status, body) = http(&addr, "/api/dlqs/dlq.rss.events/groups", Some(VIEWER));
+    assert!(status.contains(" 200 "), "{status}\n{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let groups = v["groups"].as_array().expect("groups");
+    let acme = groups
+        .iter()
+        .find(|g| {
+            g["example_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("ACME-7"))
+        })
+        .unwrap_or_else(|| panic!("no ACME group in {body}"));
+    assert_eq!(acme["verdict"], "duplicate", "{acme}");
+    assert_eq!(acme["verdict_rule"], "acme.ledger_sealed", "{acme}");
+    assert_eq!(acme["error_class"], "acme.sealed", "{acme}");
+    assert!(
+        acme["verdict_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("the ledger has the order already")),
+        "{acme}"
+    );
+
+    // A broken rule stops `dlq serve` before it listens, naming the rule.
+    std::fs::write(
+        &config,
+        "[[triage.rule]]\nname = \"x\"\nclass = \"x\"\nverdict = \"maybe\"\npatterns = ['x']\n",
+    )
+    .expect("config");
+    let refused = dlq(&store, dir)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .env("DLQ_VIEWER_TOKEN", VIEWER)
+        .output()
+        .expect("dlq serve");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("triage.rule[0]") && stderr.contains("maybe"),
+        "{stderr}"
+    );
+}
+
 /// `dlq serve` runs the monitor of its config file: alerts, the size
 /// history and the monitor's metrics come from it.
 #[test]
