@@ -1,7 +1,8 @@
 //! The dashboard in a real browser: `dlq demo` fills a store, `dlq serve`
 //! serves it with tokens from the environment, and a Playwright script
 //! (`crates/dlq-server/tests/browser/dashboard.mjs`) drives Debian's
-//! headless Chromium through sign-in, a DLQ's size and groups, a revealed
+//! headless Chromium through sign-in, a DLQ's size and groups (each with
+//! its arrivals timeline and its verdict's rule and reason), a revealed
 //! HTML payload, a replay preview, the replay and the smaller DLQ.
 //! Screenshots go to `target/browser-artifacts/`. The same browser also
 //! opens `dlq analyze --format html` and must build its two SVG charts.
@@ -18,6 +19,15 @@ use std::time::{Duration, Instant};
 const OPERATOR: &str = "operator-token-browser-test-0001";
 const VIEWER: &str = "viewer-token-browser-test-0001";
 const HTML_RECORD: &str = r#"{"original_record":"<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\">","error":"bad <b>markup</b> in the payload","timestamp":"2026-11-29T07:00:00Z"}"#;
+
+/// When the imported `MessageTimedOut` seed records failed: hours 05 to 08
+/// of one day, 06 twice, 07 never.
+const TIMED_OUT_AT: [&str; 4] = [
+    "2026-11-28T05:10:00Z",
+    "2026-11-28T06:20:00Z",
+    "2026-11-28T06:40:00Z",
+    "2026-11-28T08:30:00Z",
+];
 
 /// Kills the server when the test ends, whatever happens.
 struct Running(Child);
@@ -113,7 +123,19 @@ fn dashboard_shows_a_dlq_and_replays_a_group_in_headless_chromium() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("dlq import");
-    writeln!(import.stdin.take().expect("stdin"), "{HTML_RECORD}").expect("write");
+    let mut stdin = import.stdin.take().expect("stdin");
+    writeln!(stdin, "{HTML_RECORD}").expect("write");
+    // Seed-format records whose failures span four hours long before the
+    // server starts: their group's timeline must show those hours at once,
+    // and their triage verdict with its rule.
+    for at in TIMED_OUT_AT {
+        writeln!(
+            stdin,
+            r#"{{"original_record":"{{\"id\":1}}","error":"Message production error: MessageTimedOut (Local: Message timed out)","timestamp":"{at}"}}"#
+        )
+        .expect("write");
+    }
+    drop(stdin);
     check(import.wait_with_output().expect("import"), "dlq import");
     let config = dir.join("dlq.toml");
     std::fs::write(
