@@ -1,7 +1,8 @@
 //! The dashboard in a real browser: `dlq demo` fills a store, `dlq serve`
 //! serves it with tokens from the environment, and a Playwright script
 //! (`crates/dlq-server/tests/browser/dashboard.mjs`) drives Debian's
-//! headless Chromium through sign-in, a DLQ's size and groups, a revealed
+//! headless Chromium through sign-in, a DLQ's size and groups (each with
+//! its arrivals timeline and its verdict's rule and reason), a revealed
 //! HTML payload, a replay preview, the replay and the smaller DLQ.
 //! Screenshots go to `target/browser-artifacts/`. The same browser also
 //! opens `dlq analyze --format html` and must build its two SVG charts.
@@ -18,6 +19,15 @@ use std::time::{Duration, Instant};
 const OPERATOR: &str = "operator-token-browser-test-0001";
 const VIEWER: &str = "viewer-token-browser-test-0001";
 const HTML_RECORD: &str = r#"{"original_record":"<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\">","error":"bad <b>markup</b> in the payload","timestamp":"2026-11-29T07:00:00Z"}"#;
+
+/// When the imported `MessageTimedOut` seed records failed: hours 05 to 08
+/// of one day, 06 twice, 07 never.
+const TIMED_OUT_AT: [&str; 4] = [
+    "2026-11-28T05:10:00Z",
+    "2026-11-28T06:20:00Z",
+    "2026-11-28T06:40:00Z",
+    "2026-11-28T08:30:00Z",
+];
 
 /// Kills the server when the test ends, whatever happens.
 struct Running(Child);
@@ -113,7 +123,19 @@ fn dashboard_shows_a_dlq_and_replays_a_group_in_headless_chromium() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("dlq import");
-    writeln!(import.stdin.take().expect("stdin"), "{HTML_RECORD}").expect("write");
+    let mut stdin = import.stdin.take().expect("stdin");
+    writeln!(stdin, "{HTML_RECORD}").expect("write");
+    // Seed-format records whose failures span four hours long before the
+    // server starts: their group's timeline must show those hours at once,
+    // and their triage verdict with its rule.
+    for at in TIMED_OUT_AT {
+        writeln!(
+            stdin,
+            r#"{{"original_record":"{{\"id\":1}}","error":"Message production error: MessageTimedOut (Local: Message timed out)","timestamp":"{at}"}}"#
+        )
+        .expect("write");
+    }
+    drop(stdin);
     check(import.wait_with_output().expect("import"), "dlq import");
     let config = dir.join("dlq.toml");
     std::fs::write(
@@ -287,6 +309,85 @@ fn serve_needs_tokens_and_serves_metrics_for_both_dlqs() {
     assert!(
         dir.join("dlq-audit.jsonl").exists(),
         "the default audit log"
+    );
+}
+
+/// `dlq serve` triages with the `[[triage.rule]]`s of its config file, as
+/// `dlq analyze --config` does: a seed-format record whose message only a
+/// user rule knows gets that rule's verdict in the groups the API shows.
+#[test]
+fn serve_triages_groups_with_the_rules_of_its_config_file() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let store = demo(dir, 100);
+    let mut import = dlq(&store, dir)
+        .args(["import", "--dlq", "dlq.rss.events"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dlq import");
+    writeln!(
+        import.stdin.take().expect("stdin"),
+        r#"{{"original_record":"{{}}","error":"ACME-7 ledger sealed for order 12","timestamp":"2026-11-29T07:00:00Z"}}"#
+    )
+    .expect("write");
+    check(import.wait_with_output().expect("import"), "dlq import");
+    let config = dir.join("dlq.toml");
+    std::fs::write(
+        &config,
+        "[serve]\nlisten = \"127.0.0.1:0\"\n\n[[triage.rule]]\nname = \"acme.ledger_sealed\"\n\
+         class = \"acme.sealed\"\nverdict = \"duplicate\"\npatterns = ['ACME-\\d+ ledger sealed']\n\
+         reason = \"the ledger has the order already\"\n",
+    )
+    .expect("config");
+    let mut command = dlq(&store, dir);
+    command
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env("DLQ_VIEWER_TOKEN", VIEWER);
+    let (_server, url) = start_serve(command);
+    let addr = url.trim_start_matches("http://").to_owned();
+    let (status, body) = http(&addr, "/api/dlqs/dlq.rss.events/groups", Some(VIEWER));
+    assert!(status.contains(" 200 "), "{status}\n{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let groups = v["groups"].as_array().expect("groups");
+    let acme = groups
+        .iter()
+        .find(|g| {
+            g["example_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("ACME-7"))
+        })
+        .unwrap_or_else(|| panic!("no ACME group in {body}"));
+    assert_eq!(acme["verdict"], "duplicate", "{acme}");
+    assert_eq!(acme["verdict_rule"], "acme.ledger_sealed", "{acme}");
+    assert_eq!(acme["error_class"], "acme.sealed", "{acme}");
+    assert!(
+        acme["verdict_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("the ledger has the order already")),
+        "{acme}"
+    );
+
+    // A broken rule stops `dlq serve` before it listens, naming the rule.
+    std::fs::write(
+        &config,
+        "[[triage.rule]]\nname = \"x\"\nclass = \"x\"\nverdict = \"maybe\"\npatterns = ['x']\n",
+    )
+    .expect("config");
+    let refused = dlq(&store, dir)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .env("DLQ_VIEWER_TOKEN", VIEWER)
+        .output()
+        .expect("dlq serve");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("triage.rule[0]") && stderr.contains("maybe"),
+        "{stderr}"
     );
 }
 

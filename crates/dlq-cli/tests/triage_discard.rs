@@ -1,6 +1,6 @@
 //! `dlq analyze`'s triage of records that carry no verdict (seed-format and
-//! raw records, imported), and `dlq discard`: the real binary on the
-//! embedded SQLite store.
+//! raw records, imported, and those `dlq demo` shows), and `dlq discard`:
+//! the real binary on the embedded SQLite store.
 
 mod common;
 
@@ -116,6 +116,76 @@ fn analyze_of_imported_seed_records_shows_triaged_classes_verdicts_and_rules() {
     let filter = timed_out["replay_filter"].as_str().expect("filter");
     let inspected = env.json(&["inspect", "--dlq", "dlq.rss.events", "--filter", filter]);
     assert_eq!(inspected["records"].as_array().expect("records").len(), 3);
+}
+
+/// `dlq demo` shows the triage of the seed's own format: the records it
+/// writes as the MarketLag Lambda does get classes and verdicts, and
+/// importing its file gives the groups it showed.
+#[test]
+fn the_demo_triages_seed_format_records_and_its_file_imports_to_the_same_groups() {
+    let env = Env::new();
+    let v = env.json(&["demo", "--records", "200", "--dir", "demo"]);
+    let seed = &v["seed_format"];
+    assert_eq!(seed["records"], 11, "{seed:#}");
+    let summary = |groups: &Value| -> Vec<(String, String, String, u64)> {
+        let mut s: Vec<_> = groups
+            .as_array()
+            .expect("groups")
+            .iter()
+            .map(|g| {
+                (
+                    g["error_class"].as_str().expect("class").to_owned(),
+                    g["verdict"].as_str().expect("verdict").to_owned(),
+                    g["verdict_rule"].as_str().expect("rule").to_owned(),
+                    g["count"].as_u64().expect("count"),
+                )
+            })
+            .collect();
+        s.sort();
+        s
+    };
+    let shown = summary(&seed["groups"]);
+    for (class, verdict, rule, count) in [
+        (
+            "kafka.delivery_timeout",
+            "transient",
+            "kafka.message_timed_out",
+            3,
+        ),
+        ("http.throttled", "transient", "http.too_many_requests", 2),
+        ("db.deadlock", "transient", "db.deadlock", 2),
+        ("decode.wrong_type", "permanent", "decode.type", 2),
+        ("db.duplicate_key", "duplicate", "db.duplicate_key", 1),
+        ("auth.credentials", "configuration", "auth.credentials", 1),
+    ] {
+        assert!(
+            shown.contains(&(class.into(), verdict.into(), rule.into(), count)),
+            "no group ({class}, {verdict}, {rule}, {count}) in {shown:#?}"
+        );
+    }
+    assert!(shown.iter().all(|g| g.1 != "unknown"), "{shown:#?}");
+    // The demo's JSON and the store agree: the seed records are not in it.
+    let stats = env.json(&["stats"]);
+    assert!(
+        stats["dlqs"]
+            .as_array()
+            .expect("dlqs")
+            .iter()
+            .all(|d| d["dlq"] != "dlq.imported"),
+        "{stats:#}"
+    );
+    let file = seed["file"].as_str().expect("file");
+    let report = env.json(&["import", "--input", file]);
+    assert_eq!(report["by_format"]["seed"], 11, "{report:#}");
+    let analyzed = env.json(&["analyze", "--dlq", "dlq.imported"]);
+    assert_eq!(summary(&analyzed["groups"]), shown);
+    // The table shows it too.
+    let out = env.ok(&["demo", "--records", "100", "--dir", "demo2"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("kafka.delivery_timeout") && text.contains("[kafka.message_timed_out]"),
+        "{text}"
+    );
 }
 
 #[test]

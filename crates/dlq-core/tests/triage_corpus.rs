@@ -5,7 +5,8 @@
 //!
 //! Required (issue 13): at least 80% of the clearly transient and of the
 //! clearly permanent messages get their verdict, and at most 20% of all
-//! messages stay unknown. The figures are printed (`--nocapture`).
+//! messages stay unknown, on the tuned corpus and on the held-out ones
+//! (`triage_holdout*.tsv`). The figures are printed (`--nocapture`).
 
 use dlq_core::analyze::Verdict;
 use dlq_core::triage::Triage;
@@ -54,28 +55,51 @@ fn the_shipped_rules_get_transient_and_permanent_verdicts_right_on_the_corpus() 
     );
 }
 
-/// The rules were never tuned on these messages: an estimate of how they do
-/// on wordings nobody wrote a pattern for. When no rule knows a wording the
-/// verdict must be `unknown`, not a wrong one: a wrong "transient" replays
-/// records that need a fix. Measured when written: transient 14/18,
-/// permanent 10/16, 30% unknown, no wrong verdict.
+/// The held-out sets: messages the rules were not tuned on, an estimate of
+/// how they do on wordings nobody wrote a pattern for. Required there too:
+/// at least 80% of the transient and of the permanent messages right, at
+/// most 20% unknown, and never a permanent error called transient (that
+/// replays records that need a fix).
+///
+/// `triage_holdout.tsv` was written after the first rules; its misses were
+/// visible when the rules were broadened, so it is now a weaker estimate.
+/// `triage_holdout2.tsv` was written after that and measured once, as
+/// written: transient 31/32, permanent 32/33, no wrong verdict, 5 unknown
+/// (6.3%: the three messages that say nothing, a sarama timeout, a
+/// go-playground/validator message).
 #[test]
-fn the_shipped_rules_say_unknown_rather_than_wrong_on_messages_they_were_not_tuned_on() {
-    let corpus = corpus("triage_holdout.tsv");
-    assert!(corpus.len() >= 40, "{} lines", corpus.len());
-    let s = score(&corpus);
-    assert!(
-        s.precision >= 0.95,
-        "{:.1}% of verdicts right\n{}",
-        100.0 * s.precision,
-        s.misses
-    );
-    assert!(
-        s.unknown_share <= 0.35,
-        "{:.1}% unknown\n{}",
-        100.0 * s.unknown_share,
-        s.misses
-    );
+fn the_shipped_rules_get_verdicts_right_on_messages_they_were_not_tuned_on() {
+    for (file, min_lines) in [("triage_holdout.tsv", 40), ("triage_holdout2.tsv", 60)] {
+        let corpus = corpus(file);
+        assert!(corpus.len() >= min_lines, "{file}: {} lines", corpus.len());
+        let s = score(&corpus);
+        for v in ["transient", "permanent"] {
+            let r = s.recall(v);
+            assert!(
+                r >= 0.8,
+                "{file}: {v}: {:.1}% right\n{}",
+                100.0 * r,
+                s.misses
+            );
+        }
+        assert!(
+            s.unknown_share <= 0.2,
+            "{file}: {:.1}% unknown\n{}",
+            100.0 * s.unknown_share,
+            s.misses
+        );
+        assert_eq!(
+            s.permanent_called_transient, 0,
+            "{file}: permanent errors called transient\n{}",
+            s.misses
+        );
+        assert!(
+            s.precision >= 0.95,
+            "{file}: {:.1}% of verdicts right\n{}",
+            100.0 * s.precision,
+            s.misses
+        );
+    }
 }
 
 struct Score {
@@ -85,6 +109,8 @@ struct Score {
     /// Share of right verdicts among messages with a verdict other than
     /// `unknown`.
     precision: f64,
+    /// Messages labeled permanent whose verdict is transient.
+    permanent_called_transient: usize,
     misses: String,
 }
 
@@ -101,10 +127,13 @@ fn score(corpus: &[Labeled]) -> Score {
     let mut unknown = 0;
     let (mut known, mut known_right) = (0usize, 0usize);
     let mut family_right = 0;
+    let mut permanent_called_transient = 0;
     let mut misses = Vec::new();
     for l in corpus {
         let got = triage.message(None, &l.message);
         let verdict = got.map_or(Verdict::Unknown, |t| t.rule.verdict);
+        permanent_called_transient +=
+            usize::from(l.verdict == "permanent" && verdict == Verdict::Transient);
         if verdict == Verdict::Unknown {
             unknown += 1;
         } else {
@@ -148,6 +177,7 @@ fn score(corpus: &[Labeled]) -> Score {
         tally,
         unknown_share,
         precision: known_right as f64 / known.max(1) as f64,
+        permanent_called_transient,
         misses: misses.join("\n"),
     }
 }

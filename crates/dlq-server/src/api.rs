@@ -294,6 +294,7 @@ pub async fn groups<S: ServeStore>(
         })
         .transpose()?;
     let grouper = grouper(&app).await?;
+    let triage = app.triage();
     let mut selection = selection;
     selection.filter = with_grouper(selection.filter, &grouper);
     let mut groups: Vec<Group> = app
@@ -302,7 +303,7 @@ pub async fn groups<S: ServeStore>(
             // as `dlq analyze` does.
             // Copied only when the filter still holds the saved state.
             let grouper = Arc::try_unwrap(grouper).unwrap_or_else(|g| Grouper::clone(&g));
-            let mut analyzer = Analyzer::new().with_grouper(grouper);
+            let mut analyzer = Analyzer::new().with_grouper(grouper).with_triage(triage);
             for r in s.scan_all(&selection, 1000) {
                 analyzer.add(&r?);
             }

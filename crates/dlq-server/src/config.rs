@@ -15,7 +15,10 @@
 //! prices = "pipeline:out/polymarket.price_hourly.ndjson"
 //! ```
 //!
-//! Other top-level sections belong to other commands and are ignored. Every
+//! The `[triage]` section (user triage rules, as `dlq analyze --config`
+//! reads them: [`dlq_core::triage::Triage::from_config`]) is read too: the
+//! groups the API shows are triaged with those rules before the shipped
+//! ones. Other top-level sections belong to other commands and are ignored. Every
 //! problem is reported at once, with its key path; no message ever contains
 //! a token. Tokens come from `viewer_tokens`/`operator_tokens`, from
 //! `viewer_tokens_file`/`operator_tokens_file` (one token per line,
@@ -24,9 +27,11 @@
 
 use crate::auth::{Role, Secret, Tokens};
 use crate::hosts::AllowedHost;
+use dlq_core::triage::Triage;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use toml::{Table, Value};
 
@@ -95,6 +100,9 @@ pub struct Loaded {
     pub config: ServeConfig,
     /// The accepted tokens.
     pub tokens: Tokens,
+    /// The triage rules: the file's `[[triage.rule]]`s before the shipped
+    /// ones (see [`crate::Server::set_triage`]).
+    pub triage: Arc<Triage>,
 }
 
 /// Everything wrong with a configuration, each with its key path.
@@ -309,16 +317,28 @@ pub fn load_str(
         }
     }
     let tokens = check_tokens(raw_tokens, &mut problems);
+    // The same reading of `[triage]` as `dlq analyze --config`; its
+    // problems come with their key paths (`triage.rule[0].verdict: …`).
+    let triage = match Triage::from_config(text, true) {
+        Ok(t) => Some(Arc::new(t)),
+        Err(e) => {
+            problems.extend(e.problems);
+            None
+        }
+    };
     if problems.is_empty() && tokens.is_empty() {
         problems.push(format!(
             "no tokens: every request needs one. Set {OPERATOR_TOKEN_ENV} (and {VIEWER_TOKEN_ENV}), \
              or serve.operator_tokens_file / serve.viewer_tokens_file in the config file"
         ));
     }
-    if problems.is_empty() {
-        Ok(Loaded { config, tokens })
-    } else {
-        Err(ConfigError { problems })
+    match triage {
+        Some(triage) if problems.is_empty() => Ok(Loaded {
+            config,
+            tokens,
+            triage,
+        }),
+        _ => Err(ConfigError { problems }),
     }
 }
 
@@ -462,6 +482,24 @@ mod tests {
         } else {
             Err(format!("unsupported target {spec:?}"))
         }
+    }
+
+    #[test]
+    fn the_triage_rules_of_the_file_come_first_and_their_problems_are_reported_with_the_rest() {
+        let text = "[serve]\nlisten = \"127.0.0.1:9\"\n\n[[triage.rule]]\nname = \"acme.sealed\"\n\
+                    class = \"acme.sealed\"\nverdict = \"duplicate\"\npatterns = ['ledger sealed']\n";
+        let loaded = load_str(text, Path::new("."), &env_with(Some(OP)), &accept).expect("valid");
+        assert_eq!(loaded.triage.rules()[0].name, "acme.sealed");
+        assert!(loaded.triage.rules().len() > 1, "the shipped rules follow");
+        let bad = "[serve]\nlisten = \"nowhere\"\n\n[[triage.rule]]\nname = \"x\"\nclass = \"x\"\n\
+                   verdict = \"maybe\"\npatterns = ['x']\n";
+        let err = load_str(bad, Path::new("."), &env_with(Some(OP)), &accept).expect_err("invalid");
+        let all = err.problems.join("\n");
+        assert!(all.contains("serve.listen"), "{all}");
+        assert!(
+            all.contains("triage.rule[0]") && all.contains("maybe"),
+            "{all}"
+        );
     }
 
     #[test]

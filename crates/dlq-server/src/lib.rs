@@ -54,7 +54,7 @@
 //! # fn runner() -> std::sync::Arc<dyn dlq_server::ReplayRunner<dlq_core::memory::MemoryStore>> { unimplemented!() }
 //! # async fn demo() -> std::io::Result<()> {
 //! let runner = runner();
-//! let Loaded { config, tokens } = dlq_server::config::load_str(
+//! let Loaded { config, tokens, triage } = dlq_server::config::load_str(
 //!     "[serve]\nlisten = \"127.0.0.1:8080\"\n",
 //!     std::path::Path::new("."),
 //!     &|name| std::env::var(name).ok(),
@@ -62,6 +62,7 @@
 //! )
 //! .expect("valid config");
 //! let server = Server::new(dlq_core::memory::MemoryStore::new(), config, tokens, runner)?;
+//! server.set_triage(triage);
 //! let listener = tokio::net::TcpListener::bind(server.config().listen).await?;
 //! server.serve(listener, std::future::pending()).await
 //! # }

@@ -21,6 +21,7 @@ use axum::response::{IntoResponse as _, Response};
 use axum::routing::{MethodRouter, get, post};
 use dlq_core::replay::{ReplayOptions, ReplayReport};
 use dlq_core::store::DlqStore;
+use dlq_core::triage::Triage;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -58,6 +59,9 @@ pub(crate) struct App<S> {
     pub tokens: Tokens,
     pub runner: Arc<dyn ReplayRunner<S>>,
     pub monitor: RwLock<Option<Arc<dyn MonitorView>>>,
+    /// The triage rules of the groups route (the shipped ones unless
+    /// [`Server::set_triage`] says otherwise).
+    pub triage: RwLock<Arc<Triage>>,
     pub sampler: Sampler,
     pub audit: AuditLog,
     pub jobs: Jobs,
@@ -87,6 +91,14 @@ impl<S: ServeStore> App<S> {
         tokio::task::spawn_blocking(f)
             .await
             .map_err(|e| ApiError::internal(format!("a task failed: {e}")))
+    }
+
+    /// The triage rules in effect.
+    pub fn triage(&self) -> Arc<Triage> {
+        self.triage
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The plugged-in monitor, if any.
@@ -135,6 +147,7 @@ impl<S: ServeStore> Server<S> {
                 tokens,
                 runner,
                 monitor: RwLock::new(None),
+                triage: RwLock::new(Triage::builtin()),
                 audit,
                 jobs: Jobs::new(),
             }),
@@ -145,6 +158,13 @@ impl<S: ServeStore> Server<S> {
     /// from it from now on, instead of the built-in sampler.
     pub fn set_monitor(&self, monitor: Arc<dyn MonitorView>) {
         *self.app.monitor.write().unwrap_or_else(|p| p.into_inner()) = Some(monitor);
+    }
+
+    /// Triages the records that carry no verdict with `triage` (the
+    /// `[[triage.rule]]`s of `dlq.toml` before the shipped rules:
+    /// [`crate::config::Loaded::triage`]) instead of the shipped rules.
+    pub fn set_triage(&self, triage: Arc<Triage>) {
+        *self.app.triage.write().unwrap_or_else(|p| p.into_inner()) = triage;
     }
 
     /// The configuration in effect.

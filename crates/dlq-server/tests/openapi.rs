@@ -1,5 +1,6 @@
 //! `openapi.yaml` documents exactly the routes of the route table, with the
-//! role each one needs, and every reference in it resolves.
+//! role each one needs, and every reference in it resolves; its `Group` is
+//! what the analysis serializes.
 
 use dlq_server::routes::{Access, ROUTES};
 use std::collections::BTreeSet;
@@ -128,4 +129,54 @@ fn openapi_references_resolve_and_path_parameters_are_declared() {
             .collect();
         assert_eq!(declared, in_path, "path parameters of {}", r.path);
     }
+}
+
+#[test]
+fn openapi_group_has_every_field_and_verdict_of_the_analysis() {
+    use dlq_core::analyze::{Analyzer, Verdict};
+    use dlq_core::envelope::DeadLetter;
+    use dlq_core::store::{Status, StoredRecord};
+    let spec = spec();
+    let group = &spec["components"]["schemas"]["Group"];
+    let documented: BTreeSet<String> = group["properties"]
+        .as_hash()
+        .expect("Group.properties")
+        .keys()
+        .filter_map(|k| k.as_str().map(str::to_owned))
+        .collect();
+    let failure = dlq_core::Failure::permanent("validate", "x.y", "boom");
+    let mut analyzer = Analyzer::with_members();
+    analyzer.add(&StoredRecord {
+        dlq: "dlq.a".into(),
+        status: Status::Pending,
+        stored_at: chrono::Utc::now(),
+        settled_at: None,
+        letter: DeadLetter::new("r1", b"{}".to_vec(), &failure),
+    });
+    let groups = analyzer.finish();
+    let json = serde_json::to_value(&groups[0]).expect("a group serializes");
+    let serialized: BTreeSet<String> = json
+        .as_object()
+        .expect("an object")
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(documented, serialized, "Group in openapi.yaml");
+    let verdicts: BTreeSet<&str> = group["properties"]["verdict"]["enum"]
+        .as_vec()
+        .expect("verdict enum")
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    let all: BTreeSet<&str> = [
+        Verdict::Transient,
+        Verdict::Permanent,
+        Verdict::Configuration,
+        Verdict::Duplicate,
+        Verdict::Unknown,
+    ]
+    .into_iter()
+    .map(Verdict::as_str)
+    .collect();
+    assert_eq!(verdicts, all);
 }

@@ -155,6 +155,66 @@
     return u;
   }
 
+  // A group's arrivals from its records' own failure times (the analysis's
+  // hourly `timeline`), so a DLQ's history shows at once, not only what the
+  // server sampled since it started. Empty buckets in between count 0; the
+  // bucket widens (hour, day, week, 30 days) until at most 500 remain.
+  function arrivals(timeline) {
+    const points = (timeline || []).map((b) => [Date.parse(b.hour) / 1000, Number(b.count)]);
+    if (!points.length) return { xs: [], ys: [], step: 3600 };
+    const first = Math.min(...points.map((p) => p[0]));
+    const last = Math.max(...points.map((p) => p[0]));
+    const steps = [3600, 86400, 7 * 86400, 30 * 86400];
+    const step = steps.find((st) => (last - first) / st < 500) || steps[steps.length - 1];
+    const start = Math.floor(first / step) * step;
+    const n = Math.floor((last - start) / step) + 1;
+    const xs = Array.from({ length: n }, (_, i) => start + i * step);
+    const ys = new Array(n).fill(0);
+    for (const [t, c] of points) ys[Math.floor((t - start) / step)] += c;
+    return { xs, ys, step };
+  }
+
+  const STEP_NAMES = { 3600: 'hour', 86400: 'day', 604800: 'week', 2592000: '30 days' };
+  const shortTime = (t) => String(t || '').replace('T', ' ').slice(0, 16);
+
+  // A small bar chart of a group's arrivals, with its time span under it.
+  function arrivalsChart(g) {
+    const { xs, ys, step } = arrivals(g.timeline);
+    const total = ys.reduce((a, b) => a + b, 0);
+    const plot = el('div', { class: 'spark' });
+    const box = el('div', {
+      class: 'group-timeline', 'data-testid': 'group-timeline',
+      'data-total': total, 'data-buckets': xs.length, 'data-step': step,
+      title: `${total} records by the time of their last failure, per ${STEP_NAMES[step]}`,
+    }, plot, el('div', { class: 'muted small' },
+      xs.length > 1 ? `${shortTime(g.first_seen)} → ${shortTime(g.last_seen)}` : shortTime(g.last_seen),
+      ` · per ${STEP_NAMES[step]}`));
+    if (window.uPlot && xs.length) {
+      // One bucket alone would make uPlot stretch the axis over years.
+      const range = [xs[0] - step, xs[xs.length - 1] + step];
+      const u = new window.uPlot({
+        width: 220, height: 44,
+        legend: { show: false }, cursor: { show: false }, select: { show: false },
+        axes: [{ show: false }, { show: false }],
+        scales: { x: { time: true, range: () => range }, y: { range: (_u, _min, max) => [0, Math.max(1, max)] } },
+        series: [{}, {
+          stroke: '#2471a3', fill: 'rgba(36, 113, 163, 0.45)', width: 1,
+          paths: window.uPlot.paths.bars({ size: [0.9, 14] }), points: { show: false },
+        }],
+      }, [xs, ys], plot);
+      charts.add(u);
+    }
+    return box;
+  }
+
+  // A group's verdict, the rule (or `record`) that gave it, and why.
+  function verdictCell(g) {
+    return el('td', {},
+      el('span', { class: `verdict ${g.verdict}`, 'data-testid': 'verdict' }, g.verdict),
+      g.verdict_rule ? el('div', { class: 'mono small', 'data-testid': 'verdict-rule' }, g.verdict_rule) : null,
+      el('div', { class: 'reason', 'data-testid': 'verdict-reason', title: g.verdict_reason }, cut(g.verdict_reason, 160)));
+  }
+
   async function history(dlq) {
     const h = await api('GET', `/api/dlqs/${enc(dlq)}/history`);
     return { label: dlq, points: h.points };
@@ -294,7 +354,8 @@
         el('td', {}, g.error_class),
         el('td', {}, g.stage),
         el('td', { class: 'num', 'data-testid': 'group-count' }, g.count),
-        el('td', {}, el('span', { class: `verdict ${g.verdict}` }, g.verdict)),
+        el('td', {}, arrivalsChart(g)),
+        verdictCell(g),
         el('td', { class: 'mono' }, cut(g.typed_template, 90)),
         el('td', {}, g.fields.length ? cut(g.fields[0].detail, 80) : ''),
         el('td', {},
@@ -302,7 +363,7 @@
           ' ',
           el('a', { class: 'button small', 'data-testid': 'replay-group', href: `#/replay/${enc(dlq)}?fingerprint=${enc(g.fingerprint)}` }, 'Replay…'))));
       groupsBox.replaceChildren(groups.length
-        ? table(['fingerprint', 'error class', 'stage', '#count', 'verdict', 'template', 'fields', ''], rows, { id: 'groups-table' })
+        ? table(['fingerprint', 'error class', 'stage', '#count', 'arrivals', 'verdict', 'template', 'fields', ''], rows, { id: 'groups-table' })
         : el('p', { class: 'muted' }, 'No pending records.'));
     }
 

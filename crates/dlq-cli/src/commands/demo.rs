@@ -5,8 +5,9 @@
 //! against a flaky simulated downstream; check the alert rule (DLQ size
 //! above a threshold); analyze the failures; replay the groups a fix or a
 //! retry can repair through the pipeline again; show that an unfixable group
-//! is parked instead of looping; then trace every generated line to the
-//! output or to a DLQ.
+//! is parked instead of looping; triage dead letters in the seed's own
+//! format (`{original_record, error, timestamp}`, as the MarketLag Lambda
+//! writes them); then trace every generated line to the output or to a DLQ.
 
 use crate::Outcome;
 use crate::cli::{Cli, DemoArgs, Format};
@@ -58,6 +59,10 @@ pub struct Accounting {
     pub groups: Vec<Group>,
     /// Replays run, in order.
     pub replays: Vec<ReplayStep>,
+    /// The seed-format dead letters the demo wrote and triaged (the
+    /// embedded demo only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed_format: Option<SeedFormat>,
     /// The store used.
     pub store: String,
     /// Where the inputs and outputs are.
@@ -77,6 +82,102 @@ pub struct Alert {
     pub threshold: u64,
     /// Whether it fires.
     pub firing: bool,
+}
+
+/// Dead letters in the seed's format, `{original_record, error, timestamp}`,
+/// as the MarketLag Lambda's `send_to_dlq` wrote them: only an error
+/// message, no class and no verdict, which the triage rules give.
+#[derive(Debug, Serialize)]
+pub struct SeedFormat {
+    /// The NDJSON file they were written to (for `dlq import`).
+    pub file: PathBuf,
+    /// How many.
+    pub records: u64,
+    /// Their groups, as `dlq analyze` reports them after an import.
+    pub groups: Vec<Group>,
+}
+
+/// The DLQ of the seed-format dead letters: where `dlq import` puts records
+/// that name no source topic, so that importing them leaves the demo's
+/// DLQs as the accounting counted them.
+const SEED_FORMAT_DLQ: &str = "dlq.imported";
+
+/// The seed-format dead letters of the demo, as (error, hours before now it
+/// failed): what the MarketLag Lambda hits writing to Kafka, calling the
+/// feeds and writing to its database.
+const SEED_FORMAT_ERRORS: &[(&str, i64)] = &[
+    (
+        "Message production error: MessageTimedOut (Local: Message timed out)",
+        5,
+    ),
+    (
+        "Message production error: MessageTimedOut (Local: Message timed out)",
+        5,
+    ),
+    (
+        "Message production error: MessageTimedOut (Local: Message timed out)",
+        2,
+    ),
+    ("HTTP 429 Too Many Requests", 3),
+    ("HTTP 429 Too Many Requests", 1),
+    (
+        "ERROR: deadlock detected\nDETAIL: Process 4242 waits for ShareLock on transaction 981; blocked by process 4243.",
+        4,
+    ),
+    (
+        "ERROR: deadlock detected\nDETAIL: Process 4250 waits for ShareLock on transaction 990; blocked by process 4251.",
+        1,
+    ),
+    (
+        "java.lang.NumberFormatException: For input string: \"0,42\"",
+        3,
+    ),
+    (
+        "java.lang.NumberFormatException: For input string: \"n/a\"",
+        0,
+    ),
+    (
+        "duplicate key value violates unique constraint \"price_hourly_pkey\"",
+        2,
+    ),
+    (
+        "SASL authentication error: Authentication failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512",
+        0,
+    ),
+];
+
+/// Writes the seed-format dead letters to `file` and analyzes them as
+/// `dlq import` (into [`SEED_FORMAT_DLQ`]) and `dlq analyze` would, without
+/// adding them to the store:
+/// the demo's accounting and replays stay about the generated records.
+fn seed_format(file: PathBuf) -> anyhow::Result<SeedFormat> {
+    let now = chrono::Utc::now();
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&file)?);
+    let mut analyzer = Analyzer::new();
+    for (i, (error, hours_ago)) in SEED_FORMAT_ERRORS.iter().enumerate() {
+        let line = serde_json::json!({
+            "original_record": {"event_id": format!("evt-seed-{i}"), "price": 0.42},
+            "error": error,
+            "timestamp": (now - chrono::Duration::hours(*hours_ago)).to_rfc3339(),
+        })
+        .to_string();
+        w.write_all(line.as_bytes())?;
+        w.write_all(b"\n")?;
+        let letter = dlq_core::envelope::decode(line.as_bytes(), &format!("seed-format:{i}"));
+        analyzer.add(&dlq_core::store::StoredRecord {
+            dlq: SEED_FORMAT_DLQ.to_owned(),
+            status: Status::Pending,
+            stored_at: now,
+            settled_at: None,
+            letter,
+        });
+    }
+    w.flush()?;
+    Ok(SeedFormat {
+        file,
+        records: SEED_FORMAT_ERRORS.len() as u64,
+        groups: analyzer.finish(),
+    })
 }
 
 /// One replay the demo ran.
@@ -291,7 +392,26 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<Outcome> {
         }
     }
 
-    // 5. Account for every generated record.
+    // 5. The seed's own format, triaged.
+    let seed = seed_format(args.dir.join("in").join("seed-format.ndjson"))?;
+    say(&format!(
+        "5. the seed's DLQ format: {} records as the MarketLag Lambda writes them \
+         ({{original_record, error, timestamp}}: no class, no verdict) in {}, triaged:",
+        seed.records,
+        seed.file.display()
+    ));
+    for g in &seed.groups {
+        say(&format!(
+            "   {:>6}  {:<26} {:<14} [{}]",
+            g.count,
+            g.error_class,
+            g.verdict.as_str(),
+            g.verdict_rule
+        ));
+    }
+    acc.seed_format = Some(seed);
+
+    // 6. Account for every generated record.
     for run in &runs {
         let (pending, parked, dlq_payloads) = this_run_dead_letters(&store, run)?;
         acc.pending += pending;
@@ -312,9 +432,11 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<Outcome> {
     finish(
         cli.format,
         &acc,
-        "5. accounting (every generated record traced to an output or a DLQ)",
+        "6. accounting (every generated record traced to an output or a DLQ)",
         &format!(
-            "explore: dlq --store {store_url} stats | analyze | inspect --dlq dlq.polymarket.price_hourly"
+            "explore: dlq --store {store_url} stats | analyze | inspect --dlq dlq.polymarket.price_hourly\n\
+             triage the seed format yourself: dlq --store {store_url} import --input {} && dlq --store {store_url} analyze",
+            args.dir.join("in").join("seed-format.ndjson").display()
         ),
     )
 }

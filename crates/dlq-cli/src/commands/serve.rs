@@ -93,12 +93,16 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<Outcome> {
     let store = crate::store::open(url)?;
     let monitor = monitor_for_serve(&path, &store)?;
     let tokens = loaded.tokens;
+    let triage = loaded.triage;
     let (viewers, operators) = tokens.principals().fold((0, 0), |(v, o), p| match p.role {
         dlq_server::Role::Viewer => (v + 1, o),
         dlq_server::Role::Operator => (v, o + 1),
     });
     let targets = config.replay_targets.len();
     let server = Server::new(store, config, tokens, runner)?;
+    // The groups are triaged with the config file's rules, as `dlq analyze
+    // --config` triages them.
+    server.set_triage(triage);
     start_monitor(&server, monitor)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

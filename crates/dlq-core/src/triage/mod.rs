@@ -20,11 +20,14 @@
 //! Each message is tried twice: its root cause first ([`crate::mine::root_cause`]:
 //! "Listener failed; nested exception is java.net.ConnectException: …" is a
 //! refused connection, not a listener failure), then the whole text, so a
-//! stack trace's "Caused by" lines still count. All patterns run as one
-//! [`regex::RegexSet`]: one pass per text, whatever the number of rules.
+//! stack trace's "Caused by" lines still count. Patterns that are plain
+//! text (most of them) run as one Aho-Corasick automaton (ASCII case
+//! folding: the same matches as the regex would find), the others as one
+//! [`regex::RegexSet`]: two passes per text, whatever the number of rules.
 
 use crate::analyze::Verdict;
 use crate::envelope::{DeadLetter, Origin, UNKNOWN_ERROR_CLASS};
+use aho_corasick::AhoCorasick;
 use regex::bytes::{RegexSet, RegexSetBuilder};
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -82,6 +85,10 @@ pub struct Triage {
     set: RegexSet,
     /// The rule of each pattern of `set`, by pattern index.
     rule_of: Vec<usize>,
+    /// The plain-text patterns (`None`: there are none).
+    literals: Option<AhoCorasick>,
+    /// The rule of each pattern of `literals`, by pattern index.
+    rule_of_literal: Vec<usize>,
 }
 
 /// The `[triage]` table's keys.
@@ -181,11 +188,18 @@ impl Triage {
             _ => text.to_owned(),
         };
         let first = |text: &str| {
-            self.set
+            let by_regex = self
+                .set
                 .matches(text.as_bytes())
                 .iter()
                 .map(|p| self.rule_of[p])
-                .min()
+                .min();
+            let by_literal = self.literals.as_ref().and_then(|ac| {
+                ac.find_overlapping_iter(text.as_bytes())
+                    .map(|m| self.rule_of_literal[m.pattern().as_usize()])
+                    .min()
+            });
+            by_regex.into_iter().chain(by_literal).min()
         };
         first(&with_type(cause))
             .or_else(|| {
@@ -204,9 +218,14 @@ impl Triage {
 /// `problems` found before, so that all are reported at once.
 fn compile(rules: Vec<(String, Rule)>, mut problems: Vec<String>) -> Result<Triage, TriageError> {
     let mut names = BTreeSet::new();
+    // One alternation per rule: the set's compile time grows with the
+    // number of its members far more than with their size.
     let mut patterns = Vec::new();
     let mut rule_of = Vec::new();
+    let mut literals = Vec::new();
+    let mut rule_of_literal = Vec::new();
     for (i, (at, r)) in rules.iter().enumerate() {
+        let mut alternatives = Vec::new();
         if r.name.trim().is_empty() {
             problems.push(format!("{at}.name: is empty"));
         } else if !names.insert(r.name.as_str()) {
@@ -229,10 +248,16 @@ fn compile(rules: Vec<(String, Rule)>, mut problems: Vec<String>) -> Result<Tria
                 .build()
             {
                 problems.push(format!("{at}.patterns[{j}]: {}", one_line(&e.to_string())));
+            } else if let Some(text) = plain_text(p) {
+                literals.push(text);
+                rule_of_literal.push(i);
             } else {
-                patterns.push(p.as_str());
-                rule_of.push(i);
+                alternatives.push(format!("(?:{p})"));
             }
+        }
+        if !alternatives.is_empty() {
+            patterns.push(alternatives.join("|"));
+            rule_of.push(i);
         }
     }
     if !problems.is_empty() {
@@ -252,11 +277,46 @@ fn compile(rules: Vec<(String, Rule)>, mut problems: Vec<String>) -> Result<Tria
                 one_line(&e.to_string())
             )],
         })?;
+    let literals = if literals.is_empty() {
+        None
+    } else {
+        Some(
+            AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build(&literals)
+                .map_err(|e| TriageError {
+                    problems: vec![format!("the rule set does not compile: {e}")],
+                })?,
+        )
+    };
     Ok(Triage {
         rules: rules.into_iter().map(|(_, r)| r).collect(),
         set,
         rule_of,
+        literals,
+        rule_of_literal,
     })
+}
+
+/// The text a pattern matches when it is plain text (escaped punctuation
+/// allowed: `max\.request\.size`), else `None`. Case folding is ASCII on
+/// both sides, so the automaton finds what the regex would.
+fn plain_text(pattern: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(pattern.len());
+    let mut bytes = pattern.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'\\' => match bytes.next() {
+                Some(c) if c.is_ascii_punctuation() => out.push(c),
+                _ => return None,
+            },
+            b'.' | b'^' | b'$' | b'|' | b'?' | b'*' | b'+' | b'(' | b')' | b'[' | b']' | b'{'
+            | b'}' | b'#' => return None,
+            // Whitespace matters in extended mode only, which rules do not use.
+            _ => out.push(b),
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 fn empty() -> Triage {
@@ -264,6 +324,8 @@ fn empty() -> Triage {
         rules: Vec::new(),
         set: RegexSet::empty(),
         rule_of: Vec::new(),
+        literals: None,
+        rule_of_literal: Vec::new(),
     }
 }
 
@@ -465,6 +527,46 @@ mod tests {
         assert!(all.contains(".class: is empty"), "{all}");
         assert_eq!(err.problems.len(), 5, "{all}");
         assert!(Triage::from_config("[triage", false).is_err());
+    }
+
+    #[test]
+    fn plain_text_patterns_are_told_from_regexes() {
+        assert_eq!(
+            plain_text("Local: Queue full").as_deref(),
+            Some(&b"Local: Queue full"[..])
+        );
+        assert_eq!(
+            plain_text(r"max\.request\.size").as_deref(),
+            Some(&b"max.request.size"[..])
+        );
+        for regex in [
+            r"\b429\b", "a.b", "(a|b)", "x{2}", r"\d", "^a", "a$", "[ab]", "a?",
+        ] {
+            assert_eq!(plain_text(regex), None, "{regex}");
+        }
+    }
+
+    #[test]
+    fn plain_text_rules_match_whatever_the_case_and_keep_the_rule_order() {
+        let rule = |name: &str, verdict, pattern: &str| Rule {
+            name: name.into(),
+            class: name.into(),
+            verdict,
+            patterns: vec![pattern.into()],
+            reason: None,
+        };
+        let t = Triage::new(vec![
+            rule("first", Verdict::Duplicate, r"already \w+"),
+            rule("second", Verdict::Transient, "TIMED OUT"),
+            rule("third", Verdict::Permanent, "already applied"),
+        ])
+        .expect("rules");
+        let name = |m: &str| t.message(None, m).map(|t| t.rule.name.as_str());
+        assert_eq!(name("the call timed out"), Some("second"));
+        // A regex rule before a plain-text one wins, and the other way round.
+        assert_eq!(name("already applied; timed out"), Some("first"));
+        assert_eq!(name("ALREADY APPLIED"), Some("first"));
+        assert_eq!(name("nothing"), None);
     }
 
     #[test]

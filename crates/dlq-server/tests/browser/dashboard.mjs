@@ -1,5 +1,6 @@
 // Drives the dlq dashboard in headless Chromium, as an operator would:
-// sign in, see every DLQ, open one, see its size and failure groups, reveal
+// sign in, see every DLQ, open one, see its size and failure groups (each
+// with its arrivals timeline and its verdict's rule and reason), reveal
 // an HTML payload (shown as text, never run), preview a replay of a group,
 // confirm it, watch it finish and see the pending count shrink.
 //
@@ -95,6 +96,35 @@ try {
   assert.equal(await page.locator('script').count(), scripts, 'a script element was added');
   assert.equal(await page.locator('#records-table img').count(), 0, 'the payload became markup');
   await step('2-revealed-html', page);
+
+  // Every group shows its arrivals, from its records' own failure times,
+  // and its verdict with the rule and the reason. The test imported four
+  // seed-format MessageTimedOut records failed at 05:10, 06:20, 06:40 and
+  // 08:30 of one day: their group has four hourly buckets (07 empty) and
+  // the verdict of the shipped triage rule.
+  await page.waitForSelector('#groups-table tbody tr .group-timeline canvas');
+  const groups = await page.locator('#groups-table tbody tr').evaluateAll((rows) => rows.map((r) => ({
+    count: Number(r.querySelector('[data-testid=group-count]').textContent),
+    total: Number(r.querySelector('[data-testid=group-timeline]').dataset.total),
+    buckets: Number(r.querySelector('[data-testid=group-timeline]').dataset.buckets),
+    step: Number(r.querySelector('[data-testid=group-timeline]').dataset.step),
+    canvas: r.querySelector('[data-testid=group-timeline] canvas') !== null,
+    verdict: r.querySelector('[data-testid=verdict]').textContent,
+    rule: r.querySelector('[data-testid=verdict-rule]')?.textContent,
+    reason: r.querySelector('[data-testid=verdict-reason]').textContent,
+  })));
+  for (const g of groups) {
+    assert.equal(g.total, g.count, `a timeline adds up to its group: ${JSON.stringify(g)}`);
+    assert.ok(g.canvas, `a timeline is drawn: ${JSON.stringify(g)}`);
+    assert.ok(g.reason.length > 10 && g.rule, `a verdict has its rule and reason: ${JSON.stringify(g)}`);
+  }
+  const timedOut = groups.find((g) => g.rule === 'kafka.message_timed_out');
+  assert.ok(timedOut, `no MessageTimedOut group: ${JSON.stringify(groups)}`);
+  assert.deepEqual([timedOut.verdict, timedOut.count, timedOut.buckets, timedOut.step], ['transient', 4, 4, 3600]);
+  assert.match(timedOut.reason, /broker did not acknowledge/);
+  const cls = await page.locator('#groups-table [data-testid=verdict].transient').count();
+  assert.ok(cls > 0, 'a transient verdict has its colour class');
+  await step('2b-groups-triaged', page);
 
   // A DLQ: its size and its failure groups.
   await page.goto(`${url}/#/dlq/${encodeURIComponent(dlq)}`);
