@@ -759,6 +759,15 @@ impl Client {
 
     /// Creates the producer if there is none, and runs
     /// `init_transactions` once on a transactional one.
+    /// Creates the store's producer now if it does not exist yet. A new
+    /// idempotent producer waits about half a second for its producer id
+    /// (librdkafka asks again 500 ms after its first try, made before any
+    /// broker connection is up), so a caller that will write soon starts
+    /// that wait early, beside other work.
+    pub fn warm_up(&mut self) -> Result<()> {
+        self.ensure_producer()
+    }
+
     fn ensure_producer(&mut self) -> Result<()> {
         if self.producer.is_none() {
             let mut c = idempotent_producer(&self.base, self.max_message_bytes, self.timeout);

@@ -207,6 +207,9 @@ impl KafkaStore {
     ) -> Result<Submitted> {
         if self.pipeline.outputs.is_none() {
             self.pipeline.outputs = Some(Outputs::new(self.config())?);
+            // The ledger writes that follow need the store's own producer:
+            // both wait for their producer ids at the same time.
+            self.warm_up()?;
         }
         let ticket = self.pipeline.ticket();
         if let Some(out) = self.pipeline.outputs.as_mut() {

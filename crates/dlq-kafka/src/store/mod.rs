@@ -288,6 +288,15 @@ impl KafkaStore {
 }
 
 impl KafkaStore {
+    /// Creates the store's producer now, if it was not yet (see
+    /// [`crate::client`]'s `warm_up`).
+    pub(crate) fn warm_up(&mut self) -> Result<()> {
+        let inner = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
+        inner.client.warm_up()
+    }
+}
+
+impl KafkaStore {
     /// Creates a topic (not a DLQ) if it is missing, with the store's
     /// replication factor; returns its partition count.
     pub fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<i32> {
