@@ -514,6 +514,56 @@ fn archive_from_a_kafka_dlq_moves_every_record_once_with_its_source() {
         .collect();
     assert_eq!(ids.len(), N, "every record once");
     assert!(ids.contains(&format!("kafka:{source}:1:299")));
+
+    // A replay from the archive back to Kafka: each record to its source
+    // topic, in its source partition, once; the archive settles it.
+    dlq_testkit::kafka::create_topics(&bootstrap, &[&source], 2);
+    let back = s3.json(&[
+        "replay",
+        "--dlq",
+        &dlq_topic,
+        "--to",
+        &format!("kafka://{bootstrap}"),
+        "--batch-size",
+        "64",
+    ]);
+    assert_eq!(
+        (back["selected"].as_u64(), back["replayed"].as_u64()),
+        (Some(N as u64), Some(N as u64)),
+        "{back:#}"
+    );
+    assert_eq!(back["targets"][source.as_str()], N as u64, "{back:#}");
+    let delivered = dlq_testkit::kafka::read_messages(&bootstrap, &source, true);
+    let mut events: Vec<(i32, String)> = delivered
+        .iter()
+        .map(|m| {
+            use rdkafka::Message as _;
+            (
+                m.partition(),
+                String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+            )
+        })
+        .collect();
+    events.sort();
+    events.dedup();
+    assert_eq!(events.len(), N, "each record once");
+    assert_eq!(delivered.len(), N, "nothing twice");
+    assert!(
+        events.contains(&(1, r#"{"event_id":"e299"}"#.to_owned())),
+        "source partition kept"
+    );
+    let again = s3.run(&[
+        "replay",
+        "--dlq",
+        &dlq_topic,
+        "--to",
+        &format!("kafka://{bootstrap}"),
+    ]);
+    assert_eq!(again.status.code(), Some(1), "nothing left to replay");
+    assert_eq!(
+        dlq_testkit::kafka::read_messages(&bootstrap, &source, true).len(),
+        N
+    );
 }
 
 #[test]

@@ -136,6 +136,8 @@ pub mod retention;
 pub mod retry;
 pub mod settlement;
 mod store;
+pub mod target;
 
 pub use config::{ConfigError, Format, KafkaConfig, Secret};
 pub use store::{KafkaStore, MigrationReport};
+pub use target::KafkaTarget;

@@ -23,6 +23,9 @@ pub enum To<'a> {
     File(&'a Path),
     /// Validate with the DLQ's MarketLag pipeline, then append to a file.
     Pipeline(&'a Path),
+    /// Topics of a Kafka cluster: `kafka://HOST:PORT[/TOPIC][?param=…]`
+    /// (without a topic, each record's source topic).
+    Kafka(&'a str),
 }
 
 /// Parses `--to`.
@@ -31,11 +34,41 @@ pub fn parse_to(to: &str) -> anyhow::Result<To<'_>> {
         Ok(To::File(Path::new(p)))
     } else if let Some(p) = to.strip_prefix("pipeline:") {
         Ok(To::Pipeline(Path::new(p)))
+    } else if to.starts_with("kafka://") {
+        Ok(To::Kafka(to))
     } else {
         anyhow::bail!(
-            "--to {to:?}: expected file:PATH or pipeline:PATH (kafka:TOPIC on a Kafka store, sqs:QUEUE on an SQS store)"
+            "--to {to:?}: expected file:PATH, pipeline:PATH or kafka://HOST:PORT[/TOPIC] \
+             (kafka:TOPIC on a Kafka store, sqs:QUEUE on an SQS store)"
         )
     }
+}
+
+/// The cluster and topic of a `kafka://HOST:PORT[/TOPIC][?param=…]` target:
+/// the cluster's settings as for a Kafka store URL (credentials from the
+/// environment only), the topic from the path.
+pub fn kafka_target(spec: &str) -> anyhow::Result<(dlq_kafka::KafkaConfig, Option<String>)> {
+    let rest = spec.strip_prefix("kafka://").unwrap_or(spec);
+    let (before_query, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (rest, None),
+    };
+    let (hosts, topic) = match before_query.split_once('/') {
+        Some((h, t)) => (h, Some(t).filter(|t| !t.is_empty()).map(str::to_owned)),
+        None => (before_query, None),
+    };
+    let url = match query {
+        Some(q) => format!("kafka://{hosts}?{q}"),
+        None => format!("kafka://{hosts}"),
+    };
+    let config = dlq_kafka::KafkaConfig::from_url(&url).map_err(|e| {
+        anyhow::anyhow!(
+            "--to {}: {}",
+            dlq_kafka::config::redact_url(spec),
+            e.problems.join("; ")
+        )
+    })?;
+    Ok((config, topic))
 }
 
 /// The MarketLag pipeline a DLQ belongs to (`dlq.rss.events` → rss).
@@ -75,6 +108,14 @@ pub fn replay_to<S: DlqStore>(
             let mut target = FileTarget::open(path, format, store)
                 .with_context(|| format!("opening replay target {}", path.display()))?;
             replay::run(store, &mut target, options, Some(progress))?
+        }
+        To::Kafka(spec) => {
+            let (config, topic) = kafka_target(spec)?;
+            let mut target = dlq_kafka::KafkaTarget::new(&config, topic)
+                .context("starting the producer of the Kafka replay target")?;
+            let mut report = replay::run(store, &mut target, options, Some(progress))?;
+            report.targets = target.sent().clone();
+            report
         }
         To::Pipeline(path) => {
             let pipeline = pipeline_of_dlq(dlq).with_context(|| {
@@ -142,6 +183,9 @@ pub fn run(cli: &Cli, args: &ReplayArgs) -> anyhow::Result<Outcome> {
         Some(scheme) => {
             let to = match args.to.as_deref() {
                 None => None,
+                Some(t) if t.starts_with(&format!("{scheme}://")) => anyhow::bail!(
+                    "--to {t:?}: on a {scheme} store, --to {scheme}:TOPIC names a topic of the store's own cluster"
+                ),
                 Some(t) => Some(t.strip_prefix(&format!("{scheme}:")).with_context(|| {
                     format!("--to {t:?}: on a {scheme} store, replay to {scheme}:TOPIC (or leave --to out for each record's original topic)")
                 })?),
@@ -162,7 +206,9 @@ pub fn run(cli: &Cli, args: &ReplayArgs) -> anyhow::Result<Outcome> {
         }
         None => {
             let Some(to) = args.to.as_deref() else {
-                anyhow::bail!("--to is required: file:PATH or pipeline:PATH");
+                anyhow::bail!(
+                    "--to is required: file:PATH, pipeline:PATH or kafka://HOST:PORT[/TOPIC]"
+                );
             };
             let to = parse_to(to)?;
             replay(
