@@ -197,9 +197,9 @@ pub struct ReplayReport {
     pub previews: Vec<Preview>,
     /// The target.
     pub target: String,
-    /// Records sent to each target topic (a dry run: that would be sent),
-    /// by topic name: a Kafka replay to the records' original topics names
-    /// every topic it wrote to. Empty for other targets.
+    /// Records sent to each target topic or queue (a dry run: that would be
+    /// sent), by name: a replay to the records' original topics or queues
+    /// names every one it wrote to. Empty for files and pipelines.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub targets: BTreeMap<String, u64>,
     /// Whether this was a dry run.
