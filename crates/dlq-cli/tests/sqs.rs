@@ -573,3 +573,54 @@ fn dead_letters_dlq_process_writes_to_sqs_are_read_by_another_machine_and_replay
     let url = format!("{}/000000000000/{queue}", sqs.endpoint);
     assert_eq!(sqs.depth(&url), 0, "replayed records left the queue");
 }
+
+/// A replay from an SQS DLQ to a Kafka topic (`--to kafka://HOST:PORT/TOPIC`,
+/// the same target as from any store): every message arrives fixed, once,
+/// with its attributes as headers, and leaves the DLQ only after the
+/// cluster acknowledged it.
+#[test]
+fn an_sqs_dlq_replays_to_a_kafka_topic_fixed_and_once() {
+    let Some(sqs) = Sqs::new() else { return };
+    let Some(bootstrap) = dlq_testkit::kafka::bootstrap() else {
+        return;
+    };
+    let dlq = format!("{}-dlq", sqs.base);
+    let dlq_url = sqs.create(&dlq, &[]);
+    sqs.send_orders(&dlq_url, 3, false);
+    let topic = dlq_testkit::kafka::topic("from-sqs");
+    dlq_testkit::kafka::create_topics(&bootstrap, &[&topic], 1);
+    let report = sqs.dlq_json(&[
+        "replay",
+        "--dlq",
+        &dlq,
+        "--fix",
+        ".price = 0",
+        "--to",
+        &format!("kafka://{bootstrap}/{topic}"),
+    ]);
+    assert_eq!(report["replayed"].as_u64(), Some(3), "{report}");
+    assert_eq!(report["targets"][topic.as_str()], 3, "{report}");
+    let messages = dlq_testkit::kafka::read_messages(&bootstrap, &topic, true);
+    let mut bodies: Vec<String> = messages
+        .iter()
+        .map(|m| {
+            use rdkafka::Message as _;
+            String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()
+        })
+        .collect();
+    bodies.sort();
+    assert_eq!(
+        bodies,
+        [
+            r#"{"order":0,"price":0}"#,
+            r#"{"order":1,"price":0}"#,
+            r#"{"order":2,"price":0}"#
+        ]
+    );
+    let headers = dlq_testkit::kafka::headers_of(&messages[0]);
+    assert!(
+        headers.iter().any(|h| h.name == "dlq.replay_of"),
+        "lineage: {headers:?}"
+    );
+    assert_eq!(sqs.depth(&dlq_url), 0, "the DLQ is empty");
+}
