@@ -26,18 +26,6 @@ pub enum AnyStore {
     S3(Box<S3Store>),
 }
 
-/// Opens the store at `url`.
-pub fn open(url: &str) -> anyhow::Result<AnyStore> {
-    open_with(url, false)
-}
-
-/// Opens the store at `url` for a command that reads its DLQs through once
-/// and ends (`inspect`, `export`, `analyze`): a Kafka store keeps what it
-/// decodes while indexing, for the scan (`scan_cache_bytes`, unless set).
-pub fn open_for_one_pass(url: &str) -> anyhow::Result<AnyStore> {
-    open_with(url, true)
-}
-
 /// Opens the store at `url` for `dlq replay` of `dlq`: a Kafka store
 /// writes with transactions when `exactly_once`, under a transactional id
 /// stable per DLQ, so that a replay run after a killed one fences it and
@@ -54,7 +42,6 @@ pub fn open_for_replay(url: &str, exactly_once: bool, dlq: &str) -> anyhow::Resu
         .map_err(|e| anyhow::anyhow!("--store: {}", e.problems.join("; ")))?;
     crate::commands::check_dlq_prefix(&config.dlq_prefix, dlq)?;
     config.transactions = exactly_once;
-    config.read_through_once();
     if exactly_once && config.transactional_id.is_none() {
         config.transactional_id = Some(format!("dlq-replay-{dlq}"));
     }
@@ -74,7 +61,8 @@ impl AnyStore {
     }
 }
 
-fn open_with(url: &str, one_pass: bool) -> anyhow::Result<AnyStore> {
+/// Opens the store at `url`.
+pub fn open(url: &str) -> anyhow::Result<AnyStore> {
     if url.starts_with("sqlite:") {
         let store = SqliteStore::open_url(url)
             .with_context(|| format!("opening the embedded store {url}"))?;
@@ -85,15 +73,12 @@ fn open_with(url: &str, one_pass: bool) -> anyhow::Result<AnyStore> {
         // Credentials never travel in the URL (the config refuses them);
         // still, errors show it redacted.
         let shown = dlq_kafka::config::redact_url(url);
-        let mut config = dlq_kafka::KafkaConfig::from_url(url)
+        let config = dlq_kafka::KafkaConfig::from_url(url)
             .map_err(|e| dlq_core::store::StoreError::InvalidUrl {
                 url: shown.clone(),
                 reason: e.problems.join("; "),
             })
             .with_context(|| format!("opening the Kafka store {shown}"))?;
-        if one_pass {
-            config.read_through_once();
-        }
         let store =
             KafkaStore::open(config).with_context(|| format!("opening the Kafka store {shown}"))?;
         Ok(AnyStore::Kafka(Box::new(store)))

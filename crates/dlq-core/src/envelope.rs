@@ -1232,6 +1232,30 @@ pub fn decode_kafka_with_prefix(rec: &KafkaRecord<'_>, dlq_prefix: &str) -> Dead
     letter
 }
 
+/// The id [`decode_kafka_with_prefix`] gives a record, decoding only what it
+/// must: a record of another system (Connect, Spring, a seed-format or raw
+/// value) is named by its DLQ position, a headers-format record by its
+/// `dlq.id` header; only a value that mentions a `"dlq"` member can be an
+/// envelope with an id of its own, and only that is decoded. For readers
+/// that need ids of many records (deduplication, a search by id).
+pub fn kafka_record_id(rec: &KafkaRecord<'_>, dlq_prefix: &str) -> String {
+    let coords = || format!("kafka:{}:{}:{}", rec.topic, rec.partition, rec.offset);
+    if header(rec.headers, "__connect.errors.topic").is_some()
+        || header(rec.headers, "kafka_dlt-original-topic").is_some()
+    {
+        return coords();
+    }
+    if header(rec.headers, "dlq.v").is_some() {
+        return header_text(rec.headers, "dlq.id").unwrap_or_else(coords);
+    }
+    match rec.value {
+        Some(v) if v.windows(5).any(|w| w == b"\"dlq\"") => {
+            decode_kafka_with_prefix(rec, dlq_prefix).id
+        }
+        _ => coords(),
+    }
+}
+
 /// dlq's headers format: the value is the original payload unchanged, and the
 /// metadata goes into `dlq.*` headers after the original headers (as Kafka
 /// Connect and Spring do), for consumers that need the raw value.
@@ -1695,6 +1719,42 @@ mod tests {
         let l = decode_kafka_with_prefix(&rec, "errors-");
         assert_eq!(l.source.topic.as_deref(), Some("polymarket.price_hourly"));
         assert_eq!(decode_kafka(&rec).source.topic, None, "not a dlq. topic");
+    }
+
+    #[test]
+    fn record_ids_are_those_of_the_whole_decode() {
+        let l = letter(b"{\"dlq\":1}");
+        let enc = encode(&l, &EncodeOptions::default()).expect("encode");
+        let seed =
+            br#"{"original_record":{"a":1},"error":"boom","timestamp":"2026-01-01T00:00:00Z"}"#;
+        let mentions = br#"{"original_record":{"dlq":1},"error":"x"}"#;
+        let connect = vec![h("__connect.errors.topic", b"t")];
+        let spring = vec![h("kafka_dlt-original-topic", b"t")];
+        let headers_format = to_headers_format(&l);
+        let no_id: Vec<Header> = vec![h("dlq.v", b"1")];
+        let cases: Vec<KafkaRecord<'_>> = vec![
+            kafka(&enc.bytes, &[]),
+            kafka(seed, &[]),
+            kafka(mentions, &[]),
+            kafka(b"plain", &[]),
+            kafka(b"{}", &connect),
+            kafka(&enc.bytes, &spring),
+            kafka(b"v", &headers_format),
+            kafka(b"v", &no_id),
+            KafkaRecord {
+                value: None,
+                ..kafka(b"", &[])
+            },
+        ];
+        for rec in &cases {
+            assert_eq!(
+                kafka_record_id(rec, "dlq."),
+                decode_kafka_with_prefix(rec, "dlq.").id,
+                "{:?}",
+                rec.value.map(String::from_utf8_lossy)
+            );
+        }
+        assert_eq!(kafka_record_id(&cases[0], "dlq."), l.id);
     }
 
     #[test]

@@ -283,10 +283,13 @@ pub struct ScanPage {
     pub next: Option<Cursor>,
 }
 
-/// Pending records of one source partition.
+/// Pending records of one partition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PartitionStats {
-    /// The source partition (`-1` where the source had none).
+    /// The source partition (`-1` where the source had none); on a store
+    /// whose DLQs have partitions of their own (Kafka), the DLQ's
+    /// partition, which dlq's writers choose as the source partition
+    /// (modulo the DLQ's partition count), so that the two agree.
     pub partition: i32,
     /// Pending records from it.
     pub pending: u64,
@@ -309,7 +312,8 @@ pub struct DlqStats {
     pub total: u64,
     /// When the oldest pending record failed.
     pub oldest_pending_at: Option<DateTime<Utc>>,
-    /// Pending records per source partition.
+    /// Pending records per partition (see [`PartitionStats`]), those with
+    /// any, in partition order.
     pub partitions: Vec<PartitionStats>,
 }
 

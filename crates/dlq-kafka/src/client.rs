@@ -286,6 +286,12 @@ pub(crate) struct Client {
     generation: u64,
     /// The deadline of a write started and not finished yet.
     pending: Option<Instant>,
+    /// Where the consumer stands when a read of one partition ended before
+    /// the partition's end: `(topic, partition, next offset it delivers)`.
+    /// It stays assigned, with what it fetched ahead, so that a read that
+    /// goes on from there (the next page of a scan) costs no seek and no
+    /// round trip.
+    stream: Mutex<Option<(String, i32, i64)>>,
 }
 
 /// Runs a future to completion on this thread. The admin client's futures
@@ -380,6 +386,7 @@ impl Client {
             max_message_bytes: config.max_message_bytes,
             generation: 0,
             pending: None,
+            stream: Mutex::new(None),
         })
     }
 
@@ -660,12 +667,36 @@ impl Client {
                 todo.insert(p, to);
             }
         }
+        let mut stream = self.stream.lock().unwrap_or_else(PoisonError::into_inner);
         if todo.is_empty() {
             return Ok(());
         }
-        self.consumer
-            .assign(&tpl)
-            .map_err(|e| self.err(op, Some(topic), &e))?;
+        // One partition, from where the last read of it stopped: go on.
+        let single = match ranges {
+            [(p, from, _)] => Some((*p, *from)),
+            _ => None,
+        };
+        let continuing = single.is_some_and(|(p, from)| {
+            stream
+                .as_ref()
+                .is_some_and(|(t, sp, next)| t == topic && *sp == p && *next == from)
+        });
+        let was_streaming = stream.take().is_some();
+        let mut continuing = continuing;
+        if !continuing {
+            // A live assignment is dropped first: assigning over it can
+            // leave its queued events (an end of partition) to this read.
+            if was_streaming {
+                let _ = self.consumer.unassign();
+            }
+            self.consumer
+                .assign(&tpl)
+                .map_err(|e| self.err(op, Some(topic), &e))?;
+        }
+        // The offset after the last message taken from the consumer, and
+        // whether the read stopped before the end of the partition.
+        let mut next: Option<i64> = None;
+        let mut stopped_early = false;
         let deadline = Instant::now() + self.timeout;
         let result = loop {
             if todo.is_empty() {
@@ -685,6 +716,7 @@ impl Client {
                 None => {
                     // Idle: the position may have moved past trailing
                     // control records without a message to show for it.
+                    next = None;
                     if let Ok(pos) = self.consumer.position() {
                         for el in pos.elements_for_topic(topic) {
                             if let (Offset::Offset(o), Some(&end)) =
@@ -702,20 +734,39 @@ impl Client {
                     if m.topic() != topic {
                         continue;
                     }
+                    next = Some(m.offset() + 1);
                     if m.offset() >= end {
                         todo.remove(&p);
                         continue;
                     }
                     if visit(&m).is_break() {
+                        stopped_early = true;
                         break Ok(());
                     }
                     if m.offset() + 1 >= end {
+                        stopped_early = true;
                         todo.remove(&p);
                     }
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) if continuing => {
+                    // Queued by the read this one goes on from: the end as
+                    // it was then. Read again from where this one stands.
+                    continuing = false;
+                    let at = next.or(single.map(|s| s.1)).unwrap_or(0);
+                    let mut again = TopicPartitionList::new();
+                    again
+                        .add_partition_offset(topic, p, Offset::Offset(at))
+                        .map_err(|e| self.err(op, Some(topic), &e))?;
+                    let _ = self.consumer.unassign();
+                    self.consumer
+                        .assign(&again)
+                        .map_err(|e| self.err(op, Some(topic), &e))?;
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     // The end of the partition (its last stable offset),
                     // which is at or beyond the end asked for.
+                    next = None;
+                    stopped_early = false;
                     todo.remove(&p);
                 }
                 Some(Err(e)) if matches!(e, KafkaError::MessageConsumptionFatal(_)) => {
@@ -728,7 +779,14 @@ impl Client {
                 }
             }
         };
-        let _ = self.consumer.unassign();
+        match (single, next) {
+            (Some((p, _)), Some(n)) if result.is_ok() && stopped_early => {
+                *stream = Some((topic.to_owned(), p, n));
+            }
+            _ => {
+                let _ = self.consumer.unassign();
+            }
+        }
         result
     }
 
@@ -894,6 +952,19 @@ impl Client {
         };
         let finished = self.finish_inner(deadline, None);
         self.after_failure(finished)
+    }
+
+    /// Gives up the write [`Client::start_write`] started: its transaction
+    /// is aborted (without transactions, what was sent stays sent).
+    pub fn abandon_write(&mut self) {
+        if self.pending.take().is_some() && self.transactions {
+            self.abort();
+        }
+    }
+
+    /// Whether a write started by [`Client::start_write`] is not finished.
+    pub fn writing(&self) -> bool {
+        self.pending.is_some()
     }
 
     /// Whether the write of [`Client::start_write`] has every delivery

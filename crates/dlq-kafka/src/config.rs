@@ -152,16 +152,14 @@ pub struct KafkaConfig {
     /// see the part in between.
     #[serde(default = "default_transactions")]
     pub transactions: bool,
-    /// Bytes of decoded DLQ records a scan keeps from the read that builds
-    /// the index, so that a fresh store's first scan reads and decodes each
-    /// record once, not twice; records beyond it are read again. `None`
-    /// (the default) keeps nothing: a long-running process (a monitor, a
-    /// server) would hold the memory between its scans. Programs that open
-    /// a store to read its DLQs through once (`dlq replay`, `inspect`,
-    /// `export`, `analyze`) set [`ONE_PASS_SCAN_CACHE_BYTES`] unless this
-    /// was given.
-    #[serde(default)]
-    pub scan_cache_bytes: Option<usize>,
+    /// How many of the last records of each DLQ partition an append
+    /// checks its id against (deduplication without every id in memory;
+    /// see docs/store-contract.md). Idempotent and transactional writers
+    /// prevent most duplicates; this catches an at-least-once writer that
+    /// writes a dead letter again after a crash, which lands close behind
+    /// the first copy.
+    #[serde(default = "default_dedup_window")]
+    pub dedup_window: usize,
     /// The producer's `transactional.id`. Default: `dlq-kafka-<random>`,
     /// unique per store so that concurrent stores never fence each other.
     /// Give a stable id to a long-running service so that a restarted
@@ -188,10 +186,10 @@ pub const fn default_timeout_ms() -> u64 {
     30_000
 }
 
-/// [`KafkaConfig::scan_cache_bytes`] for a program that reads its DLQs
-/// through once: 64 MiB, as much as librdkafka's own fetch queue may hold
-/// by default (`queued.max.messages.kbytes`).
-pub const ONE_PASS_SCAN_CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// Default of [`KafkaConfig::dedup_window`].
+pub const fn default_dedup_window() -> usize {
+    10_000
+}
 
 /// Default of [`KafkaConfig::transactions`].
 pub const fn default_transactions() -> bool {
@@ -287,7 +285,7 @@ impl KafkaConfig {
             max_message_bytes: default_max_message_bytes(),
             timeout_ms: default_timeout_ms(),
             transactions: default_transactions(),
-            scan_cache_bytes: None,
+            dedup_window: default_dedup_window(),
             transactional_id: None,
             sasl_password: None,
         }
@@ -300,19 +298,11 @@ impl KafkaConfig {
     /// (`envelope`|`headers`), `retention_ms`, `partitions`,
     /// `replication_factor`, `max_message_bytes`, `timeout_ms`,
     /// `transactions` (`true`|`false`), `transactional_id`,
-    /// `scan_cache_bytes`; any name with a
+    /// `dedup_window`; any name with a
     /// dot is a librdkafka option (`security.protocol=SASL_SSL`). Values
     /// may be percent-encoded. Credentials in the URL are refused.
     pub fn from_url(url: &str) -> Result<KafkaConfig, ConfigError> {
         KafkaConfig::from_url_with_env(url, process_env())
-    }
-
-    /// For a program that reads its DLQs through once and ends: a scan
-    /// keeps [`ONE_PASS_SCAN_CACHE_BYTES`] of what the index's read decoded,
-    /// unless `scan_cache_bytes` was given.
-    pub fn read_through_once(&mut self) {
-        self.scan_cache_bytes
-            .get_or_insert(ONE_PASS_SCAN_CACHE_BYTES);
     }
 
     /// [`KafkaConfig::from_url`] with an explicit environment (name, value
@@ -440,7 +430,7 @@ impl KafkaConfig {
             ("DLQ_KAFKA_TIMEOUT_MS", "timeout_ms"),
             ("DLQ_KAFKA_TRANSACTIONS", "transactions"),
             ("DLQ_KAFKA_TRANSACTIONAL_ID", "transactional_id"),
-            ("DLQ_KAFKA_SCAN_CACHE_BYTES", "scan_cache_bytes"),
+            ("DLQ_KAFKA_DEDUP_WINDOW", "dedup_window"),
         ];
         for (var, name) in VARS {
             if let Some(value) = env(var) {
@@ -511,16 +501,23 @@ impl KafkaConfig {
                 )),
             },
             "transactional_id" => self.transactional_id = Some(value.to_owned()),
-            "scan_cache_bytes" => {
-                if let Some(v) = num(name, value, from, "a number of bytes", problems) {
-                    self.scan_cache_bytes = Some(v);
+            "dedup_window" => {
+                if let Some(v) = num(name, value, from, "a number of records", problems) {
+                    if v == 0 {
+                        problems.push(format!("{from} dedup_window: must be at least 1"));
+                    } else {
+                        self.dedup_window = v;
+                    }
                 }
             }
+            // Scans stream since the per-record index is gone: accepted so
+            // that URLs written for earlier versions keep working.
+            "scan_cache_bytes" => {}
             option if option.contains('.') => self.set_option(option, value, from, problems),
             other => problems.push(format!(
                 "unknown {from} {other:?} (known: dlq_prefix, ledger, blobs, format, \
                  retention_ms, partitions, replication_factor, max_message_bytes, timeout_ms, \
-                 transactions, transactional_id, scan_cache_bytes, or a librdkafka option \
+                 transactions, transactional_id, dedup_window, or a librdkafka option \
                  with a dot such as security.protocol)"
             )),
         }
@@ -741,7 +738,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("max_message_bytes", &self.max_message_bytes)
             .field("timeout_ms", &self.timeout_ms)
             .field("transactions", &self.transactions)
-            .field("scan_cache_bytes", &self.scan_cache_bytes)
+            .field("dedup_window", &self.dedup_window)
             .field("transactional_id", &self.transactional_id)
             .finish()
     }
@@ -819,7 +816,7 @@ mod tests {
             "kafka://127.0.0.1:19092,127.0.0.1:19093?dlq_prefix=dead.&ledger=dead.ledger\
              &blobs=dead.blobs&format=headers&retention_ms=604800000&partitions=3\
              &replication_factor=1&max_message_bytes=65536&timeout_ms=5000&transactions=false\
-             &scan_cache_bytes=0&client.id=dlq%20test",
+             &scan_cache_bytes=0&dedup_window=500&client.id=dlq%20test",
             env(&[]),
         )
         .expect("valid");
@@ -834,7 +831,7 @@ mod tests {
         assert_eq!(c.max_message_bytes, 65536);
         assert_eq!(c.timeout(), Duration::from_secs(5));
         assert!(!c.transactions);
-        assert_eq!(c.scan_cache_bytes, Some(0));
+        assert_eq!(c.dedup_window, 500);
         assert_eq!(c.options["client.id"], "dlq test");
     }
 
@@ -847,17 +844,11 @@ mod tests {
         assert_eq!(c.format, Format::Envelope);
         assert_eq!(c.max_message_bytes, 1024 * 1024);
         assert!(c.transactions);
-        assert_eq!(
-            c.scan_cache_bytes, None,
-            "off unless the program or the user sets it"
+        assert_eq!(c.dedup_window, 10_000);
+        assert!(
+            KafkaConfig::from_url_with_env("kafka://h:9092?dedup_window=0", env(&[])).is_err(),
+            "a window of nothing would deduplicate nothing"
         );
-        let mut once = c.clone();
-        once.read_through_once();
-        assert_eq!(once.scan_cache_bytes, Some(ONE_PASS_SCAN_CACHE_BYTES));
-        let mut off = KafkaConfig::from_url_with_env("kafka://h:9092?scan_cache_bytes=0", env(&[]))
-            .expect("valid");
-        off.read_through_once();
-        assert_eq!(off.scan_cache_bytes, Some(0), "what the user gave stays");
         assert!(c.sasl_password().is_none());
     }
 

@@ -125,7 +125,6 @@
 
 mod client;
 pub mod config;
-mod decoded;
 mod headers;
 pub mod ledger;
 mod partitioner;

@@ -63,6 +63,10 @@ impl Harness for Kafka {
             })
             .collect()
     }
+
+    fn stats_by_dlq_partition(&self) -> bool {
+        true
+    }
 }
 
 dlq_core::store_conformance_tests!(Kafka::new);

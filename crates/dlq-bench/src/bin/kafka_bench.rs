@@ -567,8 +567,6 @@ fn store_config(bootstrap: &str, ledger: &str, blobs: &str, transactions: bool) 
     c.blob_topic = blobs.to_owned();
     c.replication_factor = Some(1);
     c.transactions = transactions;
-    // As `dlq replay` sets it (the processor's store only appends).
-    c.read_through_once();
     c
 }
 

@@ -87,7 +87,7 @@ pub fn groups(
 pub fn run(cli: &Cli, args: &AnalyzeArgs) -> anyhow::Result<Outcome> {
     // The config first: a mistake in it costs no scan.
     let triage = load_triage(args.config.as_deref())?;
-    let mut store = crate::store::open_for_one_pass(cli.store_url())?;
+    let mut store = crate::store::open(cli.store_url())?;
     let selection = super::selection(&store, &args.select)?;
     let (dlqs, mut groups) = groups(&mut store, &selection, args.since, args.members, triage)?;
     if let Some(n) = args.top {

@@ -9,7 +9,7 @@ use std::io::Write as _;
 
 /// Runs `dlq export`.
 pub fn run(cli: &Cli, args: &ExportArgs) -> anyhow::Result<Outcome> {
-    let store = crate::store::open_for_one_pass(cli.store_url())?;
+    let store = crate::store::open(cli.store_url())?;
     let mut selection = super::selection(&store, &args.select)?;
     selection.filter = super::with_fingerprints(&store, selection.filter)?;
     let mut out = super::writer(args.output.as_deref())?;

@@ -51,7 +51,7 @@ pub fn shown(record: &StoredRecord, grouper: &Grouper) -> anyhow::Result<Shown> 
 
 /// Runs `dlq inspect`.
 pub fn run(cli: &Cli, args: &InspectArgs) -> anyhow::Result<Outcome> {
-    let store = crate::store::open_for_one_pass(cli.store_url())?;
+    let store = crate::store::open(cli.store_url())?;
     let mut selection = super::selection(&store, &args.select)?;
     let grouper = Arc::new(super::load_grouper(&store)?);
     selection.filter = selection.filter.map(|f| f.with_grouper(grouper.clone()));

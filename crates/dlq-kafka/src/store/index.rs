@@ -1,21 +1,33 @@
-//! The in-memory index of the DLQ topics: per record its id, failure time
-//! and source partition, and the follower's position in each partition.
+//! What the store keeps of each DLQ partition between calls, in memory that
+//! does not grow with the DLQ: its watermarks, how far it was counted, a
+//! window of the last ids (deduplication), and a bounded cache of where
+//! records the store has seen lie (settling by id).
 
 use super::*;
+use std::collections::VecDeque;
 
-/// One record as the index knows it.
-#[derive(Debug, Clone)]
-pub(super) struct Rec {
-    pub(super) id: Arc<str>,
-    pub(super) failed_at: DateTime<Utc>,
-    pub(super) source_partition: Option<i32>,
-    /// A later copy of an id already stored: invisible to scans and stats.
-    pub(super) dup: bool,
+/// One DLQ partition.
+#[derive(Debug, Default)]
+pub(super) struct PartState {
+    /// The log start last seen.
+    pub(super) low: i64,
+    /// The last stable offset last seen.
+    pub(super) high: i64,
+    /// Offsets below this (from `low`) were read to count them: the ledger's
+    /// count state knows which hold no record.
+    pub(super) counted: i64,
+    /// The ids of the last records (deduplication).
+    pub(super) window: IdWindow,
+    /// The first pending record's offset and failure time, as last read.
+    pub(super) head: Option<(i64, DateTime<Utc>)>,
 }
 
-/// What the store knows about the end of a partition it follows beyond
-/// what it has read: its own writes, indexed when they were acknowledged,
-/// so that the follower does not read them back.
+/// The ledger follower's position in each ledger partition.
+pub(super) type FollowState = HashMap<i32, (i64, Tail)>;
+
+/// What the store knows about the end of a ledger partition beyond what
+/// it has read: its own writes, applied when they were acknowledged, so
+/// that the follower does not read them back.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Tail {
     /// Where the follower had read to when it first moved past its own
@@ -23,8 +35,7 @@ pub(super) struct Tail {
     /// read_committed readers yet (their transaction markers are written
     /// after the commit returns, and another writer's open transaction can
     /// hold the last stable offset back further), so a last stable offset
-    /// between this and `next` is that, not the partition truncated (which
-    /// would take it below what was already read).
+    /// between this and `next` is that, not the partition truncated.
     pub(super) own_from: Option<i64>,
     /// The offset after our last transaction's records, where its commit
     /// marker presumably is: confirmed when our next transaction's first
@@ -76,140 +87,155 @@ impl Tail {
     }
 }
 
-/// One partition of a DLQ topic.
-#[derive(Debug, Default)]
-pub(super) struct PartIndex {
-    /// The next offset to read.
-    pub(super) next: i64,
-    /// Our own writes past `next`'s reads.
-    pub(super) tail: Tail,
-    /// The low watermark last seen.
-    pub(super) low: i64,
-    pub(super) recs: BTreeMap<i64, Rec>,
-}
-
 /// One DLQ topic.
 #[derive(Debug, Default)]
-pub(super) struct DlqIndex {
-    pub(super) parts: Vec<PartIndex>,
-    /// Where each id's record is (its first copy).
-    pub(super) ids: HashMap<Arc<str>, (i32, i64)>,
-    /// Later copies of ids (rare: a write retried across a crash, or two
-    /// writers racing), promoted when the first copy expires.
-    pub(super) copies: HashMap<Arc<str>, BTreeSet<(i32, i64)>>,
+pub(super) struct DlqState {
+    pub(super) parts: Vec<PartState>,
 }
 
-impl DlqIndex {
-    pub(super) fn grow(&mut self, partitions: i32) {
+impl DlqState {
+    pub(super) fn grow(&mut self, partitions: i32, window: usize) {
         let n = usize::try_from(partitions).unwrap_or(0);
-        if self.parts.len() < n {
-            self.parts.resize_with(n, PartIndex::default);
-        }
-    }
-
-    pub(super) fn rec_mut(&mut self, (p, o): (i32, i64)) -> Option<&mut Rec> {
-        self.parts.get_mut(p as usize)?.recs.get_mut(&o)
-    }
-
-    /// Adds a record read (or written) at `partition`/`offset`. The first
-    /// copy of an id, by `(partition, offset)`, is the record; later ones
-    /// are duplicates. Adding the same position twice is a no-op.
-    pub(super) fn insert(&mut self, partition: i32, offset: i64, mut rec: Rec) {
-        let pos = (partition, offset);
-        let Some(part) = self.parts.get(partition as usize) else {
-            return;
-        };
-        if part.recs.contains_key(&offset) {
-            return;
-        }
-        match self.ids.get(&rec.id).copied() {
-            None => {
-                self.ids.insert(rec.id.clone(), pos);
-            }
-            Some(first) if first < pos => {
-                rec.dup = true;
-                self.copies.entry(rec.id.clone()).or_default().insert(pos);
-            }
-            Some(first) => {
-                if let Some(old) = self.rec_mut(first) {
-                    old.dup = true;
-                }
-                self.copies.entry(rec.id.clone()).or_default().insert(first);
-                self.ids.insert(rec.id.clone(), pos);
-            }
-        }
-        if let Some(part) = self.parts.get_mut(partition as usize) {
-            part.recs.insert(offset, rec);
-        }
-    }
-
-    /// Forgets the records below the low watermark (deleted by retention).
-    pub(super) fn expire(&mut self, partition: i32, low: i64) {
-        let Some(part) = self.parts.get_mut(partition as usize) else {
-            return;
-        };
-        if low <= part.low && part.recs.first_key_value().is_none_or(|(&o, _)| o >= low) {
-            part.low = part.low.max(low);
-            return;
-        }
-        part.low = low;
-        let keep = part.recs.split_off(&low);
-        let gone = std::mem::replace(&mut part.recs, keep);
-        // Expired copies first, so that only copies still retained are
-        // promoted below.
-        for (&offset, rec) in gone.iter().filter(|(_, r)| r.dup) {
-            if let Some(set) = self.copies.get_mut(&rec.id) {
-                set.remove(&(partition, offset));
-                if set.is_empty() {
-                    self.copies.remove(&rec.id);
-                }
-            }
-        }
-        for (offset, rec) in gone.into_iter().filter(|(_, r)| !r.dup) {
-            if self.ids.get(&rec.id) != Some(&(partition, offset)) {
-                continue;
-            }
-            self.ids.remove(&rec.id);
-            // The next copy, if any, becomes the record.
-            let next = self.copies.get_mut(&rec.id).and_then(BTreeSet::pop_first);
-            if self.copies.get(&rec.id).is_some_and(BTreeSet::is_empty) {
-                self.copies.remove(&rec.id);
-            }
-            if let Some(next) = next {
-                self.ids.insert(rec.id.clone(), next);
-                if let Some(r) = self.rec_mut(next) {
-                    r.dup = false;
-                }
-            }
-        }
-    }
-
-    /// Forgets a partition entirely (its topic was recreated).
-    pub(super) fn reset(&mut self, partition: i32, low: i64) {
-        self.expire(partition, i64::MAX);
-        if let Some(part) = self.parts.get_mut(partition as usize) {
-            part.low = low;
-            part.next = low;
-            part.tail = Tail::default();
+        while self.parts.len() < n {
+            self.parts.push(PartState {
+                window: IdWindow::new(window),
+                ..PartState::default()
+            });
         }
     }
 }
 
-/// The follower's position in each partition, by topic and partition.
-pub(super) type FollowState = HashMap<(String, i32), (i64, Tail)>;
+/// The ids of the last records read or written in one DLQ partition, in
+/// offset order, at most `cap` of them: an append whose id is among them
+/// is a duplicate. `to` is where the window's reading stopped (offsets
+/// below were seen), so that it is continued, not read again.
+#[derive(Debug, Default)]
+pub(super) struct IdWindow {
+    cap: usize,
+    ids: HashMap<Arc<str>, i64>,
+    order: VecDeque<(i64, Arc<str>)>,
+    /// Offsets below this were seen (`None`: never filled).
+    pub(super) to: Option<i64>,
+}
 
-/// Decodes a DLQ record for the index; the whole record too, when the
-/// scan that asked for the read can keep it.
-pub(super) fn decode_for_index(
+impl IdWindow {
+    pub(super) fn new(cap: usize) -> IdWindow {
+        IdWindow {
+            cap: cap.max(1),
+            ..IdWindow::default()
+        }
+    }
+
+    /// Where the first copy of `id` lies, if the window holds it at or
+    /// after `low`.
+    pub(super) fn get(&self, id: &str, low: i64) -> Option<i64> {
+        self.ids.get(id).copied().filter(|&o| o >= low)
+    }
+
+    /// Adds the record `id` at `offset`. When the window holds another
+    /// copy of it (at or after `low`), returns `(later, first)`: the
+    /// offsets of the later copy and of the first, which the window keeps.
+    pub(super) fn push(&mut self, id: &str, offset: i64, low: i64) -> Option<(i64, i64)> {
+        if let Some(known) = self.get(id, low) {
+            return match known.cmp(&offset) {
+                std::cmp::Ordering::Equal => None,
+                std::cmp::Ordering::Less => Some((offset, known)),
+                std::cmp::Ordering::Greater => {
+                    if let Some(o) = self.ids.get_mut(id) {
+                        *o = offset;
+                    }
+                    Some((known, offset))
+                }
+            };
+        }
+        let id: Arc<str> = Arc::from(id);
+        self.ids.insert(id.clone(), offset);
+        self.order.push_back((offset, id));
+        while self.order.len() > self.cap {
+            // Each id is in `order` once (an earlier copy found later
+            // replaces the offset in `ids`, not the entry).
+            if let Some((_, old)) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+        None
+    }
+
+    /// Forgets everything (the partition was truncated or recreated).
+    pub(super) fn clear(&mut self) {
+        self.ids.clear();
+        self.order.clear();
+        self.to = None;
+    }
+
+    /// How many records a reader should read back before `at` to fill the
+    /// window when it was not following the partition.
+    pub(super) fn cap(&self) -> usize {
+        self.cap
+    }
+}
+
+/// Where records the store saw lie, by DLQ and id, for settling by id
+/// without searching: a scan fills it with the records it returns, an
+/// append with what it wrote. Two generations of at most `half` entries
+/// each: looking up or adding is O(1), and memory stays bounded (the
+/// records of the pages in flight are always in it).
+#[derive(Debug, Default)]
+pub(super) struct PositionCache {
+    half: usize,
+    current: HashMap<(Arc<str>, Arc<str>), (i32, i64)>,
+    previous: HashMap<(Arc<str>, Arc<str>), (i32, i64)>,
+    names: HashMap<String, Arc<str>>,
+}
+
+impl PositionCache {
+    pub(super) fn new(entries: usize) -> PositionCache {
+        PositionCache {
+            half: (entries / 2).max(1),
+            ..PositionCache::default()
+        }
+    }
+
+    pub(super) fn get(&self, dlq: &str, id: &str) -> Option<(i32, i64)> {
+        let key = (Arc::<str>::from(dlq), Arc::<str>::from(id));
+        self.current
+            .get(&key)
+            .or_else(|| self.previous.get(&key))
+            .copied()
+    }
+
+    pub(super) fn put(&mut self, dlq: &str, id: &str, at: (i32, i64)) {
+        let name = match self.names.get(dlq) {
+            Some(n) => n.clone(),
+            None => {
+                let n: Arc<str> = Arc::from(dlq);
+                self.names.insert(dlq.to_owned(), n.clone());
+                n
+            }
+        };
+        if self.current.len() >= self.half {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert((name, Arc::from(id)), at);
+    }
+
+    /// Forgets the records of a DLQ (its topic was recreated).
+    pub(super) fn forget(&mut self, dlq: &str) {
+        self.current.retain(|(d, _), _| &**d != dlq);
+        self.previous.retain(|(d, _), _| &**d != dlq);
+    }
+}
+
+/// The id of a DLQ record (decoding only what it must; see
+/// [`dlq_core::envelope::kafka_record_id`]).
+pub(super) fn id_of(
     config: &KafkaConfig,
     topic: &str,
     m: &rdkafka::message::BorrowedMessage<'_>,
-    decoded: &DecodedCache,
-) -> (Rec, Option<Decoded>) {
+) -> String {
     use rdkafka::Message as _;
     let headers = headers_of(m);
-    let timestamp = timestamp_of(m);
-    let letter = decode_kafka_with_prefix(
+    dlq_core::envelope::kafka_record_id(
         &KafkaRecord {
             value: m.payload(),
             key: m.key(),
@@ -217,23 +243,51 @@ pub(super) fn decode_for_index(
             topic,
             partition: m.partition(),
             offset: m.offset(),
-            timestamp,
+            timestamp: None,
         },
         &config.dlq_prefix,
-    );
-    let size = m.payload().map_or(0, <[u8]>::len) + m.key().map_or(0, <[u8]>::len);
-    let (failed_at, source_partition) = (letter.failed_at, letter.source.partition);
-    let (id, keep): (Arc<str>, _) = if decoded.wants(size) {
-        let id = Arc::from(letter.id.as_str());
-        (id, Some(Decoded::new(letter, timestamp, size)))
-    } else {
-        (Arc::from(letter.id), None)
-    };
-    let rec = Rec {
-        id,
-        failed_at,
-        source_partition,
-        dup: false,
-    };
-    (rec, keep)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_keeps_the_first_copy_and_forgets_the_oldest() {
+        let mut w = IdWindow::new(2);
+        assert_eq!(w.push("a", 5, 0), None);
+        assert_eq!(
+            w.push("a", 9, 0),
+            Some((9, 5)),
+            "a later copy is a duplicate"
+        );
+        assert_eq!(w.push("a", 5, 0), None, "the same record read again");
+        assert_eq!(
+            w.push("a", 3, 0),
+            Some((5, 3)),
+            "an earlier copy found later"
+        );
+        assert_eq!(w.get("a", 0), Some(3));
+        assert_eq!(w.push("b", 10, 0), None);
+        assert_eq!(w.push("c", 11, 0), None);
+        assert_eq!(w.push("d", 12, 0), None);
+        assert_eq!(w.get("a", 0), None, "beyond the window");
+        assert_eq!(w.get("d", 0), Some(12));
+        assert_eq!(w.get("d", 13), None, "deleted by retention");
+    }
+
+    #[test]
+    fn the_cache_stays_bounded_and_keeps_the_newest() {
+        let mut c = PositionCache::new(4);
+        for i in 0..10 {
+            c.put("d", &i.to_string(), (0, i));
+        }
+        assert_eq!(c.get("d", "9"), Some((0, 9)));
+        assert_eq!(c.get("d", "8"), Some((0, 8)));
+        assert_eq!(c.get("d", "0"), None);
+        assert!(c.current.len() + c.previous.len() <= 4);
+        c.forget("d");
+        assert_eq!(c.get("d", "9"), None);
+    }
 }

@@ -1,19 +1,21 @@
 //! [`KafkaStore`]: the [`DlqStore`] implementation.
 //!
-//! The store keeps a small in-memory index of the DLQ topics and the ledger,
-//! built by reading them once (read_committed) and then followed
-//! incrementally: before each call it asks the broker for the watermarks
-//! (two requests, whatever the number of partitions) and reads only what is
-//! new. The index holds per record its id, failure time and source
-//! partition (not its bytes), which is what deduplication, settling and
-//! `stats` need; `scan` and `get` fetch the records themselves by offset.
+//! The store keeps nothing per record in memory. Before each call it asks
+//! the broker for the watermarks of the DLQ partitions (two requests,
+//! whatever their number) and reads what is new in the ledger: settlement
+//! marks and count state per segment of 65,536 offsets. Counts are the
+//! offsets between the watermarks less the settled ones and those that
+//! hold no record (found by reading each offset once, ever: see
+//! [`Inner::count`]); scans stream from the first offset they want,
+//! skipping settled runs; settling by id finds positions in a bounded cache
+//! the scans fill. See docs/store-contract.md.
 
-use crate::client::{Client, Fetched, Outgoing, TxnOffsets, headers_of, timestamp_of};
+use crate::client::{Client, Fetched, Outgoing, TxnOffsets, headers_of};
 use crate::config::{Format, KafkaConfig, redact_url, valid_topic};
-use crate::decoded::{Decoded, DecodedCache};
 use crate::ledger::{BlobEntry, CheckpointEntry, Ledger, LedgerValue, RecordEntry};
 use crate::partitioner::default_partition;
 use crate::retry::failure;
+use crate::settlement::MarkCounts;
 use crate::settlement::{Mark, SEGMENT_OFFSETS, Segment};
 use chrono::{DateTime, Utc};
 use dlq_core::envelope::{
@@ -32,6 +34,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 mod index;
 mod read;
 mod scan;
+mod stats;
 mod write;
 
 use index::*;
@@ -42,6 +45,10 @@ use write::*;
 /// Bytes reserved in a record for the batch and record framing, so that a
 /// record of `max_message_bytes` never exceeds the broker's limit.
 const RECORD_OVERHEAD: usize = 1024;
+
+/// Records whose position the store remembers for settling them by id:
+/// far more than the pages a replay has in flight, about 20 MB.
+const POSITION_CACHE_ENTRIES: usize = 200_000;
 
 /// Error texts in the headers format are cut to this, like the envelope's.
 const MAX_HEADER_ERROR: usize = 64 * 1024;
@@ -78,7 +85,9 @@ struct Inner {
     ledger_next: Vec<i64>,
     ledger_tail: Vec<Tail>,
     blob_partitions: i32,
-    dlqs: BTreeMap<String, DlqIndex>,
+    dlqs: BTreeMap<String, DlqState>,
+    /// Where records this store saw lie (settling by id).
+    cache: PositionCache,
     /// DLQ partitions whose low watermark moved since the last commit, with
     /// the new low: their ledger entries below it are deleted (tombstoned)
     /// by the next commit, so that the ledger does not grow forever.
@@ -86,10 +95,8 @@ struct Inner {
     /// The last offset per partition of transactions committed without
     /// waiting for their markers (see [`KafkaStore::await_visible`]).
     unseen: HashMap<(String, i32), i64>,
-    /// Records the index read decoded, kept for the scan that asked.
-    decoded: DecodedCache,
-    /// Whether the index was ever brought up to date (a scan resumed from
-    /// a cursor by a store that never read the topics must read them).
+    /// Whether the state was ever brought up to date (a scan resumed from
+    /// a cursor by a store that never asked for the watermarks must).
     refreshed: bool,
     /// The id of each DLQ topic (KIP-516), which settlement segments are
     /// keyed by; asked once per topic, and again when it was recreated.
@@ -190,9 +197,9 @@ impl KafkaStore {
                 ledger_tail: vec![Tail::default(); usize::try_from(ledger_partitions).unwrap_or(1)],
                 blob_partitions,
                 dlqs: BTreeMap::new(),
+                cache: PositionCache::new(POSITION_CACHE_ENTRIES),
                 sweeps: BTreeMap::new(),
                 unseen: HashMap::new(),
-                decoded: DecodedCache::new(config.scan_cache_bytes.unwrap_or(0)),
                 refreshed: false,
                 topic_ids: HashMap::new(),
             }),
@@ -225,7 +232,7 @@ impl KafkaStore {
     }
 
     fn check_dlq(&self, name: &str) -> Result<()> {
-        if self.is_dlq(name) && !["checkpoint", "blob", "settled"].contains(&name) {
+        if self.is_dlq(name) && !["checkpoint", "blob", "settled", "counted"].contains(&name) {
             return Ok(());
         }
         Err(failure(
@@ -431,10 +438,9 @@ impl DlqStore for KafkaStore {
         after: Option<&Cursor>,
         limit: usize,
     ) -> Result<ScanPage> {
-        // A scan sees the DLQs as its first page found them (and the
-        // store's own commits since): the pages after it are read from the
-        // index as it stands, which saves the metadata and watermark round
-        // trips on every page of a long scan.
+        // A scan sees the DLQs as its first page found them: the pages
+        // after it use the watermarks the first one read, which saves the
+        // metadata and watermark round trips on every page of a long scan.
         let refresh = after.is_none() || !self.lock().refreshed;
         self.scan_page(selection, after, limit, refresh)
     }
@@ -444,50 +450,57 @@ impl DlqStore for KafkaStore {
         }
         let mut inner = self.lock();
         inner.refresh(&self.config, Scope::Only(&[dlq.to_owned()]))?;
-        let Some(&(p, o)) = inner.dlqs.get(dlq).and_then(|di| di.ids.get(id)) else {
-            return Ok(None);
-        };
-        let Some(f) = inner.client.fetch(dlq, p, &[o])?.into_iter().next() else {
-            return Ok(None);
-        };
-        inner.materialize(&self.config, dlq, f).map(Some)
+        let n = inner.dlqs.get(dlq).map_or(0, |d| d.parts.len());
+        for p in 0..n as i32 {
+            inner.count(&self.config, dlq, p)?;
+        }
+        for attempt in 0..2 {
+            let Some(&(p, o)) = inner.locate(&self.config, dlq, &[id])?.get(id) else {
+                return Ok(None);
+            };
+            if let Some(f) = inner.client.fetch(dlq, p, &[o])?.into_iter().next() {
+                let record = inner.materialize(&self.config, dlq, f)?;
+                if record.letter.id == id {
+                    return Ok(Some(record));
+                }
+            }
+            // The cache was wrong (the record is gone): search once.
+            if attempt == 0 {
+                inner.cache.forget(dlq);
+            }
+        }
+        Ok(None)
     }
 
     fn stats(&self) -> Result<Vec<DlqStats>> {
         let mut inner = self.lock();
         inner.refresh(&self.config, Scope::All)?;
-        let mut out = Vec::with_capacity(inner.dlqs.len());
-        for (name, di) in &inner.dlqs {
-            let mut s = DlqStats::empty(name);
-            let mut by_source: BTreeMap<i32, u64> = BTreeMap::new();
-            for (p, part) in di.parts.iter().enumerate() {
-                for (&o, rec) in &part.recs {
-                    if rec.dup {
-                        continue;
-                    }
-                    s.total += 1;
-                    match inner.status(name, rec, p as i32, o) {
-                        Status::Pending => {
-                            s.pending += 1;
-                            *by_source
-                                .entry(rec.source_partition.unwrap_or(-1))
-                                .or_default() += 1;
-                            let at = rec.failed_at;
-                            s.oldest_pending_at =
-                                Some(s.oldest_pending_at.map_or(at, |t| t.min(at)));
-                        }
-                        Status::Parked => s.parked += 1,
-                        Status::Replayed => s.replayed += 1,
-                        Status::Discarded => s.discarded += 1,
+        let names: Vec<String> = inner.dlqs.keys().cloned().collect();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let n = inner.dlqs.get(&name).map_or(0, |d| d.parts.len()) as i32;
+            let mut s = DlqStats::empty(&name);
+            for p in 0..n {
+                inner.count(&self.config, &name, p)?;
+                let c = inner.partition_counts(&name, p);
+                s.total += c.total;
+                s.pending += c.pending;
+                s.parked += c.parked;
+                s.replayed += c.replayed;
+                s.discarded += c.discarded;
+                if c.pending > 0 {
+                    s.partitions.push(PartitionStats {
+                        partition: p,
+                        pending: c.pending,
+                    });
+                    if let Some(at) = inner.head(&self.config, &name, p)? {
+                        s.oldest_pending_at = Some(s.oldest_pending_at.map_or(at, |t| t.min(at)));
                     }
                 }
             }
-            s.partitions = by_source
-                .into_iter()
-                .map(|(partition, pending)| PartitionStats { partition, pending })
-                .collect();
             out.push(s);
         }
+        inner.persist_counts(&self.config);
         Ok(out)
     }
 
@@ -511,36 +524,6 @@ impl DlqStore for KafkaStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rec(id: &str) -> Rec {
-        Rec {
-            id: Arc::from(id),
-            failed_at: Utc::now(),
-            source_partition: Some(0),
-            dup: false,
-        }
-    }
-
-    #[test]
-    fn first_copy_of_an_id_wins_and_later_ones_are_duplicates() {
-        let mut di = DlqIndex::default();
-        di.grow(2);
-        di.insert(0, 5, rec("a"));
-        di.insert(0, 9, rec("a"));
-        di.insert(0, 5, rec("a"));
-        assert_eq!(di.ids[&Arc::from("a")], (0, 5));
-        assert!(di.parts[0].recs[&9].dup);
-        // A copy at a lower position found later takes over.
-        di.insert(0, 2, rec("a"));
-        assert_eq!(di.ids[&Arc::from("a")], (0, 2));
-        assert!(di.parts[0].recs[&5].dup);
-        // Expiring the first copy promotes the next one.
-        di.expire(0, 3);
-        assert_eq!(di.ids[&Arc::from("a")], (0, 5));
-        assert!(!di.parts[0].recs[&5].dup);
-        di.expire(0, 100);
-        assert!(di.ids.is_empty() && di.copies.is_empty());
-    }
 
     #[test]
     fn the_store_can_move_between_threads() {

@@ -1,5 +1,6 @@
-//! Bringing the index up to date (the follower), and reading records and
-//! claim-check blobs back.
+//! Bringing the partitions' state up to date (watermarks and the ledger),
+//! counting what was not counted yet, searching records by id, and reading
+//! records and claim-check blobs back.
 
 use super::*;
 
@@ -37,13 +38,18 @@ impl Inner {
                     .create_topic(dlq, partitions, config.replication_factor, &configs)?
             }
         };
-        self.dlqs.entry(dlq.to_owned()).or_default().grow(n);
+        self.dlqs
+            .entry(dlq.to_owned())
+            .or_default()
+            .grow(n, config.dedup_window);
         self.learn_topic_ids(&[dlq])?;
         Ok(n)
     }
 
-    /// Brings the index up to date with the DLQ topics in `scope` and with
-    /// the ledger: watermarks, then only the records not read yet.
+    /// Brings the state of the DLQ topics in `scope` up to date, and reads
+    /// what is new in the ledger: metadata, topic ids and watermarks (a few
+    /// requests, whatever the number of records). DLQ records are not read:
+    /// see [`Inner::count`].
     pub(super) fn refresh(&mut self, config: &KafkaConfig, scope: Scope<'_>) -> Result<()> {
         self.refreshed = true;
         let topics: BTreeMap<String, i32> = match scope {
@@ -73,107 +79,91 @@ impl Inner {
             }
         };
         // A topic deleted and created again under its name has a new id:
-        // what was known of it is forgotten, and it is read afresh.
+        // what was known of it is forgotten, and it is counted afresh.
         let names: Vec<&str> = topics.keys().map(String::as_str).collect();
         for topic in self.check_topic_ids(&names)? {
             tracing::warn!(topic, "DLQ topic was recreated; reading it afresh");
-            if let Some(di) = self.dlqs.get_mut(&topic) {
-                *di = DlqIndex::default();
-            }
-            self.decoded.clear();
+            self.dlqs.remove(&topic);
+            self.cache.forget(&topic);
         }
         let mut parts: Vec<(String, i32)> = Vec::new();
         for (t, &n) in &topics {
-            self.dlqs.entry(t.clone()).or_default().grow(n);
+            self.dlqs
+                .entry(t.clone())
+                .or_default()
+                .grow(n, config.dedup_window);
             parts.extend((0..n).map(|p| (t.clone(), p)));
         }
         let ledger_partitions = self.ledger_next.len() as i32;
         parts.extend((0..ledger_partitions).map(|p| (config.ledger_topic.clone(), p)));
         let marks = self.client.watermarks(&parts)?;
+        self.read_ledger(config, &marks)?;
 
-        let mut recreated: Vec<String> = Vec::new();
         let Inner {
-            client,
             dlqs,
             ledger,
-            ledger_next,
-            ledger_tail,
             sweeps,
-            decoded,
             topic_ids,
             ..
         } = self;
         for (topic, &n) in &topics {
-            let Some(di) = dlqs.get_mut(topic) else {
+            let Some(ds) = dlqs.get_mut(topic) else {
                 continue;
             };
-            let mut ranges = Vec::new();
+            let tid = topic_ids.get(topic).map(String::as_str);
             for p in 0..n {
                 let Some(&(lo, hi)) = marks.get(&(topic.clone(), p)) else {
                     continue;
                 };
-                let next = di.parts[p as usize].next;
-                if hi < next && di.parts[p as usize].tail.lagging(hi) {
-                    // Our own last commit, its markers not written yet.
-                    if lo > di.parts[p as usize].low {
-                        sweeps.insert((topic.clone(), p), lo);
-                    }
-                    di.expire(p, lo);
-                    continue;
-                }
-                if hi < next {
+                let part = &mut ds.parts[p as usize];
+                if hi < part.high || hi < part.counted {
+                    // The last stable offset never goes back: the partition
+                    // lost records (an unclean leader election).
                     tracing::warn!(
                         topic,
                         partition = p,
-                        "DLQ partition was truncated or recreated; re-reading it"
+                        "DLQ partition was truncated; counting it afresh"
                     );
-                    di.reset(p, lo);
-                    decoded.drop_partition(topic, p);
-                    recreated.push(topic.clone());
+                    part.counted = lo;
+                    part.window.clear();
+                    part.head = None;
+                    if let Some(t) = tid {
+                        *ledger.counted_mut(t, p) = crate::ledger::Counted::default();
+                    }
                 }
-                if lo > di.parts[p as usize].low {
+                if lo > part.low {
                     sweeps.insert((topic.clone(), p), lo);
+                    if let Some(t) = tid {
+                        ledger.counted_mut(t, p).expire(lo);
+                    }
                 }
-                di.expire(p, lo);
-                let part = &mut di.parts[p as usize];
-                part.next = part.next.max(lo);
-                if part.next < hi {
-                    ranges.push((p, part.next, hi));
-                }
-            }
-            if ranges.is_empty() {
-                continue;
-            }
-            client.read(topic, &ranges, |m| {
-                use rdkafka::Message as _;
-                let (p, o) = (m.partition(), m.offset());
-                let (rec, whole) = decode_for_index(config, topic, m, decoded);
-                di.insert(p, o, rec);
-                if let Some(d) = whole {
-                    decoded.offer(topic, p, o, d);
-                }
-                if let Some(part) = di.parts.get_mut(p as usize) {
-                    part.next = part.next.max(o + 1);
-                }
-                ControlFlow::Continue(())
-            })?;
-            for (p, _, hi) in ranges {
-                let part = &mut di.parts[p as usize];
-                part.next = part.next.max(hi);
-            }
-            for p in 0..n {
-                if let (Some(&(_, hi)), Some(part)) =
-                    (marks.get(&(topic.clone(), p)), di.parts.get_mut(p as usize))
-                {
-                    part.tail.seen(part.next, hi);
+                part.low = lo;
+                part.high = hi;
+                let known = tid
+                    .and_then(|t| ledger.counted(t, p))
+                    .map_or(lo, |c| c.frontier(lo));
+                part.counted = part.counted.max(known).clamp(lo, hi);
+                if part.head.is_some_and(|(o, _)| o < lo) {
+                    part.head = None;
                 }
             }
         }
-        // A recreated topic has a new id: its settlements start afresh.
-        for t in &recreated {
-            topic_ids.remove(t);
-        }
+        Ok(())
+    }
 
+    /// Reads what is new in the ledger.
+    fn read_ledger(
+        &mut self,
+        config: &KafkaConfig,
+        marks: &HashMap<(String, i32), (i64, i64)>,
+    ) -> Result<()> {
+        let Inner {
+            client,
+            ledger,
+            ledger_next,
+            ledger_tail,
+            ..
+        } = self;
         let ledger_topic = &config.ledger_topic;
         let mut ranges = Vec::new();
         for (p, next) in ledger_next.iter_mut().enumerate() {
@@ -225,69 +215,195 @@ impl Inner {
                 tail.seen(ledger_next[p], hi);
             }
         }
-        let recreated: Vec<&str> = recreated.iter().map(String::as_str).collect();
-        self.learn_topic_ids(&recreated)?;
         Ok(())
     }
 
-    /// Where the follower stands in each partition a commit writes to (the
-    /// ledger's and the DLQs'), to recognize the commit's own records after.
-    pub(super) fn follow_state(&self, config: &KafkaConfig, topics: &[String]) -> FollowState {
-        let mut out = HashMap::new();
-        for t in topics {
-            if *t == config.ledger_topic {
-                for (p, (&next, &tail)) in
-                    self.ledger_next.iter().zip(&self.ledger_tail).enumerate()
-                {
-                    out.insert((t.clone(), p as i32), (next, tail));
-                }
-            } else if let Some(di) = self.dlqs.get(t) {
-                for (p, part) in di.parts.iter().enumerate() {
-                    out.insert((t.clone(), p as i32), (part.next, part.tail));
-                }
-            }
+    /// The key the count state of a DLQ is kept under: its topic id, or
+    /// (a cluster that does not give ids) its name, which is never written.
+    pub(super) fn count_key(&self, dlq: &str) -> String {
+        match self.topic_ids.get(dlq) {
+            Some(t) => t.clone(),
+            None => format!("name:{dlq}"),
         }
-        out
     }
 
-    /// Moves the follower past the records a commit just wrote (they are
-    /// indexed already), where nothing else can be among them and nothing
-    /// was read meanwhile; elsewhere the follower reads them as usual.
-    pub(super) fn follow_own_writes(
+    /// Reads the offsets of a DLQ partition that were not counted yet, up
+    /// to the last stable offset last seen, once: which hold no record
+    /// (transaction markers, aborted records) and which are later copies
+    /// of a record are added to the count state, to be written to the
+    /// ledger for every later reader.
+    pub(super) fn count(&mut self, config: &KafkaConfig, dlq: &str, p: i32) -> Result<()> {
+        let key = self.count_key(dlq);
+        let Some(part) = self.dlqs.get(dlq).and_then(|d| d.parts.get(p as usize)) else {
+            return Ok(());
+        };
+        let (low, high, from) = (part.low, part.high, part.counted.max(part.low));
+        if from >= high {
+            return Ok(());
+        }
+        self.fill_window(config, dlq, p, from)?;
+        let Inner {
+            client,
+            dlqs,
+            ledger,
+            ..
+        } = self;
+        let Some(part) = dlqs.get_mut(dlq).and_then(|d| d.parts.get_mut(p as usize)) else {
+            return Ok(());
+        };
+        let mut expected = from;
+        let mut gaps: Vec<i64> = Vec::new();
+        let mut copies: Vec<(i64, i64)> = Vec::new();
+        let window = &mut part.window;
+        client.read(dlq, &[(p, from, high)], |m| {
+            use rdkafka::Message as _;
+            let o = m.offset();
+            gaps.extend(expected..o);
+            expected = o + 1;
+            let id = id_of(config, dlq, m);
+            if let Some((later, first)) = window.push(&id, o, low)
+                && later == o
+            {
+                copies.push((o, first));
+            }
+            ControlFlow::Continue(())
+        })?;
+        gaps.extend(expected..high);
+        tracing::debug!(
+            dlq,
+            partition = p,
+            from,
+            to = high,
+            gaps = gaps.len(),
+            copies = copies.len(),
+            "counted"
+        );
+        window.to = Some(high);
+        ledger.counted_mut(&key, p).add(from, high, &gaps, &copies);
+        part.counted = high;
+        Ok(())
+    }
+
+    /// Makes the id window of a partition continue up to `to`: reads the
+    /// records it has not seen, at most its size back from `to`.
+    pub(super) fn fill_window(
         &mut self,
         config: &KafkaConfig,
-        before: &FollowState,
-        topics: &[String],
-        positions: &[(i32, i64)],
-    ) {
-        let mut spans: HashMap<(&str, i32), (i64, i64, usize)> = HashMap::new();
-        for (t, &(p, o)) in topics.iter().zip(positions) {
-            let e = spans.entry((t.as_str(), p)).or_insert((o, o, 0));
-            e.0 = e.0.min(o);
-            e.1 = e.1.max(o);
-            e.2 += 1;
+        dlq: &str,
+        p: i32,
+        to: i64,
+    ) -> Result<()> {
+        let Inner { client, dlqs, .. } = self;
+        let Some(part) = dlqs.get_mut(dlq).and_then(|d| d.parts.get_mut(p as usize)) else {
+            return Ok(());
+        };
+        let low = part.low;
+        let back = to.saturating_sub(part.window.cap() as i64).max(low);
+        let from = match part.window.to {
+            Some(t) if t >= back && t <= to => t,
+            Some(t) if t > to => return Ok(()),
+            _ => back,
+        };
+        if from < to {
+            let window = &mut part.window;
+            client.read(dlq, &[(p, from, to)], |m| {
+                use rdkafka::Message as _;
+                window.push(&id_of(config, dlq, m), m.offset(), low);
+                ControlFlow::Continue(())
+            })?;
         }
-        let txn = config.transactions;
-        for ((t, p), span) in spans {
-            let Some(&was) = before.get(&(t.to_owned(), p)) else {
-                continue;
-            };
-            let at = if t == config.ledger_topic {
-                self.ledger_next
-                    .get_mut(p as usize)
-                    .zip(self.ledger_tail.get_mut(p as usize))
-            } else {
-                self.dlqs
-                    .get_mut(t)
-                    .and_then(|di| di.parts.get_mut(p as usize))
-                    .map(|part| (&mut part.next, &mut part.tail))
-            };
-            if let Some((next, tail)) = at
-                && (*next, *tail) == was
-            {
-                tail.own_write(next, span, txn);
+        part.window.to = Some(to);
+        Ok(())
+    }
+
+    /// A record's status: its settlement mark, else an entry of the
+    /// former format naming its position, else pending.
+    pub(super) fn status_at(&self, dlq: &str, p: i32, o: i64) -> (Status, Option<DateTime<Utc>>) {
+        let tid = self.topic_ids.get(dlq).map(String::as_str);
+        self.ledger.status(dlq, tid, p, o)
+    }
+
+    /// What the count found in a partition of `dlq`, if anything.
+    pub(super) fn counted(&self, dlq: &str, p: i32) -> Option<&crate::ledger::Counted> {
+        self.ledger.counted(&self.count_key(dlq), p)
+    }
+
+    /// Where the records of `dlq` with these ids lie (their first copies),
+    /// from the cache, else by reading the DLQ: first the partition an id
+    /// of the form `kafka:<topic>:<partition>:<offset>` names (where dlq's
+    /// writers put it), then the others. Reading costs what the partitions
+    /// hold; it serves records settled by id that this store never scanned.
+    pub(super) fn locate(
+        &mut self,
+        config: &KafkaConfig,
+        dlq: &str,
+        ids: &[&str],
+    ) -> Result<HashMap<String, (i32, i64)>> {
+        let mut found: HashMap<String, (i32, i64)> = HashMap::new();
+        let mut missing: HashSet<&str> = HashSet::new();
+        let Some(ds) = self.dlqs.get(dlq) else {
+            return Ok(found);
+        };
+        for &id in ids {
+            match self.cache.get(dlq, id) {
+                Some((p, o))
+                    if ds
+                        .parts
+                        .get(p as usize)
+                        .is_some_and(|part| o >= part.low && o < part.high.max(o + 1)) =>
+                {
+                    found.insert(id.to_owned(), (p, o));
+                }
+                _ => {
+                    missing.insert(id);
+                }
             }
         }
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let n = ds.parts.len() as i32;
+        let mut order: Vec<i32> = Vec::new();
+        for id in &missing {
+            if let Some(p) = hinted_partition(id, n)
+                && !order.contains(&p)
+            {
+                order.push(p);
+            }
+        }
+        let rest: Vec<i32> = (0..n).filter(|p| !order.contains(p)).collect();
+        order.extend(rest);
+        for p in order {
+            if missing.is_empty() {
+                break;
+            }
+            let Some(part) = self.dlqs.get(dlq).and_then(|d| d.parts.get(p as usize)) else {
+                continue;
+            };
+            let (low, high) = (part.low, part.high);
+            let mut hits: Vec<(String, i64)> = Vec::new();
+            let counted = self.ledger.counted(&self.count_key(dlq), p);
+            self.client.read(dlq, &[(p, low, high)], |m| {
+                use rdkafka::Message as _;
+                let o = m.offset();
+                if counted.is_some_and(|c| c.hides(low, o)) {
+                    return ControlFlow::Continue(());
+                }
+                let id = id_of(config, dlq, m);
+                if missing.remove(id.as_str()) {
+                    hits.push((id, o));
+                    if missing.is_empty() {
+                        return ControlFlow::Break(());
+                    }
+                }
+                ControlFlow::Continue(())
+            })?;
+            for (id, o) in hits {
+                self.cache.put(dlq, &id, (p, o));
+                found.insert(id, (p, o));
+            }
+        }
+        Ok(found)
     }
 
     /// A claim-check blob's bytes, from its chunks in the blob topic.
@@ -402,8 +518,7 @@ impl Inner {
                     })
             })?;
         }
-        let tid = self.topic_ids.get(dlq).map(String::as_str);
-        let (status, settled_at) = self.ledger.status(dlq, tid, &letter.id, partition, offset);
+        let (status, settled_at) = self.status_at(dlq, partition, offset);
         Ok(StoredRecord {
             dlq: dlq.to_owned(),
             status,
@@ -412,29 +527,18 @@ impl Inner {
             letter,
         })
     }
+}
 
-    pub(super) fn status(&self, dlq: &str, rec: &Rec, p: i32, o: i64) -> Status {
-        self.status_of(dlq, &rec.id, p, o)
-    }
-
-    /// Whether any record selected by status lies at or after the cursor
-    /// positions (DLQs in order, from `dlq`/`partition` on).
-    pub(super) fn more_after(
-        &self,
-        selection: &Selection,
-        positions: &BTreeMap<(String, i32), i64>,
-    ) -> bool {
-        self.dlqs
-            .iter()
-            .filter(|(name, _)| selection.dlq.as_deref().is_none_or(|d| d == name.as_str()))
-            .any(|(name, di)| {
-                di.parts.iter().enumerate().any(|(p, part)| {
-                    let p = p as i32;
-                    let from = positions.get(&(name.clone(), p)).copied().unwrap_or(0);
-                    part.recs
-                        .range(from..)
-                        .any(|(&o, r)| !r.dup && selection.wants_status(self.status(name, r, p, o)))
-                })
-            })
-    }
+/// The DLQ partition dlq's writers put a record with an id of the form
+/// `kafka:<topic>:<partition>:<offset>` in (its source partition modulo
+/// the DLQ's partition count).
+fn hinted_partition(id: &str, partitions: i32) -> Option<i32> {
+    let rest = id.strip_prefix("kafka:")?;
+    let mut it = rest.rsplitn(3, ':');
+    let (_, p) = (
+        it.next()?.parse::<i64>().ok()?,
+        it.next()?.parse::<i32>().ok()?,
+    );
+    it.next()?;
+    (p >= 0 && partitions > 0).then(|| p % partitions)
 }

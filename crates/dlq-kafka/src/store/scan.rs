@@ -2,9 +2,9 @@
 
 use super::*;
 
-/// Fewest records fetched at a time while a scan fills a page (it fetches
-/// what the page still needs in one go when that is more).
-pub(super) const SCAN_CHUNK: usize = 64;
+/// Unwanted offsets (settled records, in a scan for pending ones) a scan
+/// reads through rather than seeking past them: a seek costs a round trip.
+pub(super) const SEEK_GAP: i64 = 1024;
 
 /// `v1;<topic>/<partition>=<next offset>;…`: where each partition's scan
 /// resumes (partitions not listed start at their beginning).
@@ -33,20 +33,98 @@ pub(super) fn decode_cursor(cursor: &Cursor) -> Result<BTreeMap<(String, i32), i
     Ok(out)
 }
 
-/// A record a scan looks at: kept decoded from the index's read, or read
-/// again. Held only for one chunk of a scan; boxing the larger variant would
-/// cost an allocation per record for nothing.
-#[allow(clippy::large_enum_variant)]
-pub(super) enum Found {
-    Decoded(Decoded),
-    Fetched(Fetched),
+impl Inner {
+    /// Whether a record with this settlement mark can be selected (records
+    /// settled by an entry of the former format carry no mark: they are
+    /// looked at one by one).
+    fn wants_mark(&self, dlq: &str, selection: &Selection, mark: Mark) -> bool {
+        match mark.status() {
+            None => false,
+            Some(status) => {
+                selection.wants_status(status)
+                    || (mark == Mark::Unmarked && self.ledger.has_legacy(dlq))
+            }
+        }
+    }
+
+    /// The first offset in `[from, to)` of a partition that may hold a
+    /// record the selection wants, by status.
+    pub(super) fn next_wanted(
+        &self,
+        dlq: &str,
+        p: i32,
+        from: i64,
+        to: i64,
+        selection: &Selection,
+    ) -> Option<i64> {
+        let low = self.dlqs.get(dlq)?.parts.get(p as usize)?.low;
+        let marks = self
+            .topic_ids
+            .get(dlq)
+            .and_then(|t| self.ledger.marks(t, p));
+        let counted = self.counted(dlq, p);
+        let mut at = from.max(low);
+        while at < to {
+            let o = match marks {
+                Some(m) => m.first(at, to, |mark| self.wants_mark(dlq, selection, mark))?,
+                None if self.wants_mark(dlq, selection, Mark::Unmarked) => at,
+                None => return None,
+            };
+            if counted.is_some_and(|c| c.hides(low, o)) {
+                at = o + 1;
+                continue;
+            }
+            return Some(o);
+        }
+        None
+    }
+
+    /// Where a run of wanted offsets that starts at `start` ends: the
+    /// first offset not wanted, past short stretches of unwanted ones
+    /// (cheaper to read through than to seek past).
+    fn run_end(&self, dlq: &str, p: i32, start: i64, to: i64, selection: &Selection) -> i64 {
+        let Some(marks) = self
+            .topic_ids
+            .get(dlq)
+            .and_then(|t| self.ledger.marks(t, p))
+        else {
+            return to;
+        };
+        let mut end = start;
+        loop {
+            end = marks
+                .first(end, to, |mark| !self.wants_mark(dlq, selection, mark))
+                .unwrap_or(to);
+            match marks.first(end, to, |mark| self.wants_mark(dlq, selection, mark)) {
+                Some(next) if next - end <= SEEK_GAP => end = next,
+                _ => return end,
+            }
+        }
+    }
+
+    /// Whether any record selected by status lies at or after the cursor
+    /// positions (DLQs in order, from `dlq`/`partition` on).
+    fn more_after(&self, selection: &Selection, positions: &BTreeMap<(String, i32), i64>) -> bool {
+        self.dlqs
+            .iter()
+            .filter(|(name, _)| selection.dlq.as_deref().is_none_or(|d| d == name.as_str()))
+            .any(|(name, ds)| {
+                ds.parts.iter().enumerate().any(|(p, part)| {
+                    let p = p as i32;
+                    let from = positions.get(&(name.clone(), p)).copied().unwrap_or(0);
+                    self.next_wanted(name, p, from, part.high, selection)
+                        .is_some()
+                })
+            })
+    }
 }
 
 impl KafkaStore {
-    /// A page of [`DlqStore::scan`]; without `refresh`, from the index as
-    /// it stands (brought up to date by an earlier call and by the store's
-    /// own commits), which saves the round trips for metadata and
-    /// watermarks on every page of a long scan.
+    /// A page of [`DlqStore::scan`]; without `refresh`, from the partitions'
+    /// state as it stands (brought up to date by an earlier call), which
+    /// saves the round trips for metadata and watermarks on every page of
+    /// a long scan. Reads only the records it may return: from the first
+    /// wanted offset of each partition, seeking past long settled runs.
     pub(crate) fn scan_page(
         &self,
         selection: &Selection,
@@ -59,24 +137,27 @@ impl KafkaStore {
             None => BTreeMap::new(),
         };
         let mut inner = self.lock();
-        if after.is_none() {
-            // A new scan: what an earlier one left is stale.
-            inner.decoded.clear();
-        }
-        let refreshed = match &selection.dlq {
+        match &selection.dlq {
             Some(d) if !self.is_dlq(d) => return Ok(ScanPage::default()),
-            _ if !refresh => Ok(()),
-            dlq => {
-                inner.decoded.filling = true;
-                let r = match dlq {
-                    Some(d) => inner.refresh(&self.config, Scope::Only(std::slice::from_ref(d))),
-                    None => inner.refresh(&self.config, Scope::All),
-                };
-                inner.decoded.filling = false;
-                r
+            _ if !refresh => {}
+            Some(d) => inner.refresh(&self.config, Scope::Only(std::slice::from_ref(d)))?,
+            None => inner.refresh(&self.config, Scope::All)?,
+        }
+        if refresh {
+            // What was not counted yet is read once first, so that later
+            // copies of a record are left out wherever they lie (their
+            // first copy may be settled, in a run the scan skips).
+            let parts: Vec<(String, i32)> = inner
+                .dlqs
+                .iter()
+                .filter(|(n, _)| selection.dlq.as_deref().is_none_or(|d| d == n.as_str()))
+                .flat_map(|(n, d)| (0..d.parts.len() as i32).map(move |p| (n.clone(), p)))
+                .collect();
+            for (name, p) in parts {
+                inner.count(&self.config, &name, p)?;
             }
-        };
-        refreshed?;
+            inner.persist_counts(&self.config);
+        }
 
         let mut page = ScanPage::default();
         if limit == 0 {
@@ -91,80 +172,64 @@ impl KafkaStore {
             .cloned()
             .collect();
         for name in names {
-            let Some(di) = inner.dlqs.get(&name) else {
-                continue;
-            };
-            for (p, part) in di.parts.iter().enumerate() {
-                let p = p as i32;
-                let mut pos = positions.get(&(name.clone(), p)).copied().unwrap_or(0);
-                inner.decoded.drop_below(&name, p, pos);
-                loop {
-                    let candidates: Vec<i64> = part
-                        .recs
-                        .range(pos..)
-                        .filter(|(o, r)| {
-                            !r.dup && selection.wants_status(inner.status(&name, r, p, **o))
-                        })
-                        .map(|(o, _)| *o)
-                        .take(SCAN_CHUNK.max(limit.saturating_sub(page.records.len())))
-                        .collect();
-                    let Some(&last) = candidates.last() else {
+            let n = inner.dlqs.get(&name).map_or(0, |d| d.parts.len()) as i32;
+            for p in 0..n {
+                let Some(part) = inner.dlqs.get(&name).and_then(|d| d.parts.get(p as usize)) else {
+                    continue;
+                };
+                let (low, high) = (part.low, part.high);
+                let key = (name.clone(), p);
+                let mut pos = positions.get(&key).copied().unwrap_or(low).max(low);
+                while pos < high {
+                    let Some(start) = inner.next_wanted(&name, p, pos, high, selection) else {
+                        pos = high;
                         break;
                     };
-                    // Kept from the index's read where it could, read
-                    // again where not.
-                    let mut found: Vec<(i64, Found)> = Vec::with_capacity(candidates.len());
-                    let mut missing: Vec<i64> = Vec::new();
-                    for &o in &candidates {
-                        match inner.decoded.take(&name, p, o) {
-                            Some(d) => found.push((o, Found::Decoded(d))),
-                            None => missing.push(o),
-                        }
+                    let end = inner.run_end(&name, p, start, high, selection);
+                    let need = limit - page.records.len();
+                    let mut found: Vec<Fetched> = Vec::new();
+                    let mut read_to = end;
+                    {
+                        let this = &*inner;
+                        let counted = this.counted(&name, p);
+                        this.client.read(&name, &[(p, start, end)], |m| {
+                            use rdkafka::Message as _;
+                            let o = m.offset();
+                            if counted.is_some_and(|c| c.hides(low, o))
+                                || !selection.wants_status(this.status_at(&name, p, o).0)
+                            {
+                                return ControlFlow::Continue(());
+                            }
+                            found.push(Fetched::of(m));
+                            if found.len() >= need {
+                                read_to = o + 1;
+                                return ControlFlow::Break(());
+                            }
+                            ControlFlow::Continue(())
+                        })?;
                     }
-                    if !missing.is_empty() {
-                        let fetched = inner.client.fetch(&name, p, &missing)?;
-                        found.extend(fetched.into_iter().map(|f| (f.offset, Found::Fetched(f))));
-                        found.sort_by_key(|(o, _)| *o);
-                    }
-                    let mut found = found.into_iter();
-                    while let Some((offset, item)) = found.next() {
-                        let record = match item {
-                            Found::Decoded(d) => inner.stored(
-                                &self.config,
-                                &name,
-                                (p, offset),
-                                d.letter,
-                                d.timestamp,
-                            )?,
-                            Found::Fetched(f) => inner.materialize(&self.config, &name, f)?,
-                        };
-                        pos = offset + 1;
+                    pos = read_to;
+                    // Claim checks are resolved after the read: resolving
+                    // reads the blob topic with the same consumer.
+                    for f in found {
+                        let offset = f.offset;
+                        let record = inner.materialize(&self.config, &name, f)?;
+                        inner.cache.put(&name, &record.letter.id, (p, offset));
                         if selection.matches(&record) {
                             page.records.push(record);
-                            if page.records.len() >= limit {
-                                // What the page had no room for stays for
-                                // the next one.
-                                for (o, item) in found {
-                                    if let Found::Decoded(d) = item {
-                                        inner.decoded.put_back(&name, p, o, d);
-                                    }
-                                }
-                                positions.insert((name.clone(), p), pos);
-                                if inner.more_after(selection, &positions) {
-                                    page.next = Some(encode_cursor(&positions));
-                                } else {
-                                    inner.decoded.clear();
-                                }
-                                return Ok(page);
-                            }
                         }
                     }
-                    pos = last + 1;
+                    if page.records.len() >= limit {
+                        positions.insert(key, pos);
+                        if inner.more_after(selection, &positions) {
+                            page.next = Some(encode_cursor(&positions));
+                        }
+                        return Ok(page);
+                    }
                 }
-                positions.insert((name.clone(), p), pos.max(part.next));
+                positions.insert(key, pos.max(high));
             }
         }
-        inner.decoded.clear();
         Ok(page)
     }
 }

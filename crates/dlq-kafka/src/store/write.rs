@@ -59,30 +59,29 @@ pub(super) fn cut(text: &str, max: usize) -> String {
 
 impl Inner {
     /// The ledger entries that settle `settle` now, and how many records
-    /// they settle: records the index knows, whose status may move to the
-    /// outcome (a record named twice is settled once). `pending` holds the
-    /// segments written by the commit under way, which this one extends.
+    /// they settle: records of the DLQs (found in the position cache, else
+    /// by reading), whose status may move to the outcome (a record named
+    /// twice is settled once). `pending` holds the segments written by the
+    /// commit under way, which this one extends.
     pub(super) fn settlements(
-        &self,
+        &mut self,
+        config: &KafkaConfig,
         settle: &[Settle],
         now: DateTime<Utc>,
         pending: &mut SegmentOverlay,
-    ) -> (Vec<LedgerValue>, usize) {
+    ) -> Result<(Vec<LedgerValue>, usize)> {
+        let positions = self.positions_of(config, settle.iter().map(|s| (&s.dlq, &s.id)))?;
         let mut overlay: HashMap<(&str, &str), Status> = HashMap::new();
         let mut marks: Vec<StatusAt> = Vec::new();
         for s in settle {
-            let Some(&(p, o)) = self
-                .dlqs
-                .get(&s.dlq)
-                .and_then(|di| di.ids.get(s.id.as_str()))
-            else {
+            let Some(&(p, o)) = positions.get(&(s.dlq.clone(), s.id.clone())) else {
                 continue;
             };
             let key = (s.dlq.as_str(), s.id.as_str());
             let current = overlay
                 .get(&key)
                 .copied()
-                .unwrap_or_else(|| self.current_status(&s.dlq, &s.id, p, o, pending));
+                .unwrap_or_else(|| self.current_status(&s.dlq, p, o, pending));
             if can_settle(current, s.outcome) {
                 overlay.insert(key, s.outcome);
                 marks.push(StatusAt {
@@ -95,10 +94,30 @@ impl Inner {
             }
         }
         let n = marks.len();
-        (
+        Ok((
             status_values(&self.ledger, &self.topic_ids, &marks, now, pending),
             n,
-        )
+        ))
+    }
+
+    /// Where the records named by `(dlq, id)` lie, by DLQ and id (records
+    /// not found are missing).
+    pub(super) fn positions_of<'a>(
+        &mut self,
+        config: &KafkaConfig,
+        named: impl Iterator<Item = (&'a String, &'a String)>,
+    ) -> Result<HashMap<(String, String), (i32, i64)>> {
+        let mut by_dlq: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (dlq, id) in named {
+            by_dlq.entry(dlq.as_str()).or_default().push(id.as_str());
+        }
+        let mut out = HashMap::new();
+        for (dlq, ids) in by_dlq {
+            for (id, at) in self.locate(config, dlq, &ids)? {
+                out.insert((dlq.to_owned(), id), at);
+            }
+        }
+        Ok(out)
     }
 
     /// A record's status: in the segments of the commit under way, else
@@ -106,7 +125,6 @@ impl Inner {
     pub(super) fn current_status(
         &self,
         dlq: &str,
-        id: &str,
         p: i32,
         o: i64,
         pending: &SegmentOverlay,
@@ -120,13 +138,87 @@ impl Inner {
                 }
             }
         }
-        self.status_of(dlq, id, p, o)
+        self.status_at(dlq, p, o).0
     }
 
-    /// A record's status as the ledger says.
-    pub(super) fn status_of(&self, dlq: &str, id: &str, p: i32, o: i64) -> Status {
-        let tid = self.topic_ids.get(dlq).map(String::as_str);
-        self.ledger.status(dlq, tid, id, p, o).0
+    /// Where the follower of the ledger stands in each of its partitions,
+    /// to recognize a commit's own records after.
+    pub(super) fn follow_state(&self) -> FollowState {
+        self.ledger_next
+            .iter()
+            .zip(&self.ledger_tail)
+            .enumerate()
+            .map(|(p, (&next, &tail))| (p as i32, (next, tail)))
+            .collect()
+    }
+
+    /// Moves the ledger's follower past the records a commit just wrote
+    /// to it (they are applied already), where nothing else can be among
+    /// them and nothing was read meanwhile; elsewhere the follower reads
+    /// them as usual.
+    pub(super) fn follow_own_writes(
+        &mut self,
+        config: &KafkaConfig,
+        before: &FollowState,
+        topics: &[String],
+        positions: &[(i32, i64)],
+    ) {
+        let mut spans: HashMap<i32, (i64, i64, usize)> = HashMap::new();
+        for (t, &(p, o)) in topics.iter().zip(positions) {
+            if *t != config.ledger_topic {
+                continue;
+            }
+            let e = spans.entry(p).or_insert((o, o, 0));
+            e.0 = e.0.min(o);
+            e.1 = e.1.max(o);
+            e.2 += 1;
+        }
+        for (p, span) in spans {
+            let Some(&was) = before.get(&p) else {
+                continue;
+            };
+            if let (Some(next), Some(tail)) = (
+                self.ledger_next.get_mut(p as usize),
+                self.ledger_tail.get_mut(p as usize),
+            ) && (*next, *tail) == was
+            {
+                tail.own_write(next, span, config.transactions);
+            }
+        }
+    }
+
+    /// Whether a record with this id is in the DLQ already, as far as the
+    /// id window of the partition it would go to and the position cache
+    /// know.
+    pub(super) fn already_stored(&self, dlq: &str, id: &str, p: i32) -> bool {
+        let Some(ds) = self.dlqs.get(dlq) else {
+            return false;
+        };
+        if let Some(part) = ds.parts.get(p as usize)
+            && part.window.get(id, part.low).is_some()
+        {
+            return true;
+        }
+        self.cache
+            .get(dlq, id)
+            .is_some_and(|(cp, o)| ds.parts.get(cp as usize).is_some_and(|part| o >= part.low))
+    }
+
+    /// Records a commit appended: into the id window of their partition
+    /// and the position cache.
+    pub(super) fn remember_appended(&mut self, dlq: &str, id: &str, (p, o): (i32, i64)) {
+        self.cache.put(dlq, id, (p, o));
+        if let Some(part) = self
+            .dlqs
+            .get_mut(dlq)
+            .and_then(|d| d.parts.get_mut(p as usize))
+        {
+            let low = part.low;
+            part.window.push(id, o, low);
+            if part.window.to == Some(o) {
+                part.window.to = Some(o + 1);
+            }
+        }
     }
 
     /// The ledger keys that records deleted by retention no longer need:
@@ -142,6 +234,7 @@ impl Inner {
             );
             if let Some(tid) = self.topic_ids.get(dlq) {
                 keys.extend(self.ledger.expired_segments(tid, *p, low));
+                keys.extend(self.ledger.expired_counts(tid, *p, low));
             }
         }
         keys
@@ -286,9 +379,9 @@ impl KafkaStore {
             };
             let marked = inner
                 .ledger
-                .status(dlq, Some(tid), "", settled.partition, settled.offset)
-                .0;
-            if marked != Status::Pending {
+                .marks(tid, settled.partition)
+                .map_or(Mark::Unmarked, |m| m.get(settled.offset));
+            if marked != Mark::Unmarked {
                 // A segment written since says more.
                 report.superseded += 1;
                 continue;
@@ -424,6 +517,28 @@ impl KafkaStore {
         scope.extend(batch.settle.iter().map(|s| s.dlq.clone()));
         let scope: Vec<String> = scope.into_iter().collect();
         inner.refresh(config, Scope::Only(&scope))?;
+        // Each appended record's partition, and the id windows of those
+        // partitions brought up to their end (deduplication).
+        let placed: Vec<i32> = batch
+            .append
+            .iter()
+            .map(|e| {
+                let n = inner.dlqs.get(&e.dlq).map_or(1, |d| d.parts.len() as i32);
+                dlq_partition(&e.letter, n)
+            })
+            .collect();
+        let mut filled: BTreeSet<(&str, i32)> = BTreeSet::new();
+        for (e, &p) in batch.append.iter().zip(&placed) {
+            if filled.insert((e.dlq.as_str(), p)) {
+                let high = inner
+                    .dlqs
+                    .get(&e.dlq)
+                    .and_then(|d| d.parts.get(p as usize))
+                    .map_or(0, |part| part.high);
+                inner.fill_window(config, &e.dlq, p, high)?;
+            }
+        }
+        let settle_at = inner.positions_of(config, batch.settle.iter().map(|s| (&s.dlq, &s.id)))?;
 
         let now = Utc::now();
         let ts = now.timestamp_millis();
@@ -439,10 +554,8 @@ impl KafkaStore {
 
         for (i, (entry, prep)) in batch.append.iter().zip(prepared).enumerate() {
             let key = (entry.dlq.as_str(), entry.letter.id.as_str());
-            let stored = inner
-                .dlqs
-                .get(&entry.dlq)
-                .is_some_and(|di| di.ids.contains_key(entry.letter.id.as_str()));
+            let partition = placed[i];
+            let stored = inner.already_stored(&entry.dlq, &entry.letter.id, partition);
             if stored || in_batch.contains_key(&key) {
                 report.duplicates += 1;
                 continue;
@@ -477,11 +590,6 @@ impl KafkaStore {
                     chunks,
                 });
             }
-            let partitions = inner
-                .dlqs
-                .get(&entry.dlq)
-                .map_or(1, |di| di.parts.len() as i32);
-            let partition = dlq_partition(&entry.letter, partitions);
             in_batch.insert(key, first.len());
             appended.push((i, first.len()));
             first.push(Outgoing {
@@ -518,15 +626,11 @@ impl KafkaStore {
                     overlay.get(&key).copied().unwrap_or(Status::Pending),
                     Pos::Appended(fi),
                 )
-            } else if let Some(&(p, o)) = inner
-                .dlqs
-                .get(&s.dlq)
-                .and_then(|di| di.ids.get(s.id.as_str()))
-            {
+            } else if let Some(&(p, o)) = settle_at.get(&key) {
                 let current = overlay
                     .get(&key)
                     .copied()
-                    .unwrap_or_else(|| inner.status_of(&s.dlq, &s.id, p, o));
+                    .unwrap_or_else(|| inner.status_at(&s.dlq, p, o).0);
                 (current, Pos::Known(p, o))
             } else {
                 continue;
@@ -562,9 +666,9 @@ impl KafkaStore {
         let ledger_topic = config.ledger_topic.clone();
         let mut values: Vec<LedgerValue> = Vec::new();
         let mut topics_written: Vec<String> = first.iter().map(|o| o.topic.clone()).collect();
-        let mut follow_topics: Vec<String> = scope.clone();
-        follow_topics.push(ledger_topic.clone());
-        let before = inner.follow_state(config, &follow_topics);
+        let before = inner.follow_state();
+        // What counts found rides along, for later readers.
+        let counts = inner.dirty_counts();
         let (ledger, topic_ids) = (&inner.ledger, &inner.topic_ids);
         let mut segments = SegmentOverlay::new();
         let written = inner.client.write(first, wait_between, offsets, |pos| {
@@ -603,6 +707,7 @@ impl KafkaStore {
             if let Some(c) = &checkpoint {
                 values.push(LedgerValue::Checkpoint(c.clone()));
             }
+            values.extend(counts);
             let entries = values.iter().map(|v| (v.key(), Some(v.to_json())));
             let deletes = tombstones.iter().map(|k| (k.clone(), None));
             let out: Vec<Outgoing> = entries
@@ -630,30 +735,12 @@ impl KafkaStore {
             inner.client.await_visible(&last);
         }
 
-        // Committed: index what was written (the follower will read it
-        // again later and find it already there).
+        // Committed: remember where the records went (deduplication,
+        // settling them by id).
         for &(i, fi) in &appended {
             let e = &batch.append[i];
-            let Some(&(p, o)) = positions.get(fi) else {
-                continue;
-            };
-            if let Some(di) = inner.dlqs.get_mut(&e.dlq) {
-                di.grow(p + 1);
-                di.insert(
-                    p,
-                    o,
-                    Rec {
-                        id: Arc::from(e.letter.id.as_str()),
-                        // The precision of the envelope, as a reader
-                        // of the log will see it.
-                        failed_at: DateTime::from_timestamp_millis(
-                            e.letter.failed_at.timestamp_millis(),
-                        )
-                        .unwrap_or(e.letter.failed_at),
-                        source_partition: e.letter.source.partition,
-                        dup: false,
-                    },
-                );
+            if let Some(&at) = positions.get(fi) {
+                inner.remember_appended(&e.dlq, &e.letter.id, at);
             }
         }
         for v in values {
@@ -690,7 +777,7 @@ impl KafkaStore {
         let ts = now.timestamp_millis();
         let mut report = CommitReport::default();
         let mut segments = SegmentOverlay::new();
-        let (values, settled) = inner.settlements(settle, now, &mut segments);
+        let (values, settled) = inner.settlements(config, settle, now, &mut segments)?;
         report.settled += settled;
         let sweeps = std::mem::take(&mut inner.sweeps);
         let tombstones = inner.swept_keys(&sweeps);
@@ -705,7 +792,7 @@ impl KafkaStore {
                 .map(|(key, value)| ledger_record(ledger_topic, ledger_partitions, key, value, ts)),
         );
         let topics: Vec<String> = records.iter().map(|r| r.topic.clone()).collect();
-        let before = inner.follow_state(config, std::slice::from_ref(ledger_topic));
+        let before = inner.follow_state();
         if records.is_empty() {
             inner.sweeps.extend(sweeps);
             return Ok(PendingSettle {
@@ -751,7 +838,15 @@ impl KafkaStore {
         let ts = now.timestamp_millis();
         // Records settled earlier in this write are not in the ledger yet:
         // their segments are in the write's overlay, which this one extends.
-        let (values, settled) = inner.settlements(settle, now, &mut pending.segments);
+        let (values, settled) = match inner.settlements(config, settle, now, &mut pending.segments)
+        {
+            Ok(v) => v,
+            Err(e) => {
+                inner.sweeps.extend(std::mem::take(&mut pending.sweeps));
+                inner.client.abandon_write();
+                return Err(e);
+            }
+        };
         let ledger_partitions = inner.ledger_next.len() as i32;
         let ledger_topic = &config.ledger_topic;
         let mut records = outputs;
