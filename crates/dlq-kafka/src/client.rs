@@ -954,17 +954,44 @@ impl Client {
         self.after_failure(finished)
     }
 
+    /// Writes records outside the store's producer and its transactions,
+    /// best effort and without knowing whether each landed: for ledger
+    /// entries that are facts anyone may write again (what a count found),
+    /// from a store that has no reason to create its transactional producer
+    /// (a `dlq stats`), or whose writer may be mid-transaction. A plain,
+    /// short-lived producer: no producer id to wait for, no fencing.
+    pub fn write_plain(&self, records: &[Outgoing]) -> Result<()> {
+        use rdkafka::producer::BaseProducer;
+        let mut c = self.base.clone();
+        c.set("enable.idempotence", "false")
+            .set("acks", "all")
+            .set("allow.auto.create.topics", "false")
+            .set("linger.ms", "0")
+            .set("message.timeout.ms", self.timeout.as_millis().to_string());
+        let producer: BaseProducer = c
+            .create()
+            .map_err(|e| backend(&self.redactor, "creating a producer", None, &e))?;
+        for r in records {
+            producer
+                .send(r.record(()))
+                .map_err(|(e, _)| backend(&self.redactor, "producing", Some(&r.topic), &e))?;
+        }
+        let deadline = Instant::now() + self.timeout;
+        while producer.in_flight_count() > 0 {
+            if Instant::now() > deadline {
+                return Err(failure("records not acknowledged within the timeout", true));
+            }
+            producer.poll(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
     /// Gives up the write [`Client::start_write`] started: its transaction
     /// is aborted (without transactions, what was sent stays sent).
     pub fn abandon_write(&mut self) {
         if self.pending.take().is_some() && self.transactions {
             self.abort();
         }
-    }
-
-    /// Whether a write started by [`Client::start_write`] is not finished.
-    pub fn writing(&self) -> bool {
-        self.pending.is_some()
     }
 
     /// Whether the write of [`Client::start_write`] has every delivery

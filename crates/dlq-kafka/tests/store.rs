@@ -1065,6 +1065,48 @@ fn an_unreachable_broker_is_a_retryable_error_and_leaks_no_secret() {
 /// instead of reading them back; this checks that it still sees every
 /// record and settlement another store writes in between, transactional
 /// (commit markers take offsets) or not.
+/// A scan of offsets nobody counted yet counts them as it reads: a later
+/// copy of a record is left out of the pages, and what it found goes to
+/// the ledger, so that a fresh store's stats agree without reading again.
+#[test]
+fn a_scan_counts_what_it_reads_and_the_next_store_uses_that_count() {
+    let Some(env) = Env::new() else { return };
+    let a = env.dlq("inline");
+    let mut writer = env.open();
+    let entries: Vec<Entry> = (0..6)
+        .map(|i| entry(&a, &format!("r{i}"), b"{}", Some(0)))
+        .collect();
+    writer.append(&entries).expect("append");
+    let first = writer.get(&a, "r2").expect("get").expect("present");
+    let enc = dlq_core::envelope::encode(&first.letter, &Default::default()).expect("encode");
+    env.produce_in(&a, Some(0), &[(None, &enc.bytes, Vec::new())]);
+
+    let reader = env.open();
+    let mut ids = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = reader
+            .scan(&Selection::pending(Some(&a)), cursor.as_ref(), 2)
+            .expect("scan");
+        ids.extend(page.records.into_iter().map(|r| r.letter.id));
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let want: Vec<String> = (0..6).map(|i| format!("r{i}")).collect();
+    assert_eq!(ids, want, "the copy of r2 is left out");
+    // The scan wrote what it counted: the ledger holds count entries.
+    let counted = env
+        .read_raw(&env.config.ledger_topic)
+        .iter()
+        .filter(|m| m.key().is_some_and(|k| k.starts_with(b"counted/")))
+        .count();
+    assert!(counted > 0, "no count entry in the ledger");
+    let st = &env.open().stats().expect("stats")[0];
+    assert_eq!((st.total, st.pending), (6, 6));
+}
+
 /// A scan that goes on where an earlier one stopped (the reader is still
 /// positioned there, with what it fetched ahead) still sees the records
 /// written since: the end of the partition it had reached then is not the

@@ -34,6 +34,25 @@ pub(super) fn decode_cursor(cursor: &Cursor) -> Result<BTreeMap<(String, i32), i
 }
 
 impl Inner {
+    /// Whether offsets of a partition not counted yet are settled (or
+    /// named by entries of the former format): settled before anyone
+    /// counted them.
+    fn settled_beyond_count(&self, dlq: &str, p: i32) -> bool {
+        let Some(part) = self.dlqs.get(dlq).and_then(|d| d.parts.get(p as usize)) else {
+            return false;
+        };
+        let (from, to) = (part.counted.max(part.low), part.high);
+        if from >= to {
+            return false;
+        }
+        let marked = self
+            .topic_ids
+            .get(dlq)
+            .and_then(|t| self.ledger.marks(t, p))
+            .is_some_and(|m| m.first(from, to, |mark| mark != Mark::Unmarked).is_some());
+        marked || !self.ledger.legacy_in(dlq, p, from, to).is_empty()
+    }
+
     /// Whether a record with this settlement mark can be selected (records
     /// settled by an entry of the former format carry no mark: they are
     /// looked at one by one).
@@ -144,9 +163,10 @@ impl KafkaStore {
             None => inner.refresh(&self.config, Scope::All)?,
         }
         if refresh {
-            // What was not counted yet is read once first, so that later
-            // copies of a record are left out wherever they lie (their
-            // first copy may be settled, in a run the scan skips).
+            // Partitions with offsets not counted yet among settled ones
+            // are counted first, so that a later copy of a record is left
+            // out even when its first copy is settled (in a run the scan
+            // seeks past). Elsewhere the scan counts what it reads.
             let parts: Vec<(String, i32)> = inner
                 .dlqs
                 .iter()
@@ -154,7 +174,9 @@ impl KafkaStore {
                 .flat_map(|(n, d)| (0..d.parts.len() as i32).map(move |p| (n.clone(), p)))
                 .collect();
             for (name, p) in parts {
-                inner.count(&self.config, &name, p)?;
+                if inner.settled_beyond_count(&name, p) {
+                    inner.count(&self.config, &name, p)?;
+                }
             }
             inner.persist_counts(&self.config);
         }
@@ -189,12 +211,44 @@ impl KafkaStore {
                     let need = limit - page.records.len();
                     let mut found: Vec<Fetched> = Vec::new();
                     let mut read_to = end;
+                    // A read that starts where counting stopped counts as
+                    // it goes (gaps, later copies, left out of the page).
+                    let counting = inner
+                        .dlqs
+                        .get(&name)
+                        .and_then(|d| d.parts.get(p as usize))
+                        .is_some_and(|part| part.counted == start);
+                    if counting {
+                        inner.fill_window(&self.config, &name, p, start)?;
+                    }
+                    let mut window = match inner
+                        .dlqs
+                        .get_mut(&name)
+                        .and_then(|d| d.parts.get_mut(p as usize))
                     {
+                        Some(part) if counting => std::mem::take(&mut part.window),
+                        _ => IdWindow::default(),
+                    };
+                    let mut expected = start;
+                    let mut gaps: Vec<i64> = Vec::new();
+                    let mut copies: Vec<(i64, i64)> = Vec::new();
+                    let read = {
                         let this = &*inner;
                         let counted = this.counted(&name, p);
                         this.client.read(&name, &[(p, start, end)], |m| {
                             use rdkafka::Message as _;
                             let o = m.offset();
+                            if counting {
+                                gaps.extend(expected..o);
+                                expected = o + 1;
+                                let id = id_of(&self.config, &name, m);
+                                if let Some((later, first)) = window.push(&id, o, low)
+                                    && later == o
+                                {
+                                    copies.push((o, first));
+                                    return ControlFlow::Continue(());
+                                }
+                            }
                             if counted.is_some_and(|c| c.hides(low, o))
                                 || !selection.wants_status(this.status_at(&name, p, o).0)
                             {
@@ -206,8 +260,30 @@ impl KafkaStore {
                                 return ControlFlow::Break(());
                             }
                             ControlFlow::Continue(())
-                        })?;
+                        })
+                    };
+                    if counting {
+                        let key = inner.count_key(&name);
+                        if let Some(part) = inner
+                            .dlqs
+                            .get_mut(&name)
+                            .and_then(|d| d.parts.get_mut(p as usize))
+                        {
+                            part.window = window;
+                            if read.is_ok() {
+                                gaps.extend(expected..read_to);
+                                part.window.to = Some(read_to);
+                                part.counted = read_to;
+                                inner
+                                    .ledger
+                                    .counted_mut(&key, p)
+                                    .add(start, read_to, &gaps, &copies);
+                            } else {
+                                part.window.to = None;
+                            }
+                        }
                     }
+                    read?;
                     pos = read_to;
                     // Claim checks are resolved after the read: resolving
                     // reads the blob topic with the same consumer.
@@ -223,6 +299,8 @@ impl KafkaStore {
                         positions.insert(key, pos);
                         if inner.more_after(selection, &positions) {
                             page.next = Some(encode_cursor(&positions));
+                        } else {
+                            inner.persist_counts(&self.config);
                         }
                         return Ok(page);
                     }
@@ -230,6 +308,8 @@ impl KafkaStore {
                 positions.insert(key, pos.max(high));
             }
         }
+        // The scan is over: what it counted, for later readers.
+        inner.persist_counts(&self.config);
         Ok(page)
     }
 }

@@ -135,16 +135,11 @@ impl Inner {
     }
 
     /// Writes what counts found and the ledger does not say yet, so that
-    /// later readers do not read those offsets again. Best effort: a store
-    /// that may not write the ledger (a read-only user), or a failed write,
-    /// only leaves the next reader to count again. Not done by a store with
-    /// a fixed transactional id (its producer would fence the writer that
-    /// owns the id), nor while a write of this store is under way; those
-    /// counts go with the store's next commit.
+    /// later readers do not read those offsets again. Best effort, with a
+    /// plain producer of its own (see `Client::write_plain`): a store that
+    /// may not write the ledger (a read-only user), or a failed write, only
+    /// leaves the next reader to count again.
     pub(super) fn persist_counts(&mut self, config: &KafkaConfig) {
-        if config.transactional_id.is_some() || self.client.writing() {
-            return;
-        }
         let values = self.dirty_counts();
         if values.is_empty() {
             return;
@@ -163,7 +158,7 @@ impl Inner {
                 )
             })
             .collect();
-        if let Err(e) = self.client.write(records, false, None, |_| Vec::new()) {
+        if let Err(e) = self.client.write_plain(&records) {
             tracing::debug!(error = %e, "could not write the count state; the next reader counts again");
         }
     }

@@ -777,8 +777,10 @@ impl KafkaStore {
         let ts = now.timestamp_millis();
         let mut report = CommitReport::default();
         let mut segments = SegmentOverlay::new();
-        let (values, settled) = inner.settlements(config, settle, now, &mut segments)?;
+        let (mut values, settled) = inner.settlements(config, settle, now, &mut segments)?;
         report.settled += settled;
+        // What the replay's scans counted rides along, for later readers.
+        values.extend(inner.dirty_counts());
         let sweeps = std::mem::take(&mut inner.sweeps);
         let tombstones = inner.swept_keys(&sweeps);
         let ledger_partitions = inner.ledger_next.len() as i32;
