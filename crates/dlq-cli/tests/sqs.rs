@@ -9,7 +9,7 @@ mod common;
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
 use common::env::Env;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
@@ -623,4 +623,221 @@ fn an_sqs_dlq_replays_to_a_kafka_topic_fixed_and_once() {
         "lineage: {headers:?}"
     );
     assert_eq!(sqs.depth(&dlq_url), 0, "the DLQ is empty");
+}
+
+impl Sqs {
+    /// `dlq --store STORE ARGS --format json`, which must succeed.
+    fn json_on(&self, store: &str, args: &[&str]) -> Value {
+        let out = self.run_on(store, args);
+        assert!(
+            out.status.success(),
+            "dlq {args:?} failed with {:?}\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// `dlq --store STORE ARGS --format json`.
+    fn run_on(&self, store: &str, args: &[&str]) -> Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dlq"))
+            .args(["--store", store, "--no-progress", "--format", "json"])
+            .args(args)
+            .current_dir(self.env.dir.path())
+            .env_remove("DLQ_STORE")
+            .env_remove("DLQ_DLQ_STORE")
+            .output()
+            .expect("run dlq")
+    }
+
+    fn queue_url(&self, queue: &str) -> String {
+        format!("{}/000000000000/{queue}", self.endpoint)
+    }
+}
+
+/// A message's payload as dlq wrote it: the body, decoded as its
+/// `dlq.body` attribute says.
+fn payload_of(m: &Received) -> Vec<u8> {
+    use base64::Engine as _;
+    match m.attributes.get("dlq.body").map(String::as_str) {
+        Some("text") => m.body.clone().into_bytes(),
+        Some("base64") => base64::engine::general_purpose::STANDARD
+            .decode(&m.body)
+            .expect("base64 body"),
+        Some("empty" | "null") => Vec::new(),
+        other => panic!("a message dlq did not write: dlq.body {other:?}"),
+    }
+}
+
+/// `dlq process --source kafka:TOPIC --dlq sqs:QUEUE`: the cluster is
+/// `--store`, the queue is on `--dlq-store`. Every record that fails goes
+/// to the queue with its bytes and its metadata in attributes; the offsets
+/// are committed after SQS took the dead letters, so a rerun consumes and
+/// dead-letters nothing.
+#[test]
+fn a_kafka_processor_dead_letters_into_an_sqs_queue_bytes_intact_and_a_rerun_adds_none() {
+    let Some(sqs) = Sqs::new() else { return };
+    let Some(bootstrap) = dlq_testkit::kafka::bootstrap() else {
+        return;
+    };
+    let source = dlq_testkit::kafka::topic("to-sqs-src");
+    let output = dlq_testkit::kafka::topic("to-sqs-out");
+    dlq_testkit::kafka::create_topics(&bootstrap, &[&source, &output], 2);
+    let generated = sqs.dlq_ok(&["generate", "--pipeline", "rss", "--records", "300"]);
+    let input: Vec<Vec<u8>> = generated
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    dlq_testkit::kafka::produce(&bootstrap, &source, 2, &input);
+    let queue = format!("{}-dead", sqs.base);
+    let kafka = format!("kafka://{bootstrap}");
+    let group = format!("{source}-group");
+    let dlq = format!("sqs:{queue}");
+    let store = sqs.store();
+    let from = format!("kafka:{source}");
+    let args = [
+        "process",
+        "--pipeline",
+        "rss",
+        "--source",
+        &from,
+        "--group",
+        &group,
+        "--output-topic",
+        &output,
+        "--dlq",
+        &dlq,
+        "--dlq-store",
+        &store,
+        "--stop-when-idle",
+        "2",
+    ];
+    let first = sqs.json_on(&kafka, &args);
+    let dead = first["dead_lettered"].as_u64().expect("dead_lettered");
+    assert!(dead > 0, "the mix has failures: {first}");
+    assert_eq!(first["consumed"].as_u64(), Some(input.len() as u64));
+    let delivered = dlq_testkit::kafka::read_all(&bootstrap, &output, false).len() as u64;
+    assert_eq!(delivered + dead, input.len() as u64, "{first}");
+
+    let messages = sqs.read_all(&sqs.queue_url(&queue));
+    assert_eq!(messages.len() as u64, dead, "each dead letter once");
+    let mut left: HashMap<&[u8], usize> = HashMap::new();
+    for line in &input {
+        *left.entry(line.as_slice()).or_default() += 1;
+    }
+    for m in &messages {
+        let payload = payload_of(m);
+        let n = left
+            .get_mut(payload.as_slice())
+            .unwrap_or_else(|| panic!("not an input record: {:?}", m.body));
+        assert!(*n > 0, "a record dead-lettered twice: {:?}", m.body);
+        *n -= 1;
+        let class = m.attributes.get("dlq.error_class").expect("error class");
+        assert!(
+            class.starts_with("validation.") || class.starts_with("decode."),
+            "{class}"
+        );
+        assert!(m.attributes.contains_key("dlq.id"), "{:?}", m.attributes);
+    }
+
+    let second = sqs.json_on(&kafka, &args);
+    assert_eq!(second["consumed"].as_u64(), Some(0), "{second}");
+    assert_eq!(second["dead_lettered"].as_u64(), Some(0), "{second}");
+    assert_eq!(sqs.depth(&sqs.queue_url(&queue)), 0, "nothing sent twice");
+}
+
+/// `--exactly-once` cannot include an SQS send in its Kafka transaction:
+/// refused before anything runs, saying why and what to do; `--dlq
+/// sqs:QUEUE` without an SQS store names the option that gives one.
+#[test]
+fn an_sqs_dlq_is_refused_with_exactly_once_and_without_a_dlq_store() {
+    let Some(sqs) = Sqs::new() else { return };
+    let kafka = "kafka://127.0.0.1:1";
+    let store = sqs.store();
+    let base = [
+        "process",
+        "--pipeline",
+        "rss",
+        "--source",
+        "kafka:rss.events",
+        "--group",
+        "g",
+        "--output-topic",
+        "out",
+        "--dlq",
+        "sqs:dead",
+    ];
+    let mut exactly = base.to_vec();
+    exactly.extend(["--dlq-store", &store, "--exactly-once"]);
+    let out = sqs.run_on(kafka, &exactly);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--exactly-once") && err.contains("cannot join"),
+        "{err}"
+    );
+
+    let out = sqs.run_on(kafka, &base);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--dlq-store sqs://"), "{err}");
+}
+
+/// `dlq produce --dlq sqs:QUEUE`: records the cluster refuses (here: the
+/// topic does not exist) end in the queue, byte for byte, with the error
+/// class `produce.unknown_topic`.
+#[test]
+fn produce_dead_letters_what_kafka_refuses_into_an_sqs_queue() {
+    let Some(sqs) = Sqs::new() else { return };
+    let Some(bootstrap) = dlq_testkit::kafka::bootstrap() else {
+        return;
+    };
+    let missing = dlq_testkit::kafka::topic("never-created");
+    let input = sqs.env.path("produce.ndjson");
+    let lines = [
+        r#"{"title":"Fed holds rates"}"#,
+        "{\"title\":\"caf\u{e9} \u{2603}\"}",
+    ];
+    std::fs::write(&input, lines.join("\n")).expect("input");
+    let queue = format!("{}-produce-dead", sqs.base);
+    let dlq = format!("sqs:{queue}");
+    let report = sqs.json_on(
+        &format!("kafka://{bootstrap}"),
+        &[
+            "produce",
+            "--topic",
+            &missing,
+            "--input",
+            &sqs.env.arg("produce.ndjson"),
+            "--spool",
+            &format!("sqlite://{}", sqs.env.arg("spool.db")),
+            "--dlq",
+            &dlq,
+            "--dlq-store",
+            &sqs.store(),
+            "--delivery-timeout-ms",
+            "3000",
+        ],
+    );
+    assert_eq!(report["dead_lettered"].as_u64(), Some(2), "{report}");
+    assert_eq!(report["spooled"].as_u64(), Some(0), "{report}");
+    assert_eq!(report["dlq"], queue.as_str());
+    let messages = sqs.read_all(&sqs.queue_url(&queue));
+    let mut payloads: Vec<Vec<u8>> = messages.iter().map(payload_of).collect();
+    payloads.sort();
+    let mut want: Vec<Vec<u8>> = lines.iter().map(|l| l.as_bytes().to_vec()).collect();
+    want.sort();
+    assert_eq!(payloads, want);
+    for m in &messages {
+        assert_eq!(
+            m.attributes.get("dlq.error_class").map(String::as_str),
+            Some("produce.unknown_topic"),
+            "{:?}",
+            m.attributes
+        );
+    }
 }
