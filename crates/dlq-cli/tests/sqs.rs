@@ -841,3 +841,51 @@ fn produce_dead_letters_what_kafka_refuses_into_an_sqs_queue() {
         );
     }
 }
+
+/// `dlq monitor` on an SQS store shows each queue's own counts (from its
+/// attributes) beside the generic ones: a message another consumer holds
+/// is in flight, the others visible.
+#[test]
+fn monitor_shows_the_visible_and_in_flight_counts_of_an_sqs_dlq() {
+    let Some(sqs) = Sqs::new() else { return };
+    let (_, _, dlq, dlq_url) = sqs.redriven_pair(false);
+    sqs.send_orders(&dlq_url, 3, false);
+    // Someone holds one message for a minute.
+    let held = sqs
+        .rt
+        .block_on(
+            sqs.client
+                .receive_message()
+                .queue_url(&dlq_url)
+                .max_number_of_messages(1)
+                .visibility_timeout(60)
+                .send(),
+        )
+        .expect("receive");
+    assert_eq!(held.messages().len(), 1);
+    let report = sqs.dlq_json(&["monitor", "--once", "--history", &sqs.env.arg("monitor.db")]);
+    let gauges: BTreeMap<String, f64> = report["store_gauges"][dlq.as_str()]
+        .as_array()
+        .unwrap_or_else(|| panic!("no SQS gauges for {dlq}: {report}"))
+        .iter()
+        .map(|g| {
+            (
+                g["name"].as_str().expect("name").to_owned(),
+                g["value"].as_f64().expect("value"),
+            )
+        })
+        .collect();
+    assert_eq!(gauges["dlq_sqs_visible_messages"], 2.0, "{report}");
+    assert_eq!(gauges["dlq_sqs_in_flight_messages"], 1.0, "{report}");
+    assert_eq!(gauges["dlq_sqs_delayed_messages"], 0.0, "{report}");
+    let sample = report["dlqs"]
+        .as_array()
+        .expect("dlqs")
+        .iter()
+        .find(|s| s["dlq"] == dlq.as_str())
+        .expect("a sample of the DLQ");
+    assert_eq!(
+        sample["pending"], 2,
+        "the held message is not read: {sample}"
+    );
+}

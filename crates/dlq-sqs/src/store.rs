@@ -58,6 +58,28 @@ pub struct QueueCounts {
     pub delayed: u64,
 }
 
+impl QueueCounts {
+    /// The counts SQS reports for the queue of `dlq` (one
+    /// `GetQueueAttributes`, which neither receives nor hides a message),
+    /// or `None` when there is no such queue.
+    ///
+    /// # Errors
+    ///
+    /// SQS failed, or `dlq` maps to no queue name.
+    pub fn of(client: &Client, dlq: &str) -> Result<Option<QueueCounts>> {
+        let Some(url) = client.queue_url(&queue_name(dlq)?)? else {
+            return Ok(None);
+        };
+        let attrs = client.attributes(&url)?;
+        let n = |a: QueueAttributeName| attrs.get(&a).and_then(|v| v.parse().ok()).unwrap_or(0);
+        Ok(Some(QueueCounts {
+            visible: n(QueueAttributeName::ApproximateNumberOfMessages),
+            in_flight: n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+            delayed: n(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+        }))
+    }
+}
+
 /// A DLQ store on Amazon SQS (or ElasticMQ), see the module docs.
 pub struct SqsStore {
     config: SqsConfig,
@@ -131,16 +153,7 @@ impl SqsStore {
     ///
     /// SQS failed.
     pub fn queue_counts(&self, dlq: &str) -> Result<Option<QueueCounts>> {
-        let Some(url) = self.client.queue_url(&queue_name(dlq)?)? else {
-            return Ok(None);
-        };
-        let attrs = self.client.attributes(&url)?;
-        let n = |a: QueueAttributeName| attrs.get(&a).and_then(|v| v.parse().ok()).unwrap_or(0);
-        Ok(Some(QueueCounts {
-            visible: n(QueueAttributeName::ApproximateNumberOfMessages),
-            in_flight: n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-            delayed: n(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
-        }))
+        QueueCounts::of(&self.client, dlq)
     }
 
     /// The queues that some queue's redrive policy names as its dead
