@@ -235,6 +235,20 @@ impl SqsStore {
                     }
                     continue;
                 }
+                let mut messages = messages;
+                // Claim checks resolved first: a failure gives the whole
+                // receive back at once, hiding nothing until its lease ends.
+                if let Err(e) = messages
+                    .iter_mut()
+                    .try_for_each(|m| crate::claims::resolve(&self.client, m))
+                {
+                    hold.extend(
+                        messages
+                            .iter()
+                            .map(|m| m.receipt_handle().unwrap_or_default().to_owned()),
+                    );
+                    return Err(e);
+                }
                 let mut wrapped = false;
                 for m in messages {
                     let handle = m.receipt_handle().unwrap_or_default().to_owned();
@@ -357,7 +371,20 @@ impl DlqStore for SqsStore {
         let mut sends: HashMap<&str, Vec<Outgoing>> = HashMap::new();
         for (e, status) in &fresh {
             if matches!(status, Status::Pending | Status::Parked) {
-                let enc = codec::encode(&e.letter, e.status)?;
+                let mut enc =
+                    codec::encode_with(&e.letter, e.status, self.config.claims.is_some())?;
+                if enc.offload
+                    && let Some(claims) = &self.config.claims
+                {
+                    let key = crate::claims::object_key(claims, &e.dlq, &e.letter.id);
+                    crate::claims::offload(
+                        &self.client,
+                        claims,
+                        &key,
+                        &mut enc.body,
+                        &mut enc.attributes,
+                    )?;
+                }
                 sends.entry(&e.dlq).or_default().push(Outgoing {
                     group: e.dlq.ends_with(".fifo").then(|| fifo_group(&e.letter)),
                     dedup: e.dlq.ends_with(".fifo").then(|| fifo_dedup(&e.letter.id)),
