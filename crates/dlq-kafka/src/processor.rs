@@ -17,9 +17,11 @@
 //! deduplication, ledger entries for parked records and claim-check blobs),
 //! in batches, by a writer thread of their own, so that a store commit never
 //! stalls the other partitions; their source offsets wait for the batch's
-//! commit like outputs wait for their acknowledgement. A store that is down
-//! makes the writer retry with backoff: those partitions' commits stall
-//! (their lag grows), nothing is skipped.
+//! commit like outputs wait for their acknowledgement.
+//! [`run_at_least_once_to`] writes them to another store instead (an SQS
+//! queue), on the same terms. A store that is down makes the writer retry
+//! with backoff: those partitions' commits stall (their lag grows), nothing
+//! is skipped.
 //!
 //! **Exactly-once** ([`run_exactly_once`]): each batch's outputs, dead letters
 //! (with their ledger entries) and source offsets are committed in one Kafka

@@ -13,7 +13,8 @@
 //!    [`KafkaStore`] as a dead letter with stage `produce`, its error class
 //!    (`produce.timeout`, `produce.record_too_large`,
 //!    `produce.unknown_topic`, `produce.authorization`, `produce.error`) and
-//!    its bytes (key, value, headers) intact;
+//!    its bytes (key, value, headers) intact — or the DLQ of another store
+//!    given to [`GuardedProducer::with_dlq_store`] (an SQS queue);
 //! 3. **the spool**, a local durable [`DlqStore`] (the embedded
 //!    [`SqliteStore`] by default), when the DLQ write fails too (the cluster
 //!    is down). [`flush_spool`] moves spooled dead letters to the DLQ later;
