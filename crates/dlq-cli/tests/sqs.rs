@@ -889,3 +889,73 @@ fn monitor_shows_the_visible_and_in_flight_counts_of_an_sqs_dlq() {
         "the held message is not read: {sample}"
     );
 }
+
+/// Items 1 and 2 end to end: a Kafka processor dead-letters a 600 KiB
+/// record into an SQS queue (its body claim-checked to S3), and a replay
+/// of that queue to a Kafka topic delivers the record's bytes, resolved.
+#[test]
+fn a_600_kib_dead_letter_goes_through_an_sqs_claim_check_and_replays_to_kafka_byte_exact() {
+    let Some(sqs) = Sqs::new() else { return };
+    let Some(bootstrap) = dlq_testkit::kafka::bootstrap() else {
+        return;
+    };
+    let Some(s3) = dlq_testkit::s3::endpoint() else {
+        return;
+    };
+    let bucket = dlq_testkit::s3::bucket(&s3);
+    let prefix = dlq_testkit::s3::prefix("claims");
+    let store = format!(
+        "{}&claims=s3://{bucket}/{prefix}&s3_endpoint={s3}",
+        sqs.store()
+    );
+    let source = dlq_testkit::kafka::topic("big-src");
+    let output = dlq_testkit::kafka::topic("big-out");
+    let fixed = dlq_testkit::kafka::topic("big-back");
+    dlq_testkit::kafka::create_topics(&bootstrap, &[&source, &output, &fixed], 1);
+    // Not an RSS event (no title, link, …): dead-lettered as invalid.
+    let big = format!(r#"{{"blob":"{}"}}"#, "\u{e9}t\u{e9}".repeat(120 * 1024)).into_bytes();
+    assert!(big.len() > 600 * 1024);
+    dlq_testkit::kafka::produce(&bootstrap, &source, 1, std::slice::from_ref(&big));
+    let queue = format!("{}-big", sqs.base);
+    let kafka = format!("kafka://{bootstrap}");
+    let group = format!("{source}-group");
+    let from = format!("kafka:{source}");
+    let dlq = format!("sqs:{queue}");
+    let processed = sqs.json_on(
+        &kafka,
+        &[
+            "process",
+            "--pipeline",
+            "rss",
+            "--source",
+            &from,
+            "--group",
+            &group,
+            "--output-topic",
+            &output,
+            "--dlq",
+            &dlq,
+            "--dlq-store",
+            &store,
+            "--stop-when-idle",
+            "2",
+        ],
+    );
+    assert_eq!(processed["dead_lettered"].as_u64(), Some(1), "{processed}");
+    assert_eq!(
+        dlq_testkit::s3::list_keys(&s3, bucket, &prefix).len(),
+        1,
+        "one claim-check object"
+    );
+
+    let to = format!("kafka://{bootstrap}/{fixed}");
+    let report = sqs.json_on(&store, &["replay", "--dlq", &queue, "--to", &to]);
+    assert_eq!(report["replayed"].as_u64(), Some(1), "{report}");
+    let back = dlq_testkit::kafka::read_all(&bootstrap, &fixed, false);
+    assert_eq!(back.len(), 1);
+    assert!(
+        back[0].value == big,
+        "the replayed record is the payload, byte for byte"
+    );
+    assert_eq!(sqs.depth(&sqs.queue_url(&queue)), 0, "the DLQ is empty");
+}
