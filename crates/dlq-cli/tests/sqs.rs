@@ -959,3 +959,54 @@ fn a_600_kib_dead_letter_goes_through_an_sqs_claim_check_and_replays_to_kafka_by
     );
     assert_eq!(sqs.depth(&sqs.queue_url(&queue)), 0, "the DLQ is empty");
 }
+
+/// SQS unreachable while `dlq produce` dead-letters: the records wait in
+/// the spool, and `dlq spool flush --store sqs://…` moves them to their
+/// queue once it is back.
+#[test]
+fn dead_letters_spooled_while_sqs_is_unreachable_are_flushed_to_their_queue() {
+    let Some(sqs) = Sqs::new() else { return };
+    let Some(bootstrap) = dlq_testkit::kafka::bootstrap() else {
+        return;
+    };
+    let missing = dlq_testkit::kafka::topic("never-created");
+    std::fs::write(sqs.env.path("in.ndjson"), "{\"n\":1}\n{\"n\":2}\n").expect("input");
+    let queue = format!("{}-spooled", sqs.base);
+    let dlq = format!("sqs:{queue}");
+    let spool = format!("sqlite://{}", sqs.env.arg("spool.db"));
+    let down = format!(
+        "sqs://us-east-1?endpoint=http://127.0.0.1:1&state={}",
+        sqs.env.arg("down.db")
+    );
+    let report = sqs.json_on(
+        &format!("kafka://{bootstrap}"),
+        &[
+            "produce",
+            "--topic",
+            &missing,
+            "--input",
+            &sqs.env.arg("in.ndjson"),
+            "--spool",
+            &spool,
+            "--dlq",
+            &dlq,
+            "--dlq-store",
+            &down,
+            "--delivery-timeout-ms",
+            "3000",
+        ],
+    );
+    assert_eq!(report["spooled"].as_u64(), Some(2), "{report}");
+    assert_eq!(report["dead_lettered"].as_u64(), Some(0), "{report}");
+
+    let flushed = sqs.json_on(&sqs.store(), &["spool", "flush", "--spool", &spool]);
+    assert_eq!(flushed["flushed"].as_u64(), Some(2), "{flushed}");
+    assert_eq!(flushed["pending"].as_u64(), Some(0), "{flushed}");
+    let mut payloads: Vec<Vec<u8>> = sqs
+        .read_all(&sqs.queue_url(&queue))
+        .iter()
+        .map(payload_of)
+        .collect();
+    payloads.sort();
+    assert_eq!(payloads, [b"{\"n\":1}".to_vec(), b"{\"n\":2}".to_vec()]);
+}
