@@ -888,6 +888,14 @@ fn monitor_shows_the_visible_and_in_flight_counts_of_an_sqs_dlq() {
         sample["pending"], 2,
         "the held message is not read: {sample}"
     );
+    let table = sqs.dlq_ok(&["monitor", "--once", "--history", &sqs.env.arg("monitor.db")]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains(&format!(
+            "{dlq}: sqs_visible_messages 2, sqs_in_flight_messages 1"
+        )),
+        "{text}"
+    );
 }
 
 /// Items 1 and 2 end to end: a Kafka processor dead-letters a 600 KiB
@@ -1009,4 +1017,47 @@ fn dead_letters_spooled_while_sqs_is_unreachable_are_flushed_to_their_queue() {
         .collect();
     payloads.sort();
     assert_eq!(payloads, [b"{\"n\":1}".to_vec(), b"{\"n\":2}".to_vec()]);
+}
+
+/// The file processor with `--dlq sqs:QUEUE --dlq-store sqs://…` beside
+/// an embedded `--store`: dead letters go to the queue, the checkpoint to
+/// the SQS store's index, so a rerun resumes after the end and sends
+/// nothing again.
+#[test]
+fn the_file_processor_dead_letters_to_an_sqs_queue_and_a_rerun_resumes_past_them() {
+    let Some(sqs) = Sqs::new() else { return };
+    let generated = sqs.dlq_ok(&["generate", "--pipeline", "rss", "--records", "200"]);
+    std::fs::write(sqs.env.path("in.ndjson"), &generated.stdout).expect("input");
+    let queue = format!("{}-file-dead", sqs.base);
+    let dlq = format!("sqs:{queue}");
+    let embedded = format!("sqlite://{}", sqs.env.arg("embedded.db"));
+    let (input, output, store) = (
+        sqs.env.arg("in.ndjson"),
+        sqs.env.arg("out.ndjson"),
+        sqs.store(),
+    );
+    let args = [
+        "process",
+        "--pipeline",
+        "rss",
+        "--input",
+        &input,
+        "--output",
+        &output,
+        "--dlq",
+        &dlq,
+        "--dlq-store",
+        &store,
+    ];
+    let first = sqs.json_on(&embedded, &args);
+    let dead = first["dead_lettered"].as_u64().expect("dead_lettered");
+    assert!(dead > 0, "{first}");
+    let second = sqs.json_on(&embedded, &args);
+    assert_eq!(second["records_in"].as_u64(), Some(0), "resumed: {second}");
+    assert_eq!(second["dead_lettered"].as_u64(), Some(0), "{second}");
+    assert_eq!(sqs.read_all(&sqs.queue_url(&queue)).len() as u64, dead);
+    assert!(
+        !sqs.env.path("embedded.db").exists(),
+        "the embedded store was not used"
+    );
 }

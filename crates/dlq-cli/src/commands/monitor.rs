@@ -307,6 +307,16 @@ fn print(format: Format, history: &str, r: &TickReport, once: bool) -> anyhow::R
                 ],
                 &rows,
             )?;
+            for (dlq, gauges) in &r.store_gauges {
+                let values: Vec<String> = gauges
+                    .iter()
+                    .map(|g| {
+                        let name = g.name.strip_prefix("dlq_").unwrap_or(g.name);
+                        format!("{name} {}", dlq_monitor::format_number(g.value))
+                    })
+                    .collect();
+                writeln!(out, "{dlq}: {}", values.join(", "))?;
+            }
             for n in &r.notifications {
                 writeln!(out, "{}", n.summary())?;
             }
