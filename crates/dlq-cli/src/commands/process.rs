@@ -118,7 +118,9 @@ fn run_kafka(cli: &Cli, args: &ProcessArgs) -> anyhow::Result<Outcome> {
     let url = cli.store_url();
     if !url.starts_with("kafka://") {
         anyhow::bail!(
-            "--source kafka:{topic} needs its DLQ on the same cluster: pass --store kafka://HOST:PORT"
+            "--source kafka:{topic} reads the cluster of --store: pass --store kafka://HOST:PORT \
+             (the DLQ is a topic there, or an SQS queue with --dlq sqs:QUEUE --dlq-store \
+             sqs://REGION)"
         );
     }
     let (Some(group), Some(output_topic)) = (&args.group, &args.output_topic) else {
