@@ -281,9 +281,16 @@ pub struct ProcessArgs {
     /// instance that runs at the same time its own name.
     #[arg(long, default_value = "0", requires = "source")]
     pub instance: String,
-    /// DLQ name (default: dlq.<topic>).
+    /// DLQ name (default: dlq.<topic>), or sqs:QUEUE for an SQS queue of
+    /// --dlq-store (the Kafka source: at-least-once only).
     #[arg(long)]
     pub dlq: Option<String>,
+    /// The SQS store of an SQS DLQ: sqs://REGION?endpoint=URL&... (default:
+    /// --store, when it is an sqs:// URL). The file processor then keeps
+    /// its checkpoint in that store's index; --store kafka://... stays the
+    /// cluster of the Kafka source.
+    #[arg(long, env = "DLQ_DLQ_STORE", value_name = "URL")]
+    pub dlq_store: Option<String>,
     /// Lines per durable commit.
     #[arg(long, default_value_t = 2000)]
     pub batch_size: usize,
@@ -312,9 +319,14 @@ pub struct ProduceArgs {
     /// without a key; blank lines are skipped), or - for stdin.
     #[arg(long, default_value = "-")]
     pub input: String,
-    /// The DLQ topic (default: dlq.<topic>, with the store's DLQ prefix).
+    /// The DLQ topic (default: dlq.<topic>, with the store's DLQ prefix),
+    /// or sqs:QUEUE for an SQS queue of --dlq-store.
     #[arg(long)]
     pub dlq: Option<String>,
+    /// The SQS store of an SQS DLQ (--dlq sqs:QUEUE):
+    /// sqs://REGION?endpoint=URL&...; --store kafka://... stays the cluster.
+    #[arg(long, env = "DLQ_DLQ_STORE", value_name = "URL")]
+    pub dlq_store: Option<String>,
     /// The local spool (sqlite://PATH): where dead letters go when the DLQ
     /// cannot be written either; `dlq spool flush` moves them on.
     #[arg(long, env = "DLQ_SPOOL", default_value = "sqlite://dlq-spool.db")]

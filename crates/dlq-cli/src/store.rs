@@ -50,6 +50,50 @@ pub fn open_for_replay(url: &str, exactly_once: bool, dlq: &str) -> anyhow::Resu
     Ok(AnyStore::Kafka(Box::new(store)))
 }
 
+/// An SQS queue as the DLQ of `dlq produce` / `dlq process`.
+pub struct SqsDlq {
+    /// The store of the queue.
+    pub store: SqsStore,
+    /// The queue's name (the DLQ name on that store).
+    pub queue: String,
+}
+
+/// The SQS DLQ that `--dlq` and `--dlq-store` name, if they name one:
+/// `--dlq sqs:QUEUE` (or any `--dlq` with `--dlq-store`) on the store of
+/// `--dlq-store`, else of `--store` when that is an `sqs://` URL;
+/// `default_dlq` when `--dlq` is not given.
+pub fn sqs_dlq(
+    dlq: Option<&str>,
+    dlq_store: Option<&str>,
+    store: &str,
+    default_dlq: &str,
+) -> anyhow::Result<Option<SqsDlq>> {
+    let queue = match dlq.map(|d| d.strip_prefix("sqs:")) {
+        Some(Some(queue)) => queue,
+        Some(None) if dlq_store.is_some() => dlq.unwrap_or(default_dlq),
+        None if dlq_store.is_some() => default_dlq,
+        _ => return Ok(None),
+    };
+    let url = match dlq_store {
+        Some(url) if url.starts_with("sqs://") => url,
+        Some(url) => anyhow::bail!(
+            "--dlq-store {}: a DLQ store here is an SQS store, sqs://REGION?endpoint=URL",
+            dlq_kafka::config::redact_url(url)
+        ),
+        None if store.starts_with("sqs://") => store,
+        None => anyhow::bail!(
+            "--dlq sqs:{queue} needs the SQS region (and endpoint): pass --dlq-store \
+                sqs://REGION?endpoint=URL (or set DLQ_DLQ_STORE); credentials come from the \
+                AWS environment"
+        ),
+    };
+    let queue = dlq_sqs::config::queue_name(queue).context("--dlq")?;
+    let shown = dlq_sqs::config::redact_url(url);
+    let store =
+        SqsStore::open_url(url).with_context(|| format!("opening the SQS store {shown}"))?;
+    Ok(Some(SqsDlq { store, queue }))
+}
+
 impl AnyStore {
     /// How `--to` names a destination of the store itself (`kafka:TOPIC`),
     /// for stores that replay to their own destinations.

@@ -9,7 +9,7 @@ mod common;
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
 use common::env::Env;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
@@ -623,4 +623,441 @@ fn an_sqs_dlq_replays_to_a_kafka_topic_fixed_and_once() {
         "lineage: {headers:?}"
     );
     assert_eq!(sqs.depth(&dlq_url), 0, "the DLQ is empty");
+}
+
+impl Sqs {
+    /// `dlq --store STORE ARGS --format json`, which must succeed.
+    fn json_on(&self, store: &str, args: &[&str]) -> Value {
+        let out = self.run_on(store, args);
+        assert!(
+            out.status.success(),
+            "dlq {args:?} failed with {:?}\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// `dlq --store STORE ARGS --format json`.
+    fn run_on(&self, store: &str, args: &[&str]) -> Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dlq"))
+            .args(["--store", store, "--no-progress", "--format", "json"])
+            .args(args)
+            .current_dir(self.env.dir.path())
+            .env_remove("DLQ_STORE")
+            .env_remove("DLQ_DLQ_STORE")
+            .output()
+            .expect("run dlq")
+    }
+
+    fn queue_url(&self, queue: &str) -> String {
+        format!("{}/000000000000/{queue}", self.endpoint)
+    }
+}
+
+/// A message's payload as dlq wrote it: the body, decoded as its
+/// `dlq.body` attribute says.
+fn payload_of(m: &Received) -> Vec<u8> {
+    use base64::Engine as _;
+    match m.attributes.get("dlq.body").map(String::as_str) {
+        Some("text") => m.body.clone().into_bytes(),
+        Some("base64") => base64::engine::general_purpose::STANDARD
+            .decode(&m.body)
+            .expect("base64 body"),
+        Some("empty" | "null") => Vec::new(),
+        other => panic!("a message dlq did not write: dlq.body {other:?}"),
+    }
+}
+
+/// `dlq process --source kafka:TOPIC --dlq sqs:QUEUE`: the cluster is
+/// `--store`, the queue is on `--dlq-store`. Every record that fails goes
+/// to the queue with its bytes and its metadata in attributes; the offsets
+/// are committed after SQS took the dead letters, so a rerun consumes and
+/// dead-letters nothing.
+#[test]
+fn a_kafka_processor_dead_letters_into_an_sqs_queue_bytes_intact_and_a_rerun_adds_none() {
+    let Some(sqs) = Sqs::new() else { return };
+    let Some(bootstrap) = dlq_testkit::kafka::bootstrap() else {
+        return;
+    };
+    let source = dlq_testkit::kafka::topic("to-sqs-src");
+    let output = dlq_testkit::kafka::topic("to-sqs-out");
+    dlq_testkit::kafka::create_topics(&bootstrap, &[&source, &output], 2);
+    let generated = sqs.dlq_ok(&["generate", "--pipeline", "rss", "--records", "300"]);
+    let input: Vec<Vec<u8>> = generated
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    dlq_testkit::kafka::produce(&bootstrap, &source, 2, &input);
+    let queue = format!("{}-dead", sqs.base);
+    let kafka = format!("kafka://{bootstrap}");
+    let group = format!("{source}-group");
+    let dlq = format!("sqs:{queue}");
+    let store = sqs.store();
+    let from = format!("kafka:{source}");
+    let args = [
+        "process",
+        "--pipeline",
+        "rss",
+        "--source",
+        &from,
+        "--group",
+        &group,
+        "--output-topic",
+        &output,
+        "--dlq",
+        &dlq,
+        "--dlq-store",
+        &store,
+        "--stop-when-idle",
+        "2",
+    ];
+    let first = sqs.json_on(&kafka, &args);
+    let dead = first["dead_lettered"].as_u64().expect("dead_lettered");
+    assert!(dead > 0, "the mix has failures: {first}");
+    assert_eq!(first["consumed"].as_u64(), Some(input.len() as u64));
+    let delivered = dlq_testkit::kafka::read_all(&bootstrap, &output, false).len() as u64;
+    assert_eq!(delivered + dead, input.len() as u64, "{first}");
+
+    let messages = sqs.read_all(&sqs.queue_url(&queue));
+    assert_eq!(messages.len() as u64, dead, "each dead letter once");
+    let mut left: HashMap<&[u8], usize> = HashMap::new();
+    for line in &input {
+        *left.entry(line.as_slice()).or_default() += 1;
+    }
+    for m in &messages {
+        let payload = payload_of(m);
+        let n = left
+            .get_mut(payload.as_slice())
+            .unwrap_or_else(|| panic!("not an input record: {:?}", m.body));
+        assert!(*n > 0, "a record dead-lettered twice: {:?}", m.body);
+        *n -= 1;
+        let class = m.attributes.get("dlq.error_class").expect("error class");
+        assert!(
+            class.starts_with("validation.") || class.starts_with("decode."),
+            "{class}"
+        );
+        assert!(m.attributes.contains_key("dlq.id"), "{:?}", m.attributes);
+    }
+
+    let second = sqs.json_on(&kafka, &args);
+    assert_eq!(second["consumed"].as_u64(), Some(0), "{second}");
+    assert_eq!(second["dead_lettered"].as_u64(), Some(0), "{second}");
+    assert_eq!(sqs.depth(&sqs.queue_url(&queue)), 0, "nothing sent twice");
+}
+
+/// `--exactly-once` cannot include an SQS send in its Kafka transaction:
+/// refused before anything runs, saying why and what to do; `--dlq
+/// sqs:QUEUE` without an SQS store names the option that gives one.
+#[test]
+fn an_sqs_dlq_is_refused_with_exactly_once_and_without_a_dlq_store() {
+    let Some(sqs) = Sqs::new() else { return };
+    let kafka = "kafka://127.0.0.1:1";
+    let store = sqs.store();
+    let base = [
+        "process",
+        "--pipeline",
+        "rss",
+        "--source",
+        "kafka:rss.events",
+        "--group",
+        "g",
+        "--output-topic",
+        "out",
+        "--dlq",
+        "sqs:dead",
+    ];
+    let mut exactly = base.to_vec();
+    exactly.extend(["--dlq-store", &store, "--exactly-once"]);
+    let out = sqs.run_on(kafka, &exactly);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--exactly-once") && err.contains("cannot join"),
+        "{err}"
+    );
+
+    let out = sqs.run_on(kafka, &base);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--dlq-store sqs://"), "{err}");
+}
+
+/// `dlq produce --dlq sqs:QUEUE`: records the cluster refuses (here: the
+/// topic does not exist) end in the queue, byte for byte, with the error
+/// class `produce.unknown_topic`.
+#[test]
+fn produce_dead_letters_what_kafka_refuses_into_an_sqs_queue() {
+    let Some(sqs) = Sqs::new() else { return };
+    let Some(bootstrap) = dlq_testkit::kafka::bootstrap() else {
+        return;
+    };
+    let missing = dlq_testkit::kafka::topic("never-created");
+    let input = sqs.env.path("produce.ndjson");
+    let lines = [
+        r#"{"title":"Fed holds rates"}"#,
+        "{\"title\":\"caf\u{e9} \u{2603}\"}",
+    ];
+    std::fs::write(&input, lines.join("\n")).expect("input");
+    let queue = format!("{}-produce-dead", sqs.base);
+    let dlq = format!("sqs:{queue}");
+    let report = sqs.json_on(
+        &format!("kafka://{bootstrap}"),
+        &[
+            "produce",
+            "--topic",
+            &missing,
+            "--input",
+            &sqs.env.arg("produce.ndjson"),
+            "--spool",
+            &format!("sqlite://{}", sqs.env.arg("spool.db")),
+            "--dlq",
+            &dlq,
+            "--dlq-store",
+            &sqs.store(),
+            "--delivery-timeout-ms",
+            "3000",
+        ],
+    );
+    assert_eq!(report["dead_lettered"].as_u64(), Some(2), "{report}");
+    assert_eq!(report["spooled"].as_u64(), Some(0), "{report}");
+    assert_eq!(report["dlq"], queue.as_str());
+    let messages = sqs.read_all(&sqs.queue_url(&queue));
+    let mut payloads: Vec<Vec<u8>> = messages.iter().map(payload_of).collect();
+    payloads.sort();
+    let mut want: Vec<Vec<u8>> = lines.iter().map(|l| l.as_bytes().to_vec()).collect();
+    want.sort();
+    assert_eq!(payloads, want);
+    for m in &messages {
+        assert_eq!(
+            m.attributes.get("dlq.error_class").map(String::as_str),
+            Some("produce.unknown_topic"),
+            "{:?}",
+            m.attributes
+        );
+    }
+}
+
+/// `dlq monitor` on an SQS store shows each queue's own counts (from its
+/// attributes) beside the generic ones: a message another consumer holds
+/// is in flight, the others visible.
+#[test]
+fn monitor_shows_the_visible_and_in_flight_counts_of_an_sqs_dlq() {
+    let Some(sqs) = Sqs::new() else { return };
+    let (_, _, dlq, dlq_url) = sqs.redriven_pair(false);
+    sqs.send_orders(&dlq_url, 3, false);
+    // Someone holds one message for a minute.
+    let held = sqs
+        .rt
+        .block_on(
+            sqs.client
+                .receive_message()
+                .queue_url(&dlq_url)
+                .max_number_of_messages(1)
+                .visibility_timeout(60)
+                .send(),
+        )
+        .expect("receive");
+    assert_eq!(held.messages().len(), 1);
+    let report = sqs.dlq_json(&["monitor", "--once", "--history", &sqs.env.arg("monitor.db")]);
+    let gauges: BTreeMap<String, f64> = report["store_gauges"][dlq.as_str()]
+        .as_array()
+        .unwrap_or_else(|| panic!("no SQS gauges for {dlq}: {report}"))
+        .iter()
+        .map(|g| {
+            (
+                g["name"].as_str().expect("name").to_owned(),
+                g["value"].as_f64().expect("value"),
+            )
+        })
+        .collect();
+    assert_eq!(gauges["dlq_sqs_visible_messages"], 2.0, "{report}");
+    assert_eq!(gauges["dlq_sqs_in_flight_messages"], 1.0, "{report}");
+    assert_eq!(gauges["dlq_sqs_delayed_messages"], 0.0, "{report}");
+    let sample = report["dlqs"]
+        .as_array()
+        .expect("dlqs")
+        .iter()
+        .find(|s| s["dlq"] == dlq.as_str())
+        .expect("a sample of the DLQ");
+    assert_eq!(
+        sample["pending"], 2,
+        "the held message is not read: {sample}"
+    );
+    let table = sqs.dlq_ok(&["monitor", "--once", "--history", &sqs.env.arg("monitor.db")]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains(&format!(
+            "{dlq}: sqs_visible_messages 2, sqs_in_flight_messages 1"
+        )),
+        "{text}"
+    );
+}
+
+/// Items 1 and 2 end to end: a Kafka processor dead-letters a 600 KiB
+/// record into an SQS queue (its body claim-checked to S3), and a replay
+/// of that queue to a Kafka topic delivers the record's bytes, resolved.
+#[test]
+fn a_600_kib_dead_letter_goes_through_an_sqs_claim_check_and_replays_to_kafka_byte_exact() {
+    let Some(sqs) = Sqs::new() else { return };
+    let Some(bootstrap) = dlq_testkit::kafka::bootstrap() else {
+        return;
+    };
+    let Some(s3) = dlq_testkit::s3::endpoint() else {
+        return;
+    };
+    let bucket = dlq_testkit::s3::bucket(&s3);
+    let prefix = dlq_testkit::s3::prefix("claims");
+    let store = format!(
+        "{}&claims=s3://{bucket}/{prefix}&s3_endpoint={s3}",
+        sqs.store()
+    );
+    let source = dlq_testkit::kafka::topic("big-src");
+    let output = dlq_testkit::kafka::topic("big-out");
+    let fixed = dlq_testkit::kafka::topic("big-back");
+    dlq_testkit::kafka::create_topics(&bootstrap, &[&source, &output, &fixed], 1);
+    // Not an RSS event (no title, link, …): dead-lettered as invalid.
+    let big = format!(r#"{{"blob":"{}"}}"#, "\u{e9}t\u{e9}".repeat(120 * 1024)).into_bytes();
+    assert!(big.len() > 600 * 1024);
+    dlq_testkit::kafka::produce(&bootstrap, &source, 1, std::slice::from_ref(&big));
+    let queue = format!("{}-big", sqs.base);
+    let kafka = format!("kafka://{bootstrap}");
+    let group = format!("{source}-group");
+    let from = format!("kafka:{source}");
+    let dlq = format!("sqs:{queue}");
+    let processed = sqs.json_on(
+        &kafka,
+        &[
+            "process",
+            "--pipeline",
+            "rss",
+            "--source",
+            &from,
+            "--group",
+            &group,
+            "--output-topic",
+            &output,
+            "--dlq",
+            &dlq,
+            "--dlq-store",
+            &store,
+            "--stop-when-idle",
+            "2",
+        ],
+    );
+    assert_eq!(processed["dead_lettered"].as_u64(), Some(1), "{processed}");
+    assert_eq!(
+        dlq_testkit::s3::list_keys(&s3, bucket, &prefix).len(),
+        1,
+        "one claim-check object"
+    );
+
+    let to = format!("kafka://{bootstrap}/{fixed}");
+    let report = sqs.json_on(&store, &["replay", "--dlq", &queue, "--to", &to]);
+    assert_eq!(report["replayed"].as_u64(), Some(1), "{report}");
+    let back = dlq_testkit::kafka::read_all(&bootstrap, &fixed, false);
+    assert_eq!(back.len(), 1);
+    assert!(
+        back[0].value == big,
+        "the replayed record is the payload, byte for byte"
+    );
+    assert_eq!(sqs.depth(&sqs.queue_url(&queue)), 0, "the DLQ is empty");
+}
+
+/// SQS unreachable while `dlq produce` dead-letters: the records wait in
+/// the spool, and `dlq spool flush --store sqs://…` moves them to their
+/// queue once it is back.
+#[test]
+fn dead_letters_spooled_while_sqs_is_unreachable_are_flushed_to_their_queue() {
+    let Some(sqs) = Sqs::new() else { return };
+    let Some(bootstrap) = dlq_testkit::kafka::bootstrap() else {
+        return;
+    };
+    let missing = dlq_testkit::kafka::topic("never-created");
+    std::fs::write(sqs.env.path("in.ndjson"), "{\"n\":1}\n{\"n\":2}\n").expect("input");
+    let queue = format!("{}-spooled", sqs.base);
+    let dlq = format!("sqs:{queue}");
+    let spool = format!("sqlite://{}", sqs.env.arg("spool.db"));
+    let down = format!(
+        "sqs://us-east-1?endpoint=http://127.0.0.1:1&state={}",
+        sqs.env.arg("down.db")
+    );
+    let report = sqs.json_on(
+        &format!("kafka://{bootstrap}"),
+        &[
+            "produce",
+            "--topic",
+            &missing,
+            "--input",
+            &sqs.env.arg("in.ndjson"),
+            "--spool",
+            &spool,
+            "--dlq",
+            &dlq,
+            "--dlq-store",
+            &down,
+            "--delivery-timeout-ms",
+            "3000",
+        ],
+    );
+    assert_eq!(report["spooled"].as_u64(), Some(2), "{report}");
+    assert_eq!(report["dead_lettered"].as_u64(), Some(0), "{report}");
+
+    let flushed = sqs.json_on(&sqs.store(), &["spool", "flush", "--spool", &spool]);
+    assert_eq!(flushed["flushed"].as_u64(), Some(2), "{flushed}");
+    assert_eq!(flushed["pending"].as_u64(), Some(0), "{flushed}");
+    let mut payloads: Vec<Vec<u8>> = sqs
+        .read_all(&sqs.queue_url(&queue))
+        .iter()
+        .map(payload_of)
+        .collect();
+    payloads.sort();
+    assert_eq!(payloads, [b"{\"n\":1}".to_vec(), b"{\"n\":2}".to_vec()]);
+}
+
+/// The file processor with `--dlq sqs:QUEUE --dlq-store sqs://…` beside
+/// an embedded `--store`: dead letters go to the queue, the checkpoint to
+/// the SQS store's index, so a rerun resumes after the end and sends
+/// nothing again.
+#[test]
+fn the_file_processor_dead_letters_to_an_sqs_queue_and_a_rerun_resumes_past_them() {
+    let Some(sqs) = Sqs::new() else { return };
+    let generated = sqs.dlq_ok(&["generate", "--pipeline", "rss", "--records", "200"]);
+    std::fs::write(sqs.env.path("in.ndjson"), &generated.stdout).expect("input");
+    let queue = format!("{}-file-dead", sqs.base);
+    let dlq = format!("sqs:{queue}");
+    let embedded = format!("sqlite://{}", sqs.env.arg("embedded.db"));
+    let (input, output, store) = (
+        sqs.env.arg("in.ndjson"),
+        sqs.env.arg("out.ndjson"),
+        sqs.store(),
+    );
+    let args = [
+        "process",
+        "--pipeline",
+        "rss",
+        "--input",
+        &input,
+        "--output",
+        &output,
+        "--dlq",
+        &dlq,
+        "--dlq-store",
+        &store,
+    ];
+    let first = sqs.json_on(&embedded, &args);
+    let dead = first["dead_lettered"].as_u64().expect("dead_lettered");
+    assert!(dead > 0, "{first}");
+    let second = sqs.json_on(&embedded, &args);
+    assert_eq!(second["records_in"].as_u64(), Some(0), "resumed: {second}");
+    assert_eq!(second["dead_lettered"].as_u64(), Some(0), "{second}");
+    assert_eq!(sqs.read_all(&sqs.queue_url(&queue)).len() as u64, dead);
+    assert!(
+        !sqs.env.path("embedded.db").exists(),
+        "the embedded store was not used"
+    );
 }

@@ -17,9 +17,11 @@
 //! deduplication, ledger entries for parked records and claim-check blobs),
 //! in batches, by a writer thread of their own, so that a store commit never
 //! stalls the other partitions; their source offsets wait for the batch's
-//! commit like outputs wait for their acknowledgement. A store that is down
-//! makes the writer retry with backoff: those partitions' commits stall
-//! (their lag grows), nothing is skipped.
+//! commit like outputs wait for their acknowledgement.
+//! [`run_at_least_once_to`] writes them to another store instead (an SQS
+//! queue), on the same terms. A store that is down makes the writer retry
+//! with backoff: those partitions' commits stall (their lag grows), nothing
+//! is skipped.
 //!
 //! **Exactly-once** ([`run_exactly_once`]): each batch's outputs, dead letters
 //! (with their ledger entries) and source offsets are committed in one Kafka
@@ -61,7 +63,7 @@ use crate::retry::{Access, Health, Redactor};
 use dlq_core::envelope::{DeadLetter, Header, Source};
 use dlq_core::process::{Handler, ProcessorCounters};
 use dlq_core::retry::{Decision, RetryPolicy, RetryState};
-use dlq_core::store::{Batch, DlqStore as _, Entry};
+use dlq_core::store::{Batch, DlqStore, Entry};
 use dlq_core::{Failure, Status};
 use rdkafka::ClientConfig;
 use rdkafka::Message as _;
@@ -682,14 +684,14 @@ struct DlqJob {
 /// their dead letters held, now durable in the store.
 type DlqDone = (usize, Vec<Held>);
 
-/// Where the writer thread puts dead letters: the Kafka store, or a fake in
-/// tests.
+/// Where the writer thread puts dead letters: the Kafka store, another
+/// store (an SQS queue), or a fake in tests.
 pub(crate) trait DeadLetterSink {
     /// Writes the entries durably (idempotent by record id), or fails.
     fn write(&mut self, entries: &[Entry]) -> Result<(), dlq_core::store::StoreError>;
 }
 
-impl DeadLetterSink for KafkaStore {
+impl<S: DlqStore + ?Sized> DeadLetterSink for S {
     fn write(&mut self, entries: &[Entry]) -> Result<(), dlq_core::store::StoreError> {
         self.append(entries).map(|_| ())
     }
@@ -702,7 +704,7 @@ impl DeadLetterSink for KafkaStore {
 /// never skip — or until `give_up` is set (at shutdown, after its grace
 /// period), when it returns without reporting them.
 fn write_dead_letters(
-    sink: &mut impl DeadLetterSink,
+    sink: &mut (impl DeadLetterSink + ?Sized),
     jobs: &mpsc::Receiver<DlqJob>,
     done: &mpsc::Sender<DlqDone>,
     give_up: &AtomicBool,
@@ -786,7 +788,11 @@ struct AtLeastOnce<'a, H> {
     redactor: Redactor,
 }
 
-fn check_topics(store: &mut KafkaStore, cfg: &ProcessorConfig) -> Result<(), ProcessorError> {
+fn check_topics(
+    store: &mut KafkaStore,
+    cfg: &ProcessorConfig,
+    dlq_in_store: bool,
+) -> Result<(), ProcessorError> {
     for topic in [&cfg.source_topic, &cfg.output_topic] {
         if store.topic_partitions(topic)?.is_none() {
             return Err(ProcessorError::Config(format!(
@@ -794,7 +800,9 @@ fn check_topics(store: &mut KafkaStore, cfg: &ProcessorConfig) -> Result<(), Pro
             )));
         }
     }
-    store.ensure_dlq_topic(&cfg.dlq_topic, &cfg.source_topic)?;
+    if dlq_in_store {
+        store.ensure_dlq_topic(&cfg.dlq_topic, &cfg.source_topic)?;
+    }
     Ok(())
 }
 
@@ -810,7 +818,21 @@ pub fn run_at_least_once<H: Handler>(
     handler: &mut H,
     stop: &AtomicBool,
 ) -> Result<ProcessorStats, ProcessorError> {
-    check_topics(store, cfg)?;
+    run_at_least_once_to(store, None, cfg, handler, stop)
+}
+
+/// [`run_at_least_once`] with the dead letters written to `dlq_store` (an
+/// SQS queue, say) instead of the Kafka store: DLQ `cfg.dlq_topic` of that
+/// store. A source offset is committed only after the store's `append` of
+/// its dead letters returned (durable there), as with the Kafka store.
+pub fn run_at_least_once_to<H: Handler>(
+    store: &mut KafkaStore,
+    dlq_store: Option<&mut (dyn DlqStore + Send)>,
+    cfg: &ProcessorConfig,
+    handler: &mut H,
+    stop: &AtomicBool,
+) -> Result<ProcessorStats, ProcessorError> {
+    check_topics(store, cfg, dlq_store.is_none())?;
     let base = crate::client::base_config(store.config());
     let redactor = Redactor::new(store.config().secret_values());
     let health = Health::new(redactor.clone());
@@ -831,8 +853,12 @@ pub fn run_at_least_once<H: Handler>(
         let writer = std::thread::Builder::new()
             .name("dlq-writer".into())
             .spawn_scoped(scope, move || {
+                let sink: &mut (dyn DlqStore + Send) = match dlq_store {
+                    Some(other) => other,
+                    None => store,
+                };
                 write_dead_letters(
-                    store,
+                    sink,
                     &jobs_rx,
                     &done_tx,
                     give_up,
@@ -1628,7 +1654,7 @@ pub fn run_exactly_once<H: Handler>(
             "exactly-once processing needs a transactional store (transactions=true)".into(),
         ));
     }
-    check_topics(store, cfg)?;
+    check_topics(store, cfg, true)?;
     let output_partitions = store
         .topic_partitions(&cfg.output_topic)?
         .unwrap_or(1)

@@ -13,7 +13,8 @@
 //!    [`KafkaStore`] as a dead letter with stage `produce`, its error class
 //!    (`produce.timeout`, `produce.record_too_large`,
 //!    `produce.unknown_topic`, `produce.authorization`, `produce.error`) and
-//!    its bytes (key, value, headers) intact;
+//!    its bytes (key, value, headers) intact — or the DLQ of another store
+//!    given to [`GuardedProducer::with_dlq_store`] (an SQS queue);
 //! 3. **the spool**, a local durable [`DlqStore`] (the embedded
 //!    [`SqliteStore`] by default), when the DLQ write fails too (the cluster
 //!    is down). [`flush_spool`] moves spooled dead letters to the DLQ later;
@@ -156,6 +157,12 @@ impl ProducerConfig {
     /// Checks the configuration against the store's; every problem is
     /// reported.
     pub fn validate(&self, kafka: &KafkaConfig) -> Result<(), Vec<String>> {
+        self.validate_with(kafka, true)
+    }
+
+    /// [`ProducerConfig::validate`]; the DLQ is checked as a DLQ topic of
+    /// the Kafka store only when `dlq_in_kafka`.
+    fn validate_with(&self, kafka: &KafkaConfig, dlq_in_kafka: bool) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
         if !valid_topic(&self.topic) {
             problems.push(format!(
@@ -164,10 +171,11 @@ impl ProducerConfig {
             ));
         }
         let dlq = self.dlq_name(kafka);
-        if !dlq.starts_with(&kafka.dlq_prefix)
-            || dlq == kafka.ledger_topic
-            || dlq == kafka.blob_topic
-            || !valid_topic(&dlq)
+        if dlq_in_kafka
+            && (!dlq.starts_with(&kafka.dlq_prefix)
+                || dlq == kafka.ledger_topic
+                || dlq == kafka.blob_topic
+                || !valid_topic(&dlq))
         {
             problems.push(format!(
                 "DLQ {dlq:?} is not a DLQ of the store: name it with the prefix {:?} \
@@ -395,8 +403,9 @@ pub struct GuardedProducer<S: DlqStore = SqliteStore> {
     /// Dead letters waiting for their write, and since when.
     dead: Vec<Entry>,
     dead_since: Option<Instant>,
-    /// The DLQ store, opened on first use (opening it needs the cluster).
-    store: Option<KafkaStore>,
+    /// The DLQ store: the Kafka store, opened on first use (opening it
+    /// needs the cluster), or another store given at creation.
+    store: Option<Box<dyn DlqStore + Send>>,
     store_failures: u32,
     store_retry_at: Option<Instant>,
     spool: S,
@@ -449,11 +458,32 @@ impl<S: DlqStore> GuardedProducer<S> {
         config: ProducerConfig,
         spool: S,
     ) -> Result<GuardedProducer<S>, ProducerError> {
+        Self::build(kafka, config, spool, None)
+    }
+
+    /// A producer whose dead letters go to DLQ `config.dlq` of `dlq_store`
+    /// (an SQS queue, say) instead of a topic of the cluster; the spool
+    /// holds them while that store cannot be written.
+    pub fn with_dlq_store(
+        kafka: KafkaConfig,
+        config: ProducerConfig,
+        spool: S,
+        dlq_store: Box<dyn DlqStore + Send>,
+    ) -> Result<GuardedProducer<S>, ProducerError> {
+        Self::build(kafka, config, spool, Some(dlq_store))
+    }
+
+    fn build(
+        kafka: KafkaConfig,
+        config: ProducerConfig,
+        spool: S,
+        dlq_store: Option<Box<dyn DlqStore + Send>>,
+    ) -> Result<GuardedProducer<S>, ProducerError> {
         let mut problems = Vec::new();
         if let Err(e) = kafka.validate() {
             problems.extend(e.problems);
         }
-        if let Err(p) = config.validate(&kafka) {
+        if let Err(p) = config.validate_with(&kafka, dlq_store.is_none()) {
             problems.extend(p);
         }
         if !problems.is_empty() {
@@ -488,7 +518,7 @@ impl<S: DlqStore> GuardedProducer<S> {
             next_token: 0,
             dead: Vec::new(),
             dead_since: None,
-            store: None,
+            store: dlq_store,
             store_failures: 0,
             store_retry_at: None,
             spool,
@@ -839,13 +869,13 @@ impl<S: DlqStore> GuardedProducer<S> {
     // ------------------------------------------------------ store, spool
 
     /// The DLQ store, opened if need be — unless it failed recently.
-    fn open_store(&mut self) -> Option<&mut KafkaStore> {
+    fn open_store(&mut self) -> Option<&mut (dyn DlqStore + Send + 'static)> {
         if self.store_retry_at.is_some_and(|t| Instant::now() < t) {
             return None;
         }
         if self.store.is_none() {
             match KafkaStore::open(self.kafka.clone()) {
-                Ok(s) => self.store = Some(s),
+                Ok(s) => self.store = Some(Box::new(s)),
                 Err(e) if !e.is_retriable() => {
                     // Credentials, permissions, configuration: spooling
                     // would hide what a person must fix.
@@ -862,7 +892,7 @@ impl<S: DlqStore> GuardedProducer<S> {
                 }
             }
         }
-        self.store.as_mut()
+        self.store.as_deref_mut()
     }
 
     fn store_ok(&mut self) {
@@ -893,7 +923,7 @@ impl<S: DlqStore> GuardedProducer<S> {
         if self.open_store().is_none() {
             return;
         }
-        let Some(store) = self.store.as_mut() else {
+        let Some(store) = self.store.as_deref_mut() else {
             return;
         };
         match flush_spool(&mut self.spool, store) {

@@ -80,7 +80,9 @@ pub use alert::{AlertKey, AlertState, Transition};
 pub use config::{ConfigError, MonitorConfig, Problem, Rule, RuleKind, SinkConfig, SinkKind};
 pub use duration::{format_duration, parse_duration};
 pub use history::{History, Sample};
-pub use monitor::{Delivery, FiringAlert, Monitor, RetentionSource, TickReport};
+pub use monitor::{
+    Delivery, FiringAlert, Monitor, RetentionSource, StoreGauge, StoreGaugeSource, TickReport,
+};
 pub use sink::Notification;
 
 /// What can go wrong while monitoring.

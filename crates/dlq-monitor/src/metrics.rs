@@ -25,6 +25,7 @@
 //! | `dlq_inflow_records_per_minute` | gauge | `dlq` |
 //! | `dlq_expiry_risk_records` | gauge | `dlq` |
 //! | `dlq_alerts_firing` | gauge (1 firing, 0 not) | `rule`, `dlq` |
+//! | store-specific gauges: `dlq_sqs_visible_messages`, `dlq_sqs_in_flight_messages`, `dlq_sqs_delayed_messages` | gauge | `dlq` |
 //! | `dlq_monitor_samples_total` | counter | |
 //! | `dlq_monitor_notifications_total` | counter | `sink`, `result` (`delivered`, `failed`) |
 //! | `dlq_processor_*_total` | counters of the processors (see `dlq_core::process`) | `topic` |
@@ -34,6 +35,7 @@ use crate::history::Sample;
 use crate::{Error, Result};
 use metrics::{counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::thread::JoinHandle;
@@ -172,6 +174,18 @@ pub(crate) fn publish_tick<'a>(
     }
     for (k, s) in alerts {
         record_alert(&k.rule, &k.dlq, s.firing);
+    }
+}
+
+/// Publishes the store-specific gauges of a tick (see
+/// [`crate::StoreGaugeSource`]).
+pub(crate) fn publish_store_gauges(gauges: &BTreeMap<String, Vec<crate::StoreGauge>>) {
+    let _tick = PUBLISHING.write().unwrap_or_else(|p| p.into_inner());
+    for (dlq, list) in gauges {
+        for g in list {
+            describe_gauge!(g.name, g.help);
+            gauge!(g.name, "dlq" => dlq.clone()).set(g.value);
+        }
     }
 }
 

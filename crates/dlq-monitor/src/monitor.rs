@@ -35,6 +35,29 @@ pub trait RetentionSource {
     fn retention(&mut self, dlqs: &[String]) -> BTreeMap<String, Option<Duration>>;
 }
 
+/// One store-specific gauge of a DLQ (an SQS queue's visible messages).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct StoreGauge {
+    /// The metric name, `dlq_<store>_<name>_<unit>` (e.g.
+    /// `dlq_sqs_visible_messages`); published with the label `dlq`.
+    pub name: &'static str,
+    /// Its help text.
+    #[serde(skip)]
+    pub help: &'static str,
+    /// Its value at this tick.
+    pub value: f64,
+}
+
+/// Tells facts a store has about its DLQs beyond the generic counts (an
+/// SQS queue's approximate visible, in-flight and delayed messages), which
+/// the monitor publishes as gauges beside the generic ones and shows in
+/// its report.
+pub trait StoreGaugeSource {
+    /// The gauges of each DLQ the store knows such facts of. A failure to
+    /// read them is the source's to log: the tick goes on without them.
+    fn gauges(&mut self, dlqs: &[String]) -> BTreeMap<String, Vec<StoreGauge>>;
+}
+
 /// An alert that fires now.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FiringAlert {
@@ -86,6 +109,9 @@ pub struct TickReport {
     pub queued: u64,
     /// Alerts firing after this tick.
     pub firing: Vec<FiringAlert>,
+    /// Store-specific gauges of this tick, by DLQ (see
+    /// [`StoreGaugeSource`]); empty for stores that have none.
+    pub store_gauges: BTreeMap<String, Vec<StoreGauge>>,
 }
 
 /// The monitor: config, history, alert state, sinks.
@@ -96,6 +122,7 @@ pub struct Monitor {
     alerts: BTreeMap<AlertKey, AlertState>,
     previous: HashMap<String, Sample>,
     retention: Option<Box<dyn RetentionSource + Send>>,
+    store_gauges: Option<Box<dyn StoreGaugeSource + Send>>,
     last_prune: Option<DateTime<Utc>>,
 }
 
@@ -138,6 +165,7 @@ impl Monitor {
             alerts,
             previous: HashMap::new(),
             retention: None,
+            store_gauges: None,
             last_prune: None,
         })
     }
@@ -145,6 +173,11 @@ impl Monitor {
     /// Where the store's own retention comes from (Kafka topics).
     pub fn set_retention_source(&mut self, source: impl RetentionSource + Send + 'static) {
         self.retention = Some(Box::new(source));
+    }
+
+    /// Where store-specific gauges come from (SQS queue attributes).
+    pub fn set_store_gauge_source(&mut self, source: impl StoreGaugeSource + Send + 'static) {
+        self.store_gauges = Some(Box::new(source));
     }
 
     /// The config.
@@ -187,6 +220,13 @@ impl Monitor {
     ) -> Result<TickReport> {
         let stats = store.stats()?;
         let samples = self.sample(store, &stats, now)?;
+        let store_gauges = match self.store_gauges.as_mut() {
+            Some(source) => {
+                let names: Vec<String> = stats.iter().map(|s| s.dlq.clone()).collect();
+                source.gauges(&names)
+            }
+            None => BTreeMap::new(),
+        };
 
         // Alert evaluation on copies: the in-memory state changes only once
         // the history has it.
@@ -240,6 +280,7 @@ impl Monitor {
             .commit_tick(&samples, &states, &[], &outbox, now)?;
         // The whole tick at once: a scrape sees it all or none of it.
         metrics::publish_tick(&samples, states.iter().map(|(k, s)| (k, s)));
+        metrics::publish_store_gauges(&store_gauges);
         for s in &samples {
             self.previous.insert(s.dlq.clone(), s.clone());
         }
@@ -257,6 +298,7 @@ impl Monitor {
             deliveries,
             queued,
             firing: self.firing(),
+            store_gauges,
         })
     }
 

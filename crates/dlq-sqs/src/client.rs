@@ -8,6 +8,7 @@ use aws_sdk_sqs::types::{
     MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
     SendMessageBatchRequestEntry,
 };
+use dlq_core::store::StoreError;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -32,6 +33,8 @@ pub struct Client {
     /// `None` only while dropping (see `Drop`).
     rt: Option<tokio::runtime::Runtime>,
     sqs: aws_sdk_sqs::Client,
+    /// For claim checks (bodies over SQS's limit, in S3).
+    s3: aws_sdk_s3::Client,
     urls: Mutex<HashMap<String, String>>,
 }
 
@@ -55,8 +58,22 @@ impl Client {
             loader = loader.endpoint_url(endpoint);
         }
         let shared = rt.block_on(loader.load());
+        // S3-compatible servers (S3Proxy) answer the flexible checksum
+        // headers of recent SDKs with NotImplemented: checksums only where
+        // an operation requires them, as the S3 store does.
+        let mut s3 = aws_sdk_s3::config::Builder::from(&shared)
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            )
+            .response_checksum_validation(
+                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+            );
+        if let Some(endpoint) = &config.s3_endpoint {
+            s3 = s3.endpoint_url(endpoint).force_path_style(true);
+        }
         Ok(Client {
             sqs: aws_sdk_sqs::Client::new(&shared),
+            s3: aws_sdk_s3::Client::from_conf(s3.build()),
             rt: Some(rt),
             urls: Mutex::new(HashMap::new()),
         })
@@ -229,6 +246,46 @@ impl Client {
                 .map_err(|e| errors::sdk(&format!("ChangeMessageVisibilityBatch {url}"), e))?;
         }
         Ok(())
+    }
+
+    /// Writes a claim-checked body to S3.
+    pub fn put_object(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<()> {
+        let req = self
+            .s3
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/octet-stream")
+            .body(aws_sdk_s3::primitives::ByteStream::from(body));
+        self.block_on(req.send())
+            .map(drop)
+            .map_err(|e| errors::s3(&format!("PutObject s3://{bucket}/{key}"), e))
+    }
+
+    /// Reads a claim-checked body from S3; `None` when the object is gone.
+    pub fn get_object(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        let req = self.s3.get_object().bucket(bucket).key(key);
+        let what = format!("GetObject s3://{bucket}/{key}");
+        self.block_on(async {
+            let out = match req.send().await {
+                Ok(out) => out,
+                Err(e) => {
+                    let missing = e.raw_response().map(|r| r.status().as_u16()) == Some(404)
+                        || e.as_service_error().is_some_and(|s| s.is_no_such_key());
+                    return if missing {
+                        Ok(None)
+                    } else {
+                        Err(errors::s3(&what, e))
+                    };
+                }
+            };
+            let body = out.body.collect().await.map_err(|e| StoreError::Backend {
+                backend: "sqs",
+                message: format!("{what}: reading the body: {e}"),
+                retryable: true,
+            })?;
+            Ok(Some(body.into_bytes().to_vec()))
+        })
     }
 
     /// Every attribute of a queue.

@@ -41,6 +41,21 @@ const PLACEHOLDER_BODY: &str = "-";
 /// error, only that the consumer received it too often without deleting it.
 pub const REDRIVE_ERROR_CLASS: &str = "sqs.max_receives_exceeded";
 
+/// The message attribute in which the Amazon SQS Extended Client (Java
+/// 2.x, Python, .NET) marks a claim-checked message and gives the size of
+/// its body in S3 (Number).
+pub const SIZE_ATTRIBUTE: &str = "ExtendedPayloadSize";
+
+/// The attribute older Extended Clients (Java 1.x) use for the same.
+pub const LEGACY_SIZE_ATTRIBUTE: &str = "SQSLargePayloadSize";
+
+/// The class name the Extended Client writes first in a pointer body.
+pub const POINTER_CLASS: &str = "software.amazon.payloadoffloading.PayloadS3Pointer";
+
+/// Room left in a message for the pointer body and the size attribute when
+/// its body is claim-checked.
+const POINTER_ROOM: usize = 2048;
+
 /// A dead letter as an SQS message: body and attributes.
 #[derive(Debug, Clone)]
 pub struct Encoded {
@@ -48,6 +63,51 @@ pub struct Encoded {
     pub body: String,
     /// The message attributes.
     pub attributes: HashMap<String, MessageAttributeValue>,
+    /// The body is over SQS's limit: it must go to S3, the message
+    /// carrying a pointer to it ([`pointer_body`], [`size_attribute`]).
+    pub offload: bool,
+}
+
+/// The body of a claim-checked message, as the Extended Client writes it:
+/// `["software.amazon.payloadoffloading.PayloadS3Pointer",
+/// {"s3BucketName":"B","s3Key":"K"}]`.
+pub fn pointer_body(bucket: &str, key: &str) -> String {
+    serde_json::json!([POINTER_CLASS, {"s3BucketName": bucket, "s3Key": key}]).to_string()
+}
+
+/// The `ExtendedPayloadSize` attribute of a claim-checked body of `len`
+/// bytes.
+///
+/// # Errors
+///
+/// Building the attribute failed (never for a number).
+pub fn size_attribute(len: usize) -> Result<MessageAttributeValue, StoreError> {
+    MessageAttributeValue::builder()
+        .data_type("Number")
+        .string_value(len.to_string())
+        .build()
+        .map_err(|e| crate::errors::local(format!("building a message attribute: {e}")))
+}
+
+/// The bucket and key a claim-checked message's body points to, if `m` is
+/// one: a size attribute (current or legacy) and a pointer body (the
+/// class name may be repackaged, e.g. `awsv2.repackaged.…`).
+pub fn pointer_of(m: &Message) -> Option<(String, String)> {
+    let attrs = m.message_attributes()?;
+    if !attrs.contains_key(SIZE_ATTRIBUTE) && !attrs.contains_key(LEGACY_SIZE_ATTRIBUTE) {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_str(m.body()?).ok()?;
+    let [class, pointer] = value.as_array()?.as_slice() else {
+        return None;
+    };
+    if !class.as_str()?.ends_with("PayloadS3Pointer") {
+        return None;
+    }
+    Some((
+        pointer.get("s3BucketName")?.as_str()?.to_owned(),
+        pointer.get("s3Key")?.as_str()?.to_owned(),
+    ))
 }
 
 fn string_attr(value: &str) -> Result<MessageAttributeValue, StoreError> {
@@ -92,25 +152,54 @@ pub fn body_of(payload: &[u8], null: bool) -> (String, &'static str) {
     }
 }
 
-/// Encodes a dead letter (appended with `status`) as a message.
+/// Encodes a dead letter (appended with `status`) as a message; a record
+/// over SQS's limit is refused (see [`encode_with`]).
 ///
 /// # Errors
 ///
-/// A record SQS cannot hold: over 256 KiB with its metadata (claim checks
-/// to S3 are not implemented), or one whose envelope needs claim checks.
+/// A record SQS cannot hold: over 256 KiB with its metadata, or one whose
+/// envelope needs claim checks.
 pub fn encode(letter: &DeadLetter, status: Status) -> Result<Encoded, StoreError> {
+    encode_with(letter, status, false)
+}
+
+/// Encodes a dead letter; with `can_offload`, a body that makes the message
+/// too large is marked [`Encoded::offload`] (the caller puts it in S3)
+/// instead of refused.
+///
+/// # Errors
+///
+/// A record SQS cannot hold even so: its metadata alone over the limit, an
+/// envelope that needs claim checks, or a large body and no `can_offload`.
+pub fn encode_with(
+    letter: &DeadLetter,
+    status: Status,
+    can_offload: bool,
+) -> Result<Encoded, StoreError> {
     let (body, how) = body_of(&letter.payload, letter.null_payload);
     let mut meta = letter.clone();
     meta.payload.clear();
     meta.null_payload = false;
     let env = envelope::encode(&meta, &EncodeOptions::default())?;
-    let size = body.len() + env.bytes.len() + letter.id.len() + letter.error_class.len() + 128;
-    if !env.blobs.is_empty() || size > MAX_MESSAGE_BYTES {
+    let metadata = env.bytes.len() + letter.id.len() + letter.error_class.len() + 128;
+    let size = body.len() + metadata;
+    let offload = size > MAX_MESSAGE_BYTES && can_offload;
+    if !env.blobs.is_empty()
+        || metadata + POINTER_ROOM > MAX_MESSAGE_BYTES
+        || (size > MAX_MESSAGE_BYTES && !offload)
+    {
+        let hint = if env.blobs.is_empty() && metadata + POINTER_ROOM <= MAX_MESSAGE_BYTES {
+            "; give the store a bucket for large bodies: \
+             sqs://REGION?claims=s3://BUCKET/PREFIX (claim checks, as the SQS Extended Client \
+             writes them)"
+        } else {
+            "; its metadata (headers, error text) alone is too large for SQS"
+        };
         return Err(StoreError::Backend {
             backend: "sqs",
             message: format!(
                 "record {:?} is {size} bytes as an SQS message, over SQS's limit of \
-                 {MAX_MESSAGE_BYTES} (claim-checking large payloads to S3 is not supported yet)",
+                 {MAX_MESSAGE_BYTES}{hint}",
                 letter.id
             ),
             retryable: false,
@@ -127,7 +216,11 @@ pub fn encode(letter: &DeadLetter, status: Status) -> Result<Encoded, StoreError
     if status == Status::Parked {
         attributes.insert("dlq.status".to_owned(), string_attr("parked")?);
     }
-    Ok(Encoded { body, attributes })
+    Ok(Encoded {
+        body,
+        attributes,
+        offload,
+    })
 }
 
 fn text_or_binary(value: &str) -> Result<MessageAttributeValue, StoreError> {
@@ -312,5 +405,34 @@ mod tests {
             .expect_err("too big")
             .to_string();
         assert!(err.contains("over SQS's limit"), "{err}");
+        assert!(err.contains("claims=s3://BUCKET/PREFIX"), "{err}");
+        let marked = encode_with(&letter, Status::Pending, true).expect("offloadable");
+        assert!(marked.offload);
+        assert_eq!(marked.body.len(), MAX_MESSAGE_BYTES);
+    }
+
+    #[test]
+    fn pointer_bodies_have_the_extended_clients_shape_and_are_recognised() {
+        let body = pointer_body("b", "k/1");
+        assert_eq!(
+            body,
+            r#"["software.amazon.payloadoffloading.PayloadS3Pointer",{"s3BucketName":"b","s3Key":"k/1"}]"#
+        );
+        let message = |body: &str, attr: &str| {
+            Message::builder()
+                .body(body)
+                .message_attributes(attr, size_attribute(10).expect("attr"))
+                .build()
+        };
+        assert_eq!(
+            pointer_of(&message(&body, SIZE_ATTRIBUTE)),
+            Some(("b".into(), "k/1".into()))
+        );
+        let repackaged = body.replace("software.", "awsv2.repackaged.software.");
+        assert!(pointer_of(&message(&repackaged, LEGACY_SIZE_ATTRIBUTE)).is_some());
+        // Without the size attribute a body that looks like a pointer is
+        // just a body.
+        assert_eq!(pointer_of(&message(&body, "other")), None);
+        assert_eq!(pointer_of(&message("[1,2]", SIZE_ATTRIBUTE)), None);
     }
 }

@@ -17,6 +17,16 @@ pub fn default_state() -> PathBuf {
     PathBuf::from("dlq-sqs.db")
 }
 
+/// Where message bodies over SQS's 256 KiB limit go (claim checks, in the
+/// format of the Amazon SQS Extended Client): `claims=s3://BUCKET/PREFIX`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimsConfig {
+    /// The bucket (it must exist).
+    pub bucket: String,
+    /// The key prefix of the objects, without a trailing `/` (may be empty).
+    pub prefix: String,
+}
+
 /// How to reach SQS and where the store keeps its local index.
 ///
 /// Credentials are never part of it: they come from the standard AWS chain
@@ -38,6 +48,13 @@ pub struct SqsConfig {
     /// Seconds a read hides the messages it reads from other readers
     /// (1..=43200); they are released as soon as the read ends.
     pub lease_secs: i32,
+    /// Where bodies over SQS's limit are written (`claims=s3://BUCKET/PREFIX`);
+    /// without it such a record is refused.
+    pub claims: Option<ClaimsConfig>,
+    /// Another S3 endpoint than AWS's (`s3_endpoint=URL`, S3Proxy or
+    /// MinIO), for writing claim checks and reading any message's
+    /// (path-style requests, checksums only where required).
+    pub s3_endpoint: Option<String>,
 }
 
 impl SqsConfig {
@@ -49,6 +66,8 @@ impl SqsConfig {
             state: default_state(),
             prefix: None,
             lease_secs: default_lease_secs(),
+            claims: None,
+            s3_endpoint: None,
         }
     }
 
@@ -101,12 +120,26 @@ impl SqsConfig {
                         "lease {value:?} must be a number of seconds from 1 to 43200"
                     )),
                 },
+                "claims" => match parse_claims(value) {
+                    Ok(c) => config.claims = Some(c),
+                    Err(p) => problems.push(p),
+                },
+                "s3_endpoint" => {
+                    if value.starts_with("http://") || value.starts_with("https://") {
+                        config.s3_endpoint = Some(value.to_owned());
+                    } else {
+                        problems.push(format!(
+                            "s3_endpoint {value:?} is not an http:// or https:// URL"
+                        ));
+                    }
+                }
                 k if is_credential_key(k) => problems.push(format!(
                     "{k} does not belong in a store URL: credentials come from the standard \
                      AWS chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE, roles)"
                 )),
                 k => problems.push(format!(
-                    "unknown parameter {k:?} (known: endpoint, state, prefix, lease)"
+                    "unknown parameter {k:?} (known: endpoint, state, prefix, lease, claims, \
+                     s3_endpoint)"
                 )),
             }
         }
@@ -116,6 +149,29 @@ impl SqsConfig {
             Err(invalid(problems.join("; ")))
         }
     }
+}
+
+/// `s3://BUCKET[/PREFIX]` of `claims=`.
+fn parse_claims(value: &str) -> Result<ClaimsConfig, String> {
+    let bad = || {
+        format!(
+            "claims {value:?} is not s3://BUCKET[/PREFIX] (a bucket for bodies over SQS's \
+             256 KiB limit)"
+        )
+    };
+    let rest = value.strip_prefix("s3://").ok_or_else(bad)?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let valid_bucket = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if !valid_bucket || bucket.contains('@') {
+        return Err(bad());
+    }
+    Ok(ClaimsConfig {
+        bucket: bucket.to_owned(),
+        prefix: prefix.trim_matches('/').to_owned(),
+    })
 }
 
 /// `url` with the value of every parameter that looks like a credential
@@ -218,6 +274,29 @@ mod tests {
             "{err}"
         );
         assert!(SqsConfig::from_url("kafka://x").is_err());
+    }
+
+    #[test]
+    fn claims_name_a_bucket_and_prefix_and_bad_ones_are_refused() {
+        let c = SqsConfig::from_url(
+            "sqs://us-east-1?claims=s3://dlq-claims/big/ones/&s3_endpoint=http://127.0.0.1:19380",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.claims,
+            Some(ClaimsConfig {
+                bucket: "dlq-claims".into(),
+                prefix: "big/ones".into()
+            })
+        );
+        assert_eq!(c.s3_endpoint.as_deref(), Some("http://127.0.0.1:19380"));
+        let err = SqsConfig::from_url("sqs://us-east-1?claims=dlq-claims&s3_endpoint=x")
+            .expect_err("invalid")
+            .to_string();
+        assert!(
+            err.contains("s3://BUCKET") && err.contains("s3_endpoint"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -37,6 +37,28 @@ where
     }
 }
 
+/// An S3 call (a claim check) failed.
+pub fn s3<E, R>(what: &str, e: aws_sdk_s3::error::SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    use aws_sdk_s3::error::SdkError as S3Error;
+    let retryable = match &e {
+        S3Error::TimeoutError(_) | S3Error::DispatchFailure(_) | S3Error::ResponseError(_) => true,
+        S3Error::ServiceError(s) => s
+            .err()
+            .code()
+            .is_some_and(|c| matches!(c, "SlowDown" | "InternalError" | "ServiceUnavailable")),
+        _ => false,
+    };
+    StoreError::Backend {
+        backend: "sqs",
+        message: format!("{what}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)),
+        retryable,
+    }
+}
+
 /// A batch entry SQS refused.
 pub fn refused(what: &str, code: &str, message: &str, sender_fault: bool) -> StoreError {
     StoreError::Backend {

@@ -17,6 +17,9 @@
 //! Credentials come from the standard AWS chain only (environment, shared
 //! config and credentials files, profiles, roles), never from the URL.
 //!
+//! Payloads over SQS's 256 KiB limit are claim-checked to S3 in the SQS
+//! Extended Client's format ([`claims`], `claims=s3://BUCKET/PREFIX`).
+//!
 //! Layout: `config.rs` (URL, names), `client.rs` (raw SQS calls),
 //! `errors.rs` (which failures retry), `codec.rs` (messages ↔ dead
 //! letters), `store.rs` (the [`dlq_core::DlqStore`] impl), `replay.rs`
@@ -33,6 +36,7 @@
 //! # Ok::<(), dlq_core::store::StoreError>(())
 //! ```
 
+pub mod claims;
 pub mod client;
 pub mod codec;
 pub mod config;
@@ -40,6 +44,6 @@ pub mod errors;
 pub mod replay;
 pub mod store;
 
-pub use config::SqsConfig;
+pub use config::{ClaimsConfig, SqsConfig};
 pub use replay::SqsTarget;
 pub use store::{QueueCounts, SqsStore};

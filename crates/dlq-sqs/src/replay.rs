@@ -9,10 +9,16 @@
 //! a FIFO target drops them as duplicates within SQS's five-minute window
 //! (the deduplication id is derived from the record id and its replay
 //! count), a standard queue receives them twice.
+//!
+//! A body over SQS's limit is claim-checked again (re-pointed) when the
+//! store has `claims=s3://…`: the target writes it to an object of its own
+//! (named after the record id and replay count) and sends a pointer, as
+//! the SQS Extended Client does; without `claims` such a record goes back
+//! to its DLQ as a failed replay naming the option.
 
 use crate::client::{Client, Outgoing};
 use crate::codec;
-use crate::config::SqsConfig;
+use crate::config::{ClaimsConfig, SqsConfig};
 use crate::store::{fifo_dedup, fifo_group};
 use dlq_core::replay::ReplayTarget;
 use dlq_core::store::StoreError;
@@ -28,6 +34,7 @@ const MAX_ATTRIBUTES: usize = 10;
 pub struct SqsTarget {
     client: Client,
     queue: Option<String>,
+    claims: Option<ClaimsConfig>,
     sent: HashMap<String, u64>,
 }
 
@@ -42,6 +49,7 @@ impl SqsTarget {
         Ok(SqsTarget {
             client: Client::new(config)?,
             queue,
+            claims: config.claims.clone(),
             sent: HashMap::new(),
         })
     }
@@ -141,6 +149,42 @@ impl ReplayTarget for SqsTarget {
                     format!("no SQS queue named {queue}"),
                 )
             })?;
+        let mut body = body;
+        let attribute_bytes: usize = attributes
+            .iter()
+            .map(|(k, v)| {
+                k.len()
+                    + v.data_type().len()
+                    + v.string_value().map_or(0, str::len)
+                    + v.binary_value().map_or(0, |b| b.as_ref().len())
+            })
+            .sum();
+        if body.len() + attribute_bytes > codec::MAX_MESSAGE_BYTES {
+            let Some(claims) = &self.claims else {
+                return Ok(Err(rejected(
+                    "too_large",
+                    format!(
+                        "{} bytes, over SQS's limit of {}: give the store a bucket for large \
+                         bodies (sqs://REGION?claims=s3://BUCKET/PREFIX)",
+                        body.len() + attribute_bytes,
+                        codec::MAX_MESSAGE_BYTES
+                    ),
+                )));
+            };
+            if attributes.len() >= MAX_ATTRIBUTES {
+                return Ok(Err(rejected(
+                    "too_many_attributes",
+                    "a claim-checked message needs one attribute of its ten for its size".into(),
+                )));
+            }
+            let key = crate::claims::object_key(
+                claims,
+                &queue,
+                &format!("{}#{}", letter.id, letter.replays),
+            );
+            crate::claims::offload(&self.client, claims, &key, &mut body, &mut attributes)
+                .map_err(io::Error::other)?;
+        }
         let fifo = queue.ends_with(".fifo");
         let message = Outgoing {
             body,

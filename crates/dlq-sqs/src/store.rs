@@ -58,6 +58,28 @@ pub struct QueueCounts {
     pub delayed: u64,
 }
 
+impl QueueCounts {
+    /// The counts SQS reports for the queue of `dlq` (one
+    /// `GetQueueAttributes`, which neither receives nor hides a message),
+    /// or `None` when there is no such queue.
+    ///
+    /// # Errors
+    ///
+    /// SQS failed, or `dlq` maps to no queue name.
+    pub fn of(client: &Client, dlq: &str) -> Result<Option<QueueCounts>> {
+        let Some(url) = client.queue_url(&queue_name(dlq)?)? else {
+            return Ok(None);
+        };
+        let attrs = client.attributes(&url)?;
+        let n = |a: QueueAttributeName| attrs.get(&a).and_then(|v| v.parse().ok()).unwrap_or(0);
+        Ok(Some(QueueCounts {
+            visible: n(QueueAttributeName::ApproximateNumberOfMessages),
+            in_flight: n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+            delayed: n(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+        }))
+    }
+}
+
 /// A DLQ store on Amazon SQS (or ElasticMQ), see the module docs.
 pub struct SqsStore {
     config: SqsConfig,
@@ -131,16 +153,7 @@ impl SqsStore {
     ///
     /// SQS failed.
     pub fn queue_counts(&self, dlq: &str) -> Result<Option<QueueCounts>> {
-        let Some(url) = self.client.queue_url(&queue_name(dlq)?)? else {
-            return Ok(None);
-        };
-        let attrs = self.client.attributes(&url)?;
-        let n = |a: QueueAttributeName| attrs.get(&a).and_then(|v| v.parse().ok()).unwrap_or(0);
-        Ok(Some(QueueCounts {
-            visible: n(QueueAttributeName::ApproximateNumberOfMessages),
-            in_flight: n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-            delayed: n(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
-        }))
+        QueueCounts::of(&self.client, dlq)
     }
 
     /// The queues that some queue's redrive policy names as its dead
@@ -221,6 +234,20 @@ impl SqsStore {
                         return Ok(());
                     }
                     continue;
+                }
+                let mut messages = messages;
+                // Claim checks resolved first: a failure gives the whole
+                // receive back at once, hiding nothing until its lease ends.
+                if let Err(e) = messages
+                    .iter_mut()
+                    .try_for_each(|m| crate::claims::resolve(&self.client, m))
+                {
+                    hold.extend(
+                        messages
+                            .iter()
+                            .map(|m| m.receipt_handle().unwrap_or_default().to_owned()),
+                    );
+                    return Err(e);
                 }
                 let mut wrapped = false;
                 for m in messages {
@@ -344,7 +371,20 @@ impl DlqStore for SqsStore {
         let mut sends: HashMap<&str, Vec<Outgoing>> = HashMap::new();
         for (e, status) in &fresh {
             if matches!(status, Status::Pending | Status::Parked) {
-                let enc = codec::encode(&e.letter, e.status)?;
+                let mut enc =
+                    codec::encode_with(&e.letter, e.status, self.config.claims.is_some())?;
+                if enc.offload
+                    && let Some(claims) = &self.config.claims
+                {
+                    let key = crate::claims::object_key(claims, &e.dlq, &e.letter.id);
+                    crate::claims::offload(
+                        &self.client,
+                        claims,
+                        &key,
+                        &mut enc.body,
+                        &mut enc.attributes,
+                    )?;
+                }
                 sends.entry(&e.dlq).or_default().push(Outgoing {
                     group: e.dlq.ends_with(".fifo").then(|| fifo_group(&e.letter)),
                     dedup: e.dlq.ends_with(".fifo").then(|| fifo_dedup(&e.letter.id)),

@@ -407,3 +407,171 @@ fn stats_read_a_queue_only_when_sqs_counts_other_than_the_index_holds() {
         .expect("send");
     assert_eq!(pending(&a), 4);
 }
+
+/// The setup with claim checks to the S3-compatible server
+/// (`DLQ_S3_ENDPOINT`), under a prefix of this test's own.
+fn with_claims(s: &mut Setup) -> Option<(String, dlq_sqs::ClaimsConfig)> {
+    let endpoint = dlq_testkit::s3::endpoint()?;
+    let claims = dlq_sqs::ClaimsConfig {
+        bucket: dlq_testkit::s3::bucket(&endpoint).to_owned(),
+        prefix: dlq_testkit::s3::prefix("claims"),
+    };
+    s.config.claims = Some(claims.clone());
+    s.config.s3_endpoint = Some(endpoint.clone());
+    Some((endpoint, claims))
+}
+
+/// Every message of a queue, received and given back at once.
+fn peek(client: &Client, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+    let messages = client.receive(url, 5).expect("receive");
+    let handles: Vec<String> = messages
+        .iter()
+        .filter_map(|m| m.receipt_handle().map(str::to_owned))
+        .collect();
+    client.release(url, &handles).expect("release");
+    messages
+}
+
+#[test]
+fn a_600_kib_payload_round_trips_byte_exact_through_an_s3_claim_check() {
+    let Some(mut s) = Setup::new() else { return };
+    let Some((endpoint, claims)) = with_claims(&mut s) else {
+        return;
+    };
+    // Bytes that are not text (sent base64) and JSON text (sent as is).
+    let binary: Vec<u8> = (0..600 * 1024u32).map(|i| (i * 31 % 251) as u8).collect();
+    let text = format!(r#"{{"blob":"{}"}}"#, "\u{2603}x".repeat(150 * 1024)).into_bytes();
+    let small = b"{\"small\":true}".to_vec();
+    let mut a = s.store("a");
+    a.append(&[
+        entry(&s.dlq, "binary", &binary, 0),
+        entry(&s.dlq, "text", &text, 0),
+        entry(&s.dlq, "small", &small, 0),
+    ])
+    .expect("append");
+
+    // In the queue: pointers in the Extended Client's shape for the large
+    // ones, the small one as it is.
+    let client = s.client();
+    let url = s.url();
+    let messages = peek(&client, &url);
+    assert_eq!(messages.len(), 3);
+    let mut pointers = 0;
+    for m in &messages {
+        let size = m
+            .message_attributes()
+            .and_then(|a| a.get(codec::SIZE_ATTRIBUTE))
+            .and_then(|v| v.string_value());
+        match codec::pointer_of(m) {
+            Some((bucket, key)) => {
+                pointers += 1;
+                assert_eq!(bucket, claims.bucket);
+                assert!(key.starts_with(&claims.prefix), "{key}");
+                let object = dlq_testkit::s3::get_object(&endpoint, &bucket, &key);
+                assert_eq!(size, Some(object.len().to_string().as_str()));
+                if object.starts_with(b"{") {
+                    assert_eq!(object, text, "an Extended Client reader gets the text");
+                }
+            }
+            None => {
+                assert_eq!(m.body(), Some("{\"small\":true}"));
+                assert_eq!(size, None);
+            }
+        }
+    }
+    assert_eq!(pointers, 2);
+
+    // Another index reads them back byte for byte.
+    let mut b = s.store("b");
+    for (id, payload) in [("binary", &binary), ("text", &text), ("small", &small)] {
+        let r = b.get(&s.dlq, id).expect("get").expect("read");
+        assert!(r.letter.payload == *payload, "{id} changed on the way");
+        assert!(
+            r.letter
+                .headers
+                .iter()
+                .all(|h| h.name != codec::SIZE_ATTRIBUTE),
+            "the size attribute is no header"
+        );
+    }
+
+    // A replay to another queue claim-checks the text again (the binary
+    // one is no SQS text: it goes back to its DLQ as a failed replay).
+    let target = format!("{}-target", s.dlq);
+    let target_url = client.ensure_queue(&target).expect("target queue");
+    let mut sqs_target = dlq_sqs::SqsTarget::new(b.config(), Some(target.clone())).expect("target");
+    let options = dlq_core::replay::ReplayOptions::for_dlq(&s.dlq);
+    let report = dlq_core::replay::run(&mut b, &mut sqs_target, &options, None).expect("replay");
+    assert_eq!(report.replayed, 2, "{report:?}");
+    let replayed = peek(&client, &target_url);
+    assert_eq!(replayed.len(), 2);
+    let big = replayed
+        .iter()
+        .find(|m| codec::pointer_of(m).is_some())
+        .expect("a re-pointed message");
+    let (bucket, key) = codec::pointer_of(big).expect("pointer");
+    assert_eq!(dlq_testkit::s3::get_object(&endpoint, &bucket, &key), text);
+    // Read through a store, the replayed message is the text again.
+    let mut t = s.config.clone();
+    t.state = s.dir.path().join("t.db");
+    let t = SqsStore::open(t).expect("open");
+    let pending = t
+        .scan_all(&Selection::pending(Some(&target)), 100)
+        .map(|r| r.expect("scan").letter.payload)
+        .filter(|p| p.len() > 1000)
+        .collect::<Vec<_>>();
+    assert!(pending == vec![text.clone()], "replayed bytes intact");
+}
+
+#[test]
+fn a_message_in_the_extended_clients_shape_is_read_with_its_payload() {
+    let Some(mut s) = Setup::new() else { return };
+    let Some((endpoint, claims)) = with_claims(&mut s) else {
+        return;
+    };
+    // What the Java client writes: the body in S3 under a UUID key, a
+    // pointer body, and the size attribute (here the legacy name of the
+    // 1.x client beside a String attribute of the sender's).
+    let body = format!(r#"{{"order":7,"notes":"{}"}}"#, "n".repeat(300 * 1024));
+    let key = uuid::Uuid::new_v4().to_string();
+    dlq_testkit::s3::put_object(&endpoint, &claims.bucket, &key, body.clone().into_bytes());
+    let client = s.client();
+    let url = client.ensure_queue(&s.dlq).expect("queue");
+    let attribute = |kind: &str, value: &str| {
+        aws_sdk_sqs::types::MessageAttributeValue::builder()
+            .data_type(kind)
+            .string_value(value)
+            .build()
+            .expect("attr")
+    };
+    let mut attributes = HashMap::new();
+    attributes.insert(
+        codec::LEGACY_SIZE_ATTRIBUTE.to_owned(),
+        attribute("Number", &body.len().to_string()),
+    );
+    attributes.insert("trace-id".to_owned(), attribute("String", "t-7"));
+    let ids = client
+        .send(
+            &url,
+            &[Outgoing {
+                body: format!(
+                    r#"["software.amazon.payloadoffloading.PayloadS3Pointer",{{"s3BucketName":"{}","s3Key":"{key}"}}]"#,
+                    claims.bucket
+                ),
+                attributes,
+                group: None,
+                dedup: None,
+            }],
+        )
+        .expect("send");
+    // Reading needs no claims= of its own, only the S3 endpoint.
+    s.config.claims = None;
+    let store = s.store("a");
+    let r = store.get(&s.dlq, &ids[0]).expect("get").expect("read");
+    assert!(
+        r.letter.payload == body.as_bytes(),
+        "the payload, not the pointer"
+    );
+    let names: Vec<&str> = r.letter.headers.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, ["trace-id"]);
+}

@@ -12,7 +12,9 @@ use crate::store::AnyStore;
 use anyhow::Context as _;
 use chrono::Utc;
 use dlq_kafka::KafkaConfig;
-use dlq_monitor::{History, Monitor, MonitorConfig, RetentionSource, TickReport};
+use dlq_monitor::{
+    History, Monitor, MonitorConfig, RetentionSource, StoreGauge, StoreGaugeSource, TickReport,
+};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -53,6 +55,9 @@ pub fn run(cli: &Cli, args: &MonitorArgs) -> anyhow::Result<Outcome> {
     let mut monitor = Monitor::new(config, history)?;
     if let AnyStore::Kafka(k) = &store {
         monitor.set_retention_source(KafkaRetention::new(k.config().clone()));
+    }
+    if let AnyStore::Sqs(s) = &store {
+        monitor.set_store_gauge_source(SqsQueueGauges::new(s.config())?);
     }
 
     if args.once {
@@ -178,6 +183,66 @@ impl RetentionSource for KafkaRetention {
     }
 }
 
+/// The approximate counts of SQS DLQ queues, from their attributes (one
+/// `GetQueueAttributes` per queue and tick: nothing is received, so no
+/// receive count rises and nothing is hidden).
+pub(crate) struct SqsQueueGauges {
+    client: dlq_sqs::client::Client,
+}
+
+impl SqsQueueGauges {
+    /// A client of its own on the store's region and endpoint.
+    pub(crate) fn new(config: &dlq_sqs::SqsConfig) -> anyhow::Result<SqsQueueGauges> {
+        Ok(SqsQueueGauges {
+            client: dlq_sqs::client::Client::new(config)?,
+        })
+    }
+}
+
+impl StoreGaugeSource for SqsQueueGauges {
+    fn gauges(&mut self, dlqs: &[String]) -> BTreeMap<String, Vec<StoreGauge>> {
+        let mut out = BTreeMap::new();
+        for dlq in dlqs {
+            match dlq_sqs::QueueCounts::of(&self.client, dlq) {
+                Ok(Some(c)) => {
+                    let gauge = |name, help, value: u64| StoreGauge {
+                        name,
+                        help,
+                        value: value as f64,
+                    };
+                    out.insert(
+                        dlq.clone(),
+                        vec![
+                            gauge(
+                                "dlq_sqs_visible_messages",
+                                "Messages of the SQS queue ready to be received \
+                                 (ApproximateNumberOfMessages).",
+                                c.visible,
+                            ),
+                            gauge(
+                                "dlq_sqs_in_flight_messages",
+                                "Messages of the SQS queue received and not yet deleted \
+                                 (ApproximateNumberOfMessagesNotVisible).",
+                                c.in_flight,
+                            ),
+                            gauge(
+                                "dlq_sqs_delayed_messages",
+                                "Messages of the SQS queue whose delay is not over \
+                                 (ApproximateNumberOfMessagesDelayed).",
+                                c.delayed,
+                            ),
+                        ],
+                    );
+                }
+                // A DLQ the index knows whose queue is gone: no gauges.
+                Ok(None) => {}
+                Err(e) => tracing::warn!(dlq, error = %e, "reading the SQS queue's counts"),
+            }
+        }
+        out
+    }
+}
+
 /// `--format json` of one tick.
 #[derive(Serialize)]
 struct Report<'a> {
@@ -188,6 +253,9 @@ struct Report<'a> {
     firing: &'a [dlq_monitor::FiringAlert],
     deliveries: &'a [dlq_monitor::Delivery],
     queued: u64,
+    /// Store-specific gauges by DLQ (SQS queue counts).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    store_gauges: &'a BTreeMap<String, Vec<dlq_monitor::StoreGauge>>,
 }
 
 fn print(format: Format, history: &str, r: &TickReport, once: bool) -> anyhow::Result<()> {
@@ -200,6 +268,7 @@ fn print(format: Format, history: &str, r: &TickReport, once: bool) -> anyhow::R
         firing: &r.firing,
         deliveries: &r.deliveries,
         queued: r.queued,
+        store_gauges: &r.store_gauges,
     };
     match format {
         Format::Json if once => output::json(&mut out, format, &report)?,
@@ -238,6 +307,16 @@ fn print(format: Format, history: &str, r: &TickReport, once: bool) -> anyhow::R
                 ],
                 &rows,
             )?;
+            for (dlq, gauges) in &r.store_gauges {
+                let values: Vec<String> = gauges
+                    .iter()
+                    .map(|g| {
+                        let name = g.name.strip_prefix("dlq_").unwrap_or(g.name);
+                        format!("{name} {}", dlq_monitor::format_number(g.value))
+                    })
+                    .collect();
+                writeln!(out, "{dlq}: {}", values.join(", "))?;
+            }
             for n in &r.notifications {
                 writeln!(out, "{}", n.summary())?;
             }

@@ -67,17 +67,32 @@ pub fn run(cli: &Cli, args: &ProcessArgs) -> anyhow::Result<Outcome> {
     } else {
         Input::File(PathBuf::from(input))
     };
-    let dlq = args
-        .dlq
-        .clone()
-        .unwrap_or_else(|| pipeline.dlq_topic().to_owned());
+    let sqs = crate::store::sqs_dlq(
+        args.dlq.as_deref(),
+        args.dlq_store.as_deref(),
+        cli.store_url(),
+        pipeline.dlq_topic(),
+    )?;
+    let dlq = match &sqs {
+        Some(sqs) => sqs.queue.clone(),
+        None => args
+            .dlq
+            .clone()
+            .unwrap_or_else(|| pipeline.dlq_topic().to_owned()),
+    };
     let mut config = ProcessConfig::new(input, output.clone(), &dlq, pipeline.topic());
     config.retry = retry_policy(&args.retry)?;
     config.batch_size = args.batch_size.max(1);
     // SIGINT/SIGTERM: stop reading, commit, exit 0 (a rerun resumes).
     config.stop = Some(StopFlag::install()?.shared());
     let mut handler = handler(args)?;
-    let mut store = crate::store::open(cli.store_url())?;
+    // An SQS DLQ: dead letters and the checkpoint go to the SQS store,
+    // whose commit sends the messages before it writes the checkpoint to
+    // its index (a checkpoint never runs ahead of its dead letters).
+    let mut store = match sqs {
+        Some(sqs) => crate::store::AnyStore::Sqs(Box::new(sqs.store)),
+        None => crate::store::open(cli.store_url())?,
+    };
     let summary = run_with_progress(&config, &mut handler, &mut store, !cli.no_progress)?;
     print_summary(cli.format, &summary)?;
     Ok(Outcome::Ok)
@@ -103,7 +118,9 @@ fn run_kafka(cli: &Cli, args: &ProcessArgs) -> anyhow::Result<Outcome> {
     let url = cli.store_url();
     if !url.starts_with("kafka://") {
         anyhow::bail!(
-            "--source kafka:{topic} needs its DLQ on the same cluster: pass --store kafka://HOST:PORT"
+            "--source kafka:{topic} reads the cluster of --store: pass --store kafka://HOST:PORT \
+             (the DLQ is a topic there, or an SQS queue with --dlq sqs:QUEUE --dlq-store \
+             sqs://REGION)"
         );
     }
     let (Some(group), Some(output_topic)) = (&args.group, &args.output_topic) else {
@@ -119,10 +136,30 @@ fn run_kafka(cli: &Cli, args: &ProcessArgs) -> anyhow::Result<Outcome> {
         // until the transaction timeout).
         config.transactional_id = Some(format!("dlq-process-{group}-{topic}-{}", args.instance));
     }
+    let default_dlq = format!("dlq.{topic}");
+    let mut sqs = crate::store::sqs_dlq(
+        args.dlq.as_deref(),
+        args.dlq_store.as_deref(),
+        url,
+        &default_dlq,
+    )?;
+    if args.exactly_once
+        && let Some(sqs) = &sqs
+    {
+        anyhow::bail!(
+            "--exactly-once cannot dead-letter to the SQS queue {}: an SQS send cannot join \
+                the Kafka transaction that commits a batch's outputs and offsets. Drop \
+                --exactly-once (at least once: offsets are committed only after SQS accepted \
+                their dead letters), or keep the DLQ on the cluster",
+            sqs.queue
+        );
+    }
     let mut store = KafkaStore::open(config).context("opening the Kafka store")?;
     let mut cfg = ProcessorConfig::new(topic, group, output_topic);
     cfg.retry = retry_policy(&args.retry)?;
-    if let Some(dlq) = &args.dlq {
+    if let Some(sqs) = &sqs {
+        cfg.dlq_topic = sqs.queue.clone();
+    } else if let Some(dlq) = &args.dlq {
         cfg.dlq_topic = dlq.clone();
     }
     cfg.stop_when_idle = args
@@ -143,7 +180,16 @@ fn run_kafka(cli: &Cli, args: &ProcessArgs) -> anyhow::Result<Outcome> {
     let stats = if args.exactly_once {
         processor::run_exactly_once(&mut store, &cfg, &mut handler, stop.as_atomic())?
     } else {
-        processor::run_at_least_once(&mut store, &cfg, &mut handler, stop.as_atomic())?
+        let dlq_store = sqs
+            .as_mut()
+            .map(|s| &mut s.store as &mut (dyn dlq_core::DlqStore + Send));
+        processor::run_at_least_once_to(
+            &mut store,
+            dlq_store,
+            &cfg,
+            &mut handler,
+            stop.as_atomic(),
+        )?
     };
     let mut out = std::io::stdout().lock();
     match cli.format {

@@ -66,7 +66,20 @@ pub fn run(cli: &Cli, args: &ProduceArgs) -> anyhow::Result<Outcome> {
     config.dlq = args.dlq.clone();
     config.retry = retry_policy(&args.retry)?;
     config.delivery_timeout = Duration::from_millis(args.delivery_timeout_ms);
-    let mut producer = GuardedProducer::new(kafka, config, spool)?;
+    let default_dlq = format!("{}{}", kafka.dlq_prefix, args.topic);
+    let sqs = crate::store::sqs_dlq(
+        args.dlq.as_deref(),
+        args.dlq_store.as_deref(),
+        cli.store_url(),
+        &default_dlq,
+    )?;
+    let mut producer = match sqs {
+        Some(sqs) => {
+            config.dlq = Some(sqs.queue);
+            GuardedProducer::with_dlq_store(kafka, config, spool, Box::new(sqs.store))?
+        }
+        None => GuardedProducer::new(kafka, config, spool)?,
+    };
 
     let reader: Box<dyn BufRead + Send> = if args.input == "-" {
         Box::new(BufReader::new(io::stdin()))

@@ -53,17 +53,24 @@ pub fn run(cli: &Cli, args: &SpoolArgs) -> anyhow::Result<Outcome> {
 }
 
 fn flush(cli: &Cli, args: &SpoolArgs) -> anyhow::Result<Outcome> {
-    let kafka = kafka_config(cli, "dlq spool flush")?;
     let mut spool = open_spool(&args.spool)?;
-    let shown = dlq_kafka::config::redact_url(cli.store_url());
-    let mut store = KafkaStore::open(kafka).with_context(|| {
-        format!(
-            "opening the Kafka store {shown} (is the cluster up? the spooled records stay in {} \
-             until a flush succeeds)",
-            args.spool
-        )
-    })?;
-    let report = flush_spool(&mut spool, &mut store).with_context(|| {
+    // A producer with an SQS DLQ (`--dlq sqs:QUEUE`) spools for that
+    // queue: its spool flushes to the SQS store.
+    let mut store: Box<dyn dlq_core::DlqStore> = if cli.store_url().starts_with("sqs://") {
+        Box::new(crate::store::open(cli.store_url())?)
+    } else {
+        let kafka = kafka_config(cli, "dlq spool flush")?;
+        let shown = dlq_kafka::config::redact_url(cli.store_url());
+        Box::new(KafkaStore::open(kafka).with_context(|| {
+            format!(
+                "opening the Kafka store {shown} (is the cluster up? the spooled records stay in \
+                 {} until a flush succeeds)",
+                args.spool
+            )
+        })?)
+    };
+    let shown = dlq_sqs::config::redact_url(&dlq_kafka::config::redact_url(cli.store_url()));
+    let report = flush_spool(&mut spool, store.as_mut()).with_context(|| {
         format!(
             "moving spooled dead letters to {shown}; what was not moved stays in {} \
              (run the flush again)",
