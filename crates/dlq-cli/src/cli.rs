@@ -381,6 +381,8 @@ pub enum StatusArg {
     Replayed,
     /// Discarded.
     Discarded,
+    /// Moved to an archive store (`dlq archive`).
+    Archived,
     /// Any status.
     All,
 }

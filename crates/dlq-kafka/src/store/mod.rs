@@ -479,6 +479,7 @@ impl DlqStore for KafkaStore {
                         Status::Parked => s.parked += 1,
                         Status::Replayed => s.replayed += 1,
                         Status::Discarded => s.discarded += 1,
+                        Status::Archived => s.archived += 1,
                     }
                 }
             }
