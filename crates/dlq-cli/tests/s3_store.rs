@@ -353,7 +353,7 @@ fn archive_moves_dead_letters_to_s3_once_and_a_replay_from_the_archive_delivers_
     assert_eq!(
         (
             at_source["dlqs"][0]["pending"].as_u64(),
-            at_source["dlqs"][0]["discarded"].as_u64()
+            at_source["dlqs"][0]["archived"].as_u64()
         ),
         (Some(0), Some(25)),
         "{at_source:#}"
@@ -367,8 +367,18 @@ fn archive_moves_dead_letters_to_s3_once_and_a_replay_from_the_archive_delivers_
     );
     let audit = std::fs::read_to_string(s3.env.path("dlq-audit.jsonl")).expect("audit log");
     assert!(
-        audit.contains("\"via\":\"archive\"") && audit.contains("\"count\":25"),
+        audit.contains("\"action\":\"archive\"")
+            && audit.contains("\"via\":\"archive\"")
+            && audit.contains("\"count\":25"),
         "{audit}"
+    );
+    let archived = s3
+        .env
+        .json(&["inspect", "--status", "archived", "--limit", "100"]);
+    assert_eq!(
+        archived["records"].as_array().map(Vec::len),
+        Some(25),
+        "archived records stay readable in the source: {archived:#}"
     );
 
     // The rerun after the crash: all already archived, settled now, no copy.
@@ -412,6 +422,155 @@ fn archive_moves_dead_letters_to_s3_once_and_a_replay_from_the_archive_delivers_
     let replayed = lines(&s3.env.path("from-archive.ndjson"));
     let unique: HashSet<&Vec<u8>> = replayed.iter().collect();
     assert_eq!((replayed.len(), unique.len()), (25, 25));
+}
+
+/// Envelopes of `n` dead letters `{prefix}-{i}`, one per line.
+fn envelopes(prefix: &str, n: usize) -> Vec<u8> {
+    let failure = dlq_core::Failure::permanent("validate", "validation.wrong_type", "price");
+    let mut file = Vec::new();
+    for i in 0..n {
+        let l = dlq_core::DeadLetter::new(
+            format!("{prefix}-{i}"),
+            format!(r#"{{"event_id":"{prefix}{i}"}}"#).into_bytes(),
+            &failure,
+        );
+        file.extend(
+            dlq_core::envelope::encode(&l, &dlq_core::envelope::EncodeOptions::default())
+                .expect("encode")
+                .bytes,
+        );
+        file.push(b'\n');
+    }
+    file
+}
+
+#[test]
+fn archive_expiring_moves_only_what_retention_deletes_within_the_window() {
+    let Some(s3) = S3Env::new("archive-expiring") else {
+        return;
+    };
+    let (risky, unknown) = ("dlq.expiring.a", "dlq.expiring.b");
+    std::fs::write(s3.env.path("a.ndjson"), envelopes("a", 12)).expect("write");
+    std::fs::write(s3.env.path("b.ndjson"), envelopes("b", 5)).expect("write");
+    s3.env
+        .ok(&["import", "--input", "a.ndjson", "--dlq", risky]);
+    s3.env
+        .ok(&["import", "--input", "b.ndjson", "--dlq", unknown]);
+    // Four records of `risky` were stored three hours ago (behind the
+    // store's back: `stored_at` is set by the store when it appends).
+    {
+        let conn = rusqlite::Connection::open(s3.env.path("dlq.db")).expect("open");
+        let n = conn
+            .execute(
+                "UPDATE records SET stored_at = stored_at - 3 * 3600 * 1000 \
+                 WHERE dlq = ?1 AND id IN ('a-1', 'a-4', 'a-7', 'a-10')",
+                [risky],
+            )
+            .expect("backdate");
+        assert_eq!(n, 4);
+    }
+    // Retention 3 h and a 1 h window: records stored more than 2 h ago
+    // are deleted within the hour.
+    std::fs::write(
+        s3.env.path("dlq.toml"),
+        format!("[monitor]\nexpiry_window = \"1h\"\n\n[dlq.\"{risky}\"]\nretention = \"3h\"\n"),
+    )
+    .expect("config");
+    let archive = s3.url();
+    let source = s3.env.store();
+    let both = s3.run(&[
+        "archive",
+        "--from",
+        &source,
+        "--to",
+        &archive,
+        "--expiring",
+        "--older-than",
+        "1h",
+    ]);
+    assert_eq!(both.status.code(), Some(2), "{both:?}");
+    assert!(
+        String::from_utf8_lossy(&both.stderr).contains("cannot be used with"),
+        "{both:?}"
+    );
+
+    let out = s3.run(&[
+        "--format",
+        "json",
+        "archive",
+        "--from",
+        &source,
+        "--to",
+        &archive,
+        "--expiring",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let r: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (
+            r["selected"].as_u64(),
+            r["archived"].as_u64(),
+            r["settled"].as_u64()
+        ),
+        (Some(4), Some(4), Some(4)),
+        "{r:#}"
+    );
+    assert_eq!(r["expiring"]["window"], "1h", "{r:#}");
+    assert_eq!(r["expiring"]["dlqs"][risky]["retention_from"], "config");
+    assert!(
+        r["expiring"]["not_archived"][unknown]
+            .as_str()
+            .is_some_and(|w| w.contains("retention is not known")),
+        "{r:#}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{unknown}: not archived")),
+        "{stderr}"
+    );
+
+    let stats = s3.env.json(&["stats"]);
+    let row = |dlq: &str| {
+        stats["dlqs"]
+            .as_array()
+            .and_then(|a| a.iter().find(|d| d["dlq"] == dlq))
+            .map(|d| (d["pending"].as_u64(), d["archived"].as_u64()))
+    };
+    assert_eq!(row(risky), Some((Some(8), Some(4))), "{stats:#}");
+    assert_eq!(row(unknown), Some((Some(5), Some(0))), "{stats:#}");
+    let moved = s3.env.json(&[
+        "inspect", "--dlq", risky, "--status", "archived", "--limit", "100",
+    ]);
+    let mut ids: Vec<String> = moved["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| {
+            assert_eq!(r["status"], "archived");
+            r["record"]["dlq"]["id"].as_str().expect("id").to_owned()
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        ["a-1", "a-10", "a-4", "a-7"],
+        "only the records at risk"
+    );
+    let in_archive = s3.json(&["stats"]);
+    assert_eq!(in_archive["dlqs"][0]["pending"], 4, "{in_archive:#}");
+
+    // Nothing is at risk any more: a second run selects nothing.
+    let again = s3.run(&[
+        "--format",
+        "json",
+        "archive",
+        "--from",
+        &source,
+        "--to",
+        &archive,
+        "--expiring",
+    ]);
+    assert_eq!(again.status.code(), Some(1), "{again:?}");
 }
 
 #[test]

@@ -28,6 +28,9 @@ pub enum Action {
     ReplayFinished,
     /// Records were settled as discarded.
     Discard,
+    /// Records were copied to an archive store and settled as archived
+    /// (`dlq archive`).
+    Archive,
 }
 
 /// One line of the audit log.
