@@ -790,3 +790,126 @@ fn process_into_s3_killed_midway_and_rerun_loses_nothing_and_duplicates_nothing(
         "{stats:#}"
     );
 }
+
+/// `--expiring` on Kafka takes each DLQ topic's own `retention.ms`: of a
+/// topic kept 3 h, the records written 2.5 h ago (their timestamps, which
+/// retention goes by) move and the fresh ones stay; a topic kept forever
+/// is reported and keeps everything.
+#[test]
+fn archive_expiring_on_kafka_moves_what_the_topics_retention_deletes_within_the_hour() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+    let Some(s3) = S3Env::new("archive-expiring-kafka") else {
+        return;
+    };
+    let Some(bootstrap) = dlq_testkit::kafka::bootstrap() else {
+        return;
+    };
+    let prefix = format!("{}.", dlq_testkit::kafka::topic("archexp"));
+    let kafka = format!(
+        "kafka://{bootstrap}?dlq_prefix={prefix}&ledger={prefix}ledger&blobs={prefix}blobs\
+         &replication_factor=1&retention_ms=10800000"
+    );
+    let (risky, forever) = (format!("{prefix}orders"), format!("{prefix}forever"));
+    // The store creates `risky` with its 3 h retention: six fresh records.
+    std::fs::write(s3.env.path("fresh.ndjson"), envelopes("fresh", 6)).expect("write");
+    s3.json_on(
+        &kafka,
+        &["import", "--input", "fresh.ndjson", "--dlq", &risky],
+    );
+    // Another client's topic, kept forever.
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .expect("admin");
+    let topic =
+        rdkafka::admin::NewTopic::new(&forever, 1, rdkafka::admin::TopicReplication::Fixed(1))
+            .set("retention.ms", "-1");
+    let created = block_on(admin.create_topics([&topic], &rdkafka::admin::AdminOptions::new()))
+        .expect("create");
+    for r in created {
+        r.expect("topic created");
+    }
+    // Raw records written two and a half hours ago, into both.
+    let old = chrono::Utc::now().timestamp_millis() - 150 * 60 * 1000;
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("producer");
+    for (topic, n) in [(&risky, 5), (&forever, 3)] {
+        for i in 0..n {
+            let value = format!(r#"{{"old":{i}}}"#);
+            producer
+                .send(
+                    BaseRecord::<[u8], [u8]>::to(topic)
+                        .payload(value.as_bytes())
+                        .timestamp(old),
+                )
+                .map_err(|(e, _)| e)
+                .expect("send");
+        }
+    }
+    producer
+        .flush(std::time::Duration::from_secs(30))
+        .expect("flush");
+
+    let archive = s3.url();
+    let out = s3
+        .cmd_on(
+            &kafka,
+            &[
+                "--format",
+                "json",
+                "archive",
+                "--to",
+                &archive,
+                "--expiring",
+            ],
+        )
+        .output()
+        .expect("run dlq");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let r: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (r["selected"].as_u64(), r["settled"].as_u64()),
+        (Some(5), Some(5)),
+        "{r:#}"
+    );
+    assert_eq!(r["expiring"]["dlqs"][&risky]["retention"], "3h", "{r:#}");
+    assert_eq!(r["expiring"]["dlqs"][&risky]["retention_from"], "store");
+    assert!(
+        r["expiring"]["not_archived"][&forever]
+            .as_str()
+            .is_some_and(|w| w.contains("forever")),
+        "{r:#}"
+    );
+    let stats = s3.json_on(&kafka, &["stats"]);
+    let row = |dlq: &str| {
+        stats["dlqs"]
+            .as_array()
+            .and_then(|a| a.iter().find(|d| d["dlq"] == dlq))
+            .map(|d| (d["pending"].as_u64(), d["archived"].as_u64()))
+    };
+    assert_eq!(row(&risky), Some((Some(6), Some(5))), "{stats:#}");
+    assert_eq!(row(&forever), Some((Some(3), Some(0))), "{stats:#}");
+    let in_archive = s3.json(&["stats"]);
+    assert_eq!(in_archive["dlqs"][0]["pending"], 5, "{in_archive:#}");
+    dlq_testkit::kafka::delete_topics(
+        &bootstrap,
+        &[
+            &risky,
+            &forever,
+            &format!("{prefix}ledger"),
+            &format!("{prefix}blobs"),
+        ],
+    );
+}
+
+/// Waits for a future on this thread (the admin client's calls are async).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
