@@ -1,4 +1,4 @@
-//! The audit log: who revealed, previewed, replayed or discarded what.
+//! The audit log: who revealed, previewed, replayed, discarded or archived what.
 //!
 //! One JSON object per line, appended and synced to disk *before* the
 //! action it records takes effect: an action that cannot be audited is not

@@ -92,7 +92,9 @@ pub fn run(cli: &Cli, args: &ArchiveArgs) -> anyhow::Result<Outcome> {
     };
     let mut by_dlq: BTreeMap<String, Moved> = BTreeMap::new();
     let mut cursor = None;
-    loop {
+    // With --expiring and no DLQ of known retention, nothing can be chosen.
+    let mut done = expiring.as_ref().is_some_and(|e| e.known.is_empty());
+    while !done {
         let page = source.scan(&selection, cursor.as_ref(), args.batch_size as usize)?;
         let chosen: Vec<StoredRecord> = page
             .records
@@ -118,10 +120,8 @@ pub fn run(cli: &Cli, args: &ArchiveArgs) -> anyhow::Result<Outcome> {
                 &mut by_dlq,
             )?;
         }
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
+        done = page.next.is_none();
+        cursor = page.next;
     }
     let selected: u64 = by_dlq.values().map(|m| m.selected).sum();
     if let Some(e) = &expiring {
