@@ -393,6 +393,8 @@ pub enum StatusArg {
     Replayed,
     /// Discarded.
     Discarded,
+    /// Moved to an archive store (`dlq archive`).
+    Archived,
     /// Any status.
     All,
 }
@@ -619,8 +621,19 @@ pub struct ArchiveArgs {
     #[arg(long)]
     pub dlq: Option<String>,
     /// Only records the source stored longer ago than this (e.g. 7d, 36h).
-    #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval, conflicts_with = "expiring")]
     pub older_than: Option<std::time::Duration>,
+    /// Only records that retention deletes within the monitor's expiry
+    /// window (`monitor.expiry_window`, 1h by default): retention from the
+    /// store (a Kafka topic's retention.ms), else from the config
+    /// (`monitor.retention`, `[dlq."NAME"] retention`). A DLQ whose
+    /// retention is not known is reported, not archived.
+    #[arg(long)]
+    pub expiring: bool,
+    /// The config with the monitor's retention and expiry window, for
+    /// --expiring [default: dlq.toml, if it exists].
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
     /// Records per commit to the archive.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub batch_size: u64,

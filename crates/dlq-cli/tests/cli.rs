@@ -791,3 +791,83 @@ fn a_fix_over_its_budget_fails_per_record_and_leaves_the_records_pending() {
             .all(|l| l.windows(12).any(|w| w == br#""price":0.42"#))
     );
 }
+
+/// `[serve.replay_targets]` takes `kafka://HOST:PORT[/TOPIC]` from any
+/// store and `sqs:QUEUE` on an SQS store; a malformed spec stops `dlq
+/// serve` before it listens, naming the target and what is wrong, every
+/// problem at once.
+#[test]
+fn serve_refuses_malformed_replay_targets_naming_each_problem() {
+    let env = Env::new();
+    let config = env.path("dlq.toml");
+    std::fs::write(
+        &config,
+        "[serve]\n[serve.replay_targets]\n\
+         good = \"kafka://127.0.0.1:9092/orders\"\n\
+         each_source = \"kafka://127.0.0.1:9092,127.0.0.2:9093\"\n\
+         no_broker = \"kafka:///orders\"\n\
+         no_port = \"kafka://127.0.0.1/orders\"\n\
+         bad_port = \"kafka://127.0.0.1:99999/orders\"\n\
+         bad_topic = \"kafka://127.0.0.1:9092/or ders\"\n\
+         secret = \"kafka://user:canary-pw@127.0.0.1:9092/orders\"\n\
+         queue = \"sqs:orders\"\n",
+    )
+    .expect("config");
+    let out = env
+        .cmd(&["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .output()
+        .expect("dlq serve");
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "serve.replay_targets.no_broker: \"kafka:///orders\": no broker address",
+        "serve.replay_targets.no_port: \"kafka://127.0.0.1/orders\": broker \"127.0.0.1\" is not HOST:PORT",
+        "serve.replay_targets.bad_port: \"kafka://127.0.0.1:99999/orders\": broker \"127.0.0.1:99999\" has no valid port",
+        "serve.replay_targets.bad_topic: \"kafka://127.0.0.1:9092/or ders\": \"or ders\" is not a Kafka topic name",
+        "serve.replay_targets.secret:",
+        "serve.replay_targets.queue: \"sqs:orders\": sqs: targets need an sqs:// store",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    assert!(err.contains("must not carry credentials"), "{err}");
+    assert!(!err.contains("canary-pw"), "a secret in the error: {err}");
+    assert!(
+        !err.contains("replay_targets.good") && !err.contains("replay_targets.each_source"),
+        "{err}"
+    );
+
+    // On an SQS store (no server needed: the config is checked first),
+    // sqs:QUEUE takes a queue name, not a DLQ name or nothing.
+    std::fs::write(
+        &config,
+        "[serve]\n[serve.replay_targets]\n\
+         ok = \"sqs:orders-in\"\nfifo = \"sqs:orders.fifo\"\n\
+         empty = \"sqs:\"\ndotted = \"sqs:orders.in\"\n",
+    )
+    .expect("config");
+    let out = Command::new(env!("CARGO_BIN_EXE_dlq"))
+        .args([
+            "--store",
+            "sqs://us-east-1?endpoint=http://127.0.0.1:9",
+            "serve",
+        ])
+        .args(["--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .current_dir(env.dir.path())
+        .env_remove("DLQ_STORE")
+        .output()
+        .expect("dlq serve");
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "serve.replay_targets.empty: \"sqs:\": \"\" is not an SQS queue name",
+        "serve.replay_targets.dotted: \"sqs:orders.in\": \"orders.in\" is not an SQS queue name",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    assert!(
+        !err.contains("replay_targets.ok") && !err.contains("replay_targets.fifo"),
+        "{err}"
+    );
+}

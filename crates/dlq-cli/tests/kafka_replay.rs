@@ -960,3 +960,113 @@ fn ledger_migrate_rewrites_per_record_entries_and_keeps_their_statuses() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("needs a Kafka cluster"), "{stderr}");
 }
+
+/// `dlq serve` on an embedded store replays to a `kafka://HOST:PORT/TOPIC`
+/// target of `[serve.replay_targets]` (as `dlq replay --to kafka://…`):
+/// every selected record reaches the topic once, and is settled.
+#[test]
+fn serve_replays_from_an_embedded_store_to_a_kafka_url_target_and_delivers_every_record() {
+    use std::io::BufRead as _;
+    let Some(bootstrap) = kafka::bootstrap() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = format!("sqlite://{}", tmp.path().join("dlq.db").display());
+    let target = dlq_testkit::kafka::topic("serve-url-target");
+    dlq_testkit::kafka::create_topics(&bootstrap, &[&target], 2);
+    const N: usize = 120;
+    let failure = Failure::permanent("validate", "validation.wrong_type", "price");
+    let mut file = Vec::new();
+    let mut want: Vec<Vec<u8>> = Vec::new();
+    for i in 0..N {
+        let payload = format!(r#"{{"i":{i}}}"#).into_bytes();
+        let mut l = DeadLetter::new(format!("r{i}"), payload.clone(), &failure);
+        l.source.system = "kafka".into();
+        l.source.topic = Some("orders".into());
+        l.source.partition = Some((i % 2) as i32);
+        file.extend(encode(&l, &EncodeOptions::default()).expect("encode").bytes);
+        file.push(b'\n');
+        want.push(payload);
+    }
+    std::fs::write(tmp.path().join("dead.ndjson"), &file).expect("write");
+    ok(
+        &store,
+        &[
+            "import",
+            "--input",
+            &tmp.path().join("dead.ndjson").display().to_string(),
+            "--dlq",
+            "dlq.orders",
+        ],
+    );
+    let config = tmp.path().join("dlq.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[serve]\naudit_log = \"audit.jsonl\"\n[serve.replay_targets]\n\
+             cluster = \"kafka://{bootstrap}/{target}\"\n"
+        ),
+    )
+    .expect("config");
+    let operator = "operator-token-kafka-url-0001";
+    let mut child = dlq(&store, &["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .current_dir(tmp.path())
+        .env("DLQ_OPERATOR_TOKEN", operator)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("dlq serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let _serving = Serving(child);
+    let mut first = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("the address");
+    let addr = first
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_owned();
+
+    let (status, reply) = http(
+        &addr,
+        "POST",
+        "/api/replays",
+        operator,
+        r#"{"dlq":"dlq.orders","target":"cluster"}"#,
+    );
+    assert!(
+        status.contains(" 202 ") || status.contains(" 200 "),
+        "{status} {reply}"
+    );
+    let job: Value = serde_json::from_str(&reply).expect("json");
+    let job = job["job"]["id"].as_str().expect("job id").to_owned();
+    let job_status = || -> Value {
+        let (_, body) = http(&addr, "GET", &format!("/api/replays/{job}"), operator, "");
+        serde_json::from_str::<Value>(&body).expect("json")["job"].clone()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !job_status()["done"].as_bool().unwrap_or(false) {
+        assert!(Instant::now() < deadline, "the replay did not end");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let after = job_status();
+    assert_eq!(after["status"], "done", "{after}");
+    assert_eq!(after["replayed"], N as u64, "{after}");
+    let mut got: Vec<Vec<u8>> = kafka::read_messages(&bootstrap, &target, false)
+        .iter()
+        .map(|m| rdkafka::Message::payload(m).unwrap_or_default().to_vec())
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "every record once, in the named topic");
+    let stats = json(&store, &["stats", "--dlq", "dlq.orders"]);
+    assert_eq!(
+        (
+            stats["dlqs"][0]["pending"].as_u64(),
+            stats["dlqs"][0]["replayed"].as_u64()
+        ),
+        (Some(0), Some(N as u64)),
+        "{stats}"
+    );
+}

@@ -353,7 +353,7 @@ fn archive_moves_dead_letters_to_s3_once_and_a_replay_from_the_archive_delivers_
     assert_eq!(
         (
             at_source["dlqs"][0]["pending"].as_u64(),
-            at_source["dlqs"][0]["discarded"].as_u64()
+            at_source["dlqs"][0]["archived"].as_u64()
         ),
         (Some(0), Some(25)),
         "{at_source:#}"
@@ -367,8 +367,18 @@ fn archive_moves_dead_letters_to_s3_once_and_a_replay_from_the_archive_delivers_
     );
     let audit = std::fs::read_to_string(s3.env.path("dlq-audit.jsonl")).expect("audit log");
     assert!(
-        audit.contains("\"via\":\"archive\"") && audit.contains("\"count\":25"),
+        audit.contains("\"action\":\"archive\"")
+            && audit.contains("\"via\":\"archive\"")
+            && audit.contains("\"count\":25"),
         "{audit}"
+    );
+    let archived = s3
+        .env
+        .json(&["inspect", "--status", "archived", "--limit", "100"]);
+    assert_eq!(
+        archived["records"].as_array().map(Vec::len),
+        Some(25),
+        "archived records stay readable in the source: {archived:#}"
     );
 
     // The rerun after the crash: all already archived, settled now, no copy.
@@ -412,6 +422,155 @@ fn archive_moves_dead_letters_to_s3_once_and_a_replay_from_the_archive_delivers_
     let replayed = lines(&s3.env.path("from-archive.ndjson"));
     let unique: HashSet<&Vec<u8>> = replayed.iter().collect();
     assert_eq!((replayed.len(), unique.len()), (25, 25));
+}
+
+/// Envelopes of `n` dead letters `{prefix}-{i}`, one per line.
+fn envelopes(prefix: &str, n: usize) -> Vec<u8> {
+    let failure = dlq_core::Failure::permanent("validate", "validation.wrong_type", "price");
+    let mut file = Vec::new();
+    for i in 0..n {
+        let l = dlq_core::DeadLetter::new(
+            format!("{prefix}-{i}"),
+            format!(r#"{{"event_id":"{prefix}{i}"}}"#).into_bytes(),
+            &failure,
+        );
+        file.extend(
+            dlq_core::envelope::encode(&l, &dlq_core::envelope::EncodeOptions::default())
+                .expect("encode")
+                .bytes,
+        );
+        file.push(b'\n');
+    }
+    file
+}
+
+#[test]
+fn archive_expiring_moves_only_what_retention_deletes_within_the_window() {
+    let Some(s3) = S3Env::new("archive-expiring") else {
+        return;
+    };
+    let (risky, unknown) = ("dlq.expiring.a", "dlq.expiring.b");
+    std::fs::write(s3.env.path("a.ndjson"), envelopes("a", 12)).expect("write");
+    std::fs::write(s3.env.path("b.ndjson"), envelopes("b", 5)).expect("write");
+    s3.env
+        .ok(&["import", "--input", "a.ndjson", "--dlq", risky]);
+    s3.env
+        .ok(&["import", "--input", "b.ndjson", "--dlq", unknown]);
+    // Four records of `risky` were stored three hours ago (behind the
+    // store's back: `stored_at` is set by the store when it appends).
+    {
+        let conn = rusqlite::Connection::open(s3.env.path("dlq.db")).expect("open");
+        let n = conn
+            .execute(
+                "UPDATE records SET stored_at = stored_at - 3 * 3600 * 1000 \
+                 WHERE dlq = ?1 AND id IN ('a-1', 'a-4', 'a-7', 'a-10')",
+                [risky],
+            )
+            .expect("backdate");
+        assert_eq!(n, 4);
+    }
+    // Retention 3 h and a 1 h window: records stored more than 2 h ago
+    // are deleted within the hour.
+    std::fs::write(
+        s3.env.path("dlq.toml"),
+        format!("[monitor]\nexpiry_window = \"1h\"\n\n[dlq.\"{risky}\"]\nretention = \"3h\"\n"),
+    )
+    .expect("config");
+    let archive = s3.url();
+    let source = s3.env.store();
+    let both = s3.run(&[
+        "archive",
+        "--from",
+        &source,
+        "--to",
+        &archive,
+        "--expiring",
+        "--older-than",
+        "1h",
+    ]);
+    assert_eq!(both.status.code(), Some(2), "{both:?}");
+    assert!(
+        String::from_utf8_lossy(&both.stderr).contains("cannot be used with"),
+        "{both:?}"
+    );
+
+    let out = s3.run(&[
+        "--format",
+        "json",
+        "archive",
+        "--from",
+        &source,
+        "--to",
+        &archive,
+        "--expiring",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let r: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (
+            r["selected"].as_u64(),
+            r["archived"].as_u64(),
+            r["settled"].as_u64()
+        ),
+        (Some(4), Some(4), Some(4)),
+        "{r:#}"
+    );
+    assert_eq!(r["expiring"]["window"], "1h", "{r:#}");
+    assert_eq!(r["expiring"]["dlqs"][risky]["retention_from"], "config");
+    assert!(
+        r["expiring"]["not_archived"][unknown]
+            .as_str()
+            .is_some_and(|w| w.contains("retention is not known")),
+        "{r:#}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{unknown}: not archived")),
+        "{stderr}"
+    );
+
+    let stats = s3.env.json(&["stats"]);
+    let row = |dlq: &str| {
+        stats["dlqs"]
+            .as_array()
+            .and_then(|a| a.iter().find(|d| d["dlq"] == dlq))
+            .map(|d| (d["pending"].as_u64(), d["archived"].as_u64()))
+    };
+    assert_eq!(row(risky), Some((Some(8), Some(4))), "{stats:#}");
+    assert_eq!(row(unknown), Some((Some(5), Some(0))), "{stats:#}");
+    let moved = s3.env.json(&[
+        "inspect", "--dlq", risky, "--status", "archived", "--limit", "100",
+    ]);
+    let mut ids: Vec<String> = moved["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| {
+            assert_eq!(r["status"], "archived");
+            r["record"]["dlq"]["id"].as_str().expect("id").to_owned()
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        ["a-1", "a-10", "a-4", "a-7"],
+        "only the records at risk"
+    );
+    let in_archive = s3.json(&["stats"]);
+    assert_eq!(in_archive["dlqs"][0]["pending"], 4, "{in_archive:#}");
+
+    // Nothing is at risk any more: a second run selects nothing.
+    let again = s3.run(&[
+        "--format",
+        "json",
+        "archive",
+        "--from",
+        &source,
+        "--to",
+        &archive,
+        "--expiring",
+    ]);
+    assert_eq!(again.status.code(), Some(1), "{again:?}");
 }
 
 #[test]
@@ -630,4 +789,127 @@ fn process_into_s3_killed_midway_and_rerun_loses_nothing_and_duplicates_nothing(
         Some(dead.len() as u64),
         "{stats:#}"
     );
+}
+
+/// `--expiring` on Kafka takes each DLQ topic's own `retention.ms`: of a
+/// topic kept 3 h, the records written 2.5 h ago (their timestamps, which
+/// retention goes by) move and the fresh ones stay; a topic kept forever
+/// is reported and keeps everything.
+#[test]
+fn archive_expiring_on_kafka_moves_what_the_topics_retention_deletes_within_the_hour() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+    let Some(s3) = S3Env::new("archive-expiring-kafka") else {
+        return;
+    };
+    let Some(bootstrap) = dlq_testkit::kafka::bootstrap() else {
+        return;
+    };
+    let prefix = format!("{}.", dlq_testkit::kafka::topic("archexp"));
+    let kafka = format!(
+        "kafka://{bootstrap}?dlq_prefix={prefix}&ledger={prefix}ledger&blobs={prefix}blobs\
+         &replication_factor=1&retention_ms=10800000"
+    );
+    let (risky, forever) = (format!("{prefix}orders"), format!("{prefix}forever"));
+    // The store creates `risky` with its 3 h retention: six fresh records.
+    std::fs::write(s3.env.path("fresh.ndjson"), envelopes("fresh", 6)).expect("write");
+    s3.json_on(
+        &kafka,
+        &["import", "--input", "fresh.ndjson", "--dlq", &risky],
+    );
+    // Another client's topic, kept forever.
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .expect("admin");
+    let topic =
+        rdkafka::admin::NewTopic::new(&forever, 1, rdkafka::admin::TopicReplication::Fixed(1))
+            .set("retention.ms", "-1");
+    let created = block_on(admin.create_topics([&topic], &rdkafka::admin::AdminOptions::new()))
+        .expect("create");
+    for r in created {
+        r.expect("topic created");
+    }
+    // Raw records written two and a half hours ago, into both.
+    let old = chrono::Utc::now().timestamp_millis() - 150 * 60 * 1000;
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("producer");
+    for (topic, n) in [(&risky, 5), (&forever, 3)] {
+        for i in 0..n {
+            let value = format!(r#"{{"old":{i}}}"#);
+            producer
+                .send(
+                    BaseRecord::<[u8], [u8]>::to(topic)
+                        .payload(value.as_bytes())
+                        .timestamp(old),
+                )
+                .map_err(|(e, _)| e)
+                .expect("send");
+        }
+    }
+    producer
+        .flush(std::time::Duration::from_secs(30))
+        .expect("flush");
+
+    let archive = s3.url();
+    let out = s3
+        .cmd_on(
+            &kafka,
+            &[
+                "--format",
+                "json",
+                "archive",
+                "--to",
+                &archive,
+                "--expiring",
+            ],
+        )
+        .output()
+        .expect("run dlq");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let r: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (r["selected"].as_u64(), r["settled"].as_u64()),
+        (Some(5), Some(5)),
+        "{r:#}"
+    );
+    assert_eq!(r["expiring"]["dlqs"][&risky]["retention"], "3h", "{r:#}");
+    assert_eq!(r["expiring"]["dlqs"][&risky]["retention_from"], "store");
+    assert!(
+        r["expiring"]["not_archived"][&forever]
+            .as_str()
+            .is_some_and(|w| w.contains("forever")),
+        "{r:#}"
+    );
+    let stats = s3.json_on(&kafka, &["stats"]);
+    let row = |dlq: &str| {
+        stats["dlqs"]
+            .as_array()
+            .and_then(|a| a.iter().find(|d| d["dlq"] == dlq))
+            .map(|d| (d["pending"].as_u64(), d["archived"].as_u64()))
+    };
+    assert_eq!(row(&risky), Some((Some(6), Some(5))), "{stats:#}");
+    assert_eq!(row(&forever), Some((Some(3), Some(0))), "{stats:#}");
+    let in_archive = s3.json(&["stats"]);
+    assert_eq!(in_archive["dlqs"][0]["pending"], 5, "{in_archive:#}");
+    dlq_testkit::kafka::delete_topics(
+        &bootstrap,
+        &[
+            &risky,
+            &forever,
+            &format!("{prefix}ledger"),
+            &format!("{prefix}blobs"),
+        ],
+    );
+}
+
+/// Waits for a future on this thread (the admin client's calls are async).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
 }

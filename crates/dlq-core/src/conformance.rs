@@ -241,6 +241,60 @@ pub fn settling_moves_a_record_out_of_pending_once(h: &mut impl Harness) {
     );
 }
 
+/// An archived record (pending or parked before) is settled: no longer
+/// pending, still readable by `get` and by a scan that asks for
+/// `archived`, counted apart in `stats`, and final like replayed and
+/// discarded.
+pub fn an_archived_record_stays_readable_and_is_no_longer_pending(h: &mut impl Harness) {
+    let a = h.dlq("archived");
+    let mut s = h.open();
+    let mut parked = entry(&a, "p", b"{\"parked\":1}", 1);
+    parked.status = Status::Parked;
+    s.append(&[
+        entry(&a, "1", b"{\"v\":1}", 0),
+        entry(&a, "2", b"{\"v\":2}", 0),
+        parked,
+    ])
+    .expect("append");
+    let r = s
+        .settle(&a, &["1".into(), "p".into()], Status::Archived)
+        .expect("archive");
+    assert_eq!(r.settled, 2, "a pending and a parked record archive");
+    let r = s
+        .settle(&a, &["1".into()], Status::Replayed)
+        .expect("settle again");
+    assert_eq!(r.settled, 0, "an archived record stays archived");
+    let s = h.reopen(s);
+    let one = s.get(&a, "1").expect("get").expect("present");
+    assert_eq!(one.status, Status::Archived);
+    assert_eq!(one.letter.payload, b"{\"v\":1}", "still readable");
+    assert!(one.settled_at.is_some(), "an archived record says when");
+    assert_eq!(
+        s.get(&a, "p").expect("get").expect("present").status,
+        Status::Archived
+    );
+    assert_eq!(ids(&scan(&s, &Selection::pending(Some(&a)))), ["2"]);
+    let archived = scan(&s, &selection(&a, &[Status::Archived]));
+    assert_eq!(ids(&archived), ["1", "p"]);
+    assert!(archived.iter().all(|r| r.status == Status::Archived));
+    assert!(
+        scan(&s, &selection(&a, &[Status::Parked])).is_empty(),
+        "no longer parked"
+    );
+    let st = stats_of(&s, &a);
+    assert_eq!(
+        (
+            st.pending,
+            st.parked,
+            st.replayed,
+            st.discarded,
+            st.archived,
+            st.total
+        ),
+        (1, 0, 0, 0, 2, 3)
+    );
+}
+
 /// A record appended and settled in the same commit ends settled.
 pub fn a_record_appended_and_settled_in_one_commit_is_settled(h: &mut impl Harness) {
     let a = h.dlq("append-settle");
@@ -715,6 +769,7 @@ macro_rules! store_conformance_tests {
                 a_commit_applies_appends_settlements_and_checkpoint_together,
                 checkpoints_keep_the_last_value,
                 settling_moves_a_record_out_of_pending_once,
+                an_archived_record_stays_readable_and_is_no_longer_pending,
                 a_record_appended_and_settled_in_one_commit_is_settled,
                 scan_pages_resume_from_their_cursor_and_see_each_record_once,
                 scans_select_by_dlq_status_and_filter,

@@ -45,7 +45,7 @@ pub fn choose<S: DlqStore>(
             }
             let r = r?;
             // A selection may name statuses a discard cannot leave
-            // (replayed, discarded): those records are not chosen.
+            // (replayed, discarded, archived): those records are not chosen.
             if can_settle(r.status, Status::Discarded) {
                 chosen.ids.push(r.letter.id);
             }

@@ -213,6 +213,7 @@ impl DlqStore for MemoryStore {
                 Status::Parked => s.parked += 1,
                 Status::Replayed => s.replayed += 1,
                 Status::Discarded => s.discarded += 1,
+                Status::Archived => s.archived += 1,
             }
         }
         Ok(by_dlq

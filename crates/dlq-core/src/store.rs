@@ -1,7 +1,8 @@
 //! The [`DlqStore`] trait: what every DLQ backend provides.
 //!
 //! A store holds dead letters in named DLQs (`dlq.rss.events`, …). A record
-//! is *pending* until it is *settled*: replayed, discarded or parked. The
+//! is *pending* until it is *settled*: replayed, discarded, archived or
+//! parked. The
 //! contract every backend honours:
 //!
 //! * [`DlqStore::commit`] is atomic and durable when it returns: the appended
@@ -39,15 +40,19 @@ pub enum Status {
     Discarded,
     /// Failed again too often; kept out of replays until someone looks.
     Parked,
+    /// Moved to an archive store (`dlq archive`) before retention deleted
+    /// it; its copy there lives on, this one is settled.
+    Archived,
 }
 
 impl Status {
     /// Every status, in a stable order.
-    pub const ALL: [Status; 4] = [
+    pub const ALL: [Status; 5] = [
         Status::Pending,
         Status::Replayed,
         Status::Discarded,
         Status::Parked,
+        Status::Archived,
     ];
 
     /// The status as stored and shown (`pending`, `replayed`, …).
@@ -57,6 +62,7 @@ impl Status {
             Status::Replayed => "replayed",
             Status::Discarded => "discarded",
             Status::Parked => "parked",
+            Status::Archived => "archived",
         }
     }
 
@@ -308,6 +314,8 @@ pub struct DlqStats {
     pub replayed: u64,
     /// Records discarded.
     pub discarded: u64,
+    /// Records moved to an archive store.
+    pub archived: u64,
     /// Every record the DLQ ever received.
     pub total: u64,
     /// When the oldest pending record failed.
@@ -326,6 +334,7 @@ impl DlqStats {
             parked: 0,
             replayed: 0,
             discarded: 0,
+            archived: 0,
             total: 0,
             oldest_pending_at: None,
             partitions: Vec::new(),
@@ -542,12 +551,13 @@ impl<S: DlqStore> Iterator for ScanAll<'_, S> {
 }
 
 /// Whether `to` is a legal move from `from`: only pending records settle,
-/// and a parked record can still be replayed or discarded on purpose.
+/// and a parked record can still be replayed, discarded or archived on
+/// purpose. Replayed, discarded and archived are final.
 pub fn can_settle(from: Status, to: Status) -> bool {
     match (from, to) {
         (Status::Pending, Status::Pending) => false,
         (Status::Pending, _) => true,
-        (Status::Parked, Status::Replayed | Status::Discarded) => true,
+        (Status::Parked, Status::Replayed | Status::Discarded | Status::Archived) => true,
         _ => false,
     }
 }

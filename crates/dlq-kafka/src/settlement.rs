@@ -5,7 +5,7 @@
 //! written to the ledger. Instead of one ledger entry per record, each DLQ
 //! partition is cut into segments of [`SEGMENT_OFFSETS`] offsets, and the
 //! ledger holds one value per segment with the [`Mark`] of each offset:
-//! settled (replayed, discarded, parked), not a record at all (a
+//! settled (replayed, discarded, parked, archived), not a record at all (a
 //! transaction marker, an aborted record, a later copy of a record), or
 //! nothing known (pending, when it is a record). Offsets are marked in runs,
 //! so a segment that replays settled in order is a few bytes; the worst
@@ -40,16 +40,21 @@ pub enum Mark {
     /// Not a record to count: a transaction marker, an aborted record, or a
     /// later copy of a record already in the DLQ.
     Gap = 4,
+    /// Its record was moved to an archive store (`dlq archive`). After
+    /// `Gap` because the codes are stored: 5 fits the 3-bit bitmap and a
+    /// run's mark byte, and segments written before it read as they were.
+    Archived = 5,
 }
 
 impl Mark {
     /// Every mark, by its number.
-    pub const ALL: [Mark; 5] = [
+    pub const ALL: [Mark; 6] = [
         Mark::Unmarked,
         Mark::Replayed,
         Mark::Discarded,
         Mark::Parked,
         Mark::Gap,
+        Mark::Archived,
     ];
 
     fn from_u8(n: u8) -> Option<Mark> {
@@ -63,6 +68,7 @@ impl Mark {
             Status::Replayed => Mark::Replayed,
             Status::Discarded => Mark::Discarded,
             Status::Parked => Mark::Parked,
+            Status::Archived => Mark::Archived,
         }
     }
 
@@ -73,13 +79,14 @@ impl Mark {
             Mark::Replayed => Some(Status::Replayed),
             Mark::Discarded => Some(Status::Discarded),
             Mark::Parked => Some(Status::Parked),
+            Mark::Archived => Some(Status::Archived),
             Mark::Gap => None,
         }
     }
 }
 
 /// Counts of offsets by mark, indexed by `Mark as usize`.
-pub type MarkCounts = [u64; 5];
+pub type MarkCounts = [u64; Mark::ALL.len()];
 
 /// A segment value that cannot be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -175,7 +182,7 @@ impl Segment {
 
     /// Counts of offsets by mark in `[from, to)` of the segment.
     pub fn counts(&self, from: u32, to: u32) -> MarkCounts {
-        let mut counts = [0; 5];
+        let mut counts = [0; Mark::ALL.len()];
         for (start, end, mark) in self.runs() {
             let (s, e) = (start.max(from), end.min(to));
             if e > s {
@@ -363,7 +370,7 @@ impl PartitionMarks {
 
     /// Counts of offsets by mark in `[from, to)`.
     pub fn counts(&self, from: i64, to: i64) -> MarkCounts {
-        let mut counts = [0; 5];
+        let mut counts = [0; Mark::ALL.len()];
         if to <= from {
             return counts;
         }
@@ -438,7 +445,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn model_counts(model: &[Mark], from: usize, to: usize) -> MarkCounts {
-        let mut c = [0; 5];
+        let mut c = [0; Mark::ALL.len()];
         for m in &model[from..to] {
             c[*m as usize] += 1;
         }
@@ -449,7 +456,7 @@ mod tests {
     fn an_unmarked_partition_is_all_pending() {
         let p = PartitionMarks::default();
         assert_eq!(p.get(12), Mark::Unmarked);
-        assert_eq!(p.counts(10, 20), [10, 0, 0, 0, 0]);
+        assert_eq!(p.counts(10, 20), [10, 0, 0, 0, 0, 0]);
         assert_eq!(p.first(5, 9, |m| m == Mark::Unmarked), Some(5));
         assert_eq!(p.first(5, 9, |m| m == Mark::Replayed), None);
     }
@@ -462,7 +469,7 @@ mod tests {
         let written = p.take_dirty();
         assert_eq!(written.len(), 1);
         assert!(written[0].1.len() < 8, "{} bytes", written[0].1.len());
-        assert_eq!(p.counts(0, 60_000), [10_000, 50_000, 0, 0, 0]);
+        assert_eq!(p.counts(0, 60_000), [10_000, 50_000, 0, 0, 0, 0]);
         assert_eq!(p.first(0, 60_000, |m| m == Mark::Unmarked), Some(50_000));
         assert!(p.take_dirty().is_empty(), "written once");
     }
@@ -471,7 +478,7 @@ mod tests {
     fn the_worst_pattern_is_a_bitmap_of_24_kib() {
         let mut s = Segment::default();
         let ranges: Vec<(u32, u32, Mark)> = (0..SEGMENT_LEN)
-            .map(|i| (i, i + 1, Mark::ALL[(i % 5) as usize]))
+            .map(|i| (i, i + 1, Mark::ALL[i as usize % Mark::ALL.len()]))
             .collect();
         s.overlay(&ranges);
         let bytes = s.encode();
@@ -488,12 +495,52 @@ mod tests {
             (edge, Mark::Parked),
             (3 * edge + 2, Mark::Gap),
         ]);
-        assert_eq!(p.counts(edge - 1, edge + 1), [0, 0, 1, 1, 0]);
+        assert_eq!(p.counts(edge - 1, edge + 1), [0, 0, 1, 1, 0, 0]);
         assert_eq!(p.first(0, 4 * edge, |m| m == Mark::Gap), Some(3 * edge + 2));
         assert_eq!(p.take_dirty().len(), 3);
         assert_eq!(p.expire(2 * edge), vec![0, 1]);
         assert_eq!(p.get(edge), Mark::Unmarked);
         assert_eq!(p.get(3 * edge + 2), Mark::Gap);
+    }
+
+    #[test]
+    fn an_archived_settlement_is_its_own_mark_in_runs_and_in_the_bitmap() {
+        assert_eq!(Mark::settled(Status::Archived), Mark::Archived);
+        assert_eq!(Mark::Archived.status(), Some(Status::Archived));
+        for s in Status::ALL {
+            assert_eq!(Mark::settled(s).status(), Some(s), "{s}");
+        }
+        // Runs: a few archived ranges among replayed ones.
+        let mut p = PartitionMarks::default();
+        p.mark(&[
+            (10, Mark::Archived),
+            (11, Mark::Replayed),
+            (12, Mark::Archived),
+        ]);
+        let value = p.segment(0).expect("segment").encode();
+        let mut reread = PartitionMarks::default();
+        reread.load(0, &value).expect("decode runs");
+        assert_eq!(reread.get(12), Mark::Archived);
+        assert_eq!(reread.counts(0, 20)[Mark::Archived as usize], 2);
+        // The bitmap: archived on every other offset of a whole segment.
+        let ranges: Vec<(u32, u32, Mark)> = (0..SEGMENT_LEN)
+            .map(|i| {
+                let m = if i % 2 == 0 {
+                    Mark::Archived
+                } else {
+                    Mark::Gap
+                };
+                (i, i + 1, m)
+            })
+            .collect();
+        let mut seg = Segment::default();
+        seg.overlay(&ranges);
+        let packed = Segment::decode(&seg.encode()).expect("decode bitmap");
+        assert_eq!(packed.get(SEGMENT_LEN - 2), Mark::Archived);
+        assert_eq!(
+            packed.counts(0, SEGMENT_LEN)[Mark::Archived as usize],
+            u64::from(SEGMENT_LEN / 2)
+        );
     }
 
     #[test]
@@ -519,7 +566,7 @@ mod tests {
         #[test]
         fn the_state_agrees_with_a_plain_array(
             batches in proptest::collection::vec(
-                proptest::collection::vec((0i64..3 * SEGMENT_OFFSETS, 0u8..5, 1i64..40), 1..40),
+                proptest::collection::vec((0i64..3 * SEGMENT_OFFSETS, 0u8..Mark::ALL.len() as u8, 1i64..40), 1..40),
                 1..6,
             ),
             probes in proptest::collection::vec((0i64..3 * SEGMENT_OFFSETS, 0i64..3 * SEGMENT_OFFSETS), 8),

@@ -25,11 +25,18 @@ struct Migration {
 }
 
 /// Every migration, oldest first. Append only: never edit one that shipped.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_history",
-    sql: include_str!("../migrations/0001_history.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_history",
+        sql: include_str!("../migrations/0001_history.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_archived",
+        sql: include_str!("../migrations/0002_archived.sql"),
+    },
+];
 
 /// The state of one DLQ at one instant, as the monitor sampled it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -46,6 +53,8 @@ pub struct Sample {
     pub replayed: u64,
     /// Records discarded.
     pub discarded: u64,
+    /// Records moved to an archive store.
+    pub archived: u64,
     /// Records the DLQ ever received (on Kafka: those the topic retains).
     pub total: u64,
     /// Records dead-lettered per minute since the previous sample of this
@@ -104,7 +113,8 @@ fn to_u64(n: i64) -> u64 {
 }
 
 const SAMPLE_COLUMNS: &str = "dlq, at, pending, parked, replayed, discarded, total, \
-     inflow_per_minute, oldest_pending_at, oldest_pending_age_seconds, expiry_risk, retention_ms";
+     inflow_per_minute, oldest_pending_at, oldest_pending_age_seconds, expiry_risk, retention_ms, \
+     archived";
 
 fn sample_of(r: &Row<'_>) -> rusqlite::Result<Sample> {
     Ok(Sample {
@@ -120,6 +130,7 @@ fn sample_of(r: &Row<'_>) -> rusqlite::Result<Sample> {
         oldest_pending_age_seconds: r.get(9)?,
         expiry_risk: r.get::<_, Option<i64>>(10)?.map(to_u64),
         retention_ms: r.get::<_, Option<i64>>(11)?.map(to_u64),
+        archived: to_u64(r.get(12)?),
     })
 }
 
@@ -340,7 +351,7 @@ impl History {
             let mut ins = tx
                 .prepare_cached(&format!(
                     "INSERT OR REPLACE INTO monitor_samples ({SAMPLE_COLUMNS}) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
                 ))
                 .map_err(e("writing samples"))?;
             for s in samples {
@@ -357,6 +368,7 @@ impl History {
                     s.oldest_pending_age_seconds,
                     s.expiry_risk.map(to_i64),
                     s.retention_ms.map(to_i64),
+                    to_i64(s.archived),
                 ])
                 .map_err(e("writing samples"))?;
             }
@@ -450,6 +462,7 @@ mod tests {
             parked: 1,
             replayed: 2,
             discarded: 3,
+            archived: 2,
             total: pending + 6,
             inflow_per_minute: Some(1.5),
             oldest_pending_at: Some(time(0)),
@@ -477,6 +490,36 @@ mod tests {
         assert_eq!(h.dlqs().unwrap(), ["a", "b"]);
         assert_eq!(h.prune(time(180_000)).unwrap(), 3, "a@60, a@120, b@60");
         assert_eq!(h.samples("a", time(0)).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_history_of_schema_1_opens_and_its_samples_count_nothing_archived() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0].sql).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE monitor_migrations (version INTEGER PRIMARY KEY, \
+                 name TEXT NOT NULL, applied_at INTEGER NOT NULL);
+                 INSERT INTO monitor_migrations VALUES (1, '0001_history', 0);
+                 INSERT INTO monitor_samples (dlq, at, pending, parked, replayed, discarded, \
+                 total) VALUES ('a', 60000, 4, 0, 1, 0, 5);",
+            )
+            .unwrap();
+        }
+        let mut h = History::open(&path).unwrap();
+        let old = h.samples("a", time(0)).unwrap();
+        assert_eq!(
+            old.iter()
+                .map(|s| (s.pending, s.archived))
+                .collect::<Vec<_>>(),
+            [(4, 0)]
+        );
+        let new = sample("a", 120, 3);
+        h.commit_tick(std::slice::from_ref(&new), &[], &[], &[], time(0))
+            .unwrap();
+        assert_eq!(h.latest("a").unwrap(), Some(new), "archived is kept");
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! | `dlq_oldest_pending_age_seconds` | gauge (0 when nothing is pending) | `dlq` |
 //! | `dlq_dead_lettered_records_total` | counter (the store's total) | `dlq` |
 //! | `dlq_replayed_records_total` | counter | `dlq` |
+//! | `dlq_archived_records_total` | counter | `dlq` |
 //! | `dlq_parked_records` | gauge | `dlq` |
 //! | `dlq_inflow_records_per_minute` | gauge | `dlq` |
 //! | `dlq_expiry_risk_records` | gauge | `dlq` |
@@ -120,6 +121,10 @@ fn describe() {
         "dlq_replayed_records_total",
         "Records replayed from the DLQ."
     );
+    describe_counter!(
+        "dlq_archived_records_total",
+        "Records moved from the DLQ to an archive store (dlq archive)."
+    );
     describe_gauge!(
         "dlq_parked_records",
         "Records parked after too many failed replays."
@@ -197,6 +202,7 @@ fn record_sample(s: &Sample) {
         .set(s.oldest_pending_age_seconds.unwrap_or(0).max(0) as f64);
     counter!("dlq_dead_lettered_records_total", "dlq" => dlq.clone()).absolute(s.total);
     counter!("dlq_replayed_records_total", "dlq" => dlq.clone()).absolute(s.replayed);
+    counter!("dlq_archived_records_total", "dlq" => dlq.clone()).absolute(s.archived);
     gauge!("dlq_parked_records", "dlq" => dlq.clone()).set(s.parked as f64);
     if let Some(v) = s.inflow_per_minute {
         gauge!("dlq_inflow_records_per_minute", "dlq" => dlq.clone()).set(v);
@@ -303,6 +309,7 @@ mod tests {
             parked: n,
             replayed: n,
             discarded: n,
+            archived: n,
             total: n,
             inflow_per_minute: Some(n as f64),
             oldest_pending_at: None,
@@ -366,7 +373,7 @@ mod tests {
             if seen.is_empty() {
                 continue;
             }
-            assert_eq!(seen.len(), 3 * 7, "every series of the tick:\n{text}");
+            assert_eq!(seen.len(), 3 * 8, "every series of the tick:\n{text}");
             assert!(
                 seen.iter().all(|v| *v == seen[0]),
                 "a scrape mixes two ticks: {seen:?}"

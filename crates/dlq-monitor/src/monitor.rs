@@ -342,6 +342,7 @@ impl Monitor {
                 parked: s.parked,
                 replayed: s.replayed,
                 discarded: s.discarded,
+                archived: s.archived,
                 total: s.total,
                 inflow_per_minute,
                 oldest_pending_at: s.oldest_pending_at,

@@ -47,13 +47,16 @@ fn a_tick_over_two_dlqs_is_rendered_with_their_values() {
             Status::Replayed,
         )
         .unwrap();
+    store
+        .settle("dlq.metrics.b", &["id-2".to_owned()], Status::Archived)
+        .unwrap();
     let config = MonitorConfig::from_toml(
         r#"
         [[rule]]
         name = "metrics-size"
         kind = "size"
         dlq = "dlq.metrics.b"
-        above = 4
+        above = 3
         "#,
     )
     .unwrap();
@@ -64,7 +67,7 @@ fn a_tick_over_two_dlqs_is_rendered_with_their_values() {
     let text = handle.render();
     let v = |s: &str| value(&text, s).unwrap_or_else(|| panic!("no {s} in:\n{text}"));
     assert_eq!(v(r#"dlq_pending_records{dlq="dlq.metrics.a"}"#), 3.0);
-    assert_eq!(v(r#"dlq_pending_records{dlq="dlq.metrics.b"}"#), 5.0);
+    assert_eq!(v(r#"dlq_pending_records{dlq="dlq.metrics.b"}"#), 4.0);
     assert_eq!(
         v(r#"dlq_dead_lettered_records_total{dlq="dlq.metrics.a"}"#),
         3.0
@@ -74,6 +77,7 @@ fn a_tick_over_two_dlqs_is_rendered_with_their_values() {
         7.0
     );
     assert_eq!(v(r#"dlq_replayed_records_total{dlq="dlq.metrics.b"}"#), 2.0);
+    assert_eq!(v(r#"dlq_archived_records_total{dlq="dlq.metrics.b"}"#), 1.0);
     assert!(v(r#"dlq_oldest_pending_age_seconds{dlq="dlq.metrics.a"}"#) >= 0.0);
     assert_eq!(
         v(r#"dlq_alerts_firing{rule="metrics-size",dlq="dlq.metrics.b"}"#),

@@ -496,6 +496,7 @@ impl DlqStore for S3Store {
                 Status::Parked => s.parked += 1,
                 Status::Replayed => s.replayed += 1,
                 Status::Discarded => s.discarded += 1,
+                Status::Archived => s.archived += 1,
             }
         }
         Ok(by_dlq

@@ -89,7 +89,7 @@ fn parse_statuses(text: Option<&String>, include_parked: bool) -> ApiResult<Vec<
             .map(|s| {
                 Status::parse(s.trim()).ok_or_else(|| {
                     ApiError::bad_request(format!(
-                        "status {s:?}: expected pending, parked, replayed, discarded or all"
+                        "status {s:?}: expected pending, parked, replayed, discarded, archived or all"
                     ))
                 })
             })
@@ -210,6 +210,7 @@ struct DlqRow {
     parked: u64,
     replayed: u64,
     discarded: u64,
+    archived: u64,
     total: u64,
     oldest_pending_at: Option<DateTime<Utc>>,
     oldest_pending_age_seconds: Option<i64>,
@@ -225,6 +226,7 @@ impl DlqRow {
             parked: s.parked,
             replayed: s.replayed,
             discarded: s.discarded,
+            archived: s.archived,
             total: s.total,
             oldest_pending_at: s.oldest_pending_at,
             partitions: s.partitions,

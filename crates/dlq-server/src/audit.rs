@@ -1,4 +1,4 @@
-//! The audit log: who revealed, previewed, replayed or discarded what.
+//! The audit log: who revealed, previewed, replayed, discarded or archived what.
 //!
 //! One JSON object per line, appended and synced to disk *before* the
 //! action it records takes effect: an action that cannot be audited is not
@@ -28,6 +28,9 @@ pub enum Action {
     ReplayFinished,
     /// Records were settled as discarded.
     Discard,
+    /// Records were copied to an archive store and settled as archived
+    /// (`dlq archive`).
+    Archive,
 }
 
 /// One line of the audit log.

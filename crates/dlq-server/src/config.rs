@@ -244,7 +244,7 @@ pub fn load_str(
                     }
                 }
                 _ => problems.push(format!(
-                    "{path}: expected a table of NAME = \"file:PATH\" | \"pipeline:PATH\" | \"kafka:TOPIC\""
+                    "{path}: expected a table of NAME = \"file:PATH\" | \"pipeline:PATH\" | \"kafka:TOPIC\" | \"kafka://HOST:PORT[/TOPIC]\" | \"sqs:QUEUE\""
                 )),
             },
             "sample_interval_secs" => {

@@ -270,10 +270,11 @@
         el('td', { class: 'num', 'data-testid': 'pending' }, d.pending),
         el('td', { class: 'num' }, d.parked),
         el('td', { class: 'num' }, d.replayed),
+        el('td', { class: 'num', 'data-testid': 'archived' }, d.archived),
         el('td', { class: 'num' }, d.total),
         el('td', { class: 'num' }, age(d.oldest_pending_age_seconds))));
       tableBox.replaceChildren(dlqs.length
-        ? table(['DLQ', '#pending', '#parked', '#replayed', '#total', '#oldest pending'], rows, { id: 'dlqs' })
+        ? table(['DLQ', '#pending', '#parked', '#replayed', '#archived', '#total', '#oldest pending'], rows, { id: 'dlqs' })
         : el('p', { class: 'muted' }, 'The store holds no DLQ yet.'));
       alertsBox.replaceChildren(...(alerts.alerts.length
         ? [el('div', { class: 'card alerts' }, el('h2', {}, 'Firing alerts'),
@@ -287,6 +288,11 @@
     }
     await load();
     every(REFRESH_MS, load);
+  }
+
+  // A record's status, coloured by a class of its name (app.css).
+  function statusBadge(status) {
+    return el('span', { class: `status ${status}`, 'data-testid': 'status' }, status);
   }
 
   function maskedPayload(dlq, record) {
@@ -339,6 +345,7 @@
         stat('pending', d.pending, 'dlq-pending'),
         stat('parked', d.parked, 'dlq-parked'),
         stat('replayed', d.replayed, 'dlq-replayed'),
+        stat('archived', d.archived, 'dlq-archived'),
         stat('total', d.total, 'dlq-total'),
         stat('oldest pending', age(d.oldest_pending_age_seconds), 'dlq-age'));
       const series = await history(dlq);
@@ -376,7 +383,7 @@
       cursor = page.next_cursor;
       const rows = page.records.map((r) => el('tr', {},
         el('td', { class: 'mono' }, el('a', { href: `#/dlq/${enc(dlq)}/record/${enc(r.id)}` }, cut(r.id, 40))),
-        el('td', {}, r.status),
+        el('td', {}, statusBadge(r.status)),
         el('td', {}, r.error_class),
         el('td', {}, cut(r.error, 100)),
         el('td', {}, maskedPayload(dlq, r))));
@@ -400,7 +407,7 @@
     view.append(el('p', {}, el('a', { href: `#/dlq/${enc(dlq)}` }, `← ${dlq}`)), el('h1', { class: 'mono' }, id));
     const { record: r } = await api('GET', `/api/dlqs/${enc(dlq)}/records/${enc(id)}`);
     const rows = [
-      ['status', r.status], ['fingerprint', r.fingerprint], ['stage', r.stage],
+      ['status', statusBadge(r.status)], ['fingerprint', r.fingerprint], ['stage', r.stage],
       ['error class', r.error_class], ['retryable', String(r.retryable)], ['attempts', r.attempts],
       ['replays', r.replays], ['replay of', r.replay_of || '-'], ['first failed', r.first_failed_at],
       ['last failed', r.failed_at], ['stored', r.stored_at], ['settled', r.settled_at || '-'],

@@ -18,11 +18,18 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, oldest first. Append only: never edit one that shipped.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_init.sql",
-    sql: include_str!("../migrations/0001_init.sql"),
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_init.sql",
+        sql: include_str!("../migrations/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_archived.sql",
+        sql: include_str!("../migrations/0002_archived.sql"),
+    },
+];
 
 /// The schema version this build writes (the last migration's).
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;

@@ -482,6 +482,7 @@ impl DlqStore for SqliteStore {
                     Status::Parked => s.parked += n,
                     Status::Replayed => s.replayed += n,
                     Status::Discarded => s.discarded += n,
+                    Status::Archived => s.archived += n,
                 }
             }
         }

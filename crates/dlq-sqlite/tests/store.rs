@@ -563,3 +563,103 @@ fn times_keep_millisecond_precision() {
         "stats agree with the record, to the millisecond"
     );
 }
+
+/// A store written by a dlq of schema 1 (before `archived`): its records,
+/// their order and counters survive the rebuild of migration 2, and its
+/// records can then be archived.
+#[test]
+fn a_schema_1_store_opens_keeps_its_records_and_can_archive_them() {
+    let (_dir, path) = db();
+    {
+        let conn = raw(&path);
+        conn.execute_batch(include_str!("../migrations/0001_init.sql"))
+            .expect("schema 1");
+        conn.pragma_update(None, "user_version", 1)
+            .expect("version");
+        for (seq, id, status) in [
+            (3, "a", "pending"),
+            (5, "b", "parked"),
+            (9, "c", "replayed"),
+        ] {
+            let e = entry(
+                "dlq.old",
+                id,
+                format!("{{\"id\":\"{id}\"}}").as_bytes(),
+                Some(0),
+            );
+            let env =
+                dlq_core::envelope::encode(&e.letter, &EncodeOptions::default()).expect("encode");
+            let l = &e.letter;
+            conn.execute(
+                "INSERT INTO records (seq, dlq, id, status, stored_at, settled_at, failed_at, \
+                 first_failed_at, source_system, source_topic, source_partition, source_offset, \
+                 stage, error_class, retryable, replays, envelope) \
+                 VALUES (?1, 'dlq.old', ?2, ?3, 1700000000000, NULL, ?4, ?4, 'kafka', \
+                 'rss.events', 0, NULL, ?5, ?6, 0, 0, ?7)",
+                rusqlite::params![
+                    seq,
+                    id,
+                    status,
+                    l.failed_at.timestamp_millis(),
+                    l.stage,
+                    l.error_class,
+                    env.bytes
+                ],
+            )
+            .expect("insert");
+            conn.execute(
+                "INSERT INTO counters (dlq, status, source_partition, n) VALUES ('dlq.old', ?1, 0, 1)",
+                [status],
+            )
+            .expect("counter");
+        }
+        // Schema 1 refuses the new status: the reason for migration 2.
+        assert!(
+            conn.execute("UPDATE records SET status = 'archived' WHERE id = 'a'", [])
+                .is_err()
+        );
+    }
+    let mut s = open(&path);
+    let version: u32 = raw(&path)
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, 2);
+    let a = s.get("dlq.old", "a").expect("get").expect("kept");
+    assert_eq!(
+        (a.status, &a.letter.payload[..]),
+        (Status::Pending, &b"{\"id\":\"a\"}"[..])
+    );
+    let everything = Selection {
+        dlq: Some("dlq.old".into()),
+        statuses: Status::ALL.to_vec(),
+        filter: None,
+    };
+    let order: Vec<String> = all(&s, &everything)
+        .into_iter()
+        .map(|r| r.letter.id)
+        .collect();
+    assert_eq!(order, ["a", "b", "c"], "store order kept");
+    let r = s
+        .settle("dlq.old", &["a".into(), "b".into()], Status::Archived)
+        .expect("archive");
+    assert_eq!(r.settled, 2);
+    drop(s);
+    let s = open(&path);
+    let st = s.stats().expect("stats");
+    let st = st.iter().find(|x| x.dlq == "dlq.old").expect("stats");
+    assert_eq!(
+        (st.pending, st.parked, st.replayed, st.archived, st.total),
+        (0, 0, 1, 2, 3)
+    );
+    let conn = raw(&path);
+    assert_counters_agree(&conn);
+    assert_eq!(integrity(&conn), "ok");
+    let seqs: Vec<i64> = conn
+        .prepare("SELECT seq FROM records ORDER BY seq")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<rusqlite::Result<_>>()
+        .expect("rows");
+    assert_eq!(seqs, [3, 5, 9], "cursors (seq) unchanged");
+}

@@ -7,7 +7,7 @@
 //!   what the redrive policy, the producers and other tools see;
 //! * **the index**, an embedded SQLite store (`state=PATH`), which holds a
 //!   copy of every record read or written with its status, the settled
-//!   history (replayed, discarded) and the checkpoints.
+//!   history (replayed, discarded, archived) and the checkpoints.
 //!
 //! **Reading** (a *pass*) receives every visible message of a queue with a
 //! short visibility lease (`lease=SECONDS`), copies the ones the index does
@@ -275,7 +275,7 @@ impl SqsStore {
                             });
                             hold.push(handle);
                         }
-                        Some(Status::Replayed | Status::Discarded) => {
+                        Some(Status::Replayed | Status::Discarded | Status::Archived) => {
                             if let Goal::Delete(ids) = &mut goal {
                                 ids.remove(&letter.id);
                             }
@@ -410,10 +410,12 @@ impl DlqStore for SqsStore {
         // pass, which deletes them (the index keeps them out of scans).
         let mut to_delete: HashMap<&str, HashSet<String>> = HashMap::new();
         for s in &settle {
-            if matches!(s.outcome, Status::Replayed | Status::Discarded)
-                && !fresh
-                    .iter()
-                    .any(|(e, _)| e.dlq == s.dlq && e.letter.id == s.id)
+            if matches!(
+                s.outcome,
+                Status::Replayed | Status::Discarded | Status::Archived
+            ) && !fresh
+                .iter()
+                .any(|(e, _)| e.dlq == s.dlq && e.letter.id == s.id)
             {
                 to_delete.entry(&s.dlq).or_default().insert(s.id.clone());
             }

@@ -162,6 +162,31 @@ fn reading_leaves_every_message_visible_and_settling_deletes_only_the_settled() 
 }
 
 #[test]
+fn archiving_deletes_the_messages_and_the_index_keeps_them_archived() {
+    let Some(s) = Setup::new() else { return };
+    let mut a = s.store("a");
+    let mut entries: Vec<_> = (0..4)
+        .map(|i| entry(&s.dlq, &format!("r{i}"), b"{}", 0))
+        .collect();
+    entries[3].status = Status::Parked;
+    a.append(&entries).expect("append");
+    let r = a
+        .settle(&s.dlq, &["r1".into(), "r3".into()], Status::Archived)
+        .expect("archive");
+    assert_eq!(r.settled, 2, "a pending and a parked record");
+    assert_eq!(s.depth(), 2, "archived messages left the queue");
+    let got = a.get(&s.dlq, "r3").expect("get").expect("in the index");
+    assert_eq!(got.status, Status::Archived);
+    let st = a.stats().expect("stats");
+    let st = st
+        .iter()
+        .find(|x| x.dlq == s.dlq)
+        .expect("stats of the DLQ");
+    assert_eq!((st.pending, st.parked, st.archived), (2, 0, 2));
+    assert_eq!(pending_ids(&s.store("b"), &s.dlq), ["r0", "r2"]);
+}
+
+#[test]
 fn a_message_left_behind_by_a_crash_is_read_once_and_its_copies_deleted() {
     let Some(s) = Setup::new() else { return };
     let mut a = s.store("a");

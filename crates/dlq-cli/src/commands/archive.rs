@@ -10,21 +10,29 @@
 //! rerun finds them there (counted as `already_archived`) and settles them.
 //! Records keep their id, envelope and status (pending or parked).
 //!
-//! The source settles them as `discarded`: the store contract has no
-//! `archived` status yet (docs/aws.md says what it would take); the audit
-//! entry (`"via": "archive"`, the archive's URL, the ids) tells an archived
-//! record from a purged one.
+//! The source settles them as `archived` (final: no replay or discard
+//! selects them again there; the archive's copy is the live one), and the
+//! audit log says where they went (`"action": "archive"`, the archive's
+//! URL, the ids).
+//!
+//! Which records: every pending and parked one, or those stored longer ago
+//! than `--older-than`, or (`--expiring`) those that retention deletes
+//! within the monitor's expiry window — the records the monitor's expiry
+//! risk counts, plus the parked ones retention deletes just the same.
 
 use crate::Outcome;
 use crate::cli::{ArchiveArgs, Cli, Format};
 use crate::output;
 use anyhow::Context as _;
+use chrono::{DateTime, Utc};
 use dlq_core::DlqStore as _;
 use dlq_core::store::{Entry, Selection, Status, StoredRecord};
+use dlq_monitor::{MonitorConfig, RetentionSource as _};
 use dlq_server::audit::{Action, AuditEntry, AuditLog};
 use dlq_server::{Principal, Role};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Record ids written into one audit entry (the count is always there).
 const AUDIT_IDS: usize = 1000;
@@ -50,9 +58,10 @@ pub fn run(cli: &Cli, args: &ArchiveArgs) -> anyhow::Result<Outcome> {
     if from == args.to {
         anyhow::bail!("--from and --to name the same store");
     }
-    let cutoff = args
+    let now = Utc::now();
+    let older_than = args
         .older_than
-        .map(|d| chrono::Duration::from_std(d).map(|d| chrono::Utc::now() - d))
+        .map(|d| chrono::Duration::from_std(d).map(|d| now - d))
         .transpose()
         .context("--older-than is too long")?;
     let audit_path = (!args.dry_run).then(|| {
@@ -64,6 +73,11 @@ pub fn run(cli: &Cli, args: &ArchiveArgs) -> anyhow::Result<Outcome> {
     if let Some(dlq) = &args.dlq {
         super::check_dlq_name(&source, dlq)?;
     }
+    let expiring = if args.expiring {
+        Some(expiring(args, &source, now)?)
+    } else {
+        None
+    };
     let mut archive = crate::store::open(&args.to)?;
     let audit = audit_path
         .as_ref()
@@ -78,12 +92,18 @@ pub fn run(cli: &Cli, args: &ArchiveArgs) -> anyhow::Result<Outcome> {
     };
     let mut by_dlq: BTreeMap<String, Moved> = BTreeMap::new();
     let mut cursor = None;
-    loop {
+    // With --expiring and no DLQ of known retention, nothing can be chosen.
+    let mut done = expiring.as_ref().is_some_and(|e| e.known.is_empty());
+    while !done {
         let page = source.scan(&selection, cursor.as_ref(), args.batch_size as usize)?;
         let chosen: Vec<StoredRecord> = page
             .records
             .into_iter()
-            .filter(|r| cutoff.is_none_or(|c| r.stored_at < c))
+            .filter(|r| match &expiring {
+                // At or before the cutoff, as the monitor's expiry risk counts.
+                Some(e) => e.cutoff(&r.dlq).is_some_and(|c| r.stored_at <= c),
+                None => older_than.is_none_or(|c| r.stored_at < c),
+            })
             .collect();
         for r in &chosen {
             by_dlq.entry(r.dlq.clone()).or_default().selected += 1;
@@ -100,12 +120,15 @@ pub fn run(cli: &Cli, args: &ArchiveArgs) -> anyhow::Result<Outcome> {
                 &mut by_dlq,
             )?;
         }
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
+        done = page.next.is_none();
+        cursor = page.next;
     }
     let selected: u64 = by_dlq.values().map(|m| m.selected).sum();
+    if let Some(e) = &expiring {
+        for (dlq, why) in &e.unknown {
+            eprintln!("{dlq}: not archived: {why}");
+        }
+    }
     let report = serde_json::json!({
         "from": dlq_kafka::config::redact_url(from),
         "to": args.to,
@@ -115,6 +138,7 @@ pub fn run(cli: &Cli, args: &ArchiveArgs) -> anyhow::Result<Outcome> {
         "already_archived": by_dlq.values().map(|m| m.already_archived).sum::<u64>(),
         "settled": by_dlq.values().map(|m| m.settled).sum::<u64>(),
         "dlqs": by_dlq,
+        "expiring": expiring.as_ref().map(Expiring::report),
         "audit_log": audit_path.as_ref().map(|p| p.display().to_string()),
     });
     let mut out = std::io::stdout().lock();
@@ -179,7 +203,7 @@ fn move_page(
         let entry = AuditEntry {
             at: chrono::Utc::now(),
             actor: actor(),
-            action: Action::Discard,
+            action: Action::Archive,
             dlq: dlq.clone(),
             details: serde_json::json!({
                 "via": "archive",
@@ -192,10 +216,132 @@ fn move_page(
         audit
             .append(&entry)
             .context("writing the audit log; the records are in the archive and still pending in the source (a rerun settles them)")?;
-        let settled = source.settle(dlq, dlq_ids, Status::Discarded)?;
+        let settled = source.settle(dlq, dlq_ids, Status::Archived)?;
         moved.settled += settled.settled as u64;
     }
     Ok(())
+}
+
+/// `--expiring`: per DLQ, the time at or before which a stored record is
+/// deleted by retention within the expiry window.
+struct Expiring {
+    window: Duration,
+    /// DLQ → (retention, where it came from, cutoff).
+    known: BTreeMap<String, (Duration, &'static str, DateTime<Utc>)>,
+    /// DLQ → why nothing of it is archived.
+    unknown: BTreeMap<String, String>,
+}
+
+impl Expiring {
+    fn cutoff(&self, dlq: &str) -> Option<DateTime<Utc>> {
+        self.known.get(dlq).map(|k| k.2)
+    }
+
+    fn report(&self) -> serde_json::Value {
+        let fmt = dlq_monitor::format_duration;
+        serde_json::json!({
+            "window": fmt(self.window),
+            "dlqs": self.known.iter().map(|(dlq, (retention, from, cutoff))| {
+                (dlq.clone(), serde_json::json!({
+                    "retention": fmt(*retention),
+                    "retention_from": from,
+                    "stored_before": cutoff,
+                }))
+            }).collect::<serde_json::Map<_, _>>(),
+            "not_archived": self.unknown,
+        })
+    }
+}
+
+/// The retention of each DLQ (the store's, else the config's) and the
+/// cutoff `now + expiry_window - retention`, as `dlq monitor` computes its
+/// expiry risk.
+fn expiring(
+    args: &ArchiveArgs,
+    source: &crate::store::AnyStore,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Expiring> {
+    let config = monitor_config(args.config.as_deref())?;
+    let names = match &args.dlq {
+        Some(dlq) => vec![match source {
+            crate::store::AnyStore::Sqs(_) => dlq_sqs::config::queue_name(dlq)?,
+            _ => dlq.clone(),
+        }],
+        None => source.dlqs()?,
+    };
+    let from_store = match source {
+        crate::store::AnyStore::Kafka(k) => {
+            super::monitor::KafkaRetention::new(k.config().clone()).retention(&names)
+        }
+        _ => BTreeMap::new(),
+    };
+    let window = config.expiry_window;
+    let mut e = Expiring {
+        window,
+        known: BTreeMap::new(),
+        unknown: BTreeMap::new(),
+    };
+    for name in names {
+        let (retention, from) = match from_store.get(&name) {
+            Some(Some(r)) => (*r, "store"),
+            Some(None) => {
+                e.unknown
+                    .insert(name, "the store keeps its records forever".to_owned());
+                continue;
+            }
+            None => match config.retention_for(&name) {
+                Some(r) => (r, "config"),
+                None => {
+                    e.unknown.insert(
+                        name.clone(),
+                        format!(
+                            "its retention is not known (set monitor.retention, or retention \
+                             in [dlq.\"{name}\"], in the config)"
+                        ),
+                    );
+                    continue;
+                }
+            },
+        };
+        let cutoff = chrono::Duration::from_std(window)
+            .ok()
+            .zip(chrono::Duration::from_std(retention).ok())
+            .and_then(|(w, r)| now.checked_add_signed(w)?.checked_sub_signed(r));
+        match cutoff {
+            Some(c) => {
+                e.known.insert(name, (retention, from, c));
+            }
+            None => {
+                e.unknown.insert(
+                    name,
+                    format!(
+                        "retention {} is out of range",
+                        dlq_monitor::format_duration(retention)
+                    ),
+                );
+            }
+        }
+    }
+    Ok(e)
+}
+
+/// The monitor's config: `--config`, else `dlq.toml` when it exists, else
+/// the defaults (a one-hour window, no retention).
+fn monitor_config(path: Option<&Path>) -> anyhow::Result<MonitorConfig> {
+    let default = Path::new("dlq.toml");
+    let path = match path {
+        Some(p) => p,
+        None if default.exists() => default,
+        None => return Ok(MonitorConfig::default()),
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the config {}", path.display()))?;
+    MonitorConfig::from_toml(&text).with_context(|| {
+        format!(
+            "{}: fix the config (every problem is listed; see docs/monitoring.md)",
+            path.display()
+        )
+    })
 }
 
 /// Who archives: the operating-system user, as an operator.

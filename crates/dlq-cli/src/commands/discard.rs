@@ -35,11 +35,12 @@ pub fn run(cli: &Cli, args: &DiscardArgs) -> anyhow::Result<Outcome> {
              --id ID, or --all for every record of the selection"
         );
     }
-    if let Some(s) = args
-        .status
-        .iter()
-        .find(|s| matches!(s, StatusArg::Replayed | StatusArg::Discarded))
-    {
+    if let Some(s) = args.status.iter().find(|s| {
+        matches!(
+            s,
+            StatusArg::Replayed | StatusArg::Discarded | StatusArg::Archived
+        )
+    }) {
         anyhow::bail!(
             "--status {}: only pending and parked records can be discarded",
             format!("{s:?}").to_lowercase()

@@ -99,6 +99,7 @@ pub fn selection(store: &AnyStore, args: &SelectArgs) -> anyhow::Result<Selectio
                 StatusArg::Parked => Status::Parked,
                 StatusArg::Replayed => Status::Replayed,
                 StatusArg::Discarded => Status::Discarded,
+                StatusArg::Archived => Status::Archived,
             })
             .collect()
     };

@@ -71,6 +71,55 @@ pub fn kafka_target(spec: &str) -> anyhow::Result<(dlq_kafka::KafkaConfig, Optio
     Ok((config, topic))
 }
 
+/// Checks a `kafka://HOST:PORT[,HOST:PORT…][/TOPIC][?param=…]` target
+/// before anything connects: broker addresses with a port, a valid topic
+/// name, and URL parameters the Kafka store URL takes.
+///
+/// # Errors
+///
+/// What is wrong, naming the part (never a credential: the spec is
+/// redacted).
+pub fn check_kafka_target(spec: &str) -> Result<(), String> {
+    let shown = dlq_kafka::config::redact_url(spec);
+    let rest = spec.strip_prefix("kafka://").unwrap_or(spec);
+    let before_query = rest.split_once('?').map_or(rest, |(b, _)| b);
+    let (hosts, topic) = match before_query.split_once('/') {
+        Some((h, t)) => (h, Some(t)),
+        None => (before_query, None),
+    };
+    if hosts.is_empty() {
+        return Err(format!(
+            "{shown:?}: no broker address (kafka://HOST:PORT[/TOPIC])"
+        ));
+    }
+    for host in hosts.split(',') {
+        let port = host.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>()));
+        match port {
+            Some((h, Ok(p))) if !h.is_empty() && p > 0 => {}
+            Some((h, _)) if !h.is_empty() => {
+                return Err(format!(
+                    "{shown:?}: broker {host:?} has no valid port (1 to 65535)"
+                ));
+            }
+            _ => {
+                return Err(format!("{shown:?}: broker {host:?} is not HOST:PORT"));
+            }
+        }
+    }
+    if let Some(topic) = topic.filter(|t| !t.is_empty()) {
+        let legal = topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !legal || topic.len() > 249 || topic == "." || topic == ".." {
+            return Err(format!(
+                "{shown:?}: {topic:?} is not a Kafka topic name (1 to 249 letters, digits, \
+                 '.', '_' or '-')"
+            ));
+        }
+    }
+    kafka_target(spec).map(drop).map_err(|e| format!("{e:#}"))
+}
+
 /// The MarketLag pipeline a DLQ belongs to (`dlq.rss.events` → rss).
 pub fn pipeline_of_dlq(dlq: &str) -> Option<Pipeline> {
     Pipeline::from_topic(dlq.strip_prefix("dlq.").unwrap_or(dlq))

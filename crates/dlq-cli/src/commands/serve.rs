@@ -24,21 +24,56 @@ const DEFAULT_CONFIG: &str = "dlq.toml";
 struct CliRunner {
     /// Whether the store is a Kafka cluster (then targets are `kafka:`).
     kafka: bool,
+    /// The SQS store's settings, for `sqs:QUEUE` targets (`None`: not an
+    /// SQS store).
+    sqs: Option<dlq_sqs::SqsConfig>,
 }
+
+/// The targets a config may name, for error messages.
+const TARGETS: &str = "file:PATH, pipeline:PATH, kafka://HOST:PORT[/TOPIC], \
+     kafka:TOPIC (on a Kafka store) or sqs:QUEUE (on an SQS store)";
 
 impl ReplayRunner<AnyStore> for CliRunner {
     fn check_target(&self, spec: &str) -> Result<(), String> {
+        // `kafka://` first: it starts with `kafka:` too. On a Kafka store,
+        // as `dlq replay`, a topic is named as kafka:TOPIC (its own
+        // cluster, through the store's commit).
+        if spec.starts_with("kafka://") {
+            if self.kafka {
+                return Err(format!(
+                    "{spec:?}: on a Kafka store, targets are kafka:TOPIC (or kafka: for each \
+                     record's original topic) of the store's own cluster"
+                ));
+            }
+            return super::replay::check_kafka_target(spec);
+        }
+        if let Some(queue) = spec.strip_prefix("sqs:") {
+            if self.sqs.is_none() {
+                return Err(format!(
+                    "{spec:?}: sqs: targets need an sqs:// store (--store)"
+                ));
+            }
+            let valid = dlq_sqs::config::queue_name(queue).is_ok_and(|q| q == queue);
+            if !valid {
+                return Err(format!(
+                    "{spec:?}: {queue:?} is not an SQS queue name (1 to 80 letters, digits, \
+                     '-' or '_', a FIFO queue ending in .fifo)"
+                ));
+            }
+            return Ok(());
+        }
         match (self.kafka, spec.strip_prefix("kafka:")) {
             (true, Some(_)) => Ok(()),
             (true, None) => Err(format!(
                 "{spec:?}: on a Kafka store, targets are kafka:TOPIC (or kafka: for each record's original topic)"
             )),
             (false, Some(_)) => Err(format!(
-                "{spec:?}: kafka: targets need a kafka:// store (--store)"
+                "{spec:?}: kafka:TOPIC targets need a kafka:// store (--store); \
+                 kafka://HOST:PORT/TOPIC names a cluster from any store"
             )),
-            (false, None) => parse_to(spec).map(|_| ()).map_err(|_| {
-                format!("{spec:?}: expected file:PATH or pipeline:PATH (or kafka:TOPIC on a Kafka store)")
-            }),
+            (false, None) => parse_to(spec)
+                .map(drop)
+                .map_err(|_| format!("{spec:?}: expected {TARGETS}")),
         }
     }
 
@@ -52,10 +87,28 @@ impl ReplayRunner<AnyStore> for CliRunner {
     ) -> Result<ReplayReport, String> {
         // Page by page on the shared store, so that the API keeps answering.
         let mut shared = store.clone();
-        if let Some(topic) = spec.strip_prefix("kafka:") {
+        if let Some(topic) = spec
+            .strip_prefix("kafka:")
+            .filter(|_| !spec.starts_with("kafka://"))
+        {
             let outputs = StoreOutputs::kafka(Some(topic).filter(|t| !t.is_empty()));
             return run_to_store(&mut shared, &outputs, options, Some(progress))
                 .map_err(|e| format!("{e:#}"));
+        }
+        if let Some(queue) = spec.strip_prefix("sqs:") {
+            let config = self
+                .sqs
+                .as_ref()
+                .ok_or_else(|| format!("{spec:?}: sqs: targets need an sqs:// store"))?;
+            // At least once, as `dlq replay --to sqs:QUEUE`: a record is
+            // settled (its DLQ message deleted) after SQS accepted its send.
+            let mut target = dlq_sqs::SqsTarget::new(config, Some(queue.to_owned()))
+                .map_err(|e| format!("starting the SQS client of the replay target: {e}"))?;
+            let mut report =
+                dlq_core::replay::run(&mut shared, &mut target, options, Some(progress))
+                    .map_err(|e| format!("{e:#}"))?;
+            report.targets = target.sent().iter().map(|(q, n)| (q.clone(), *n)).collect();
+            return Ok(report);
         }
         let to: To<'_> = parse_to(spec).map_err(|e| format!("{e:#}"))?;
         replay_to(
@@ -73,8 +126,13 @@ impl ReplayRunner<AnyStore> for CliRunner {
 /// Runs `dlq serve`.
 pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<Outcome> {
     let url = cli.store_url();
+    let sqs = url
+        .starts_with("sqs://")
+        .then(|| dlq_sqs::SqsConfig::from_url(url))
+        .transpose()?;
     let runner = Arc::new(CliRunner {
         kafka: url.starts_with("kafka://"),
+        sqs,
     });
     let (path, required) = match &args.config {
         Some(p) => (p.clone(), true),
@@ -341,14 +399,33 @@ mod tests {
 
     #[test]
     fn targets_are_checked_against_the_store_kind() {
-        let file = CliRunner { kafka: false };
+        let file = CliRunner {
+            kafka: false,
+            sqs: None,
+        };
         assert!(file.check_target("file:/tmp/out.ndjson").is_ok());
         assert!(file.check_target("pipeline:out.ndjson").is_ok());
         assert!(file.check_target("kafka:topic").is_err());
+        assert!(file.check_target("kafka://127.0.0.1:9092/topic").is_ok());
+        assert!(file.check_target("kafka://127.0.0.1:9092").is_ok());
+        assert!(file.check_target("sqs:queue").is_err());
         assert!(file.check_target("http://example.invalid").is_err());
-        let kafka = CliRunner { kafka: true };
+        let kafka = CliRunner {
+            kafka: true,
+            sqs: None,
+        };
         assert!(kafka.check_target("kafka:rss.events").is_ok());
         assert!(kafka.check_target("kafka:").is_ok());
         assert!(kafka.check_target("file:/tmp/x").is_err());
+        assert!(kafka.check_target("kafka://127.0.0.1:9092/t").is_err());
+        let sqs = CliRunner {
+            kafka: false,
+            sqs: Some(dlq_sqs::SqsConfig::new("us-east-1")),
+        };
+        assert!(sqs.check_target("sqs:orders-in").is_ok());
+        assert!(sqs.check_target("sqs:orders.fifo").is_ok());
+        assert!(sqs.check_target("sqs:").is_err());
+        assert!(sqs.check_target("kafka://127.0.0.1:9092/t").is_ok());
+        assert!(sqs.check_target("kafka:t").is_err());
     }
 }

@@ -488,6 +488,7 @@ impl DlqStore for KafkaStore {
                 s.parked += c.parked;
                 s.replayed += c.replayed;
                 s.discarded += c.discarded;
+                s.archived += c.archived;
                 if c.pending > 0 {
                     s.partitions.push(PartitionStats {
                         partition: p,

@@ -12,6 +12,7 @@ pub(super) struct Counts {
     pub(super) parked: u64,
     pub(super) replayed: u64,
     pub(super) discarded: u64,
+    pub(super) archived: u64,
 }
 
 impl Counts {
@@ -21,6 +22,7 @@ impl Counts {
             Status::Parked => self.parked += n,
             Status::Replayed => self.replayed += n,
             Status::Discarded => self.discarded += n,
+            Status::Archived => self.archived += n,
         }
     }
 }

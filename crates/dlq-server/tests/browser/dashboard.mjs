@@ -77,6 +77,8 @@ try {
   assert.match(await page.textContent('#who'), /operator/);
   const names = await page.locator('#dlqs tbody tr').evaluateAll((rows) => rows.map((r) => r.dataset.dlq));
   assert.deepEqual(names.sort(), ['dlq.polymarket.price_hourly', 'dlq.rss.events']);
+  assert.deepEqual(await page.locator('#dlqs [data-testid=archived]').allTextContents(), ['0', '0'],
+    'an archived column, nothing archived yet');
   await page.waitForSelector('#overview-chart .uplot');
   // The replay page left before signing out must not draw into this one.
   assert.equal(await page.locator('#replay-form').count(), 0, 'a stale page drew into the overview');
@@ -88,6 +90,12 @@ try {
   await page.fill('#records-filter', 'error contains "<b>"');
   await page.press('#records-filter', 'Enter');
   await page.waitForFunction(() => document.querySelectorAll('#records-table tbody tr').length === 1);
+  // Statuses are coloured by class; a pending record has the pending colour.
+  assert.equal(await page.locator('#records-table [data-testid=status].pending').count(), 1,
+    'a pending record has its status colour class');
+  assert.notEqual(
+    await page.locator('#records-table [data-testid=status]').evaluate((e) => getComputedStyle(e).backgroundColor),
+    'rgba(0, 0, 0, 0)', 'the status colour is applied');
   const scripts = await page.locator('script').count();
   await page.click('#records-table button[data-testid=reveal]');
   const revealed = await page.textContent('[data-testid=revealed]');
