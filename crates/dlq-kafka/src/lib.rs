@@ -17,9 +17,10 @@
 //!   with `dlq.*` headers ([`Format::Headers`]). Records written by others
 //!   into a DLQ topic (Kafka Connect, Spring Kafka, the seed format, raw
 //!   records) are read too, with ids `kafka:<dlq topic>:<partition>:<offset>`.
-//! * **The ledger** (`dlq.ledger`), a compacted topic keyed by record
-//!   identity: record outcomes, checkpoints and blob locations (see
-//!   [`ledger`]). A record's status is its latest ledger entry, else pending.
+//! * **The ledger** (`dlq.ledger`), a compacted topic: settlement marks and
+//!   count state per segment of 65,536 offsets of a DLQ partition (keyed by
+//!   the topic's id), checkpoints and blob locations (see [`ledger`]). A
+//!   record's status is the mark of its offset, else pending.
 //! * **The blob topic** (`dlq.blobs`), compacted: Kafka has no blob store,
 //!   so claim-check blobs (payloads too large for one message) are written
 //!   there in chunks below the message limit, keyed
@@ -47,34 +48,41 @@
 //!   Without transactions the guarantee is weaker: a failed commit may
 //!   leave part of a batch in the topics (a retry completes it), and a
 //!   reader may briefly see a record before its ledger entries.
-//! * **Idempotent appends; duplicates in the log are invisible.** Kafka
-//!   cannot refuse a duplicate, so the store keeps an index of the ids in
-//!   each DLQ topic, refreshed at the start of every commit, and skips
-//!   appends of ids already there (`duplicates` in the report). If two
-//!   writers race, or a record reaches the log twice (a retry after a crash
-//!   or a lost acknowledgement without transactions), the first copy
-//!   (lowest partition, then offset) is the record and later copies are
-//!   skipped by `scan`, `get` and `stats` — deterministically, on every
-//!   store that reads the topic, so they never count as pending.
+//! * **Idempotent appends; duplicates in the log are left out.** Kafka
+//!   cannot refuse a duplicate, so an append checks its id against the ids
+//!   of the last [`KafkaConfig::dedup_window`] records of the partition it
+//!   goes to (dlq's writers put every copy of a record in the same
+//!   partition, by its source partition) and against the records this
+//!   store has seen, and skips it (`duplicates` in the report). If a copy
+//!   reaches the log anyway (two writers racing, a retry without
+//!   transactions), the reader that counts that range finds it within the
+//!   same window and marks it in the count state: `scan`, `get` and `stats`
+//!   leave it out on every store, until its first copy is deleted by
+//!   retention. A copy farther than the window from its first copy, or in
+//!   another partition (only a foreign writer does that), is a record of
+//!   its own.
 //! * **Settle rules** ([`can_settle`](dlq_core::store::can_settle)) are
 //!   checked against the store's view, refreshed at the start of each
 //!   commit (the replayer's commits use the view of the scan that selected
 //!   their records, read just before); two stores settling the same record
 //!   at the same instant both succeed and the later ledger entry wins.
-//! * **Cheap stats once warm.** The first call of a store reads the DLQ
-//!   topics and the ledger once, keeping record metadata only (id, failure
-//!   time, source partition: about 200 bytes per retained record). Every
-//!   later call costs one metadata request and two ListOffsets requests
-//!   (low and high watermarks of every partition at once), reads only what
-//!   others wrote since (the store indexes its own commits and does not
-//!   read them back), and counts in memory. Counts come from the records
-//!   read, not from `high - low`: transaction markers and aborted records
-//!   occupy offsets too. `total` counts the records the topic retains;
-//!   partitions in stats are source partitions, which match the DLQ
-//!   partitions when the DLQ has the source's partition count.
-//! * **Retention.** Records deleted by retention leave the index; their
-//!   ledger entries are deleted (tombstoned) by the next commit, so the
-//!   ledger holds about one entry per retained settled record.
+//! * **Costs that follow the work, not the DLQ's size.** Nothing per
+//!   record is kept in memory. `stats` costs a metadata request, the topic
+//!   ids, two ListOffsets requests (low and high watermarks of every
+//!   partition at once), what is new in the ledger, and one fetch per
+//!   partition with pending records (the first one's failure time: records
+//!   are appended in failure order). Counts are `high − low` less the
+//!   settled offsets and those that hold no record (transaction markers,
+//!   aborted records, later copies), which a reader finds by reading each
+//!   offset once, ever: it writes what it found to the ledger, so every
+//!   later reader reads only what arrived since. Scans stream from the
+//!   first offset they want and seek past settled runs; settling by id finds
+//!   the position in a bounded cache the scans fill, else by reading the
+//!   DLQ partition the id names. Partitions in stats are the DLQ topic's,
+//!   which dlq's writers choose as the source partition.
+//! * **Retention.** Segments of marks and counts wholly below a
+//!   partition's log start are deleted (tombstoned) by the next commit, so
+//!   the ledger holds a few entries per 65,536 retained offsets.
 //!
 //! All calls block: from async code, run the store in `spawn_blocking`.
 //! Blobs are not deleted yet when their records expire (the blob topic is
@@ -83,7 +91,9 @@
 //! # Layout of the crate
 //!
 //! * [`config`]: [`KafkaConfig`], the `kafka://` URL, `DLQ_KAFKA_*`, [`Secret`];
-//! * `store`: [`KafkaStore`], the trait implementation and the index;
+//! * `store`: [`KafkaStore`], the trait implementation: partition state,
+//!   counts, streaming scans, the write path;
+//! * [`settlement`]: settlement marks in segments;
 //! * [`ledger`]: the ledger entries;
 //! * `client`: raw rdkafka I/O (admin, producer, consumer, watermarks);
 //! * `headers`: record headers in and out, byte for byte, through

@@ -65,7 +65,9 @@ impl Inner {
                 c.add(status, 1);
             }
         }
-        c.pending = c.total.saturating_sub(c.parked + c.replayed + c.discarded);
+        c.pending = c
+            .total
+            .saturating_sub(c.parked + c.replayed + c.discarded + c.archived);
         c
     }
 
