@@ -1233,26 +1233,35 @@ pub fn decode_kafka_with_prefix(rec: &KafkaRecord<'_>, dlq_prefix: &str) -> Dead
 }
 
 /// The id [`decode_kafka_with_prefix`] gives a record, decoding only what it
-/// must: a record of another system (Connect, Spring, a seed-format or raw
-/// value) is named by its DLQ position, a headers-format record by its
-/// `dlq.id` header; only a value that mentions a `"dlq"` member can be an
-/// envelope with an id of its own, and only that is decoded. For readers
-/// that need ids of many records (deduplication, a search by id).
+/// must (see [`kafka_record_own_id`]).
 pub fn kafka_record_id(rec: &KafkaRecord<'_>, dlq_prefix: &str) -> String {
-    let coords = || format!("kafka:{}:{}:{}", rec.topic, rec.partition, rec.offset);
+    kafka_record_own_id(rec, dlq_prefix)
+        .unwrap_or_else(|| format!("kafka:{}:{}:{}", rec.topic, rec.partition, rec.offset))
+}
+
+/// The id a record carries itself, `None` when [`decode_kafka_with_prefix`]
+/// names it by its DLQ position (`kafka:<topic>:<partition>:<offset>`, unique
+/// to the record): a record of another system (Connect, Spring, a
+/// seed-format or raw value) has none; a headers-format record has its
+/// `dlq.id` header; only a value that mentions a `"dlq"` member can be an
+/// envelope with an id, and only that is decoded. For readers that need the
+/// ids of many records (deduplication, a search by id).
+pub fn kafka_record_own_id(rec: &KafkaRecord<'_>, dlq_prefix: &str) -> Option<String> {
     if header(rec.headers, "__connect.errors.topic").is_some()
         || header(rec.headers, "kafka_dlt-original-topic").is_some()
     {
-        return coords();
+        return None;
     }
     if header(rec.headers, "dlq.v").is_some() {
-        return header_text(rec.headers, "dlq.id").unwrap_or_else(coords);
+        return header_text(rec.headers, "dlq.id");
     }
     match rec.value {
         Some(v) if v.windows(5).any(|w| w == b"\"dlq\"") => {
-            decode_kafka_with_prefix(rec, dlq_prefix).id
+            let id = decode_kafka_with_prefix(rec, dlq_prefix).id;
+            let coords = format!("kafka:{}:{}:{}", rec.topic, rec.partition, rec.offset);
+            (id != coords).then_some(id)
         }
-        _ => coords(),
+        _ => None,
     }
 }
 

@@ -6,6 +6,11 @@
 use super::*;
 use std::collections::VecDeque;
 
+/// A map with a fast hasher: ids are not chosen by an attacker who could
+/// profit from collisions (a DLQ's writers are trusted), and SipHash was a
+/// tenth of a replay's time.
+pub(super) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// One DLQ partition.
 #[derive(Debug, Default)]
 pub(super) struct PartState {
@@ -112,7 +117,7 @@ impl DlqState {
 #[derive(Debug, Default)]
 pub(super) struct IdWindow {
     cap: usize,
-    ids: HashMap<Arc<str>, i64>,
+    ids: FastMap<Arc<str>, i64>,
     order: VecDeque<(i64, Arc<str>)>,
     /// Offsets below this were seen (`None`: never filled).
     pub(super) to: Option<i64>,
@@ -178,14 +183,27 @@ impl IdWindow {
 /// Where records the store saw lie, by DLQ and id, for settling by id
 /// without searching: a scan fills it with the records it returns, an
 /// append with what it wrote. Two generations of at most `half` entries
-/// each: looking up or adding is O(1), and memory stays bounded (the
-/// records of the pages in flight are always in it).
+/// each: looking up or adding is O(1) and allocates nothing to look up,
+/// and memory stays bounded (the records of the pages in flight are always
+/// in it).
 #[derive(Debug, Default)]
 pub(super) struct PositionCache {
     half: usize,
-    current: HashMap<(Arc<str>, Arc<str>), (i32, i64)>,
-    previous: HashMap<(Arc<str>, Arc<str>), (i32, i64)>,
-    names: HashMap<String, Arc<str>>,
+    current: Generation,
+    previous: Generation,
+}
+
+/// One generation of [`PositionCache`]: by DLQ, then id.
+#[derive(Debug, Default)]
+struct Generation {
+    entries: usize,
+    by_dlq: FastMap<String, FastMap<Box<str>, (i32, i64)>>,
+}
+
+impl Generation {
+    fn get(&self, dlq: &str, id: &str) -> Option<(i32, i64)> {
+        self.by_dlq.get(dlq)?.get(id).copied()
+    }
 }
 
 impl PositionCache {
@@ -197,45 +215,51 @@ impl PositionCache {
     }
 
     pub(super) fn get(&self, dlq: &str, id: &str) -> Option<(i32, i64)> {
-        let key = (Arc::<str>::from(dlq), Arc::<str>::from(id));
         self.current
-            .get(&key)
-            .or_else(|| self.previous.get(&key))
-            .copied()
+            .get(dlq, id)
+            .or_else(|| self.previous.get(dlq, id))
     }
 
     pub(super) fn put(&mut self, dlq: &str, id: &str, at: (i32, i64)) {
-        let name = match self.names.get(dlq) {
-            Some(n) => n.clone(),
-            None => {
-                let n: Arc<str> = Arc::from(dlq);
-                self.names.insert(dlq.to_owned(), n.clone());
-                n
-            }
-        };
-        if self.current.len() >= self.half {
+        if self.current.entries >= self.half {
             self.previous = std::mem::take(&mut self.current);
         }
-        self.current.insert((name, Arc::from(id)), at);
+        let ids = match self.current.by_dlq.get_mut(dlq) {
+            Some(ids) => ids,
+            None => self.current.by_dlq.entry(dlq.to_owned()).or_default(),
+        };
+        if ids.insert(Box::from(id), at).is_none() {
+            self.current.entries += 1;
+        }
     }
 
     /// Forgets the records of a DLQ (its topic was recreated).
     pub(super) fn forget(&mut self, dlq: &str) {
-        self.current.retain(|(d, _), _| &**d != dlq);
-        self.previous.retain(|(d, _), _| &**d != dlq);
+        for g in [&mut self.current, &mut self.previous] {
+            if let Some(ids) = g.by_dlq.remove(dlq) {
+                g.entries -= ids.len();
+            }
+        }
     }
 }
 
-/// The id of a DLQ record (decoding only what it must; see
-/// [`dlq_core::envelope::kafka_record_id`]).
-pub(super) fn id_of(
+/// The id a DLQ record carries itself, `None` for one named by its
+/// position, which no other record can have (see
+/// [`dlq_core::envelope::kafka_record_own_id`]).
+pub(super) fn own_id_of(
     config: &KafkaConfig,
     topic: &str,
     m: &rdkafka::message::BorrowedMessage<'_>,
-) -> String {
+) -> Option<String> {
     use rdkafka::Message as _;
-    let headers = headers_of(m);
-    dlq_core::envelope::kafka_record_id(
+    // Headers only matter when there are some: most DLQ records of other
+    // writers have none, and reading them costs an allocation.
+    let headers = if m.headers().is_some() {
+        headers_of(m)
+    } else {
+        Vec::new()
+    };
+    dlq_core::envelope::kafka_record_own_id(
         &KafkaRecord {
             value: m.payload(),
             key: m.key(),
@@ -247,6 +271,17 @@ pub(super) fn id_of(
         },
         &config.dlq_prefix,
     )
+}
+
+/// The id of a DLQ record.
+pub(super) fn id_of(
+    config: &KafkaConfig,
+    topic: &str,
+    m: &rdkafka::message::BorrowedMessage<'_>,
+) -> String {
+    use rdkafka::Message as _;
+    own_id_of(config, topic, m)
+        .unwrap_or_else(|| format!("kafka:{topic}:{}:{}", m.partition(), m.offset()))
 }
 
 #[cfg(test)]
@@ -286,7 +321,7 @@ mod tests {
         assert_eq!(c.get("d", "9"), Some((0, 9)));
         assert_eq!(c.get("d", "8"), Some((0, 8)));
         assert_eq!(c.get("d", "0"), None);
-        assert!(c.current.len() + c.previous.len() <= 4);
+        assert!(c.current.entries + c.previous.entries <= 4);
         c.forget("d");
         assert_eq!(c.get("d", "9"), None);
     }

@@ -260,8 +260,8 @@ impl Inner {
             let o = m.offset();
             gaps.extend(expected..o);
             expected = o + 1;
-            let id = id_of(config, dlq, m);
-            if let Some((later, first)) = window.push(&id, o, low)
+            if let Some(id) = own_id_of(config, dlq, m)
+                && let Some((later, first)) = window.push(&id, o, low)
                 && later == o
             {
                 copies.push((o, first));
@@ -308,7 +308,9 @@ impl Inner {
             let window = &mut part.window;
             client.read(dlq, &[(p, from, to)], |m| {
                 use rdkafka::Message as _;
-                window.push(&id_of(config, dlq, m), m.offset(), low);
+                if let Some(id) = own_id_of(config, dlq, m) {
+                    window.push(&id, m.offset(), low);
+                }
                 ControlFlow::Continue(())
             })?;
         }

@@ -241,8 +241,8 @@ impl KafkaStore {
                             if counting {
                                 gaps.extend(expected..o);
                                 expected = o + 1;
-                                let id = id_of(&self.config, &name, m);
-                                if let Some((later, first)) = window.push(&id, o, low)
+                                if let Some(id) = own_id_of(&self.config, &name, m)
+                                    && let Some((later, first)) = window.push(&id, o, low)
                                     && later == o
                                 {
                                     copies.push((o, first));

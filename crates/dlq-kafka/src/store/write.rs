@@ -70,11 +70,11 @@ impl Inner {
         now: DateTime<Utc>,
         pending: &mut SegmentOverlay,
     ) -> Result<(Vec<LedgerValue>, usize)> {
-        let positions = self.positions_of(config, settle.iter().map(|s| (&s.dlq, &s.id)))?;
+        let positions = self.positions_of(config, settle)?;
         let mut overlay: HashMap<(&str, &str), Status> = HashMap::new();
         let mut marks: Vec<StatusAt> = Vec::new();
-        for s in settle {
-            let Some(&(p, o)) = positions.get(&(s.dlq.clone(), s.id.clone())) else {
+        for (s, at) in settle.iter().zip(positions) {
+            let Some((p, o)) = at else {
                 continue;
             };
             let key = (s.dlq.as_str(), s.id.as_str());
@@ -100,21 +100,33 @@ impl Inner {
         ))
     }
 
-    /// Where the records named by `(dlq, id)` lie, by DLQ and id (records
-    /// not found are missing).
-    pub(super) fn positions_of<'a>(
+    /// Where the records `settle` names lie, in its order (`None`: not
+    /// found): from the position cache, else by reading (one pass per DLQ
+    /// for all its ids the cache does not know).
+    pub(super) fn positions_of(
         &mut self,
         config: &KafkaConfig,
-        named: impl Iterator<Item = (&'a String, &'a String)>,
-    ) -> Result<HashMap<(String, String), (i32, i64)>> {
-        let mut by_dlq: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for (dlq, id) in named {
-            by_dlq.entry(dlq.as_str()).or_default().push(id.as_str());
+        settle: &[Settle],
+    ) -> Result<Vec<Option<(i32, i64)>>> {
+        let mut out: Vec<Option<(i32, i64)>> = Vec::with_capacity(settle.len());
+        let mut missing: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, s) in settle.iter().enumerate() {
+            let known = self.cache.get(&s.dlq, &s.id).filter(|&(p, o)| {
+                self.dlqs
+                    .get(&s.dlq)
+                    .and_then(|d| d.parts.get(p as usize))
+                    .is_some_and(|part| o >= part.low)
+            });
+            if known.is_none() {
+                missing.entry(s.dlq.as_str()).or_default().push(i);
+            }
+            out.push(known);
         }
-        let mut out = HashMap::new();
-        for (dlq, ids) in by_dlq {
-            for (id, at) in self.locate(config, dlq, &ids)? {
-                out.insert((dlq.to_owned(), id), at);
+        for (dlq, indexes) in missing {
+            let ids: Vec<&str> = indexes.iter().map(|&i| settle[i].id.as_str()).collect();
+            let found = self.locate(config, dlq, &ids)?;
+            for i in indexes {
+                out[i] = found.get(&settle[i].id).copied();
             }
         }
         Ok(out)
@@ -538,7 +550,7 @@ impl KafkaStore {
                 inner.fill_window(config, &e.dlq, p, high)?;
             }
         }
-        let settle_at = inner.positions_of(config, batch.settle.iter().map(|s| (&s.dlq, &s.id)))?;
+        let settle_at = inner.positions_of(config, batch.settle)?;
 
         let now = Utc::now();
         let ts = now.timestamp_millis();
@@ -619,14 +631,14 @@ impl KafkaStore {
                 });
             }
         }
-        for s in batch.settle {
+        for (s, &at) in batch.settle.iter().zip(&settle_at) {
             let key = (s.dlq.clone(), s.id.clone());
             let (current, pos) = if let Some(&fi) = in_batch.get(&(s.dlq.as_str(), s.id.as_str())) {
                 (
                     overlay.get(&key).copied().unwrap_or(Status::Pending),
                     Pos::Appended(fi),
                 )
-            } else if let Some(&(p, o)) = settle_at.get(&key) {
+            } else if let Some((p, o)) = at {
                 let current = overlay
                     .get(&key)
                     .copied()
