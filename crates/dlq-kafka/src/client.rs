@@ -7,6 +7,7 @@
 //! here derives `Debug`: the `ClientConfig`s hold credentials.
 
 use crate::config::KafkaConfig;
+use crate::position::{PartitionOffset, TopicPartition};
 use crate::retry::{Health, Redactor, Watched, backend, failure, is_retryable, watcher};
 use chrono::{DateTime, Utc};
 use dlq_core::envelope::Header;
@@ -112,7 +113,7 @@ struct Tag {
 }
 
 /// A delivery report: the position, or the error and the topic.
-type Slot = Option<std::result::Result<(i32, i64), (KafkaError, String)>>;
+type Slot = Option<std::result::Result<PartitionOffset, (KafkaError, String)>>;
 
 #[derive(Default)]
 struct DeliveryState {
@@ -176,7 +177,7 @@ impl ProducerContext for Deliveries {
                 st.missing = st.missing.saturating_sub(1);
             }
             *slot = Some(match result {
-                Ok(m) => Ok((m.partition(), m.offset())),
+                Ok(m) => Ok(PartitionOffset::new(m.partition(), m.offset())),
                 Err((e, m)) => Err((e.clone(), m.topic().to_owned())),
             });
         }
@@ -533,8 +534,8 @@ impl Client {
     /// lows and one for the highs, whatever the number of partitions.
     pub fn watermarks(
         &self,
-        parts: &[(String, i32)],
-    ) -> Result<HashMap<(String, i32), (i64, i64)>> {
+        parts: &[TopicPartition],
+    ) -> Result<HashMap<TopicPartition, (i64, i64)>> {
         self.retrying(|| self.watermarks_once(parts))
     }
 
@@ -569,8 +570,8 @@ impl Client {
     /// coordinator after the commit returns, and the last stable offset
     /// moves only then. Gives up quietly after the timeout (the records are
     /// committed; only their visibility is late).
-    pub fn await_visible(&self, last: &HashMap<(String, i32), i64>) {
-        let parts: Vec<(String, i32)> = last.keys().cloned().collect();
+    pub fn await_visible(&self, last: &HashMap<TopicPartition, i64>) {
+        let parts: Vec<TopicPartition> = last.keys().cloned().collect();
         let deadline = Instant::now() + self.timeout;
         // The markers usually land within a few milliseconds: ask again
         // soon, then less and less often.
@@ -600,17 +601,17 @@ impl Client {
 
     fn watermarks_once(
         &self,
-        parts: &[(String, i32)],
-    ) -> Result<HashMap<(String, i32), (i64, i64)>> {
+        parts: &[TopicPartition],
+    ) -> Result<HashMap<TopicPartition, (i64, i64)>> {
         let mut out = HashMap::with_capacity(parts.len());
         if parts.is_empty() {
             return Ok(out);
         }
-        let query = |offset: Offset| -> Result<HashMap<(String, i32), i64>> {
+        let query = |offset: Offset| -> Result<HashMap<TopicPartition, i64>> {
             let mut tpl = TopicPartitionList::with_capacity(parts.len());
-            for (t, p) in parts {
-                tpl.add_partition_offset(t, *p, offset)
-                    .map_err(|e| self.err("reading watermarks", Some(t), &e))?;
+            for tp in parts {
+                tpl.add_partition_offset(&tp.topic, tp.partition, offset)
+                    .map_err(|e| self.err("reading watermarks", Some(&tp.topic), &e))?;
             }
             let res = self
                 .consumer
@@ -623,7 +624,7 @@ impl Client {
                 }
                 match el.offset() {
                     Offset::Offset(o) => {
-                        map.insert((el.topic().to_owned(), el.partition()), o);
+                        map.insert(TopicPartition::new(el.topic(), el.partition()), o);
                     }
                     other => {
                         return Err(failure(
@@ -644,7 +645,7 @@ impl Client {
         for key in parts {
             let (Some(&lo), Some(&hi)) = (lows.get(key), highs.get(key)) else {
                 return Err(failure(
-                    format!("reading watermarks of {}/{}: no answer", key.0, key.1),
+                    format!("reading watermarks of {key}: no answer"),
                     true,
                 ));
             };
@@ -899,8 +900,8 @@ impl Client {
         first: Vec<Outgoing>,
         wait_between: bool,
         offsets: Option<TxnOffsets<'_>>,
-        then: impl FnOnce(&[(i32, i64)]) -> Vec<Outgoing>,
-    ) -> Result<Vec<(i32, i64)>> {
+        then: impl FnOnce(&[PartitionOffset]) -> Vec<Outgoing>,
+    ) -> Result<Vec<PartitionOffset>> {
         if offsets.is_some() && !self.transactions {
             return Err(failure(
                 "committing consumer offsets with the records needs transactions (transactions=true)",
@@ -956,7 +957,7 @@ impl Client {
 
     /// Waits for the records of [`Client::start_write`] and commits them;
     /// the same outcome as [`Client::write`].
-    pub fn finish_write(&mut self) -> Result<Vec<(i32, i64)>> {
+    pub fn finish_write(&mut self) -> Result<Vec<PartitionOffset>> {
         let Some(deadline) = self.pending.take() else {
             return Err(failure("finishing a write that was not started", false));
         };
@@ -1072,7 +1073,7 @@ impl Client {
         &self,
         deadline: Instant,
         offsets: Option<TxnOffsets<'_>>,
-    ) -> std::result::Result<Vec<(i32, i64)>, Failed> {
+    ) -> std::result::Result<Vec<PartitionOffset>, Failed> {
         let Some(p) = self.producer.as_ref() else {
             return Err(Failed::Other(failure("no producer", true)));
         };
@@ -1099,8 +1100,8 @@ impl Client {
         first: Vec<Outgoing>,
         wait_between: bool,
         offsets: Option<TxnOffsets<'_>>,
-        then: impl FnOnce(&[(i32, i64)]) -> Vec<Outgoing>,
-    ) -> std::result::Result<Vec<(i32, i64)>, Failed> {
+        then: impl FnOnce(&[PartitionOffset]) -> Vec<Outgoing>,
+    ) -> std::result::Result<Vec<PartitionOffset>, Failed> {
         let deadline = Instant::now() + self.timeout + Duration::from_secs(5);
         self.start_inner(generation, &first)?;
         let Some(p) = self.producer.as_ref() else {
@@ -1171,7 +1172,7 @@ impl Client {
         &self,
         producer: &ThreadedProducer<Deliveries>,
         deadline: Instant,
-    ) -> Result<Vec<(i32, i64)>> {
+    ) -> Result<Vec<PartitionOffset>> {
         let ctx = producer.context();
         let mut st = ctx.lock();
         while st.missing > 0 {

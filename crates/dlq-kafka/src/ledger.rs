@@ -25,6 +25,7 @@
 //! malformed entries (written by something else) are skipped with a warning,
 //! never fatal. A `null` value (a tombstone) deletes the key.
 
+use crate::position::{PartitionOffset, TopicPartition};
 use crate::settlement::{Mark, PartitionMarks, Segment};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -214,8 +215,9 @@ pub(crate) struct Settled {
     pub at: DateTime<Utc>,
 }
 
-/// One DLQ partition's settlement state, by topic id and partition.
-type PartitionKey = (String, i32);
+/// One DLQ partition's settlement state, by topic id (as the topic) and
+/// partition.
+type PartitionKey = TopicPartition;
 
 /// The ledger as read so far: latest value per key.
 #[derive(Debug, Default)]
@@ -223,7 +225,7 @@ pub(crate) struct Ledger {
     /// Record entries of the former format, by DLQ and id.
     records: HashMap<String, HashMap<String, Settled>>,
     /// The same entries by DLQ and the position they name.
-    legacy_at: HashMap<String, HashMap<(i32, i64), Settled>>,
+    legacy_at: HashMap<String, HashMap<PartitionOffset, Settled>>,
     checkpoints: HashMap<String, String>,
     blobs: HashMap<String, BlobEntry>,
     /// Settlement marks by topic id and partition.
@@ -364,9 +366,12 @@ impl Ledger {
                 };
                 let by_pos = self.legacy_at.entry(r.dlq.clone()).or_default();
                 if let Some(old) = self.records.entry(r.dlq).or_default().insert(r.id, settled) {
-                    by_pos.remove(&(old.partition, old.offset));
+                    by_pos.remove(&PartitionOffset::new(old.partition, old.offset));
                 }
-                by_pos.insert((settled.partition, settled.offset), settled);
+                by_pos.insert(
+                    PartitionOffset::new(settled.partition, settled.offset),
+                    settled,
+                );
             }
             LedgerValue::Checkpoint(c) => {
                 self.checkpoints.insert(c.checkpoint, c.value);
@@ -387,7 +392,10 @@ impl Ledger {
                         "skipping a count entry whose range lies outside its segment");
                     return;
                 }
-                let counted = self.counts.entry((c.topic_id, c.partition)).or_default();
+                let counted = self
+                    .counts
+                    .entry(TopicPartition::new(c.topic_id, c.partition))
+                    .or_default();
                 // Only a longer range says more than what is known.
                 let known = counted.spans.get(&c.segment).copied();
                 if known.is_some_and(|(f, t)| f <= c.from && t >= c.to) {
@@ -425,7 +433,7 @@ impl Ledger {
                 };
                 let marks = self
                     .marks
-                    .entry((g.topic_id.clone(), g.partition))
+                    .entry(TopicPartition::new(g.topic_id.as_str(), g.partition))
                     .or_default();
                 match marks.load(g.segment, &bytes) {
                     Ok(()) => {
@@ -460,7 +468,9 @@ impl Ledger {
     fn delete(&mut self, key: &str) {
         if let Some(rest) = key.strip_prefix(COUNT_PREFIX) {
             if let Some((topic_id, partition, segment)) = split_segment_key(rest)
-                && let Some(c) = self.counts.get_mut(&(topic_id.to_owned(), partition))
+                && let Some(c) = self
+                    .counts
+                    .get_mut(&TopicPartition::new(topic_id, partition))
             {
                 c.spans.remove(&segment);
                 c.dirty.remove(&segment);
@@ -472,7 +482,10 @@ impl Ledger {
             let Some((topic_id, partition, segment)) = split_segment_key(rest) else {
                 return;
             };
-            if let Some(m) = self.marks.get_mut(&(topic_id.to_owned(), partition)) {
+            if let Some(m) = self
+                .marks
+                .get_mut(&TopicPartition::new(topic_id, partition))
+            {
                 m.forget(segment);
             }
             self.written
@@ -484,7 +497,7 @@ impl Ledger {
             && let Some(old) = m.remove(id)
             && let Some(by_pos) = self.legacy_at.get_mut(dlq)
         {
-            by_pos.remove(&(old.partition, old.offset));
+            by_pos.remove(&PartitionOffset::new(old.partition, old.offset));
         }
     }
 
@@ -501,7 +514,7 @@ impl Ledger {
         offset: i64,
     ) -> (Status, Option<DateTime<Utc>>) {
         if let Some(t) = topic_id
-            && let Some(marks) = self.marks.get(&(t.to_owned(), partition))
+            && let Some(marks) = self.marks.get(&TopicPartition::new(t, partition))
         {
             let mark = marks.get(offset);
             if let Some(status) = mark.status().filter(|s| *s != Status::Pending) {
@@ -521,7 +534,9 @@ impl Ledger {
 
     /// The record entry of the former format naming this position.
     pub fn legacy(&self, dlq: &str, partition: i32, offset: i64) -> Option<&Settled> {
-        self.legacy_at.get(dlq)?.get(&(partition, offset))
+        self.legacy_at
+            .get(dlq)?
+            .get(&PartitionOffset::new(partition, offset))
     }
 
     /// Whether any record entry of the former format names a record of `dlq`.
@@ -536,8 +551,10 @@ impl Ledger {
             .get(dlq)
             .map(|m| {
                 m.iter()
-                    .filter(|((p, o), _)| *p == partition && *o >= from && *o < to)
-                    .map(|((_, o), s)| (*o, s.outcome))
+                    .filter(|(at, _)| {
+                        at.partition == partition && at.offset >= from && at.offset < to
+                    })
+                    .map(|(at, s)| (at.offset, s.outcome))
                     .collect()
             })
             .unwrap_or_default()
@@ -545,7 +562,7 @@ impl Ledger {
 
     /// The settlement marks of a partition, if any were written.
     pub fn marks(&self, topic_id: &str, partition: i32) -> Option<&PartitionMarks> {
-        self.marks.get(&(topic_id.to_owned(), partition))
+        self.marks.get(&TopicPartition::new(topic_id, partition))
     }
 
     /// The segment entries that record `marks` (offset, mark) in a
@@ -576,7 +593,7 @@ impl Ledger {
                 Some(s) => s.clone(),
                 None => self
                     .marks
-                    .get(&(topic_id.to_owned(), partition))
+                    .get(&TopicPartition::new(topic_id, partition))
                     .and_then(|m| m.segment(segment))
                     .cloned()
                     .unwrap_or_default(),
@@ -622,13 +639,13 @@ impl Ledger {
 
     /// What was counted of a partition, if anything.
     pub fn counted(&self, topic_id: &str, partition: i32) -> Option<&Counted> {
-        self.counts.get(&(topic_id.to_owned(), partition))
+        self.counts.get(&TopicPartition::new(topic_id, partition))
     }
 
     /// What was counted of a partition, to add to.
     pub fn counted_mut(&mut self, topic_id: &str, partition: i32) -> &mut Counted {
         self.counts
-            .entry((topic_id.to_owned(), partition))
+            .entry(TopicPartition::new(topic_id, partition))
             .or_default()
     }
 
@@ -641,7 +658,14 @@ impl Ledger {
         at: DateTime<Utc>,
     ) -> Vec<CountEntry> {
         let mut out = Vec::new();
-        for ((topic_id, partition), c) in &mut self.counts {
+        for (
+            TopicPartition {
+                topic: topic_id,
+                partition,
+            },
+            c,
+        ) in &mut self.counts
+        {
             let Some(dlq) = names.get(topic_id) else {
                 continue;
             };
@@ -675,7 +699,7 @@ impl Ledger {
     pub fn expired_counts(&self, topic_id: &str, partition: i32, low: i64) -> Vec<String> {
         let first_kept = low.max(0) / crate::settlement::SEGMENT_OFFSETS;
         self.counts
-            .get(&(topic_id.to_owned(), partition))
+            .get(&TopicPartition::new(topic_id, partition))
             .map(|c| {
                 c.spans
                     .range(..first_kept)

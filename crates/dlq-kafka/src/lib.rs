@@ -95,6 +95,8 @@
 //!   counts, streaming scans, the write path;
 //! * [`settlement`]: settlement marks in segments;
 //! * [`ledger`]: the ledger entries;
+//! * [`position`]: [`TopicPartition`](position::TopicPartition) and
+//!   [`PartitionOffset`](position::PartitionOffset);
 //! * `client`: raw rdkafka I/O (admin, producer, consumer, watermarks);
 //! * `headers`: record headers in and out, byte for byte, through
 //!   `dlq-kafka-ffi` (rdkafka's own header API panics on a name that is
@@ -139,6 +141,7 @@ mod headers;
 pub mod ledger;
 mod partitioner;
 mod pipeline;
+pub mod position;
 pub mod processor;
 pub mod producer;
 pub mod retention;

@@ -59,6 +59,7 @@
 
 use crate::KafkaStore;
 use crate::client::Outgoing;
+use crate::position::PartitionOffset;
 use crate::retry::{Access, Health, Redactor};
 use dlq_core::envelope::{DeadLetter, Header, Source};
 use dlq_core::process::{Handler, ProcessorCounters};
@@ -1269,30 +1270,32 @@ impl<H: Handler> AtLeastOnce<'_, H> {
 
     /// Stores, for commit, each partition's highest contiguous done offset.
     fn store_offsets(&mut self) {
-        let moved: Vec<(i32, i64)> = self
+        let moved: Vec<PartitionOffset> = self
             .partitions
             .iter()
             .map(|(&p, st)| (p, st.stored, st.commit_point()))
             .filter(|&(_, stored, point)| stored.is_some_and(|s| point > s))
-            .map(|(p, _, point)| (p, point))
+            .map(|(p, _, point)| PartitionOffset::new(p, point))
             .collect();
         if moved.is_empty() {
             return;
         }
         let mut tpl = TopicPartitionList::with_capacity(moved.len());
-        for &(p, point) in &moved {
-            if let Err(e) =
-                tpl.add_partition_offset(&self.cfg.source_topic, p, Offset::Offset(point))
-            {
+        for at in &moved {
+            if let Err(e) = tpl.add_partition_offset(
+                &self.cfg.source_topic,
+                at.partition,
+                Offset::Offset(at.offset),
+            ) {
                 tracing::debug!(error = %e, "storing offsets");
                 return;
             }
         }
         match self.consumer.store_offsets(&tpl) {
             Ok(()) => {
-                for (p, point) in moved {
-                    if let Some(st) = self.partitions.get_mut(&p) {
-                        st.stored = Some(point);
+                for at in moved {
+                    if let Some(st) = self.partitions.get_mut(&at.partition) {
+                        st.stored = Some(at.offset);
                     }
                 }
             }

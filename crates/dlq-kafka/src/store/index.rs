@@ -197,11 +197,11 @@ pub(super) struct PositionCache {
 #[derive(Debug, Default)]
 struct Generation {
     entries: usize,
-    by_dlq: FastMap<String, FastMap<Box<str>, (i32, i64)>>,
+    by_dlq: FastMap<String, FastMap<Box<str>, PartitionOffset>>,
 }
 
 impl Generation {
-    fn get(&self, dlq: &str, id: &str) -> Option<(i32, i64)> {
+    fn get(&self, dlq: &str, id: &str) -> Option<PartitionOffset> {
         self.by_dlq.get(dlq)?.get(id).copied()
     }
 }
@@ -214,13 +214,13 @@ impl PositionCache {
         }
     }
 
-    pub(super) fn get(&self, dlq: &str, id: &str) -> Option<(i32, i64)> {
+    pub(super) fn get(&self, dlq: &str, id: &str) -> Option<PartitionOffset> {
         self.current
             .get(dlq, id)
             .or_else(|| self.previous.get(dlq, id))
     }
 
-    pub(super) fn put(&mut self, dlq: &str, id: &str, at: (i32, i64)) {
+    pub(super) fn put(&mut self, dlq: &str, id: &str, at: PartitionOffset) {
         if self.current.entries >= self.half {
             self.previous = std::mem::take(&mut self.current);
         }
@@ -316,10 +316,10 @@ mod tests {
     fn the_cache_stays_bounded_and_keeps_the_newest() {
         let mut c = PositionCache::new(4);
         for i in 0..10 {
-            c.put("d", &i.to_string(), (0, i));
+            c.put("d", &i.to_string(), PartitionOffset::new(0, i));
         }
-        assert_eq!(c.get("d", "9"), Some((0, 9)));
-        assert_eq!(c.get("d", "8"), Some((0, 8)));
+        assert_eq!(c.get("d", "9"), Some(PartitionOffset::new(0, 9)));
+        assert_eq!(c.get("d", "8"), Some(PartitionOffset::new(0, 8)));
         assert_eq!(c.get("d", "0"), None);
         assert!(c.current.entries + c.previous.entries <= 4);
         c.forget("d");

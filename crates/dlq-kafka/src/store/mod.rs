@@ -14,6 +14,7 @@ use crate::client::{Client, Fetched, Outgoing, TxnOffsets, headers_of};
 use crate::config::{Format, KafkaConfig, redact_url, valid_topic};
 use crate::ledger::{BlobEntry, CheckpointEntry, Ledger, LedgerValue, RecordEntry};
 use crate::partitioner::default_partition;
+use crate::position::{PartitionOffset, TopicPartition};
 use crate::retry::failure;
 use crate::settlement::MarkCounts;
 use crate::settlement::{Mark, SEGMENT_OFFSETS, Segment};
@@ -91,10 +92,10 @@ struct Inner {
     /// DLQ partitions whose low watermark moved since the last commit, with
     /// the new low: their ledger entries below it are deleted (tombstoned)
     /// by the next commit, so that the ledger does not grow forever.
-    sweeps: BTreeMap<(String, i32), i64>,
+    sweeps: BTreeMap<TopicPartition, i64>,
     /// The last offset per partition of transactions committed without
     /// waiting for their markers (see [`KafkaStore::await_visible`]).
-    unseen: HashMap<(String, i32), i64>,
+    unseen: HashMap<TopicPartition, i64>,
     /// Whether the state was ever brought up to date (a scan resumed from
     /// a cursor by a store that never asked for the watermarks must).
     refreshed: bool,
@@ -356,11 +357,11 @@ impl KafkaStore {
     pub fn read_values(&self, topic: &str) -> Result<Vec<Vec<u8>>> {
         let inner = self.lock();
         let n = inner.client.partitions(topic)?.unwrap_or(0);
-        let parts: Vec<(String, i32)> = (0..n).map(|p| (topic.to_owned(), p)).collect();
+        let parts: Vec<TopicPartition> = (0..n).map(|p| TopicPartition::new(topic, p)).collect();
         let marks = inner.client.watermarks(&parts)?;
         let ranges: Vec<(i32, i64, i64)> = marks
             .iter()
-            .map(|((_, p), &(lo, hi))| (*p, lo, hi))
+            .map(|(tp, &(lo, hi))| (tp.partition, lo, hi))
             .collect();
         let mut out = Vec::new();
         inner.client.read(topic, &ranges, |m| {
@@ -455,10 +456,15 @@ impl DlqStore for KafkaStore {
             inner.count(&self.config, dlq, p)?;
         }
         for attempt in 0..2 {
-            let Some(&(p, o)) = inner.locate(&self.config, dlq, &[id])?.get(id) else {
+            let Some(&at) = inner.locate(&self.config, dlq, &[id])?.get(id) else {
                 return Ok(None);
             };
-            if let Some(f) = inner.client.fetch(dlq, p, &[o])?.into_iter().next() {
+            if let Some(f) = inner
+                .client
+                .fetch(dlq, at.partition, &[at.offset])?
+                .into_iter()
+                .next()
+            {
                 let record = inner.materialize(&self.config, dlq, f)?;
                 if record.letter.id == id {
                     return Ok(Some(record));

@@ -86,16 +86,18 @@ impl Inner {
             self.dlqs.remove(&topic);
             self.cache.forget(&topic);
         }
-        let mut parts: Vec<(String, i32)> = Vec::new();
+        let mut parts: Vec<TopicPartition> = Vec::new();
         for (t, &n) in &topics {
             self.dlqs
                 .entry(t.clone())
                 .or_default()
                 .grow(n, config.dedup_window);
-            parts.extend((0..n).map(|p| (t.clone(), p)));
+            parts.extend((0..n).map(|p| TopicPartition::new(t.as_str(), p)));
         }
         let ledger_partitions = self.ledger_next.len() as i32;
-        parts.extend((0..ledger_partitions).map(|p| (config.ledger_topic.clone(), p)));
+        parts.extend(
+            (0..ledger_partitions).map(|p| TopicPartition::new(config.ledger_topic.as_str(), p)),
+        );
         let marks = self.client.watermarks(&parts)?;
         self.read_ledger(config, &marks)?;
 
@@ -112,7 +114,7 @@ impl Inner {
             };
             let tid = topic_ids.get(topic).map(String::as_str);
             for p in 0..n {
-                let Some(&(lo, hi)) = marks.get(&(topic.clone(), p)) else {
+                let Some(&(lo, hi)) = marks.get(&TopicPartition::new(topic.as_str(), p)) else {
                     continue;
                 };
                 let part = &mut ds.parts[p as usize];
@@ -132,7 +134,7 @@ impl Inner {
                     }
                 }
                 if lo > part.low {
-                    sweeps.insert((topic.clone(), p), lo);
+                    sweeps.insert(TopicPartition::new(topic.as_str(), p), lo);
                     if let Some(t) = tid {
                         ledger.counted_mut(t, p).expire(lo);
                     }
@@ -155,7 +157,7 @@ impl Inner {
     fn read_ledger(
         &mut self,
         config: &KafkaConfig,
-        marks: &HashMap<(String, i32), (i64, i64)>,
+        marks: &HashMap<TopicPartition, (i64, i64)>,
     ) -> Result<()> {
         let Inner {
             client,
@@ -167,7 +169,8 @@ impl Inner {
         let ledger_topic = &config.ledger_topic;
         let mut ranges = Vec::new();
         for (p, next) in ledger_next.iter_mut().enumerate() {
-            let Some(&(lo, hi)) = marks.get(&(ledger_topic.clone(), p as i32)) else {
+            let Some(&(lo, hi)) = marks.get(&TopicPartition::new(ledger_topic.as_str(), p as i32))
+            else {
                 continue;
             };
             if hi < *next && ledger_tail[p].lagging(hi) {
@@ -211,7 +214,8 @@ impl Inner {
             }
         }
         for (p, tail) in ledger_tail.iter_mut().enumerate() {
-            if let Some(&(_, hi)) = marks.get(&(ledger_topic.clone(), p as i32)) {
+            if let Some(&(_, hi)) = marks.get(&TopicPartition::new(ledger_topic.as_str(), p as i32))
+            {
                 tail.seen(ledger_next[p], hi);
             }
         }
@@ -340,21 +344,21 @@ impl Inner {
         config: &KafkaConfig,
         dlq: &str,
         ids: &[&str],
-    ) -> Result<HashMap<String, (i32, i64)>> {
-        let mut found: HashMap<String, (i32, i64)> = HashMap::new();
+    ) -> Result<HashMap<String, PartitionOffset>> {
+        let mut found: HashMap<String, PartitionOffset> = HashMap::new();
         let mut missing: HashSet<&str> = HashSet::new();
         let Some(ds) = self.dlqs.get(dlq) else {
             return Ok(found);
         };
         for &id in ids {
             match self.cache.get(dlq, id) {
-                Some((p, o))
+                Some(at)
                     if ds
                         .parts
-                        .get(p as usize)
-                        .is_some_and(|part| o >= part.low && o < part.high.max(o + 1)) =>
+                        .get(at.partition as usize)
+                        .is_some_and(|part| at.offset >= part.low) =>
                 {
-                    found.insert(id.to_owned(), (p, o));
+                    found.insert(id.to_owned(), at);
                 }
                 _ => {
                     missing.insert(id);
@@ -401,8 +405,9 @@ impl Inner {
                 ControlFlow::Continue(())
             })?;
             for (id, o) in hits {
-                self.cache.put(dlq, &id, (p, o));
-                found.insert(id, (p, o));
+                let at = PartitionOffset::new(p, o);
+                self.cache.put(dlq, &id, at);
+                found.insert(id, at);
             }
         }
         Ok(found)
@@ -444,8 +449,9 @@ impl Inner {
         key: &str,
     ) -> Result<Option<Vec<u8>>> {
         let topic = &config.blob_topic;
-        let marks = self.client.watermarks(&[(topic.clone(), p)])?;
-        let Some(&(_, hi)) = marks.get(&(topic.clone(), p)) else {
+        let tp = TopicPartition::new(topic.as_str(), p);
+        let marks = self.client.watermarks(std::slice::from_ref(&tp))?;
+        let Some(&(_, hi)) = marks.get(&tp) else {
             return Ok(None);
         };
         let mut found = None;
@@ -497,7 +503,13 @@ impl Inner {
             },
             &config.dlq_prefix,
         );
-        self.stored(config, dlq, (f.partition, f.offset), letter, f.timestamp)
+        self.stored(
+            config,
+            dlq,
+            PartitionOffset::new(f.partition, f.offset),
+            letter,
+            f.timestamp,
+        )
     }
 
     /// The stored record of a decoded DLQ record at `(partition, offset)`
@@ -507,7 +519,7 @@ impl Inner {
         &self,
         config: &KafkaConfig,
         dlq: &str,
-        (partition, offset): (i32, i64),
+        at: PartitionOffset,
         mut letter: DeadLetter,
         timestamp: Option<DateTime<Utc>>,
     ) -> Result<StoredRecord> {
@@ -520,7 +532,7 @@ impl Inner {
                     })
             })?;
         }
-        let (status, settled_at) = self.status_at(dlq, partition, offset);
+        let (status, settled_at) = self.status_at(dlq, at.partition, at.offset);
         Ok(StoredRecord {
             dlq: dlq.to_owned(),
             status,

@@ -8,15 +8,15 @@ pub(super) const SEEK_GAP: i64 = 1024;
 
 /// `v1;<topic>/<partition>=<next offset>;…`: where each partition's scan
 /// resumes (partitions not listed start at their beginning).
-pub(super) fn encode_cursor(positions: &BTreeMap<(String, i32), i64>) -> Cursor {
+pub(super) fn encode_cursor(positions: &BTreeMap<TopicPartition, i64>) -> Cursor {
     let mut s = String::from("v1");
-    for ((t, p), o) in positions {
-        s.push_str(&format!(";{t}/{p}={o}"));
+    for (tp, o) in positions {
+        s.push_str(&format!(";{}/{}={o}", tp.topic, tp.partition));
     }
     Cursor(s)
 }
 
-pub(super) fn decode_cursor(cursor: &Cursor) -> Result<BTreeMap<(String, i32), i64>> {
+pub(super) fn decode_cursor(cursor: &Cursor) -> Result<BTreeMap<TopicPartition, i64>> {
     let bad = || failure(format!("invalid scan cursor {:?}", cursor.0), false);
     let mut parts = cursor.0.split(';');
     if parts.next() != Some("v1") {
@@ -28,7 +28,7 @@ pub(super) fn decode_cursor(cursor: &Cursor) -> Result<BTreeMap<(String, i32), i
         let (t, p) = tp.rsplit_once('/').ok_or_else(bad)?;
         let p: i32 = p.parse().map_err(|_| bad())?;
         let o: i64 = o.parse().map_err(|_| bad())?;
-        out.insert((t.to_owned(), p), o);
+        out.insert(TopicPartition::new(t, p), o);
     }
     Ok(out)
 }
@@ -123,14 +123,17 @@ impl Inner {
 
     /// Whether any record selected by status lies at or after the cursor
     /// positions (DLQs in order, from `dlq`/`partition` on).
-    fn more_after(&self, selection: &Selection, positions: &BTreeMap<(String, i32), i64>) -> bool {
+    fn more_after(&self, selection: &Selection, positions: &BTreeMap<TopicPartition, i64>) -> bool {
         self.dlqs
             .iter()
             .filter(|(name, _)| selection.dlq.as_deref().is_none_or(|d| d == name.as_str()))
             .any(|(name, ds)| {
                 ds.parts.iter().enumerate().any(|(p, part)| {
                     let p = p as i32;
-                    let from = positions.get(&(name.clone(), p)).copied().unwrap_or(0);
+                    let from = positions
+                        .get(&TopicPartition::new(name.as_str(), p))
+                        .copied()
+                        .unwrap_or(0);
                     self.next_wanted(name, p, from, part.high, selection)
                         .is_some()
                 })
@@ -167,15 +170,17 @@ impl KafkaStore {
             // are counted first, so that a later copy of a record is left
             // out even when its first copy is settled (in a run the scan
             // seeks past). Elsewhere the scan counts what it reads.
-            let parts: Vec<(String, i32)> = inner
+            let parts: Vec<TopicPartition> = inner
                 .dlqs
                 .iter()
                 .filter(|(n, _)| selection.dlq.as_deref().is_none_or(|d| d == n.as_str()))
-                .flat_map(|(n, d)| (0..d.parts.len() as i32).map(move |p| (n.clone(), p)))
+                .flat_map(|(n, d)| {
+                    (0..d.parts.len() as i32).map(move |p| TopicPartition::new(n.as_str(), p))
+                })
                 .collect();
-            for (name, p) in parts {
-                if inner.settled_beyond_count(&name, p) {
-                    inner.count(&self.config, &name, p)?;
+            for tp in parts {
+                if inner.settled_beyond_count(&tp.topic, tp.partition) {
+                    inner.count(&self.config, &tp.topic, tp.partition)?;
                 }
             }
             inner.persist_counts(&self.config);
@@ -200,7 +205,7 @@ impl KafkaStore {
                     continue;
                 };
                 let (low, high) = (part.low, part.high);
-                let key = (name.clone(), p);
+                let key = TopicPartition::new(name.as_str(), p);
                 let mut pos = positions.get(&key).copied().unwrap_or(low).max(low);
                 while pos < high {
                     let Some(start) = inner.next_wanted(&name, p, pos, high, selection) else {
@@ -290,7 +295,9 @@ impl KafkaStore {
                     for f in found {
                         let offset = f.offset;
                         let record = inner.materialize(&self.config, &name, f)?;
-                        inner.cache.put(&name, &record.letter.id, (p, offset));
+                        inner
+                            .cache
+                            .put(&name, &record.letter.id, PartitionOffset::new(p, offset));
                         if selection.matches(&record) {
                             page.records.push(record);
                         }
@@ -321,8 +328,8 @@ mod tests {
     #[test]
     fn cursors_roundtrip_and_reject_garbage() {
         let mut m = BTreeMap::new();
-        m.insert(("dlq.a.b".to_owned(), 0), 5);
-        m.insert(("dlq.c".to_owned(), 12), 0);
+        m.insert(TopicPartition::new("dlq.a.b", 0), 5);
+        m.insert(TopicPartition::new("dlq.c", 12), 0);
         let c = encode_cursor(&m);
         assert_eq!(decode_cursor(&c).expect("decode"), m);
         assert!(decode_cursor(&Cursor("17".into())).is_err());

@@ -16,7 +16,7 @@ pub(super) struct Prepared {
 /// Where a ledger entry's record is: known, or appended in this batch.
 #[derive(Clone, Copy)]
 pub(super) enum Pos {
-    Known(i32, i64),
+    Known(PartitionOffset),
     Appended(usize),
 }
 
@@ -74,7 +74,11 @@ impl Inner {
         let mut overlay: HashMap<(&str, &str), Status> = HashMap::new();
         let mut marks: Vec<StatusAt> = Vec::new();
         for (s, at) in settle.iter().zip(positions) {
-            let Some((p, o)) = at else {
+            let Some(PartitionOffset {
+                partition: p,
+                offset: o,
+            }) = at
+            else {
                 continue;
             };
             let key = (s.dlq.as_str(), s.id.as_str());
@@ -107,15 +111,15 @@ impl Inner {
         &mut self,
         config: &KafkaConfig,
         settle: &[Settle],
-    ) -> Result<Vec<Option<(i32, i64)>>> {
-        let mut out: Vec<Option<(i32, i64)>> = Vec::with_capacity(settle.len());
+    ) -> Result<Vec<Option<PartitionOffset>>> {
+        let mut out: Vec<Option<PartitionOffset>> = Vec::with_capacity(settle.len());
         let mut missing: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (i, s) in settle.iter().enumerate() {
-            let known = self.cache.get(&s.dlq, &s.id).filter(|&(p, o)| {
+            let known = self.cache.get(&s.dlq, &s.id).filter(|at| {
                 self.dlqs
                     .get(&s.dlq)
-                    .and_then(|d| d.parts.get(p as usize))
-                    .is_some_and(|part| o >= part.low)
+                    .and_then(|d| d.parts.get(at.partition as usize))
+                    .is_some_and(|part| at.offset >= part.low)
             });
             if known.is_none() {
                 missing.entry(s.dlq.as_str()).or_default().push(i);
@@ -173,10 +177,17 @@ impl Inner {
         config: &KafkaConfig,
         before: &FollowState,
         topics: &[String],
-        positions: &[(i32, i64)],
+        positions: &[PartitionOffset],
     ) {
         let mut spans: HashMap<i32, (i64, i64, usize)> = HashMap::new();
-        for (t, &(p, o)) in topics.iter().zip(positions) {
+        for (
+            t,
+            &PartitionOffset {
+                partition: p,
+                offset: o,
+            },
+        ) in topics.iter().zip(positions)
+        {
             if *t != config.ledger_topic {
                 continue;
             }
@@ -211,15 +222,21 @@ impl Inner {
         {
             return true;
         }
-        self.cache
-            .get(dlq, id)
-            .is_some_and(|(cp, o)| ds.parts.get(cp as usize).is_some_and(|part| o >= part.low))
+        self.cache.get(dlq, id).is_some_and(|at| {
+            ds.parts
+                .get(at.partition as usize)
+                .is_some_and(|part| at.offset >= part.low)
+        })
     }
 
     /// Records a commit appended: into the id window of their partition
     /// and the position cache.
-    pub(super) fn remember_appended(&mut self, dlq: &str, id: &str, (p, o): (i32, i64)) {
-        self.cache.put(dlq, id, (p, o));
+    pub(super) fn remember_appended(&mut self, dlq: &str, id: &str, at: PartitionOffset) {
+        self.cache.put(dlq, id, at);
+        let PartitionOffset {
+            partition: p,
+            offset: o,
+        } = at;
         if let Some(part) = self
             .dlqs
             .get_mut(dlq)
@@ -235,9 +252,16 @@ impl Inner {
 
     /// The ledger keys that records deleted by retention no longer need:
     /// record entries below the new low watermark, and whole segments.
-    pub(super) fn swept_keys(&self, sweeps: &BTreeMap<(String, i32), i64>) -> Vec<String> {
+    pub(super) fn swept_keys(&self, sweeps: &BTreeMap<TopicPartition, i64>) -> Vec<String> {
         let mut keys = Vec::new();
-        for ((dlq, p), &low) in sweeps {
+        for (
+            TopicPartition {
+                topic: dlq,
+                partition: p,
+            },
+            &low,
+        ) in sweeps
+        {
             keys.extend(
                 self.ledger
                     .expired(dlq, *p, low)
@@ -329,6 +353,22 @@ pub(super) fn status_values(
         );
     }
     values
+}
+
+/// The last offset written in each partition, from the topics and
+/// positions of a write's records.
+fn last_positions(
+    topics: &[String],
+    positions: &[PartitionOffset],
+) -> HashMap<TopicPartition, i64> {
+    let mut last: HashMap<TopicPartition, i64> = HashMap::new();
+    for (t, at) in topics.iter().zip(positions) {
+        let e = last
+            .entry(TopicPartition::new(t.as_str(), at.partition))
+            .or_insert(at.offset);
+        *e = (*e).max(at.offset);
+    }
+    last
 }
 
 /// What [`KafkaStore::migrate_ledger`] did.
@@ -638,12 +678,12 @@ impl KafkaStore {
                     overlay.get(&key).copied().unwrap_or(Status::Pending),
                     Pos::Appended(fi),
                 )
-            } else if let Some((p, o)) = at {
+            } else if let Some(at) = at {
                 let current = overlay
                     .get(&key)
                     .copied()
-                    .unwrap_or_else(|| inner.status_at(&s.dlq, p, o).0);
-                (current, Pos::Known(p, o))
+                    .unwrap_or_else(|| inner.status_at(&s.dlq, at.partition, at.offset).0);
+                (current, Pos::Known(at))
             } else {
                 continue;
             };
@@ -684,20 +724,27 @@ impl KafkaStore {
         let (ledger, topic_ids) = (&inner.ledger, &inner.topic_ids);
         let mut segments = SegmentOverlay::new();
         let written = inner.client.write(first, wait_between, offsets, |pos| {
-            let at = |i: usize| pos.get(i).copied().unwrap_or((-1, -1));
+            let at = |i: usize| pos.get(i).copied().unwrap_or(PartitionOffset::new(-1, -1));
             for b in &blobs {
                 values.push(LedgerValue::Blob(BlobEntry {
                     blob: b.sha256.clone(),
                     size: b.size,
-                    chunks: b.chunks.iter().map(|&i| at(i)).collect(),
+                    chunks: b
+                        .chunks
+                        .iter()
+                        .map(|&i| {
+                            let c = at(i);
+                            (c.partition, c.offset)
+                        })
+                        .collect(),
                     at: now,
                 }));
             }
             let statuses: Vec<StatusAt> = writes
                 .iter()
                 .map(|w| {
-                    let (partition, offset) = match w.pos {
-                        Pos::Known(p, o) => (p, o),
+                    let PartitionOffset { partition, offset } = match w.pos {
+                        Pos::Known(known) => known,
                         Pos::Appended(i) => at(i),
                     };
                     StatusAt {
@@ -739,11 +786,7 @@ impl KafkaStore {
         };
 
         if config.transactions {
-            let mut last: HashMap<(String, i32), i64> = HashMap::new();
-            for (out, &(p, o)) in topics_written.iter().zip(&positions) {
-                let e = last.entry((out.clone(), p)).or_insert(o);
-                *e = (*e).max(o);
-            }
+            let last = last_positions(&topics_written, &positions);
             inner.client.await_visible(&last);
         }
 
@@ -909,12 +952,7 @@ impl KafkaStore {
             }
         };
         if config.transactions {
-            let mut last: HashMap<(String, i32), i64> = HashMap::new();
-            for (t, &(p, o)) in pending.topics.iter().zip(&positions) {
-                let e = last.entry((t.clone(), p)).or_insert(o);
-                *e = (*e).max(o);
-            }
-            for (k, o) in last {
+            for (k, o) in last_positions(&pending.topics, &positions) {
                 let e = inner.unseen.entry(k).or_insert(o);
                 *e = (*e).max(o);
             }
@@ -955,7 +993,7 @@ pub(crate) struct PendingSettle {
     pub(super) tombstones: Vec<String>,
     pub(super) topics: Vec<String>,
     pub(super) before: FollowState,
-    pub(super) sweeps: BTreeMap<(String, i32), i64>,
+    pub(super) sweeps: BTreeMap<TopicPartition, i64>,
     pub(super) started: bool,
     /// The segments this write records, as they will stand.
     pub(super) segments: SegmentOverlay,
