@@ -280,7 +280,7 @@ impl Counted {
             let segment = at.div_euclid(size);
             let end = to.min((segment + 1) * size);
             let span = self.spans.entry(segment).or_insert((at, end));
-            if span.1 == at || (span.0 <= at && span.1 >= at) {
+            if span.0 <= at && span.1 >= at {
                 span.1 = span.1.max(end);
                 span.0 = span.0.min(at);
             } else {

@@ -33,13 +33,14 @@ use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 mod index;
+mod migrate;
 mod read;
 mod scan;
 mod stats;
 mod write;
 
 use index::*;
-pub use write::MigrationReport;
+pub use migrate::MigrationReport;
 pub(crate) use write::PendingSettle;
 use write::*;
 
